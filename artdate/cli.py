@@ -1,0 +1,50 @@
+"""The `artdate` command: one subcommand per stage, each calling one function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import run_pack, summary_line
+
+    settings = config.from_arguments(config.PackConfig, args)
+    manifest = run_pack(settings, progress=not args.quiet)
+    print(summary_line(manifest, settings.out))
+    return 0
+
+
+COMMANDS = {
+    "pack": (config.PackConfig, cmd_pack, "pack images and labels into WebDataset shards in a store"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="artdate", description="Date artworks from their images.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (config_class, function, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        config.add_arguments(sub, config_class)
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.set_defaults(function=function)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.function(args)
+    except (ValueError, FileNotFoundError) as problem:
+        # Input problems: the message names the file, row or URL; a traceback would bury it.
+        print(f"artdate {args.command}: error: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"artdate {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

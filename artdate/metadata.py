@@ -1,0 +1,211 @@
+"""Read and validate metadata CSVs of dated works, and split them into train/val.
+
+Accepts the 2017 experiment's `id,year` files and richer ones with `museum`, `year_start`,
+`year_end`, `file`, `url`, `title`, `artist`. Every problem names the file and line. The split is
+a hash of the seed, museum and id, so a work lands in the same split on every run and machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+SANE_YEARS = (-10000, 2100)
+KNOWN_MUSEUM_FILES = {"rijks": "rijks", "met": "met"}  # file-name hint -> museum
+MAX_LISTED_ERRORS = 20
+
+
+class MetadataError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Work:
+    museum: str
+    id: str
+    year: int
+    year_start: int
+    year_end: int
+    split: str
+    file: str = ""  # image path as written in the CSV (relative to the CSV or --images)
+    url: str = ""
+    title: str = ""
+    artist: str = ""
+    csv_dir: str = ""
+    where: str = ""  # "file:line", for messages
+
+    @property
+    def key(self) -> str:
+        return sample_key(self.museum, self.id)
+
+    def labels(self) -> dict:
+        """The labels stored with each sample (DESIGN.md)."""
+        return {
+            "id": self.id,
+            "museum": self.museum,
+            "year": self.year,
+            "year_start": self.year_start,
+            "year_end": self.year_end,
+            "split": self.split,
+            "title": self.title,
+            "artist": self.artist,
+        }
+
+
+@dataclass(frozen=True)
+class Rejected:
+    museum: str
+    id: str
+    reason: str
+    where: str
+
+
+@dataclass
+class MetadataResult:
+    works: list[Work]
+    rejected: list[Rejected] = field(default_factory=list)  # bad rows skipped with skip_bad_rows
+    duplicates: int = 0  # exact duplicate rows dropped
+    out_of_window: int = 0  # valid rows outside [year_min, year_max]
+
+
+def sample_key(museum: str, work_id: str) -> str:
+    """WebDataset keys may not contain dots (they start the extension) or slashes."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{museum}_{work_id}")
+
+
+def assign_split(museum: str, work_id: str, seed: int, val_fraction: float) -> str:
+    digest = hashlib.sha256(f"{seed}/{museum}/{work_id}".encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    return "val" if position < val_fraction else "train"
+
+
+def parse_year(text: str, column: str) -> int | None:
+    """'1631' or '1631.0' -> 1631; '' -> None; anything else is an error naming the column."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{column} {text!r} is not a whole year")
+    value = int(value)
+    if not SANE_YEARS[0] <= value <= SANE_YEARS[1]:
+        raise ValueError(f"{column} {value} is outside any sane range {SANE_YEARS[0]}..{SANE_YEARS[1]}")
+    return value
+
+
+def parse_years(row: dict) -> tuple[int, int, int]:
+    """(year, year_start, year_end) of a row; year is the middle of the range when not given."""
+    year = parse_year(row.get("year") or "", "year")
+    start = parse_year(row.get("year_start") or "", "year_start")
+    end = parse_year(row.get("year_end") or "", "year_end")
+    if start is None and end is None:
+        if year is None:
+            raise ValueError("no year")
+        return year, year, year
+    start = start if start is not None else end
+    end = end if end is not None else start
+    if start > end:
+        raise ValueError(f"year_start {start} is after year_end {end}")
+    if year is None:
+        year = math.floor((start + end) / 2 + 0.5)
+    return year, start, end
+
+
+def museum_from_file_name(path: str) -> str:
+    name = os.path.basename(path).lower()
+    return next((museum for hint, museum in KNOWN_MUSEUM_FILES.items() if hint in name), "")
+
+
+def read_metadata(
+    paths: list[str] | tuple[str, ...],
+    *,
+    museum: str = "",
+    year_min: int = 1200,
+    year_max: int = 1930,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad_rows: bool = False,
+) -> MetadataResult:
+    if not 0 <= val_fraction < 1:
+        raise MetadataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    result = MetadataResult(works=[])
+    errors: list[Rejected] = []
+    seen: dict[tuple[str, str], Work] = {}
+    keys: dict[str, Work] = {}
+    for path in paths:
+        for where, row in _read_rows(path):
+            row_museum = (row.get("museum") or museum or museum_from_file_name(path)).strip().lower()
+            work_id = (row.get("id") or "").strip()
+            try:
+                if row.get(None) is not None or None in row.values():
+                    raise ValueError("wrong number of fields for the header")
+                if not work_id:
+                    raise ValueError("empty id")
+                if not row_museum:
+                    raise ValueError("unknown museum: add a museum column or pass --museum")
+                year, start, end = parse_years(row)
+            except ValueError as problem:
+                errors.append(Rejected(row_museum, work_id, str(problem), where))
+                continue
+            work = Work(
+                museum=row_museum,
+                id=work_id,
+                year=year,
+                year_start=start,
+                year_end=end,
+                split=assign_split(row_museum, work_id, seed, val_fraction),
+                file=(row.get("file") or "").strip(),
+                url=(row.get("url") or "").strip(),
+                title=(row.get("title") or "").strip(),
+                artist=(row.get("artist") or "").strip(),
+                csv_dir=os.path.dirname(os.path.abspath(path)),
+                where=where,
+            )
+            earlier = seen.get((work.museum, work.id))
+            if earlier is not None:
+                if (earlier.year, earlier.year_start, earlier.year_end) == (year, start, end):
+                    result.duplicates += 1
+                else:
+                    errors.append(Rejected(work.museum, work.id, f"conflicting duplicate of {earlier.where}", where))
+                continue
+            clash = keys.get(work.key)
+            if clash is not None:
+                reason = f"sample key {work.key} clashes with {clash.museum}/{clash.id} at {clash.where}"
+                errors.append(Rejected(work.museum, work.id, reason, where))
+                continue
+            seen[(work.museum, work.id)] = keys[work.key] = work
+            if year_min <= year <= year_max:
+                result.works.append(work)
+            else:
+                result.out_of_window += 1
+    if errors and not skip_bad_rows:
+        listed = "\n".join(f"  {e.where}: {e.reason}" for e in errors[:MAX_LISTED_ERRORS])
+        more = f"\n  ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
+        raise MetadataError(f"{len(errors)} bad metadata row(s) (pass --skip-bad-rows to skip them):\n{listed}{more}")
+    result.rejected = errors
+    return result
+
+
+def _read_rows(path: str):
+    """Yield ("file:line", row) for each data row; a file without the needed columns is an error."""
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as problem:
+        raise MetadataError(f"{path}: cannot read: {problem.strerror}") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if "id" not in columns or not ({"year", "year_start", "year_end"} & set(columns)):
+            raise MetadataError(f"{path}:1: needs an id column and a year (or year_start/year_end) column, has {columns}")
+        try:
+            for row in reader:
+                yield f"{path}:{reader.line_num}", row
+        except (csv.Error, UnicodeDecodeError) as problem:
+            raise MetadataError(f"{path}:{reader.line_num}: malformed CSV: {problem}") from None

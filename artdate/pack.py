@@ -1,0 +1,233 @@
+"""`artdate pack`: metadata + images -> WebDataset shards + manifest.json in a store.
+
+The works are shuffled with the seed and cut into a plan of shards before anything is fetched,
+so the plan is the same on every run. Each finished shard leaves a record in `_pack/`; a rerun
+skips the shards that have one, which makes an interrupted pack resume without fetching or
+writing anything twice. Fetching (threads, I/O bound) and encoding (processes, CPU bound) run
+through bounded windows, so memory stays flat however large the corpus is.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import random
+import sys
+import tempfile
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import shards, store
+from .config import PackConfig
+from .metadata import Work, read_metadata
+from .sources import FetchError, HttpClient, fetches_over_network, make_source
+
+PACK_DIR = "_pack"
+PLAN = "plan.json"
+
+
+@dataclass
+class PlannedShard:
+    name: str
+    split: str
+    works: list[Work]
+
+
+def plan_shards(works: list[Work], samples_per_shard: int, seed: int) -> list[PlannedShard]:
+    """Shuffle each split with the seed (so no shard is one museum or one century) and cut it up."""
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
+    plan = []
+    for split in ("train", "val"):
+        members = sorted((w for w in works if w.split == split), key=lambda w: w.key)
+        random.Random(f"{seed}/{split}").shuffle(members)
+        for index, start in enumerate(range(0, len(members), samples_per_shard)):
+            plan.append(PlannedShard(f"{split}-{index:06d}.tar", split, members[start : start + samples_per_shard]))
+    return plan
+
+
+def fingerprint(plan: list[PlannedShard], settings: dict) -> str:
+    """Identifies what a pack would write: a store holding another fingerprint is not resumed."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for shard in plan:
+        digest.update(shard.name.encode())
+        for work in shard.works:
+            digest.update(f"\0{work.key}\0{work.year}\0{work.year_start}\0{work.year_end}".encode())
+    return digest.hexdigest()
+
+
+def bounded_map(function, items, executor: Executor, window: int):
+    """Like executor.map, in order, but with at most `window` calls in flight (executor.map submits
+    everything at once, which would hold a whole corpus of images in memory)."""
+    pending = deque()
+    for item in items:
+        pending.append(executor.submit(function, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _encode_fetched(fetched: tuple[Work, bytes, str], size: int, quality: int, max_pixels: int):
+    """Runs in a worker process: (work, jpg, "", "") or (work, None, stage, reason)."""
+    work, data, problem = fetched
+    if problem:
+        return work, None, "fetch", problem
+    try:
+        return work, shards.encode_image(data, size, quality, max_pixels)[0], "", ""
+    except shards.ImageRejected as reason:
+        return work, None, "decode", str(reason)
+
+
+class InlineExecutor(Executor):
+    """Runs each call at once in this process: for jobs=1, no pool start-up for small runs."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def run_pack(config: PackConfig, progress: bool = True) -> dict:
+    """Pack the works of `config.metadata` into `config.out`; return the manifest."""
+    from tqdm import tqdm
+
+    meta = read_metadata(
+        config.metadata,
+        museum=config.museum,
+        year_min=config.year_min,
+        year_max=config.year_max,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        skip_bad_rows=config.skip_bad_rows,
+    )
+    if not meta.works:
+        raise ValueError(f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}")
+    settings = {
+        name: getattr(config, name)
+        for name in ("size", "quality", "samples_per_shard", "val_fraction", "seed", "year_min", "year_max", "source")
+    }
+    plan = plan_shards(meta.works, config.samples_per_shard, config.seed)
+    print_id = fingerprint(plan, settings)
+    done = _start_or_resume(config.out, print_id, settings)
+
+    client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1)
+    source = make_source(config.source, config.images, config.api_url, client)
+    todo = [shard for shard in plan if shard.name not in done]
+    jobs = config.jobs or os.cpu_count() or 1
+    bar = tqdm(total=sum(len(s.works) for s in todo), unit="img", desc="pack", disable=not progress, file=sys.stderr)
+    bar.update(0)
+    network = fetches_over_network(config.source, config.images, meta.works)
+    fetchers = ThreadPoolExecutor(config.concurrency) if network else InlineExecutor()
+    with fetchers, _encoders(jobs) as encoders, tempfile.TemporaryDirectory(prefix="artdate-pack-") as scratch:
+        for shard in todo:
+            record = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs)
+            done[shard.name] = record
+    bar.close()
+
+    records = [done[shard.name] for shard in plan]
+    counts = {
+        "rejected": len(meta.rejected) + sum(len(r.rejects) for r in records),
+        "rejected_rows": len(meta.rejected),
+        "duplicates_dropped": meta.duplicates,
+        "out_of_window": meta.out_of_window,
+    }
+    rejects = [
+        {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}"} for r in meta.rejected
+    ] + [reject for record in records for reject in record.rejects]
+    store.write_bytes(store.join(config.out, shards.REJECTS), _rejects_csv(rejects))
+    manifest = shards.build_manifest(records, settings, print_id, counts)
+    store.write_bytes(store.join(config.out, shards.MANIFEST), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def _encoders(jobs: int) -> Executor:
+    """A process pool for decode/resize; spawned, since the fetch threads make fork unsafe."""
+    if jobs <= 1:
+        return InlineExecutor()
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _start_or_resume(out: str, print_id: str, settings: dict) -> dict[str, shards.ShardRecord]:
+    """Records of shards already finished by an earlier run of the same plan; refuses another plan."""
+    plan_url = store.join(out, PACK_DIR, PLAN)
+    manifest_url = store.join(out, shards.MANIFEST)
+    if store.exists(plan_url):
+        earlier = json.loads(store.read_bytes(plan_url))["fingerprint"]
+        if earlier != print_id:
+            raise ValueError(
+                f"{out} holds a pack of other metadata or settings; pack into an empty --out or delete {out} first"
+            )
+    elif store.exists(manifest_url):
+        raise ValueError(f"{out} already holds a finished store made by another pack; use an empty --out")
+    else:
+        store.write_bytes(plan_url, json.dumps({"fingerprint": print_id, "settings": settings}).encode())
+    if not store.is_s3(out) and os.path.isdir(out):
+        for name in os.listdir(out):  # leftovers of a killed run: never visible as finished, but clutter
+            if ".partial-" in name:
+                os.remove(os.path.join(out, name))
+    done = {}
+    for name in store.list_names(store.join(out, PACK_DIR)):
+        if name.endswith(".tar.json"):
+            record = shards.ShardRecord(**json.loads(store.read_bytes(store.join(out, PACK_DIR, name))))
+            done[record.name] = record
+    return done
+
+
+def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -> shards.ShardRecord:
+    def fetch(work: Work):
+        try:
+            return work, source.fetch(work), ""
+        except FetchError as problem:
+            return work, b"", str(problem)
+
+    encode = functools.partial(_encode_fetched, size=config.size, quality=config.quality, max_pixels=config.max_pixels)
+    fetched = bounded_map(fetch, shard.works, fetchers, 4 * config.concurrency)
+    encoded = bounded_map(encode, fetched, encoders, 4 * jobs)
+    rejects, labels = [], []
+
+    def samples():
+        for work, jpg, stage, problem in encoded:
+            bar.update(1)
+            if jpg is None:
+                rejects.append({"museum": work.museum, "id": work.id, "stage": stage, "reason": problem})
+                bar.set_postfix(rejected=len(rejects), refresh=False)
+                continue
+            labels.append(work.labels())
+            yield work.key, jpg, work.labels()
+
+    local = os.path.join(scratch, shard.name)
+    count, size, sha = shards.write_tar(local, samples())
+    if count:
+        store.upload_file(local, store.join(config.out, shard.name))
+    else:
+        size, sha = 0, ""
+    os.remove(local)
+    record = shards.ShardRecord(shard.name, shard.split, count, size, sha, labels, rejects)
+    # The record is written after the shard: a shard without a record is simply packed again.
+    store.write_bytes(store.join(config.out, PACK_DIR, shard.name + ".json"), json.dumps(dataclasses.asdict(record)).encode())
+    return record
+
+
+def _rejects_csv(rejects: list[dict]) -> bytes:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["museum", "id", "stage", "reason"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rejects)
+    return text.getvalue().encode()
+
+
+def summary_line(manifest: dict, out: str) -> str:
+    mb = manifest["bytes"] / 1e6
+    return (
+        f"packed {manifest['packed']}, rejected {manifest['rejected']}, "
+        f"{len(manifest['shards'])} shards, {mb:.1f} MB -> {out}"
+        f" (dropped {manifest['duplicates_dropped']} duplicate rows, {manifest['out_of_window']} outside the year window)"
+    )

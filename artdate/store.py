@@ -1,0 +1,151 @@
+"""Storage URLs: a local path or s3://bucket/key, in one place.
+
+S3 settings come only from the standard AWS variables and config files (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION); boto3 reads them itself.
+Writes are atomic: a local file is written under a temporary name and renamed, and an S3 object
+only becomes visible when its upload completes, so a reader never sees half an object.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import IO, Iterator
+from urllib.parse import urlparse
+
+_clients: dict[int, object] = {}
+
+
+def is_s3(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """s3://bucket/a/b -> ("bucket", "a/b")."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3://bucket/key URL: {url!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def join(url: str, *names: str) -> str:
+    if is_s3(url):
+        return "/".join([url.rstrip("/"), *names])
+    return os.path.join(url, *names)
+
+
+def s3_client():
+    """One boto3 client per process: clients are not safe to share across a fork."""
+    pid = os.getpid()
+    if pid not in _clients:
+        import boto3
+        from botocore.config import Config
+
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, region_name=region)
+        _clients[pid] = boto3.client("s3", config=config)
+    return _clients[pid]
+
+
+def exists(url: str) -> bool:
+    if not is_s3(url):
+        return os.path.exists(url)
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(url)
+    try:
+        s3_client().head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def read_bytes(url: str) -> bytes:
+    if not is_s3(url):
+        with open(url, "rb") as f:
+            return f.read()
+    bucket, key = split_s3(url)
+    try:
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3_client().exceptions.NoSuchKey:
+        raise FileNotFoundError(f"no such object: {url}") from None
+
+
+def open_read(url: str) -> IO[bytes]:
+    """A stream over the object; S3 objects are streamed, not downloaded first."""
+    if not is_s3(url):
+        return open(url, "rb")
+    bucket, key = split_s3(url)
+    try:
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+    except s3_client().exceptions.NoSuchKey:
+        raise FileNotFoundError(f"no such object: {url}") from None
+
+
+def upload_file(local_path: str, url: str) -> None:
+    """Copy a finished local file to `url` atomically (multipart for large files on S3)."""
+    if is_s3(url):
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, key = split_s3(url)
+        transfer = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20)
+        s3_client().upload_file(local_path, bucket, key, Config=transfer)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+    partial = f"{url}.partial-{os.getpid()}"
+    shutil.copyfile(local_path, partial)
+    os.replace(partial, url)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    if is_s3(url):
+        bucket, key = split_s3(url)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+    partial = f"{url}.partial-{os.getpid()}"
+    with open(partial, "wb") as f:
+        f.write(data)
+    os.replace(partial, url)
+
+
+def list_names(url: str) -> Iterator[str]:
+    """Names of the objects directly under the directory/prefix `url` (not recursive)."""
+    if not is_s3(url):
+        if os.path.isdir(url):
+            yield from sorted(os.listdir(url))
+        return
+    bucket, prefix = split_s3(url)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    paginator = s3_client().get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for item in page.get("Contents", []):
+            yield item["Key"][len(prefix):]
+        for item in page.get("CommonPrefixes", []):
+            yield item["Prefix"][len(prefix):].rstrip("/")
+
+
+def delete(url: str) -> None:
+    if is_s3(url):
+        bucket, key = split_s3(url)
+        s3_client().delete_object(Bucket=bucket, Key=key)
+    elif os.path.exists(url):
+        os.remove(url)
+
+
+def pyarrow_filesystem(url: str):
+    """(filesystem, path) for Ray Train's RunConfig: pyarrow needs the endpoint passed explicitly."""
+    if not is_s3(url):
+        return None, os.path.abspath(url)
+    import pyarrow.fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = {}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs = {"endpoint_override": parsed.netloc or parsed.path, "scheme": parsed.scheme or "https"}
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    bucket, key = split_s3(url)
+    return pyarrow.fs.S3FileSystem(region=region, **kwargs), f"{bucket}/{key}".rstrip("/")

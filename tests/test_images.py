@@ -1,0 +1,81 @@
+import io
+import os
+
+import pytest
+from PIL import Image
+
+from artdate.shards import ImageRejected, encode_image
+from conftest import ROOT
+
+SAMPLE_IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")  # 419x512
+
+
+def image_bytes(size=(400, 300), mode="RGB", color=(200, 30, 30), fmt="JPEG", **save):
+    out = io.BytesIO()
+    Image.new(mode, size, color).save(out, fmt, **save)
+    return out.getvalue()
+
+
+def decoded(jpg):
+    image = Image.open(io.BytesIO(jpg))
+    assert image.format == "JPEG" and image.mode == "RGB"
+    return image
+
+
+def test_shrinks_the_shorter_side_keeping_the_aspect():
+    with open(SAMPLE_IMAGE, "rb") as f:
+        jpg, width, height = encode_image(f.read(), size=224)
+    assert (width, height) == (224, 274)  # 419x512 scaled by 224/419
+    assert decoded(jpg).size == (224, 274)
+
+
+def test_never_upscales():
+    jpg, width, height = encode_image(image_bytes((120, 90)), size=224)
+    assert (width, height) == (120, 90)
+
+
+@pytest.mark.parametrize("mode, color", [("L", 128), ("CMYK", (0, 255, 255, 0)), ("P", 3)])
+def test_converts_to_rgb(mode, color):
+    fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
+    jpg, _, _ = encode_image(image_bytes((64, 64), mode, color, fmt), size=32)
+    assert decoded(jpg).size == (32, 32)
+
+
+def test_transparent_becomes_white_not_black():
+    jpg, _, _ = encode_image(image_bytes((50, 50), "RGBA", (0, 0, 0, 0), "PNG"), size=50)
+    assert min(decoded(jpg).getpixel((25, 25))) > 240
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (400, 200), (10, 200, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    _, width, height = encode_image(out.getvalue(), size=100)
+    assert (width, height) == (100, 200)
+
+
+def test_rejects_empty_data():
+    with pytest.raises(ImageRejected, match="empty file"):
+        encode_image(b"", size=224)
+
+
+def test_rejects_what_is_not_an_image():
+    with pytest.raises(ImageRejected, match="not an image"):
+        encode_image(b"<html>Not found</html>", size=224)
+
+
+def test_rejects_a_truncated_jpeg():
+    data = image_bytes((800, 600))
+    with pytest.raises(ImageRejected, match="corrupt or truncated"):
+        encode_image(data[: len(data) // 2], size=224)
+
+
+def test_rejects_too_many_pixels_before_decoding():
+    # A PNG header claiming 30000x30000 pixels: rejected from the header, nothing is decoded.
+    bomb = image_bytes((30000, 30000), "1", 0, "PNG")
+    with pytest.raises(ImageRejected, match=r"30000x30000 is over the limit of 100000000 pixels|too many pixels"):
+        encode_image(bomb, size=224)
+    with pytest.raises(ImageRejected, match="over the limit of 1000 pixels"):
+        encode_image(image_bytes((100, 100)), size=50, max_pixels=1000)

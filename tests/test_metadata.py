@@ -1,0 +1,128 @@
+import os
+
+import pytest
+
+from artdate.metadata import MetadataError, assign_split, read_metadata, sample_key
+from conftest import ROOT, SAMPLE_CSV
+
+# metadata/SOURCE.md: 30178 Rijksmuseum rows lie in 1200..1930; 292 of them repeat a row exactly.
+RIJKS_IN_WINDOW = 29886
+
+
+def write(tmp_path, text, name="works.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_reads_the_bundled_sample():
+    result = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100)
+    assert len(result.works) == 300
+    assert {w.museum for w in result.works} == {"aic", "met", "nga", "cma", "si"}
+    work = next(w for w in result.works if w.museum == "aic" and w.id == "878")
+    assert (work.year, work.year_start, work.year_end) == (1869, 1868, 1870)
+    assert work.file == "images/aic_878.jpg"
+
+
+def test_original_lists_with_museum_from_file_name():
+    met = os.path.join(ROOT, "metadata", "met-data.csv")
+    rijks = os.path.join(ROOT, "metadata", "rijksmuseum-data.csv")
+    result = read_metadata([met, rijks])  # default window 1200..1930, as in 2017
+    counts = {m: sum(w.museum == m for w in result.works) for m in ("met", "rijks")}
+    assert counts == {"met": 41558, "rijks": RIJKS_IN_WINDOW}
+    assert result.duplicates == 294  # the Rijksmuseum file repeats 294 rows exactly
+    assert len({(w.museum, w.id) for w in result.works}) == len(result.works)
+
+
+def test_year_window_filters_and_counts(tmp_path):
+    path = write(tmp_path, "id,year\na,1100\nb,1500\nc,1931\n")
+    result = read_metadata([path], museum="met")
+    assert [w.id for w in result.works] == ["b"]
+    assert result.out_of_window == 2
+
+
+def test_range_gives_the_middle_year(tmp_path):
+    path = write(tmp_path, "museum,id,year_start,year_end\nmet,1,1600,1650\nmet,2,1601,1602\n")
+    years = {w.id: (w.year, w.year_start, w.year_end) for w in read_metadata([path]).works}
+    assert years == {"1": (1625, 1600, 1650), "2": (1602, 1601, 1602)}
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("a,", "no year"),
+        ("a,c. 1631", "year 'c. 1631' is not a number"),
+        ("a,1631.5", "not a whole year"),
+        (",1631", "empty id"),
+        ("a,99999", "outside any sane range"),
+        ("a,1600,extra", "wrong number of fields"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path, row, message):
+    path = write(tmp_path, f"id,year\nok,1500\n{row}\n")
+    with pytest.raises(MetadataError) as error:
+        read_metadata([path], museum="met")
+    assert f"{path}:3: " in str(error.value)
+    assert message in str(error.value)
+
+
+def test_start_after_end_is_an_error(tmp_path):
+    path = write(tmp_path, "museum,id,year_start,year_end\nmet,a,1700,1650\n")
+    with pytest.raises(MetadataError, match=r":2: year_start 1700 is after year_end 1650"):
+        read_metadata([path])
+
+
+def test_conflicting_duplicate_names_both_lines(tmp_path):
+    path = write(tmp_path, "id,year\na,1500\nb,1600\na,1501\n")
+    with pytest.raises(MetadataError, match=r"works.csv:4: conflicting duplicate of .*works.csv:2"):
+        read_metadata([path], museum="met")
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path):
+    path = write(tmp_path, "id,year\na,1500\na,1500\nb,1600\n")
+    result = read_metadata([path], museum="met")
+    assert sorted(w.id for w in result.works) == ["a", "b"]
+    assert result.duplicates == 1
+
+
+def test_skip_bad_rows_lists_them(tmp_path):
+    path = write(tmp_path, "id,year\na,1500\nb,oops\nc,\n")
+    result = read_metadata([path], museum="met", skip_bad_rows=True)
+    assert [w.id for w in result.works] == ["a"]
+    assert [(r.id, r.where.rsplit(":", 1)[1]) for r in result.rejected] == [("b", "3"), ("c", "4")]
+
+
+def test_unknown_museum_and_missing_columns_are_errors(tmp_path):
+    with pytest.raises(MetadataError, match="unknown museum"):
+        read_metadata([write(tmp_path, "id,year\na,1500\n", "list.csv")])
+    with pytest.raises(MetadataError, match=r"list2.csv:1: needs an id column"):
+        read_metadata([write(tmp_path, "name,date\na,1500\n", "list2.csv")], museum="met")
+    with pytest.raises(MetadataError, match="cannot read"):
+        read_metadata([str(tmp_path / "missing.csv")], museum="met")
+
+
+def test_clashing_sample_keys_are_an_error(tmp_path):
+    path = write(tmp_path, "museum,id,year\ncma,1917.4,1500\ncma,1917-4,1600\n")
+    with pytest.raises(MetadataError, match="sample key cma_1917-4 clashes"):
+        read_metadata([path])
+
+
+def test_split_is_deterministic_and_independent_of_row_order(tmp_path):
+    rows = [f"{i},{1300 + i % 600}" for i in range(2000)]
+    forward = write(tmp_path, "id,year\n" + "\n".join(rows) + "\n", "a.csv")
+    backward = write(tmp_path, "id,year\n" + "\n".join(reversed(rows)) + "\n", "b.csv")
+    first = {w.id: w.split for w in read_metadata([forward], museum="met", val_fraction=0.2, seed=7).works}
+    again = {w.id: w.split for w in read_metadata([backward], museum="met", val_fraction=0.2, seed=7).works}
+    other_seed = {w.id: w.split for w in read_metadata([forward], museum="met", val_fraction=0.2, seed=8).works}
+    assert first == again
+    assert first != other_seed
+    assert 0.17 < sum(s == "val" for s in first.values()) / len(first) < 0.23
+    # Pinned values: the split must not change between versions or machines.
+    assert [assign_split("met", str(i), 0, 0.5) for i in range(8)] == [
+        "train", "train", "train", "val", "train", "val", "val", "train"
+    ]
+
+
+def test_sample_key_has_no_dots_or_slashes():
+    assert sample_key("cma", "2009.269") == "cma_2009-269"
+    assert sample_key("rijks", "SK-A/4080") == "rijks_SK-A-4080"

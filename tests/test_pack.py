@@ -1,0 +1,178 @@
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+import webdataset as wds
+
+from artdate import shards, store
+from artdate.config import PackConfig
+from artdate.data import register_s3
+from artdate.metadata import read_metadata
+from artdate.pack import run_pack
+from conftest import ROOT, SAMPLE_CSV
+from servers import MuseumApi
+
+SAMPLE_IMAGES = os.path.join(ROOT, "metadata", "sample", "images")
+
+
+def pack(out, **settings):
+    defaults = dict(metadata=(SAMPLE_CSV,), out=out, size=96, samples_per_shard=40, year_min=-1000, year_max=2100, jobs=1)
+    return run_pack(PackConfig(**{**defaults, **settings}), progress=False)
+
+
+def read_with_tarfile(url, manifest):
+    """key -> labels, from every shard named in the manifest, with plain tarfile."""
+    samples = {}
+    for entry in manifest["shards"]:
+        data = store.read_bytes(store.join(url, entry["name"]))
+        assert len(data) == entry["bytes"]
+        assert shards.hashlib.sha256(data).hexdigest() == entry["sha256"]
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = tar.getmembers()
+            names = {m.name for m in members}
+            keys = {name.split(".", 1)[0] for name in names}
+            assert names == {f"{k}.{ext}" for k in keys for ext in ("jpg", "json")}
+            assert len(keys) == entry["samples"]
+            for key in keys:
+                labels = json.load(tar.extractfile(f"{key}.json"))
+                assert labels["split"] == entry["split"]
+                assert key not in samples, f"{key} appears twice"
+                samples[key] = labels
+    return samples
+
+
+def check_round_trip(url, manifest, expected_works):
+    samples = read_with_tarfile(url, manifest)
+    assert samples.keys() == {w.key for w in expected_works}
+    for work in expected_works:
+        assert samples[work.key]["year"] == work.year
+        assert samples[work.key]["id"] == work.id and samples[work.key]["museum"] == work.museum
+    register_s3()
+    urls = shards.shard_urls(url, manifest)
+    decoded = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil").to_tuple("__key__", "jpg", "json"))
+    assert sorted(k for k, _, _ in decoded) == sorted(samples)
+    assert all(min(image.size) <= 96 for _, image, _ in decoded)
+    assert manifest["packed"] == len(expected_works)
+    assert manifest["splits"]["train"]["samples"] + manifest["splits"]["val"]["samples"] == len(expected_works)
+    return samples
+
+
+def test_round_trip_local(tmp_path):
+    out = str(tmp_path / "store")
+    manifest = pack(out)
+    works = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100).works
+    check_round_trip(out, manifest, works)
+    assert manifest["rejected"] == 0
+    assert len(manifest["shards"]) == 8  # ceil(~265 / 40) train + 1 val
+    assert manifest["labels"]["train"]["count"] == manifest["splits"]["train"]["samples"]
+    assert not any(".partial-" in name for name in os.listdir(out))
+    assert sorted(os.listdir(out)) == sorted([s["name"] for s in manifest["shards"]] + ["_pack", "manifest.json", "rejects.csv"])
+
+
+def test_round_trip_s3_with_parallel_encoding(s3_url):
+    manifest = pack(s3_url, jobs=2, samples_per_shard=64)
+    works = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100).works
+    samples = check_round_trip(s3_url, manifest, works)
+    assert shards.read_manifest(s3_url)["fingerprint"] == manifest["fingerprint"]
+    # The shuffle mixes museums and centuries: each shard holds several of both.
+    for entry in manifest["shards"]:
+        with tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, entry["name"])))) as tar:
+            labels = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
+        assert len({l["museum"] for l in labels}) > 1 and len({l["year"] // 100 for l in labels}) > 2
+
+
+def test_default_year_window_and_shard_size(tmp_path):
+    manifest = pack(str(tmp_path / "s"), year_min=1200, year_max=1930, samples_per_shard=1000)
+    assert manifest["packed"] + manifest["out_of_window"] == 300
+    assert manifest["out_of_window"] > 0
+    assert manifest["labels"]["all"]["min"] >= 1200 and manifest["labels"]["all"]["max"] <= 1930
+    assert [s["name"] for s in manifest["shards"]] == ["train-000000.tar", "val-000000.tar"]
+
+
+def test_bad_images_are_skipped_and_recorded(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    good = open(os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "rb").read()
+    (images / "good.jpg").write_bytes(good)
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "truncated.jpg").write_bytes(good[:2000])
+    (images / "text.jpg").write_bytes(b"hello")
+    metadata = tmp_path / "works.csv"
+    metadata.write_text("id,year\ngood,1600\nempty,1600\ntruncated,1600\ntext,1600\nmissing,1600\nbad,16x0\n")
+    out = str(tmp_path / "store")
+    manifest = run_pack(
+        PackConfig(metadata=(str(metadata),), out=out, images=str(images), museum="met", skip_bad_rows=True, jobs=1),
+        progress=False,
+    )
+    assert manifest["packed"] == 1 and manifest["rejected"] == 5
+    with open(os.path.join(out, "rejects.csv")) as f:
+        rejects = {row["id"]: (row["stage"], row["reason"]) for row in csv.DictReader(f)}
+    assert rejects["empty"] == ("decode", "empty file")
+    assert rejects["text"] == ("decode", "not an image")
+    assert rejects["truncated"][1].startswith("corrupt or truncated image")
+    assert rejects["missing"][0] == "fetch" and "missing.jpg" in rejects["missing"][1]
+    assert rejects["bad"][0] == "metadata" and "works.csv:7" in rejects["bad"][1]
+
+
+def test_rerun_of_a_finished_pack_does_nothing_and_other_settings_are_refused(tmp_path):
+    out = str(tmp_path / "store")
+    first = pack(out)
+    mtimes = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out) if name.endswith(".tar")}
+    again = pack(out)
+    assert again["shards"] == first["shards"]
+    assert mtimes == {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in mtimes}
+    with pytest.raises(ValueError, match="holds a pack of other metadata or settings"):
+        pack(out, size=128)
+
+
+def sample_images_by_id(count):
+    with open(SAMPLE_CSV) as f:
+        rows = [r for r in csv.DictReader(f) if r["museum"] == "aic"][:count]
+    return {row["id"]: open(os.path.join(ROOT, "metadata", "sample", row["file"]), "rb").read() for row in rows}
+
+
+def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
+    images = sample_images_by_id(60)
+    api = MuseumApi(images).start()
+    try:
+        metadata = tmp_path / "met.csv"
+        metadata.write_text("id,year\n" + "".join(f"{i},{1500 + n}\n" for n, i in enumerate(images)))
+        command = [sys.executable, "-m", "artdate.cli", "pack", "--metadata", str(metadata), "--out", s3_url,
+                   "--source", "met", "--api-url", f"{api.url}/met", "--rate", "40", "--samples-per-shard", "6",
+                   "--size", "64", "--jobs", "1", "--quiet"]
+        process = subprocess.Popen(command, env=os.environ.copy())
+        records = store.join(s3_url, "_pack")
+        deadline = time.monotonic() + 60
+        while sum(n.endswith(".tar.json") for n in store.list_names(records)) < 3:
+            assert process.poll() is None, "pack ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not store.exists(store.join(s3_url, "manifest.json"))
+        finished = [n[: -len(".json")] for n in store.list_names(records) if n.endswith(".tar.json")]
+        fetched_before = api.count("/img/")
+
+        api.requests.clear()
+        manifest = run_pack(
+            PackConfig(metadata=(str(metadata),), out=s3_url, source="met", api_url=f"{api.url}/met", rate=40,
+                       samples_per_shard=6, size=64, jobs=1),
+            progress=False,
+        )
+        # Nothing of the finished shards was fetched again; everything else was fetched once.
+        finished_ids = {l["id"] for name in finished for l in json.loads(store.read_bytes(store.join(records, name + ".json")))["labels"]}
+        refetched = {path.rsplit("/", 1)[1] for path in api.requests if path.startswith("/img/")}
+        assert refetched.isdisjoint(finished_ids)
+        assert refetched | finished_ids == set(images)
+        assert fetched_before >= len(finished_ids)
+        works = read_metadata([str(metadata)], museum="met").works
+        check_round_trip(s3_url, manifest, works)
+    finally:
+        api.stop()

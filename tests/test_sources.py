@@ -1,0 +1,86 @@
+import csv
+import os
+import time
+
+import pytest
+
+from artdate.config import PackConfig
+from artdate.pack import run_pack
+from artdate.sources import FetchError, HttpClient, RijksSource, redact
+from artdate.metadata import Work
+from servers import MuseumApi
+from test_pack import sample_images_by_id
+
+
+@pytest.fixture
+def api():
+    server = MuseumApi(sample_images_by_id(4), slow_seconds=2.0).start()
+    yield server
+    server.stop()
+
+
+def rejects_of(out):
+    with open(os.path.join(out, "rejects.csv")) as f:
+        return {row["id"]: row["reason"] for row in csv.DictReader(f)}
+
+
+def test_met_api_with_failures(tmp_path, api):
+    good = list(api.images)
+    ids = good + ["404", "noimage", "flaky429", "flaky500", "slow", "truncated", "huge", "notimage"]
+    metadata = tmp_path / "met-data.csv"
+    metadata.write_text("id,year\n" + "".join(f"{i},1600\n" for i in ids))
+    out = str(tmp_path / "store")
+    manifest = run_pack(
+        PackConfig(metadata=(str(metadata),), out=out, source="met", api_url=f"{api.url}/met", timeout=0.5,
+                   retries=1, max_bytes=5_000_000, rate=50, jobs=1, size=64),
+        progress=False,
+    )
+    rejects = rejects_of(out)
+    assert manifest["packed"] == len(good) + 2  # the flaky ones succeed on their retry
+    assert set(rejects) == {"404", "noimage", "slow", "truncated", "huge", "notimage"}
+    assert rejects["404"].startswith("HTTP 404 from http://127.0.0.1")
+    assert rejects["noimage"] == "the Met has no public image for object noimage"
+    assert "timed out" in rejects["slow"] and "gave up after 2 attempts" in rejects["slow"]
+    assert "truncated body" in rejects["truncated"]
+    assert "1000000000 bytes, over the cap of 5000000" in rejects["huge"]
+    assert rejects["notimage"] == "not an image"
+    assert api.count("/img/flaky429") == 2 and api.count("/img/flaky500") == 2
+    assert api.count("/met/objects/404") == 1  # a 404 is final: no retry
+
+
+def test_rijks_api_needs_the_key_from_the_environment(tmp_path, api, monkeypatch):
+    monkeypatch.delenv("RIJKSMUSEUM_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="set RIJKSMUSEUM_API_KEY"):
+        RijksSource(HttpClient())
+    monkeypatch.setenv("RIJKSMUSEUM_API_KEY", api.rijks_key)
+    metadata = tmp_path / "rijksmuseum-data.csv"
+    metadata.write_text("id,year\n" + "".join(f"{i},1650\n" for i in api.images) + "noimage,1650\n")
+    out = str(tmp_path / "store")
+    manifest = run_pack(
+        PackConfig(metadata=(str(metadata),), out=out, source="rijks", api_url=f"{api.url}/rijks", jobs=1, size=64),
+        progress=False,
+    )
+    assert manifest["packed"] == len(api.images)
+    assert manifest["museums"] == {"rijks": len(api.images)}
+    assert rejects_of(out) == {"noimage": "the Rijksmuseum has no public image for object noimage"}
+
+
+def test_a_wrong_key_is_reported_without_the_key(api):
+    source = RijksSource(HttpClient(attempts=1), api_url=f"{api.url}/rijks", key="secret-value")
+    with pytest.raises(FetchError) as error:
+        source.fetch(Work("rijks", "SK-A-1", 1650, 1650, 1650, "train"))
+    assert "HTTP 401" in str(error.value) and "secret-value" not in str(error.value)
+    assert redact("https://x/y?key=abc&format=json") == "https://x/y?key=***&format=json"
+
+
+def test_rate_limit_spaces_requests(api):
+    client = HttpClient(rate=20)
+    started = time.monotonic()
+    for _ in range(11):
+        client.get(f"{api.url}/met/objects/1")
+    assert time.monotonic() - started >= 0.45  # 10 gaps of 1/20 s
+
+
+def test_only_http_urls_are_fetched():
+    with pytest.raises(FetchError, match="not an http"):
+        HttpClient().get("file:///etc/passwd")
