@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import config
+from .raycluster import prepare_environment
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -17,8 +18,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import run_training
+
+    best = run_training(config.from_arguments(config.TrainConfig, args))
+    print(best)  # the last line: scripts take the best checkpoint's URL from here
+    return 0
+
+
 COMMANDS = {
     "pack": (config.PackConfig, cmd_pack, "pack images and labels into WebDataset shards in a store"),
+    "train": (config.TrainConfig, cmd_train, "fine-tune a backbone on the shards with Ray Train (DDP)"),
 }
 
 
@@ -35,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prepare_environment()
     try:
         return args.function(args)
     except (ValueError, FileNotFoundError) as problem:

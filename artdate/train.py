@@ -1,0 +1,263 @@
+"""`artdate train`: fine-tune a backbone on the shards with DistributedDataParallel on Ray Train.
+
+`train_one_epoch` and `evaluate` are plain PyTorch; `train_func` is the only part that knows about
+Ray (one copy runs per worker), and `run_training` sets up the TorchTrainer and its storage.
+Checkpoints are written after every epoch by rank 0. A restarted worker, or a rerun with --resume,
+continues from the latest one: the data order of an epoch depends only on (seed, epoch), so the
+epoch number is the data position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from . import data, shards, store
+from .config import TrainConfig
+from .raycluster import connect
+from .model import (CHECKPOINT_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters,
+                    run_checkpoints, save_checkpoint)
+
+
+def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batches, device, epoch: int, *,
+                    grad_clip: float = 1.0, autocast_dtype=None, log_every: int = 0, steps: int = 0) -> dict:
+    """One pass over `batches`; returns the mean loss, images, seconds and skipped samples."""
+    model.train()
+    total_loss, images, skipped, started = 0.0, 0, 0, time.perf_counter()
+    for step, batch in enumerate(batches, 1):
+        inputs = batch["image"].to(device, non_blocking=True)
+        if device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        targets = encoding.targets(*(batch[k].to(device) for k in ("year", "year_start", "year_end")))
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs = model(inputs)
+        loss = encoding.loss_fn(outputs, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}: lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(inputs)
+        images += len(inputs)
+        skipped += batch["skipped"]
+        if log_every and step % log_every == 0:
+            rate = images / (time.perf_counter() - started)
+            print(f"  epoch {epoch} step {step}/{steps or '?'} loss {total_loss / images:.4f} {rate:.1f} img/s",
+                  file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    return {"loss": total_loss / max(images, 1), "images": images, "seconds": seconds, "skipped": skipped}
+
+
+@torch.no_grad()
+def evaluate(model, encoding: LabelEncoding, batches, device, autocast_dtype=None) -> tuple[torch.Tensor, int]:
+    """(absolute errors in years of every sample in `batches`, skipped samples)."""
+    model.eval()
+    errors, skipped = [], 0
+    for batch in batches:
+        inputs = batch["image"].to(device, non_blocking=True)
+        if device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs = model(inputs)
+        predicted, _ = encoding.years(outputs)
+        errors.append((predicted.cpu() - batch["year"].float()).abs())
+        skipped += batch["skipped"]
+    return (torch.cat(errors) if errors else torch.zeros(0)), skipped
+
+
+def error_metrics(errors: torch.Tensor) -> dict:
+    """MAE, median AE and share within 50 years, over every validation sample."""
+    if len(errors) == 0:
+        return {"val_n": 0, "val_mae": math.inf, "val_median_ae": math.inf, "val_within_50": 0.0}
+    return {
+        "val_n": len(errors),
+        "val_mae": errors.mean().item(),
+        "val_median_ae": errors.median().item() if len(errors) % 2 else errors.quantile(0.5).item(),
+        "val_within_50": (errors <= 50).float().mean().item(),
+    }
+
+
+def label_encoding(manifest: dict, loss: str, bin_width: int) -> LabelEncoding:
+    labels = manifest["labels"]["train"]
+    window = manifest["settings"]
+    return LabelEncoding(
+        loss=loss, mean=float(labels["mean"]), std=float(labels["std"]) or 1.0,
+        year_min=int(window["year_min"]), year_max=int(window["year_max"]), bin_width=bin_width,
+    )
+
+
+def make_optimizer(model, cfg: TrainConfig, steps_per_epoch: int):
+    """AdamW with a lower rate for the pretrained backbone; linear warm-up, then cosine decay."""
+    head, backbone = head_and_backbone_parameters(model)
+    optimizer = torch.optim.AdamW(
+        [{"params": head, "lr": cfg.lr}, {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale}],
+        weight_decay=cfg.weight_decay,
+    )
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _gather(value):
+    """Every rank's `value`, in rank order (just [value] outside DDP)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    values = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def train_func(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig(**config["train"])
+    manifest, spec = config["manifest"], ModelSpec.from_dict(config["spec"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+
+    model = build_model(spec.backbone, spec.encoding.num_outputs, cfg.weights)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    plain_model = model.module if hasattr(model, "module") else model
+
+    train_shards = data.manifest_shards(cfg.shards, manifest, "train")
+    val_shards = data.manifest_shards(cfg.shards, manifest, "val")
+    steps = data.steps_per_epoch(train_shards, world, cfg.batch_size)
+    optimizer, scheduler = make_optimizer(plain_model, cfg, steps)
+
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        plain_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+        if rank == 0:
+            print(f"resuming after epoch {state['epoch']} from {checkpoint.path}", file=sys.stderr, flush=True)
+
+    train_tf = data.train_transform(spec.image_size, spec.mean, spec.std)
+    eval_tf = data.eval_transform(spec.image_size, spec.mean, spec.std)
+    for epoch in range(start_epoch, cfg.epochs):
+        mine = data.assign_shards(train_shards, world, epoch, cfg.seed)[rank]
+
+        def one_pass():
+            return data.make_loader([s.url for s in mine], train_tf, spec.image_size, cfg.batch_size,
+                                    loader_workers=cfg.loader_workers, shuffle_buffer=cfg.shuffle_buffer,
+                                    seed=cfg.seed * 1000 + epoch * 10 + rank, drop_last=True)
+
+        stats = train_one_epoch(model, spec.encoding, optimizer, scheduler, data.take_steps(one_pass, steps), device,
+                                epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
+                                log_every=cfg.log_every if rank == 0 else 0, steps=steps)
+        my_val = [s.url for s in data.assign_shards(val_shards, world, 0, cfg.seed)[rank]]
+        loader = data.make_loader(my_val, eval_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers)
+        errors, val_skipped = evaluate(plain_model, spec.encoding, loader if my_val else [], device, autocast_dtype)
+
+        everyone = _gather({"errors": errors, "train": stats, "val_skipped": val_skipped, "shards": [s.url for s in mine],
+                            "node": ray.util.get_node_ip_address()})
+        metrics = {
+            "epoch": epoch,
+            "train_loss": sum(r["train"]["loss"] for r in everyone) / world,
+            "images_per_second": sum(r["train"]["images"] / r["train"]["seconds"] for r in everyone),
+            "skipped": sum(r["train"]["skipped"] + r["val_skipped"] for r in everyone),
+            "lr": scheduler.get_last_lr()[0],
+            "shards_per_rank": [r["shards"] for r in everyone],
+            "node_per_rank": [r["node"] for r in everyone],
+            **error_metrics(torch.cat([r["errors"] for r in everyone])),
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            saved = None
+            if rank == 0:
+                training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                  "epoch": epoch, "train_config": dataclasses.asdict(cfg)}
+                save_checkpoint(directory, spec, plain_model, metrics, training_state)
+                saved = ray.train.Checkpoint.from_directory(directory)
+                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}, val MAE {metrics['val_mae']:.1f} y, "
+                      f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
+                      f"{metrics['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
+            ray.train.report(metrics, checkpoint=saved)
+
+
+def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
+    """The store URL of a checkpoint Ray wrote (Ray's path has no scheme on S3)."""
+    return f"s3://{checkpoint_path}" if store.is_s3(storage) else checkpoint_path
+
+
+def run_training(cfg: TrainConfig) -> str:
+    """Train; return the URL of the best checkpoint (by validation MAE)."""
+    manifest = shards.read_manifest(cfg.shards)
+    train_shards = data.manifest_shards(cfg.shards, manifest, "train")
+    val_shards = data.manifest_shards(cfg.shards, manifest, "val")
+    world = max(cfg.workers, 1)
+    data.check_enough_shards(train_shards, world, "train")
+    if not val_shards:
+        raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")
+    data.steps_per_epoch(train_shards, world, cfg.batch_size)
+    storage = cfg.storage.rstrip("/")
+    existing = run_checkpoints(storage)
+    if existing and not cfg.resume:
+        raise ValueError(f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, or use another --storage")
+
+    encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
+    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding)
+    build_model(cfg.backbone, encoding.num_outputs, cfg.weights)  # fail here, not in every worker
+
+    connect()  # before importing ray.train: ray reads its network settings on import
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    gpus = cfg.gpus_per_worker
+    if gpus < 0:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})}
+    filesystem, path = store.pyarrow_filesystem(storage)
+    parent, name = path.rsplit("/", 1)
+    run_config = ray.train.RunConfig(
+        name=name,
+        storage_path=parent,
+        storage_filesystem=filesystem,
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=cfg.keep_checkpoints, checkpoint_score_attribute="val_mae", checkpoint_score_order="min",
+        ),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+    )
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={"train": dataclasses.asdict(cfg), "manifest": manifest, "spec": spec.to_dict()},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        run_config=run_config,
+    )
+    print(f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
+          f"{'GPU' if gpus > 0 else 'CPU'}, {cfg.epochs} epochs -> {storage}", file=sys.stderr, flush=True)
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
+    if best is None:
+        raise RuntimeError(f"training ended without a checkpoint in {storage}")
+    return _checkpoint_url(storage, best.path)

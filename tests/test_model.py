@@ -1,0 +1,108 @@
+import os
+
+import pytest
+import torch
+
+from artdate import data, shards
+from artdate.model import LabelEncoding, ModelSpec, build_model, load_checkpoint, resolve_checkpoint, save_checkpoint
+from artdate.train import error_metrics, evaluate, make_optimizer, train_one_epoch
+from artdate.config import TrainConfig
+
+
+@pytest.mark.parametrize("backbone, outputs", [("efficientnet_lite0", 1), ("resnet18", 30), ("mobilenet_v3_small", 1)])
+def test_every_parameter_gets_a_gradient(backbone, outputs):
+    model = build_model(backbone, outputs, weights="none")
+    result = model(torch.randn(2, 3, 64, 64))
+    assert result.shape == (2, outputs)
+    result.float().pow(2).mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+def test_offline_imagenet_weights_load():
+    pretrained = build_model("efficientnet_lite0", 1, weights="imagenet")
+    fresh = build_model("efficientnet_lite0", 1, weights="none")
+    stem = "_conv_stem.weight"
+    assert not torch.equal(pretrained.state_dict()[stem], fresh.state_dict()[stem])
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet9000'"):
+        build_model("resnet9000", 1, weights="none")
+
+
+def test_regression_encoding_round_trips():
+    encoding = LabelEncoding(loss="l1", mean=1700, std=150)
+    years = torch.tensor([1200, 1650, 1930])
+    targets = encoding.targets(years, years, years)
+    predicted, spread = encoding.years(targets[:, None])
+    assert torch.allclose(predicted, years.float()) and spread is None
+
+
+def test_bins_spread_over_the_date_range_and_decode_to_the_expected_year():
+    encoding = LabelEncoding(loss="bins", year_min=1200, year_max=1930, bin_width=25)
+    assert encoding.num_outputs == 30
+    targets = encoding.targets(torch.tensor([1625]), torch.tensor([1600]), torch.tensor([1649]))
+    assert torch.allclose(targets.sum(1), torch.tensor([1.0]))
+    assert targets[0].nonzero().flatten().tolist() == [16, 17]  # 1600-1624 and 1625-1649
+    logits = torch.full((1, 30), -30.0)
+    logits[0, 16] = 30.0
+    predicted, spread = encoding.years(logits)
+    assert predicted.item() == pytest.approx(1612.0) and spread.item() < 1
+    loss = encoding.loss_fn(logits, targets)
+    assert loss.item() > encoding.loss_fn(torch.log(targets + 1e-9), targets).item()
+
+
+def test_error_metrics():
+    metrics = error_metrics(torch.tensor([10.0, 40.0, 60.0, 100.0]))
+    assert metrics == {"val_n": 4, "val_mae": 52.5, "val_median_ae": 50.0, "val_within_50": 0.5}
+
+
+def small_setup(sample_store, loss="mse"):
+    manifest = shards.read_manifest(sample_store)
+    from artdate.train import label_encoding
+
+    encoding = label_encoding(manifest, loss, 50)
+    spec = ModelSpec("efficientnet_lite0", 64, encoding)
+    model = build_model(spec.backbone, encoding.num_outputs, "imagenet")
+    return manifest, spec, model
+
+
+def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
+    torch.manual_seed(0)
+    manifest, spec, model = small_setup(sample_store)
+    url = shards.shard_urls(sample_store, manifest, "train")[0]
+    transform = data.eval_transform(64, spec.mean, spec.std)
+    batch = next(iter(data.make_loader([url], transform, 64, batch_size=16, loader_workers=0)))
+    cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
+    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch=30)
+    first = train_one_epoch(model, spec.encoding, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
+    for _ in range(8):
+        last = train_one_epoch(model, spec.encoding, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
+    assert last["loss"] < 0.6 * first["loss"]
+    assert last["images"] == 48
+
+
+def test_checkpoint_round_trip_and_best_of_a_run(tmp_path, sample_store):
+    manifest, spec, model = small_setup(sample_store, loss="bins")
+    run = tmp_path / "run"
+    for name, mae in (("checkpoint_a", 80.0), ("checkpoint_b", 60.0), ("checkpoint_c", 70.0)):
+        os.makedirs(run / name)
+        save_checkpoint(str(run / name), spec, model, {"val_mae": mae}, {"epoch": 0})
+    assert resolve_checkpoint(str(run)).endswith("checkpoint_b")
+    loaded, loaded_spec, state = load_checkpoint(str(run))
+    assert loaded_spec == spec and state["metrics"] == {"val_mae": 60.0}
+    images = torch.randn(2, 3, 64, 64)
+    model.eval()
+    assert torch.allclose(loaded(images), model(images))
+
+
+def test_missing_and_broken_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(str(tmp_path))
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(str(tmp_path))
+    torch.save({"format": "something-else"}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not an artdate checkpoint"):
+        load_checkpoint(str(tmp_path))

@@ -1,0 +1,126 @@
+"""Ray Train on a real local Ray: two CPU workers (gloo DDP), shards and checkpoints in SeaweedFS."""
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+from artdate import data, shards, store
+from artdate.config import TrainConfig
+from artdate.model import CHECKPOINT_FILE, load_checkpoint, run_checkpoints
+from artdate.train import run_training
+from conftest import pack_sample
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    from artdate.raycluster import connect
+
+    connect()
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def small(shards_url, storage, **overrides):
+    settings = dict(shards=shards_url, storage=storage, backbone="efficientnet_lite0", epochs=2, batch_size=16,
+                    image_size=64, workers=2, loader_workers=1, lr=2e-3, warmup_epochs=0.5, log_every=0)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def epoch_metrics(storage):
+    """metrics.json of every checkpoint kept in `storage`, by epoch."""
+    return {metrics["epoch"]: metrics for metrics in run_checkpoints(storage).values()}
+
+
+def test_two_workers_from_s3_to_s3(s3_url):
+    shards_url = s3_url
+    manifest = pack_sample(shards_url)
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/first"
+    best = run_training(small(shards_url, storage, epochs=3))
+
+    assert best.startswith(storage + "/checkpoint_") and store.exists(store.join(best, CHECKPOINT_FILE))
+    metrics = epoch_metrics(storage)
+    assert sorted(metrics) == [0, 1, 2]
+    assert metrics[2]["train_loss"] < metrics[0]["train_loss"]
+    train_urls = set(shards.shard_urls(shards_url, manifest, "train"))
+    for epoch in metrics.values():
+        ranks = [set(r) for r in epoch["shards_per_rank"]]
+        assert len(ranks) == 2 and ranks[0].isdisjoint(ranks[1]) and ranks[0] | ranks[1] == train_urls
+        assert epoch["val_n"] == manifest["splits"]["val"]["samples"]  # the whole val split, across ranks
+    assert metrics[0]["shards_per_rank"] != metrics[1]["shards_per_rank"]  # dealt anew each epoch
+
+    # score/predict need nothing but the URL: the storage URL resolves to the best checkpoint.
+    model, spec, state = load_checkpoint(storage)
+    assert state["url"] == best
+    assert state["metrics"]["val_mae"] == min(m["val_mae"] for m in metrics.values())
+    loader = data.make_loader(shards.shard_urls(shards_url, manifest, "val"),
+                              data.eval_transform(spec.image_size, spec.mean, spec.std), spec.image_size, 8, loader_workers=0)
+    with torch.no_grad():
+        years, _ = spec.encoding.years(model(next(iter(loader))["image"]))
+    assert torch.isfinite(years).all() and (years > 0).all()
+
+
+def test_resume_continues_with_the_optimizer_state(tmp_path, sample_store):
+    storage = str(tmp_path / "run")
+    run_training(small(sample_store, storage, epochs=1))
+    with pytest.raises(ValueError, match="already holds a run .* pass --resume"):
+        run_training(small(sample_store, storage, epochs=2))
+    best = run_training(small(sample_store, storage, epochs=2, resume=True))
+    assert sorted(epoch_metrics(storage)) == [0, 1]
+
+    manifest = shards.read_manifest(sample_store)
+    steps = data.steps_per_epoch(data.manifest_shards(sample_store, manifest, "train"), 2, 16)
+    latest = max(run_checkpoints(storage))
+    state = torch.load(os.path.join(storage, latest, CHECKPOINT_FILE), weights_only=True)
+    assert state["epoch"] == 1
+    adam_steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {2 * steps}  # epoch 1 continued epoch 0's optimizer, not a fresh one
+    assert state["scheduler"]["last_epoch"] == 2 * steps
+
+
+def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store):
+    from ray.util.state import list_actors
+
+    storage = str(tmp_path / "run")
+    outcome = {}
+
+    def train():
+        try:
+            outcome["best"] = run_training(small(sample_store, storage, epochs=3, max_failures=2))
+        except Exception as problem:  # reported by the assertion below
+            outcome["error"] = problem
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not epoch_metrics(storage):  # wait for epoch 0's checkpoint, then kill a worker mid-epoch 1
+        assert thread.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.5)
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    assert len(workers) == 2
+    os.kill(workers[-1].pid, 9)
+    thread.join(300)
+    assert "error" not in outcome, outcome.get("error")
+    assert sorted(epoch_metrics(storage)) == [0, 1, 2]
+
+
+def test_too_few_shards_and_no_val_split_are_clear_errors(tmp_path):
+    one_shard = str(tmp_path / "one")
+    pack_sample(one_shard, samples_per_shard=1000)
+    with pytest.raises(ValueError, match="the train split has 1 shard.* for 2 training workers"):
+        run_training(small(one_shard, str(tmp_path / "r1")))
+    from artdate.config import PackConfig
+    from artdate.pack import run_pack
+    from conftest import SAMPLE_CSV
+
+    no_val = str(tmp_path / "noval")
+    run_pack(PackConfig(metadata=(SAMPLE_CSV,), out=no_val, size=64, val_fraction=0.0, samples_per_shard=50,
+                        year_min=-1000, year_max=2100, jobs=1), progress=False)
+    with pytest.raises(ValueError, match="has no validation shards"):
+        run_training(small(no_val, str(tmp_path / "r2")))
