@@ -1,0 +1,74 @@
+"""Training throughput: Ray Train (1 and 2 workers) vs a plain PyTorch loop, same data and model.
+
+All three run train_one_epoch over the same shards with the same transform and model; the Ray
+figures come from the per-epoch img/s each run reports (start-up excluded, shown separately).
+
+    python bench/train.py [--backbone efficientnet_lite0] [--image-size 128] [--epochs 2]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from artdate import data, shards  # noqa: E402
+from artdate.config import TrainConfig  # noqa: E402
+from artdate.model import ModelSpec, build_model, run_checkpoints  # noqa: E402
+from artdate.train import label_encoding, make_optimizer, run_training, train_one_epoch  # noqa: E402
+from conftest import pack_sample  # noqa: E402
+
+
+def plain_loop(store_url, cfg) -> float:
+    manifest = shards.read_manifest(store_url)
+    encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
+    spec = ModelSpec(cfg.backbone, cfg.image_size, encoding)
+    model = build_model(cfg.backbone, encoding.num_outputs, cfg.weights)
+    urls = shards.shard_urls(store_url, manifest, "train")
+    steps = data.steps_per_epoch(data.manifest_shards(store_url, manifest, "train"), 1, cfg.batch_size)
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    transform = data.train_transform(cfg.image_size, spec.mean, spec.std)
+    rates = []
+    for epoch in range(cfg.epochs):
+        loader = data.make_loader(urls, transform, cfg.image_size, cfg.batch_size, loader_workers=cfg.loader_workers,
+                                  shuffle_buffer=cfg.shuffle_buffer, drop_last=True)
+        stats = train_one_epoch(model, encoding, optimizer, scheduler, loader, torch.device("cpu"), epoch)
+        rates.append(stats["images"] / stats["seconds"])
+    return max(rates)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        store_url = os.path.join(directory, "shards")
+        pack_sample(store_url, samples_per_shard=20, size=160)
+        common = dict(shards=store_url, backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
+                      batch_size=16, loader_workers=1, log_every=0)
+        baseline = plain_loop(store_url, TrainConfig(storage="", **common))
+        rows = [("plain PyTorch loop, 1 process", baseline, 0.0)]
+        for workers in (1, 2):
+            storage = os.path.join(directory, f"run-{workers}")
+            started = time.perf_counter()
+            # Ray sets OMP_NUM_THREADS to a worker's CPU reservation: reserve the cores, or it runs on one thread.
+            cpus = max(1, (os.cpu_count() or 1) // workers)
+            run_training(TrainConfig(storage=storage, workers=workers, cpus_per_worker=cpus, **common))
+            wall = time.perf_counter() - started
+            rate = max(m["images_per_second"] for m in run_checkpoints(storage).values())
+            rows.append((f"Ray Train, {workers} worker(s)", rate, wall))
+    print(f"{args.backbone} at {args.image_size} px, batch 16 per worker, CPU, {os.cpu_count()} cores")
+    print(f"{'run':<32}{'img/s':>8}{'vs plain':>10}{'wall s':>8}")
+    for name, rate, wall in rows:
+        print(f"{name:<32}{rate:>8.1f}{rate / baseline:>10.2f}{wall:>8.0f}")
+    print(f"2 workers vs 1: {rows[2][1] / rows[1][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""GPU path of training: bf16 autocast and channels_last. Skipped on machines without CUDA."""
+
+import pytest
+import torch
+
+from artdate.config import TrainConfig
+from artdate.model import LabelEncoding, build_model
+from artdate.train import make_optimizer, train_one_epoch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none"),
+]
+
+
+def test_bf16_channels_last_training_step_lowers_the_loss():
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    encoding = LabelEncoding(loss="huber", mean=1700, std=150)
+    model = build_model("resnet18", 1, weights="none").to(device, memory_format=torch.channels_last)
+    images = torch.randn(16, 3, 64, 64)
+    years = torch.randint(1300, 1900, (16,))
+    batch = {"image": images, "year": years, "year_start": years, "year_end": years, "skipped": 0}
+    optimizer, scheduler = make_optimizer(model, TrainConfig(shards="", storage="", warmup_epochs=0), 40)
+    first = train_one_epoch(model, encoding, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
+    for _ in range(6):
+        last = train_one_epoch(model, encoding, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
+    assert last["loss"] < first["loss"]
