@@ -26,9 +26,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from .score import run_scoring
+
+    settings = config.from_arguments(config.ScoreConfig, args)
+    summary = run_scoring(settings, progress=not args.quiet)
+    print(f"scored {summary['rows']} works in {summary['shards']} shards ({summary['scored_now']} now, "
+          f"{summary['skipped']} unreadable samples) with {summary['checkpoint']} -> {settings.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    settings = config.from_arguments(config.ReportConfig, args)
+    summary = run_report(settings)
+    print(f"n {summary['n']}, MAE {summary['mae']:.1f} y, median {summary['median_ae']:.1f} y, "
+          f"within 50 y {summary['within_50']:.0%}, bias {summary['bias']:+.1f} y -> {settings.out}/report.html")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_year
+
+    year, spread = predict_year(config.from_arguments(config.PredictConfig, args))
+    print(f"{year:.0f}" if spread is None else f"{year:.0f} ±{spread:.0f}")
+    return 0
+
+
 COMMANDS = {
     "pack": (config.PackConfig, cmd_pack, "pack images and labels into WebDataset shards in a store"),
     "train": (config.TrainConfig, cmd_train, "fine-tune a backbone on the shards with Ray Train (DDP)"),
+    "score": (config.ScoreConfig, cmd_score, "score shards with a pool of Ray actors into a results CSV"),
+    "report": (config.ReportConfig, cmd_report, "metrics, plots and an HTML page from a results CSV"),
+    "predict": (config.PredictConfig, cmd_predict, "predict the year of one image"),
 }
 
 

@@ -93,7 +93,7 @@ class TrainConfig:
     epochs: int = option(10, help="passes over the training split")
     batch_size: int = option(32, help="images per step on each worker")
     image_size: int = option(224, help="side of the square crops fed to the model")
-    workers: int = option(1, help="training workers (one DDP rank each); 0 runs in this process")
+    workers: int = option(1, help="training workers (one DDP rank each)")
     gpus_per_worker: float = option(-1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs, else 0")
     cpus_per_worker: float = option(1.0, help="CPUs reserved per worker")
     loss: str = option("mse", help="mse (2017), l1, huber, or bins (soft year-bin classification)", choices=["mse", "l1", "huber", "bins"])
@@ -110,3 +110,33 @@ class TrainConfig:
     max_failures: int = option(2, help="times a failed worker is replaced before the run fails")
     seed: int = option(0, help="seed of the shard order and the head's initialisation")
     log_every: int = option(20, help="print a progress line every this many steps")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    shards: str = option(help="store URL written by artdate pack")
+    checkpoint: str = option(help="checkpoint URL, or a training run's storage URL (its best checkpoint)")
+    out: str = option(help="results CSV to write (a path or s3://...)")
+    actors: int = option(2, help="scoring actors (one GPU each when there are GPUs)")
+    split: str = option("all", help="which split(s) to score", choices=["all", "train", "val"])
+    batch_size: int = option(64, help="images per forward pass")
+    gpus_per_actor: float = option(-1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs, else 0")
+    cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
+    max_retries: int = option(3, help="times a shard is retried after its actor died")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    results: str = option(help="results CSV with year and pred columns", positional=True)
+    out: str = option(help="directory for summary.json, the plots and report.html")
+    shards: str = option("", help="store URL to find gallery images in (default: the results' shard column)")
+    gallery: int = option(8, help="images in each gallery")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    image: str = option(help="image path, s3:// URL or http(s) URL", positional=True)
+    checkpoint: str = option(help="checkpoint URL, or a training run's storage URL")
+    timeout: float = option(30.0, help="seconds to wait for an http(s) image")
+    max_bytes: int = option(50_000_000, help="largest image download accepted")
+    max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")

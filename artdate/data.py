@@ -136,6 +136,8 @@ class Decoder:
                 item = {
                     "image": image,
                     "key": sample["__key__"],
+                    "id": str(labels.get("id", "")),
+                    "museum": str(labels.get("museum", "")),
                     "year": int(labels["year"]),
                     "year_start": int(labels.get("year_start", labels["year"])),
                     "year_end": int(labels.get("year_end", labels["year"])),
@@ -156,6 +158,8 @@ def collate(items: list[dict]) -> dict:
         "year_start": torch.tensor([i["year_start"] for i in items]),
         "year_end": torch.tensor([i["year_end"] for i in items]),
         "key": [i["key"] for i in items],
+        "id": [i["id"] for i in items],
+        "museum": [i["museum"] for i in items],
         "skipped": sum(i["skipped"] for i in items),
     }
 

@@ -214,7 +214,9 @@ def run_training(cfg: TrainConfig) -> str:
     manifest = shards.read_manifest(cfg.shards)
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
     val_shards = data.manifest_shards(cfg.shards, manifest, "val")
-    world = max(cfg.workers, 1)
+    if cfg.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {cfg.workers}")
+    world = cfg.workers
     data.check_enough_shards(train_shards, world, "train")
     if not val_shards:
         raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")

@@ -51,3 +51,40 @@ def sample_store(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sample") / "shards")
     pack_sample(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(sample_store, tmp_path_factory):
+    """A checkpoint from a tiny plain training run (two passes over two shards, 64 px)."""
+    import torch
+
+    from artdate import data, shards
+    from artdate.config import TrainConfig
+    from artdate.model import ModelSpec, build_model, save_checkpoint
+    from artdate.train import label_encoding, make_optimizer, train_one_epoch
+
+    torch.manual_seed(0)
+    manifest = shards.read_manifest(sample_store)
+    spec = ModelSpec("efficientnet_lite0", 64, label_encoding(manifest, "bins", 50))
+    model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
+    optimizer, scheduler = make_optimizer(model, TrainConfig(shards="", storage="", warmup_epochs=0), 20)
+    urls = shards.shard_urls(sample_store, manifest, "train")[:2]
+    for epoch in range(2):
+        loader = data.make_loader(urls, data.train_transform(64, spec.mean, spec.std), 64, 16, loader_workers=0)
+        train_one_epoch(model, spec.encoding, optimizer, scheduler, loader, torch.device("cpu"), epoch)
+    directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
+    directory.mkdir()
+    save_checkpoint(str(directory), spec, model, {"epoch": 1, "val_mae": 100.0}, {"epoch": 1})
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """The embedded local Ray that artdate starts (on 127.0.0.1), shut down after the module."""
+    from artdate.raycluster import connect
+
+    connect()
+    import ray
+
+    yield ray
+    ray.shutdown()

@@ -1,12 +1,14 @@
-"""Training across two Ray nodes on 127.0.0.2 and 127.0.0.3, shards and checkpoints in SeaweedFS."""
+"""Train, then score, across two Ray nodes on 127.0.0.2 and 127.0.0.3, data in SeaweedFS."""
 
+import csv
+import io
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from artdate import store
 from artdate.model import run_checkpoints
 from conftest import ROOT, pack_sample
 from servers import RayNodes
@@ -15,10 +17,13 @@ pytestmark = pytest.mark.slow
 
 DRIVER = """
 import json, sys, ray
-from artdate.config import TrainConfig
-from artdate.train import run_training
+from artdate import config, score, train
 ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
-print(run_training(TrainConfig(**json.loads(sys.argv[3]))))
+settings = json.loads(sys.argv[4])
+if sys.argv[3] == "train":
+    print(train.run_training(config.TrainConfig(**settings)))
+else:
+    print(json.dumps(score.run_scoring(config.ScoreConfig(**settings), progress=False)))
 """
 
 
@@ -33,16 +38,29 @@ def ray_nodes():
     nodes.stop()
 
 
-def test_training_spans_two_nodes(ray_nodes, s3_url):
-    pack_sample(s3_url)
-    storage = s3_url.rsplit("/", 1)[0] + "/runs/two-nodes"
-    settings = dict(shards=s3_url, storage=storage, backbone="efficientnet_lite0", epochs=1, batch_size=16,
-                    image_size=64, workers=2, cpus_per_worker=2, loader_workers=1, log_every=0)
-    done = subprocess.run([sys.executable, "-c", DRIVER, ray_nodes.address, ray_nodes.head_ip, json.dumps(settings)],
-                          env=ray_nodes.environment(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+def drive(nodes, stage, settings):
+    done = subprocess.run([sys.executable, "-c", DRIVER, nodes.address, nodes.head_ip, stage, json.dumps(settings)],
+                          env=nodes.environment(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().startswith(storage + "/checkpoint_")  # stdout is the result alone
+    return done.stdout.strip()
+
+
+def test_train_then_score_across_two_nodes(ray_nodes, s3_url):
+    manifest = pack_sample(s3_url)
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/two-nodes"
+    best = drive(ray_nodes, "train", dict(
+        shards=s3_url, storage=storage, backbone="efficientnet_lite0", epochs=1, batch_size=16, image_size=64,
+        workers=2, cpus_per_worker=2, loader_workers=1, log_every=0))
+    assert best.startswith(storage + "/checkpoint_")  # stdout is the result alone
     (metrics,) = run_checkpoints(storage).values()
     # cpus_per_worker=2 on 2-CPU nodes: one rank per node, and DDP across them over loopback.
     assert sorted(metrics["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
-    assert metrics["val_n"] == 35
+    assert metrics["val_n"] == manifest["splits"]["val"]["samples"]
+
+    results = s3_url.rsplit("/", 1)[0] + "/results.csv"
+    # Two actors of 2 CPUs each can only run one per node: the pool spans both nodes.
+    summary = json.loads(drive(ray_nodes, "score", dict(
+        shards=s3_url, checkpoint=storage, out=results, actors=2, cpus_per_actor=2)))
+    assert summary["checkpoint"] == best
+    rows = list(csv.DictReader(io.StringIO(store.read_bytes(results).decode())))
+    assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]

@@ -13,18 +13,7 @@ from artdate.model import CHECKPOINT_FILE, load_checkpoint, run_checkpoints
 from artdate.train import run_training
 from conftest import pack_sample
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    from artdate.raycluster import connect
-
-    connect()
-    import ray
-
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def small(shards_url, storage, **overrides):

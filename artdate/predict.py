@@ -1,0 +1,54 @@
+"""`artdate predict`: one image (path, s3:// or http(s) URL) -> a year, from a checkpoint alone."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+
+from . import data, store
+from .config import PredictConfig
+from .model import load_checkpoint
+from .sources import FetchError, HttpClient
+
+
+def read_image_bytes(location: str, timeout: float, max_bytes: int) -> bytes:
+    if location.startswith(("http://", "https://")):
+        return HttpClient(rate=0, timeout=timeout, max_bytes=max_bytes, attempts=2, backoff=0.5).get(location)
+    if "://" in location and not store.is_s3(location):
+        raise ValueError(f"{location}: only local paths, s3:// and http(s):// URLs are supported")
+    try:
+        return store.read_bytes(location)
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"{location}: no such image file") from None
+
+
+def open_image(raw: bytes, location: str, max_pixels: int):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
+        if image.width * image.height > max_pixels:
+            raise ValueError(f"{location}: {image.width}x{image.height} is over the limit of {max_pixels} pixels")
+        return image.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise ValueError(f"{location}: not an image (or far too large)") from None
+    except OSError as problem:
+        raise ValueError(f"{location}: corrupt or truncated image: {problem}") from None
+
+
+def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:
+    """(predicted year, spread in years or None)."""
+    try:
+        raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes)
+    except FetchError as problem:
+        raise ValueError(str(problem)) from None
+    image = open_image(raw, cfg.image, cfg.max_pixels)
+    model, spec, _ = load_checkpoint(cfg.checkpoint)
+    inputs = data.eval_transform(spec.image_size, spec.mean, spec.std)(image).unsqueeze(0)
+    with torch.no_grad():
+        years, spread = spec.encoding.years(model(inputs))
+    return years.item(), None if spread is None else spread.item()

@@ -1,0 +1,242 @@
+"""`artdate report`: where the model is right and wrong, from any CSV with `year` and `pred`.
+
+Writes summary.json (overall, per 50-year bin, per museum), three plots, and report.html: one
+self-contained page (images inlined) with the figures, tables and galleries of the best hits and
+the worst misses each way. Gallery images come from the shards (`shard` + `key` columns) or from
+image paths (`path` or `file` columns, relative to the CSV).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pandas as pd
+
+from . import store
+from .config import ReportConfig
+
+BIN_YEARS = 50
+
+
+def read_results(url: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(io.BytesIO(store.read_bytes(url)))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url}: no such results file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as problem:
+        raise ValueError(f"{url}: not a readable CSV: {problem}") from None
+    missing = {"year", "pred"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{url}: needs columns year and pred; missing {sorted(missing)} (has {list(frame.columns)})")
+    for column in ("year", "pred"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = numbers.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{url}: line {row + 2}: {column} {frame[column].iloc[row]!r} is not a number")
+        frame[column] = numbers.astype(float)
+    if frame.empty:
+        raise ValueError(f"{url}: no rows")
+    frame["error"] = frame["pred"] - frame["year"]
+    frame["abs_error"] = frame["error"].abs()
+    frame["bin"] = (np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS).astype(int)
+    return frame
+
+
+def error_summary(errors: pd.Series) -> dict:
+    absolute = errors.abs()
+    return {
+        "n": int(len(errors)),
+        "mae": float(absolute.mean()),
+        "median_ae": float(absolute.median()),
+        "rmse": float(np.sqrt((errors**2).mean())),
+        "bias": float(errors.mean()),
+        "within_25": float((absolute <= 25).mean()),
+        "within_50": float((absolute <= 50).mean()),
+        "within_100": float((absolute <= 100).mean()),
+    }
+
+
+def summarize(frame: pd.DataFrame) -> dict:
+    summary = error_summary(frame["error"])
+    summary["per_bin"] = [
+        {"bin_start": int(start), "bin_end": int(start) + BIN_YEARS - 1, **error_summary(group["error"])}
+        for start, group in frame.groupby("bin", sort=True)
+    ]
+    if "museum" in frame.columns:
+        summary["per_museum"] = {str(m): error_summary(g["error"]) for m, g in frame.groupby("museum", sort=True)}
+    if "split" in frame.columns:
+        summary["per_split"] = {str(s): error_summary(g["error"]) for s, g in frame.groupby("split", sort=True)}
+    return summary
+
+
+def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = sorted(frame["bin"].unique())
+    names = []
+
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    counts = frame.groupby("bin").size().reindex(bins)
+    axis.bar([str(b) for b in bins], counts.to_numpy(), color="#4a6fa5")
+    axis.set(title="Works per 50-year bin", xlabel="true year (bin start)", ylabel="works")
+    axis.tick_params(axis="x", rotation=60)
+    names.append(_save(figure, out, "works_per_bin.png"))
+
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    groups = [frame.loc[frame["bin"] == b, "error"].to_numpy() for b in bins]
+    plotted = [i for i, g in enumerate(groups) if len(g) > 1]
+    if plotted:
+        axis.violinplot([groups[i] for i in plotted], positions=plotted, showmedians=True)
+    single = [i for i, g in enumerate(groups) if len(g) == 1]
+    axis.scatter(single, [groups[i][0] for i in single], color="#4a6fa5", s=12)
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_xticks(range(len(bins)), [str(b) for b in bins], rotation=60)
+    axis.set(title="Error per bin (predicted - true)", xlabel="true year (bin start)", ylabel="years")
+    names.append(_save(figure, out, "error_per_bin.png"))
+
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.scatter(frame["year"], frame["pred"], s=8, alpha=0.6, color="#4a6fa5")
+    low, high = min(frame["year"].min(), frame["pred"].min()), max(frame["year"].max(), frame["pred"].max())
+    axis.plot([low, high], [low, high], color="grey", linewidth=0.8)
+    axis.set(title="Predicted vs true year", xlabel="true year", ylabel="predicted year")
+    names.append(_save(figure, out, "pred_vs_year.png"))
+    return names
+
+
+def _save(figure, out: str, name: str) -> str:
+    figure.tight_layout()
+    figure.savefig(os.path.join(out, name), dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return name
+
+
+def pick_galleries(frame: pd.DataFrame, size: int) -> dict[str, pd.DataFrame]:
+    return {
+        "Best hits": frame.nsmallest(size, "abs_error"),
+        "Worst misses: predicted older than they are": frame[frame["error"] < 0].nsmallest(size, "error"),
+        "Worst misses: predicted younger than they are": frame[frame["error"] > 0].nlargest(size, "error"),
+    }
+
+
+def find_images(rows: pd.DataFrame, results_url: str, shards_url: str = "") -> dict[int, bytes]:
+    """Row index -> image bytes, from shards (shard + key columns) or image paths; missing ones left out."""
+    found: dict[int, bytes] = {}
+    if "key" in rows.columns and ("shard" in rows.columns or shards_url):
+        for shard, group in rows.groupby(rows["shard"] if "shard" in rows.columns else pd.Series("", index=rows.index)):
+            url = store.join(shards_url, str(shard).rsplit("/", 1)[-1]) if shards_url else str(shard)
+            try:
+                with tarfile.open(fileobj=io.BytesIO(store.read_bytes(url))) as tar:
+                    wanted = {f"{key}.jpg": index for index, key in group["key"].items()}
+                    for member in tar:
+                        if member.name in wanted:
+                            found[wanted[member.name]] = tar.extractfile(member).read()
+            except (OSError, tarfile.TarError, ValueError):
+                continue  # a gallery without some images is still a report
+    column = "path" if "path" in rows.columns else "file" if "file" in rows.columns else None
+    if column and not store.is_s3(results_url):
+        base = os.path.dirname(os.path.abspath(results_url))
+        for index, path in rows[column].items():
+            full = os.path.join(base, str(path))
+            if index not in found and os.path.isfile(full):
+                with open(full, "rb") as f:
+                    found[index] = f.read()
+    return found
+
+
+def thumbnail_uri(data: bytes, size: int = 220) -> str | None:
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+    except Exception:
+        return None
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def run_report(cfg: ReportConfig) -> dict:
+    frame = read_results(cfg.results)
+    os.makedirs(cfg.out, exist_ok=True)
+    summary = summarize(frame)
+    with open(os.path.join(cfg.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    plots = make_plots(frame, cfg.out)
+    galleries = pick_galleries(frame, cfg.gallery)
+    wanted = pd.concat(list(galleries.values()))
+    images = find_images(wanted[~wanted.index.duplicated()], cfg.results, cfg.shards)
+    page = render_html(cfg.results, summary, plots, galleries, images, cfg.out)
+    partial = os.path.join(cfg.out, "report.html.partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(partial, os.path.join(cfg.out, "report.html"))
+    return summary
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row[key], key)}</td>" for key, _ in columns) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value, key: str) -> str:
+    if key.startswith("within"):
+        return f"{value:.0%}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return html.escape(str(value))
+
+
+FIGURES = [("n", "works"), ("mae", "MAE (years)"), ("median_ae", "median AE"), ("rmse", "RMSE"), ("bias", "bias"),
+           ("within_25", "within 25 y"), ("within_50", "within 50 y"), ("within_100", "within 100 y")]
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#222}
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+.cards{display:flex;flex-wrap:wrap;gap:.6rem}.card{background:#f3f5f9;border-radius:6px;padding:.5rem .8rem}
+.card b{display:block;font-size:1.3rem}table{border-collapse:collapse;font-size:.9rem}
+td,th{padding:.2rem .6rem;text-align:right;border-bottom:1px solid #eee}img.plot{max-width:100%}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}figure{margin:0;width:220px}
+figure img{width:220px;height:220px;object-fit:contain;background:#eee}figcaption{font-size:.85rem}
+"""
+
+
+def render_html(results_url: str, summary: dict, plots: list[str], galleries: dict, images: dict, out: str) -> str:
+    cards = "".join(f'<div class="card">{html.escape(title)}<b>{_cell(summary[key], key)}</b></div>' for key, title in FIGURES)
+    parts = [f"<h1>artdate report</h1><p>{html.escape(results_url)}: bias is the mean of predicted - true "
+             f"(positive: predicted too late).</p><div class='cards'>{cards}</div>"]
+    for name in plots:
+        with open(os.path.join(out, name), "rb") as f:
+            uri = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+        parts.append(f'<img class="plot" alt="{html.escape(name)}" src="{uri}">')
+    bins = [("bin_start", "from"), ("bin_end", "to")] + FIGURES
+    parts.append("<h2>Per 50-year bin</h2>" + _table(summary["per_bin"], bins))
+    for key, title in (("per_museum", "Per museum"), ("per_split", "Per split")):
+        if key in summary:
+            rows = [{"name": name, **values} for name, values in summary[key].items()]
+            parts.append(f"<h2>{title}</h2>" + _table(rows, [("name", key.split("_")[1])] + FIGURES))
+    for title, rows in galleries.items():
+        figures = []
+        for index, row in rows.iterrows():
+            uri = thumbnail_uri(images[index]) if index in images else None
+            label = html.escape(" ".join(str(row[c]) for c in ("museum", "id") if c in row and pd.notna(row[c])))
+            picture = f'<img alt="{label}" src="{uri}">' if uri else "<div>(image not found)</div>"
+            figures.append(f"<figure>{picture}<figcaption>{label}<br>true <b>{row['year']:.0f}</b>, "
+                           f"predicted <b>{row['pred']:.0f}</b> ({row['error']:+.0f} y)</figcaption></figure>")
+        parts.append(f"<h2>{html.escape(title)}</h2><div class='gallery'>{''.join(figures) or 'none'}</div>")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width'><title>artdate report</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>")

@@ -1,0 +1,69 @@
+"""Scoring throughput: a pool of 1 and 2 Ray actors vs a plain single-process loop, same run.
+
+Same shards (the sample, 300 images at 160 px), same checkpoint (efficientnet_lite0, freshly
+saved, 128 px input), batch 64.
+
+    python bench/score.py
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from artdate import data, shards  # noqa: E402
+from artdate.config import ScoreConfig  # noqa: E402
+from artdate.model import ModelSpec, build_model, load_checkpoint, save_checkpoint  # noqa: E402
+from artdate.score import run_scoring  # noqa: E402
+from artdate.train import label_encoding  # noqa: E402
+from conftest import pack_sample  # noqa: E402
+
+
+def plain_loop(store_url, checkpoint) -> float:
+    model, spec, _ = load_checkpoint(checkpoint)
+    urls = shards.shard_urls(store_url, shards.read_manifest(store_url))
+    transform = data.eval_transform(spec.image_size, spec.mean, spec.std)
+    images, started = 0, time.perf_counter()
+    with torch.no_grad():
+        for url in urls:
+            for batch in data.make_loader([url], transform, spec.image_size, 64, loader_workers=0):
+                spec.encoding.years(model(batch["image"]))
+                images += len(batch["key"])
+    return images / (time.perf_counter() - started)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as directory:
+        store_url = os.path.join(directory, "shards")
+        manifest = pack_sample(store_url, samples_per_shard=25, size=160)
+        spec = ModelSpec("efficientnet_lite0", 128, label_encoding(manifest, "mse", 25))
+        checkpoint = os.path.join(directory, "checkpoint_bench")
+        os.makedirs(checkpoint)
+        save_checkpoint(checkpoint, spec, build_model(spec.backbone, 1, "imagenet"), {"val_mae": 0.0}, {})
+        plain_loop(store_url, checkpoint)  # warm-up: page cache, lazy imports
+        baseline = plain_loop(store_url, checkpoint)
+        rows = [("plain loop, 1 process", baseline, baseline, 0.0)]
+        cores = os.cpu_count() or 1
+        for actors in (1, 2):
+            out = os.path.join(directory, f"results-{actors}.csv")
+            # Ray sets OMP_NUM_THREADS to an actor's CPUs: split the cores between the actors.
+            settings = ScoreConfig(shards=store_url, checkpoint=checkpoint, out=out, actors=actors,
+                                   cpus_per_actor=max(1, cores // actors), batch_size=64)
+            started = time.perf_counter()
+            summary = run_scoring(settings, progress=False)
+            wall = time.perf_counter() - started
+            rows.append((f"Ray actors x{actors}", summary["images_per_second_after_startup"],
+                         summary["rows"] / summary["seconds"], wall))
+    print(f"{manifest['packed']} images, efficientnet_lite0 at 128 px, batch 64, CPU, {cores} cores")
+    print("steady: after the first shard came back (actor start-up and model load excluded)")
+    print(f"{'run':<24}{'steady img/s':>13}{'vs plain':>10}{'end-to-end img/s':>18}{'wall s':>8}")
+    for name, steady, whole, wall in rows:
+        print(f"{name:<24}{steady:>13.1f}{steady / baseline:>10.2f}{whole:>18.1f}{wall:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

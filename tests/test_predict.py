@@ -1,0 +1,74 @@
+import os
+
+import pytest
+import torch
+
+from artdate.cli import main
+from artdate.config import PredictConfig
+from artdate.data import eval_transform, decode_image
+from artdate.model import load_checkpoint
+from artdate.predict import predict_year
+from conftest import ROOT
+from servers import MuseumApi
+
+IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")
+
+
+def direct_prediction(checkpoint, path):
+    model, spec, _ = load_checkpoint(checkpoint)
+    with open(path, "rb") as f:
+        image = decode_image(f.read(), 10_000)
+    with torch.no_grad():
+        years, spread = spec.encoding.years(model(eval_transform(spec.image_size, spec.mean, spec.std)(image)[None]))
+    return years.item(), spread.item()
+
+
+def test_a_local_image(tiny_checkpoint, capsys):
+    year, spread = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    expected_year, expected_spread = direct_prediction(tiny_checkpoint, IMAGE)
+    assert year == pytest.approx(expected_year, abs=1e-3) and spread == pytest.approx(expected_spread, abs=1e-3)
+    assert main(["predict", IMAGE, "--checkpoint", tiny_checkpoint]) == 0
+    assert capsys.readouterr().out.strip() == f"{year:.0f} ±{spread:.0f}"
+
+
+def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
+    with open(IMAGE, "rb") as f:
+        data = f.read()
+    api = MuseumApi({"866": data}).start()
+    try:
+        from_http = predict_year(PredictConfig(image=f"{api.url}/img/866", checkpoint=tiny_checkpoint))
+    finally:
+        api.stop()
+    bucket = s3_url.split("/")[2]
+    s3_server.client().put_object(Bucket=bucket, Key="images/866.jpg", Body=data)
+    from_s3 = predict_year(PredictConfig(image=f"s3://{bucket}/images/866.jpg", checkpoint=tiny_checkpoint))
+    local = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    assert from_http == pytest.approx(local) and from_s3 == pytest.approx(local)
+
+
+@pytest.fixture
+def api():
+    with open(IMAGE, "rb") as f:
+        server = MuseumApi({"866": f.read()}).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("path, settings, message", [
+    ("/img/notimage", {}, "not an image"),
+    ("/nothing/here", {}, "HTTP 404 from http://127.0.0.1"),
+    ("/img/huge", {"max_bytes": 1_000_000}, "over the cap of 1000000"),
+    ("/img/866", {"max_pixels": 1000}, "over the limit of 1000 pixels"),
+])
+def test_bad_urls_are_clear_errors(tiny_checkpoint, api, path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        predict_year(PredictConfig(image=f"{api.url}{path}", checkpoint=tiny_checkpoint, **settings))
+
+
+def test_bad_paths_are_clear_errors(tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="no such image file"):
+        predict_year(PredictConfig(image=str(tmp_path / "none.jpg"), checkpoint=tiny_checkpoint))
+    with pytest.raises(ValueError, match="only local paths, s3:// and http"):
+        predict_year(PredictConfig(image="ftp://example.org/a.jpg", checkpoint=tiny_checkpoint))
+    assert main(["predict", str(tmp_path / "none.jpg"), "--checkpoint", tiny_checkpoint]) == 2
+    assert "no such image file" in capsys.readouterr().err

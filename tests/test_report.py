@@ -1,0 +1,108 @@
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+from PIL import Image
+
+from artdate import shards
+from artdate.config import ReportConfig
+from artdate.report import read_results, run_report
+from conftest import ROOT
+
+# Hand-built: errors (pred - year) of -120, -30, 0, 10, 60 and 200.
+ROWS = [("met", 1, 1500, 1380), ("met", 2, 1520, 1490), ("rijks", 3, 1610, 1610),
+        ("rijks", 4, 1640, 1650), ("rijks", 5, 1700, 1760), ("met", 6, 1890, 2090)]
+
+
+def write_csv(tmp_path, rows=ROWS):
+    path = tmp_path / "results.csv"
+    path.write_text("museum,id,year,pred\n" + "".join(f"{m},{i},{y},{p}\n" for m, i, y, p in rows))
+    return str(path)
+
+
+def test_summary_matches_the_hand_computed_figures(tmp_path):
+    summary = run_report(ReportConfig(results=write_csv(tmp_path), out=str(tmp_path / "out")))
+    errors = [-120, -30, 0, 10, 60, 200]
+    assert summary["n"] == 6
+    assert summary["mae"] == sum(abs(e) for e in errors) / 6 == 70.0
+    assert summary["median_ae"] == 45.0  # (30 + 60) / 2
+    assert summary["rmse"] == pytest.approx((sum(e * e for e in errors) / 6) ** 0.5, rel=1e-15)
+    assert summary["bias"] == sum(errors) / 6 == 20.0
+    assert (summary["within_25"], summary["within_50"], summary["within_100"]) == (2 / 6, 3 / 6, 4 / 6)
+    bins = {b["bin_start"]: (b["n"], b["mae"], b["bias"]) for b in summary["per_bin"]}
+    assert bins == {1500: (2, 75.0, -75.0), 1600: (2, 5.0, 5.0), 1700: (1, 60.0, 60.0), 1850: (1, 200.0, 200.0)}
+    assert summary["per_museum"]["rijks"]["mae"] == pytest.approx(70 / 3, rel=1e-15)
+    assert summary["per_museum"]["met"]["n"] == 3
+    on_disk = json.load(open(tmp_path / "out" / "summary.json"))
+    assert on_disk == json.loads(json.dumps(summary))
+    assert sorted(os.listdir(tmp_path / "out")) == ["error_per_bin.png", "pred_vs_year.png", "report.html",
+                                                    "summary.json", "works_per_bin.png"]
+
+
+def test_the_2017_file_format_with_image_paths(tmp_path):
+    sample = os.path.join(ROOT, "metadata", "sample", "images")
+    names = sorted(os.listdir(sample))[:4]
+    (tmp_path / "img").mkdir()
+    for name in names:
+        shutil.copy(os.path.join(sample, name), tmp_path / "img" / name)
+    csv = tmp_path / "results.csv"
+    csv.write_text("year,diff,pred,path\n" + "".join(f"{1600 + 40 * i},{abs(40 * i - 50)},{1650},img/{n}\n"
+                                                     for i, n in enumerate(names)))
+    out = tmp_path / "out"
+    summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=2))
+    assert summary["mae"] == (50 + 10 + 30 + 70) / 4
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 6  # 2 per gallery, all found
+    assert "per_museum" not in summary
+
+
+@pytest.mark.parametrize("content, message", [
+    ("year,guess\n1500,1600\n", r"needs columns year and pred; missing \['pred'\]"),
+    ("year,pred\n1500,1600\n1600,soon\n", r"line 3: pred 'soon' is not a number"),
+    ("", "not a readable CSV"),
+])
+def test_unusable_results_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "r.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_results(str(path))
+    with pytest.raises(FileNotFoundError, match="no such results file"):
+        read_results(str(tmp_path / "missing.csv"))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (apt-get install chromium; .ci/run does)")
+def test_report_renders_in_chromium(tmp_path, sample_store):
+    # Results that point into the shards, as artdate score writes them: galleries come from the tars.
+    manifest = shards.read_manifest(sample_store)
+    rows = []
+    with tarfile.open(shards.shard_urls(sample_store, manifest)[0]) as tar:
+        for member in tar:
+            if member.name.endswith(".json"):
+                labels = json.load(tar.extractfile(member))
+                rows.append((labels["museum"], labels["id"], labels["year"], member.name[:-5]))
+    csv = tmp_path / "results.csv"
+    shard = shards.shard_urls(sample_store, manifest)[0]
+    csv.write_text("museum,id,year,pred,shard,key\n" + "".join(
+        f"{m},{i},{y},{y + (k % 7 - 3) * 40},{shard},{key}\n" for k, (m, i, y, key) in enumerate(rows)))
+    out = tmp_path / "out"
+    summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=4))
+    # Chromium loads the page; a script added to a copy counts the images that actually decoded.
+    page = (out / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", "<script>document.title = 'loaded ' + "
+                     "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length + ' of ' + "
+                     "document.images.length</script></body>"))
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"<title>loaded 15 of 15</title>", dom), dom[:300]  # 3 plots + 3 galleries x 4
+    assert f"<b>{summary['mae']:.1f}</b>" in dom and "Per 50-year bin" in dom and "Per museum" in dom
+    screenshot = tmp_path / "page.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1280,900", f"--screenshot={screenshot}", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    image = Image.open(screenshot).convert("L")
+    assert image.size == (1280, 900) and image.getextrema()[0] < 100  # something dark was drawn: text, plots

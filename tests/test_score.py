@@ -1,0 +1,130 @@
+"""Batch scoring with a pool of Ray actors on a real local Ray."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from artdate import data, shards, store
+from artdate.config import ScoreConfig
+from artdate.model import load_checkpoint
+from artdate.score import COLUMNS, run_scoring
+from conftest import ROOT, pack_sample
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def expected_predictions(store_url, checkpoint):
+    """Plain single-process predictions: key -> year."""
+    model, spec, _ = load_checkpoint(checkpoint)
+    manifest = shards.read_manifest(store_url)
+    loader = data.make_loader(shards.shard_urls(store_url, manifest), data.eval_transform(spec.image_size, spec.mean, spec.std),
+                              spec.image_size, 32, loader_workers=0)
+    found = {}
+    with torch.no_grad():
+        for batch in loader:
+            years, _ = spec.encoding.years(model(batch["image"]))
+            found.update(zip(batch["key"], years.tolist()))
+    return found
+
+
+def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sample_store, tiny_checkpoint):
+    out = str(tmp_path / "results.csv")
+    summary = run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)
+    rows = read_rows(out)
+    manifest = shards.read_manifest(sample_store)
+    assert list(rows[0]) == COLUMNS
+    assert len(rows) == len({(r["museum"], r["id"]) for r in rows}) == manifest["packed"] == summary["rows"]
+    expected = expected_predictions(sample_store, tiny_checkpoint)
+    for row in rows:
+        assert float(row["pred"]) == pytest.approx(expected[row["key"]], abs=0.06)
+        assert float(row["diff"]) == pytest.approx(float(row["pred"]) - int(row["year"]), abs=0.11)
+        assert row["split"] in ("train", "val") and row["shard"].endswith(".tar") and float(row["spread"]) > 0
+    assert not os.path.exists(out + ".parts")
+
+    val_only = str(tmp_path / "val.csv")
+    run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val"), progress=False)
+    assert {r["split"] for r in read_rows(val_only)} == {"val"}
+    assert len(read_rows(val_only)) == manifest["splits"]["val"]["samples"]
+
+
+def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_checkpoint, capfd):
+    from ray.util.state import list_actors
+
+    store_url = str(tmp_path / "shards")
+    manifest = pack_sample(store_url, samples_per_shard=8)
+    out = str(tmp_path / "results.csv")
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        summary=run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)))
+    thread.start()
+    def parts_written():
+        return len(os.listdir(out + ".parts")) if os.path.isdir(out + ".parts") else 0
+
+    deadline = time.monotonic() + 120
+    while parts_written() < 3:  # kill mid-run: some shards done, most still to come
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.1)
+    (victim, *_) = [a for a in list_actors(filters=[("class_name", "=", "Scorer"), ("state", "=", "ALIVE")])]
+    os.kill(victim.pid, signal.SIGKILL)
+    thread.join(180)
+    assert "summary" in outcome
+    rows = read_rows(out)
+    assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
+    assert "actor died while scoring" in capfd.readouterr().err
+
+
+def test_rerun_after_an_interruption_scores_only_what_is_missing(tmp_path, tiny_checkpoint):
+    store_url = str(tmp_path / "shards")
+    manifest = pack_sample(store_url, samples_per_shard=8)
+    out = str(tmp_path / "results.csv")
+    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", tiny_checkpoint,
+               "--out", out, "--actors", "1", "--quiet"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out + ".parts"
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(parts) and len(os.listdir(parts)) >= 4):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    process.wait(60)
+    assert not os.path.exists(out)
+    kept = len([n for n in os.listdir(parts) if n.endswith(".tar.csv")])
+    summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)
+    assert summary["scored_now"] == len(manifest["shards"]) - kept
+    rows = read_rows(out)
+    assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
+
+
+def test_clear_errors(tmp_path, sample_store, tiny_checkpoint):
+    out = str(tmp_path / "r.csv")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        run_scoring(ScoreConfig(shards=sample_store, checkpoint=str(tmp_path / "nothing"), out=out), progress=False)
+    with pytest.raises(FileNotFoundError, match="not a finished artdate store"):
+        run_scoring(ScoreConfig(shards=str(tmp_path), checkpoint=tiny_checkpoint, out=out), progress=False)
+    # A corrupt shard: the others are kept, the command fails naming it, and a rerun with the shard
+    # repaired scores only that shard.
+    store_url = str(tmp_path / "shards")
+    manifest = pack_sample(store_url, samples_per_shard=100)
+    broken = os.path.join(store_url, manifest["shards"][0]["name"])
+    shutil.copy(broken, tmp_path / "good.tar")
+    with open(broken, "r+b") as f:
+        f.truncate(os.path.getsize(broken) // 3)
+    with pytest.raises(ValueError, match=rf"{manifest['shards'][0]['name']}: \d+ of \d+ samples readable"):
+        run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
+    assert len(os.listdir(out + ".parts")) == len(manifest["shards"]) - 1 + 1  # the good parts + _run.json
+    shutil.copy(tmp_path / "good.tar", broken)
+    summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
+    assert summary["scored_now"] == 1 and summary["rows"] == manifest["packed"]
