@@ -54,12 +54,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    outcome = run_demo(config.from_arguments(config.DemoConfig, args))
+    print(f"\nvalidation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
+          f"{outcome['median_baseline_mae']:.1f} years")
+    print(f"results:    {outcome['results']} ({outcome['rows']} works)")
+    print(f"report:     {outcome['report']}")
+    print(f"checkpoint: {outcome['best_checkpoint']}")
+    return 0
+
+
 COMMANDS = {
     "pack": (config.PackConfig, cmd_pack, "pack images and labels into WebDataset shards in a store"),
     "train": (config.TrainConfig, cmd_train, "fine-tune a backbone on the shards with Ray Train (DDP)"),
     "score": (config.ScoreConfig, cmd_score, "score shards with a pool of Ray actors into a results CSV"),
     "report": (config.ReportConfig, cmd_report, "metrics, plots and an HTML page from a results CSV"),
     "predict": (config.PredictConfig, cmd_predict, "predict the year of one image"),
+    "demo": (config.DemoConfig, cmd_demo, "the whole pipeline on the bundled sample, on CPU"),
 }
 
 

@@ -140,3 +140,12 @@ class PredictConfig:
     timeout: float = option(30.0, help="seconds to wait for an http(s) image")
     max_bytes: int = option(50_000_000, help="largest image download accepted")
     max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    workdir: str = option("demo-run", help="directory (or s3:// URL) for the shards, the run, results and report")
+    epochs: int = option(6, help="training epochs")
+    image_size: int = option(128, help="model input size")
+    workers: int = option(2, help="training workers")
+    loss: str = option("l1", help="training loss", choices=["mse", "l1", "huber", "bins"])

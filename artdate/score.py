@@ -94,7 +94,12 @@ def _check_or_start_parts(parts: str, checkpoint: str, shards_url: str) -> None:
 
 def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds)."""
+    from dataclasses import replace
+
     from tqdm import tqdm
+
+    cfg = replace(cfg, shards=store.absolute(cfg.shards), checkpoint=store.absolute(cfg.checkpoint),
+                  out=store.absolute(cfg.out))
 
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)

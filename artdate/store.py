@@ -28,6 +28,11 @@ def split_s3(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def absolute(url: str) -> str:
+    """Local paths made absolute: Ray workers run in other directories than the driver."""
+    return url if is_s3(url) or not url else os.path.abspath(url)
+
+
 def join(url: str, *names: str) -> str:
     if is_s3(url):
         return "/".join([url.rstrip("/"), *names])

@@ -88,3 +88,18 @@ def local_ray():
 
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_nodes(s3_server):
+    """A two-node Ray cluster on 127.0.0.2 and 127.0.0.3 whose nodes see the test's S3 settings
+    in their environment (as cluster nodes would hold their own credentials)."""
+    import ray
+
+    from servers import RayNodes
+
+    if ray.is_initialized():
+        ray.shutdown()
+    nodes = RayNodes().start()
+    yield nodes
+    nodes.stop()

@@ -11,7 +11,6 @@ import pytest
 from artdate import store
 from artdate.model import run_checkpoints
 from conftest import ROOT, pack_sample
-from servers import RayNodes
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +24,6 @@ if sys.argv[3] == "train":
 else:
     print(json.dumps(score.run_scoring(config.ScoreConfig(**settings), progress=False)))
 """
-
-
-@pytest.fixture(scope="module")
-def ray_nodes():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    nodes = RayNodes().start()
-    yield nodes
-    nodes.stop()
 
 
 def drive(nodes, stage, settings):

@@ -1,0 +1,164 @@
+"""Submitting artdate commands to a Ray cluster through the Jobs API (used by launch.py).
+
+The job runs `python launch.py <command> ...` on the cluster with this checkout as its working
+directory. Logs stream to the terminal and the exit code is the job's. Exit codes of our own:
+2 for a command that cannot work on that cluster (checked before submitting), 3 when the
+cluster cannot be reached, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Options that name storage every node must see; on a multi-node cluster they must be s3:// URLs.
+SHARED_URL_OPTIONS = {
+    "pack": ["--out"],
+    "train": ["--shards", "--storage"],
+    "score": ["--shards", "--checkpoint", "--out"],
+    "predict": ["--checkpoint"],
+    "demo": ["--workdir"],
+}
+EXCLUDES = [".git", "demo-run", "bench/out", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info"]
+UNREACHABLE, NOT_SHARED, INTERRUPTED = 3, 2, 130
+
+
+class ClusterUnreachable(Exception):
+    pass
+
+
+def option_values(argv: list[str], option: str) -> list[str]:
+    values = []
+    for index, word in enumerate(argv):
+        if word == option and index + 1 < len(argv):
+            values.append(argv[index + 1])
+        elif word.startswith(option + "="):
+            values.append(word.split("=", 1)[1])
+    return values
+
+
+def local_storage(argv: list[str]) -> list[str]:
+    """'--option value' for each storage option of the command that is not an s3:// URL."""
+    if not argv:
+        return []
+    command = argv[0]
+    found = [f"{o} {v}" for o in SHARED_URL_OPTIONS.get(command, []) for v in option_values(argv, o) if not v.startswith("s3://")]
+    if command == "demo" and not option_values(argv, "--workdir"):
+        found.append("--workdir demo-run (the default)")
+    return found
+
+
+def connect_client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as problem:  # ConnectionError, timeouts, HTTP errors: all mean "not reachable"
+        raise ClusterUnreachable(f"cannot reach the Ray cluster at {address}: {str(problem).splitlines()[0][:300]}") from None
+
+
+def alive_nodes(address: str) -> int:
+    from ray.util.state import list_nodes
+
+    try:
+        return len(list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False))
+    except Exception as problem:
+        raise ClusterUnreachable(f"cannot list the nodes of {address}: {str(problem).splitlines()[0][:300]}") from None
+
+
+def pip_requirements() -> list[str]:
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]["dependencies"]
+
+
+def submit(address: str, argv: list[str], wait: bool = True, install: bool = False) -> int:
+    """Submit `argv` (an artdate command line) as a job; follow it unless wait is False."""
+    try:
+        client = connect_client(address)
+        local = local_storage(argv)
+        if local and alive_nodes(address) > 1:
+            print(f"launch: the cluster at {address} has several nodes, so storage must be shared (s3://); "
+                  f"local paths: {', '.join(local)}", file=sys.stderr)
+            return NOT_SHARED
+    except ClusterUnreachable as problem:
+        print(f"launch: {problem}", file=sys.stderr)
+        return UNREACHABLE
+    runtime_env = {"working_dir": ROOT, "excludes": EXCLUDES}
+    if install:
+        runtime_env["pip"] = pip_requirements()
+    job_id = client.submit_job(entrypoint="python launch.py " + shlex.join(argv), runtime_env=runtime_env,
+                               metadata={"artdate_command": argv[0] if argv else ""})
+    print(f"submitted {job_id} to {address}", file=sys.stderr)
+    if not wait:
+        print(job_id)
+        return 0
+    return follow(client, address, job_id)
+
+
+def follow(client, address: str, job_id: str) -> int:
+    """Stream the job's logs until it ends; return its exit code. Ctrl-C offers to stop it."""
+
+    async def stream():
+        async for chunk in client.tail_job_logs(job_id):
+            print(chunk, end="", flush=True)
+
+    try:
+        asyncio.run(stream())
+    except KeyboardInterrupt:
+        return _interrupted(client, address, job_id)
+    return exit_code(client, job_id)
+
+
+def _interrupted(client, address: str, job_id: str) -> int:
+    answer = ""
+    if sys.stdin.isatty():
+        try:
+            answer = input(f"\nstop job {job_id} on the cluster? [y/N] ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+    if answer in ("y", "yes"):
+        client.stop_job(job_id)
+        print(f"stopping {job_id}", file=sys.stderr)
+    else:
+        print(f"\n{job_id} goes on; follow it with: python launch.py --address {address} logs {job_id}", file=sys.stderr)
+    return INTERRUPTED
+
+
+def exit_code(client, job_id: str, timeout: float = 30.0) -> int:
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    info = client.get_job_info(job_id)
+    while not info.status.is_terminal() and time.monotonic() < deadline:  # logs can end just before the status
+        time.sleep(0.5)
+        info = client.get_job_info(job_id)
+    if info.status == JobStatus.SUCCEEDED:
+        return 0
+    print(f"job {job_id} {info.status.value}: {info.message or ''}".rstrip(), file=sys.stderr)
+    if info.driver_exit_code not in (None, 0):
+        return info.driver_exit_code
+    return INTERRUPTED if info.status == JobStatus.STOPPED else 1
+
+
+def job_verb(address: str, verb: str, job_id: str) -> int:
+    """`status`, `logs` (follows) or `stop` of an earlier submission."""
+    try:
+        client = connect_client(address)
+    except ClusterUnreachable as problem:
+        print(f"launch: {problem}", file=sys.stderr)
+        return UNREACHABLE
+    if verb == "status":
+        info = client.get_job_info(job_id)
+        print(f"{job_id} {info.status.value} {info.message or ''}".rstrip())
+        return 0
+    if verb == "logs":
+        return follow(client, address, job_id)
+    stopped = client.stop_job(job_id)
+    print(f"{job_id} {'stopping' if stopped else 'had already ended'}")
+    return 0

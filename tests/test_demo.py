@@ -1,0 +1,27 @@
+"""The README's main command, end to end: artdate demo on the bundled sample."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_beats_the_median_baseline(tmp_path):
+    workdir = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "launch.py", "demo", "--workdir", str(workdir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    mae, baseline = (float(part.split(" years")[0].split()[-1]) for part in lines[0].split(";"))
+    assert mae < baseline, done.stdout
+    assert "== 4/4 report" in done.stderr and "epoch 6/6" in done.stderr  # progress shown throughout
+    with open(workdir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len({r["key"] for r in rows}) == int(lines[1].split("(")[1].split()[0])
+    assert os.path.getsize(workdir / "report" / "report.html") > 10_000

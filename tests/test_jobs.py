@@ -1,0 +1,74 @@
+"""launch.py --address: artdate commands as Ray jobs on a two-node cluster, data in SeaweedFS."""
+
+import subprocess
+import sys
+
+import pytest
+
+from artdate import store
+from artdate.model import run_checkpoints
+from conftest import ROOT, pack_sample
+
+pytestmark = pytest.mark.slow
+
+
+def launch(nodes, *argv, timeout=600):
+    return subprocess.run([sys.executable, "launch.py", "--address", nodes.dashboard_url, *argv], cwd=ROOT,
+                          env=nodes.environment(), capture_output=True, text=True, timeout=timeout)
+
+
+def jobs_on(nodes):
+    """How many jobs the cluster has seen (asked with the cluster's token settings)."""
+    count = ("import sys; from ray.job_submission import JobSubmissionClient; "
+             "print(len(JobSubmissionClient(sys.argv[1]).list_jobs()))")
+    done = subprocess.run([sys.executable, "-c", count, nodes.dashboard_url], env=nodes.environment(),
+                          capture_output=True, text=True, timeout=120)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_train_and_score_jobs_run_across_both_nodes(ray_nodes, s3_url):
+    manifest = pack_sample(s3_url)
+    root = s3_url.rsplit("/", 1)[0]
+    storage, results = root + "/runs/job", root + "/results.csv"
+    trained = launch(ray_nodes, "train", "--shards", s3_url, "--storage", storage, "--backbone", "efficientnet_lite0",
+                     "--epochs", "1", "--batch-size", "16", "--image-size", "64", "--workers", "2",
+                     "--cpus-per-worker", "2", "--loader-workers", "1")
+    assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
+    assert "submitted raysubmit_" in trained.stderr
+    assert "epoch 1/1: loss" in trained.stdout  # the job's logs streamed to this terminal
+    (metrics,) = run_checkpoints(storage).values()
+    assert sorted(metrics["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
+
+    submitted = launch(ray_nodes, "--no-wait", "score", "--shards", s3_url, "--checkpoint", storage, "--out", results,
+                       "--actors", "2", "--cpus-per-actor", "2", "--quiet")
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    job_id = submitted.stdout.strip()
+    assert job_id.startswith("raysubmit_")
+    followed = launch(ray_nodes, "logs", job_id)
+    assert followed.returncode == 0 and f"scored {manifest['packed']} works" in followed.stdout
+    status = launch(ray_nodes, "status", job_id)
+    assert status.stdout.startswith(f"{job_id} SUCCEEDED")
+    assert store.read_bytes(results).decode().count("\n") == manifest["packed"] + 1
+
+
+def test_local_storage_on_a_multi_node_cluster_is_refused_before_submission(ray_nodes, tmp_path):
+    before = jobs_on(ray_nodes)
+    refused = launch(ray_nodes, "train", "--shards", str(tmp_path / "shards"), "--storage", "s3://bucket/run")
+    assert refused.returncode == 2
+    assert "storage must be shared (s3://)" in refused.stderr and f"--shards {tmp_path}/shards" in refused.stderr
+    assert jobs_on(ray_nodes) == before
+
+
+def test_a_failing_job_returns_its_exit_code(ray_nodes, s3_url):
+    failed = launch(ray_nodes, "score", "--shards", s3_url + "/nothing-here", "--checkpoint", s3_url + "/none",
+                    "--out", s3_url + "/r.csv")
+    assert failed.returncode == 2  # artdate's exit code for bad input, passed through from the job
+    assert "not a finished artdate store" in failed.stdout
+    assert "FAILED" in failed.stderr
+
+
+def test_an_unreachable_address_is_a_clear_error():
+    unreachable = subprocess.run([sys.executable, "launch.py", "--address", "http://127.0.0.9:9", "status", "x"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert unreachable.returncode == 3
+    assert "cannot reach the Ray cluster at http://127.0.0.9:9" in unreachable.stderr
