@@ -123,7 +123,6 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
     todo = [shard for shard in plan if shard.name not in done]
     jobs = config.jobs or os.cpu_count() or 1
     bar = tqdm(total=sum(len(s.works) for s in todo), unit="img", desc="pack", disable=not progress, file=sys.stderr)
-    bar.update(0)
     network = fetches_over_network(config.source, config.images, meta.works)
     fetchers = ThreadPoolExecutor(config.concurrency) if network else InlineExecutor()
     with fetchers, _encoders(jobs) as encoders, tempfile.TemporaryDirectory(prefix="artdate-pack-") as scratch:

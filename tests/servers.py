@@ -226,6 +226,9 @@ class RayNodes:
     dashboard_port: int = 0
     directory: str = ""
     processes: list = field(default_factory=list)
+    # Token auth with a token made for this cluster, handed over in the environment only
+    # (a fresh machine has no ~/.ray/auth_token, and tests write nothing to the home directory).
+    token: str = field(default_factory=lambda: os.urandom(24).hex())
 
     @property
     def address(self) -> str:
@@ -238,7 +241,7 @@ class RayNodes:
     def environment(self) -> dict[str, str]:
         """For every process that talks to this cluster: Ray's multi-node mode, token auth on."""
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
-        env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         return env
 
     def start(self, timeout: float = 120.0) -> "RayNodes":

@@ -5,7 +5,6 @@ import os
 import shlex
 
 import jsonschema
-import pytest
 import ray
 import yaml
 

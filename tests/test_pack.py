@@ -79,7 +79,7 @@ def test_round_trip_local(tmp_path):
 def test_round_trip_s3_with_parallel_encoding(s3_url):
     manifest = pack(s3_url, jobs=2, samples_per_shard=64)
     works = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100).works
-    samples = check_round_trip(s3_url, manifest, works)
+    check_round_trip(s3_url, manifest, works)
     assert shards.read_manifest(s3_url)["fingerprint"] == manifest["fingerprint"]
     # The shuffle mixes museums and centuries: each shard holds several of both.
     for entry in manifest["shards"]:

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from artdate import data, shards, store
+from artdate import data, shards
 from artdate.config import ScoreConfig
 from artdate.model import load_checkpoint
 from artdate.score import COLUMNS, run_scoring

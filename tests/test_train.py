@@ -61,7 +61,7 @@ def test_resume_continues_with_the_optimizer_state(tmp_path, sample_store):
     with pytest.raises(ValueError, match="already holds a run .* pass --resume"):
         run_training(small(sample_store, storage, epochs=2))
     best = run_training(small(sample_store, storage, epochs=2, resume=True))
-    assert sorted(epoch_metrics(storage)) == [0, 1]
+    assert sorted(epoch_metrics(storage)) == [0, 1] and best.startswith(storage + "/checkpoint_")
 
     manifest = shards.read_manifest(sample_store)
     steps = data.steps_per_epoch(data.manifest_shards(sample_store, manifest, "train"), 2, 16)
