@@ -72,3 +72,32 @@ def test_an_unreachable_address_is_a_clear_error():
                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert unreachable.returncode == 3
     assert "cannot reach the Ray cluster at http://127.0.0.9:9" in unreachable.stderr
+
+
+def test_ctrl_c_leaves_the_job_running_and_logs_follows_it(ray_nodes, s3_url, tiny_checkpoint, tmp_path):
+    import os
+    import signal
+    import time
+
+    manifest = pack_sample(s3_url, samples_per_shard=8)
+    checkpoint = s3_url.rsplit("/", 1)[0] + "/checkpoint_tiny"
+    for name in os.listdir(tiny_checkpoint):
+        store.upload_file(os.path.join(tiny_checkpoint, name), store.join(checkpoint, name))
+    results = s3_url.rsplit("/", 1)[0] + "/results.csv"
+    errors = open(tmp_path / "stderr", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "launch.py", "--address", ray_nodes.dashboard_url, "score", "--shards", s3_url,
+         "--checkpoint", checkpoint, "--out", results, "--actors", "1", "--quiet"],
+        cwd=ROOT, env=ray_nodes.environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+    deadline = time.monotonic() + 120
+    while "submitted raysubmit_" not in (tmp_path / "stderr").read_text():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(2)  # following the logs now
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    said = (tmp_path / "stderr").read_text()
+    job_id = said.split("submitted ")[1].split()[0]
+    assert f"{job_id} goes on; follow it with: python launch.py --address {ray_nodes.dashboard_url} logs {job_id}" in said
+    followed = launch(ray_nodes, "logs", job_id)  # no stdin: it was not stopped, it finishes
+    assert followed.returncode == 0 and f"scored {manifest['packed']} works" in followed.stdout
