@@ -129,8 +129,14 @@ def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> n
         _replace_head(model, num_outputs)
     if weights not in ("imagenet", "none"):
         state = torch.load(io.BytesIO(store.read_bytes(weights)), map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state.get("model", state), strict=False)
-        if unexpected or [name for name in missing if not name.startswith(_head_prefix(model))]:
+        head = _head_prefix(model)
+        # The file's own head (1000 ImageNet classes, another year encoding) is not used: ours is new.
+        body = {name: value for name, value in state.get("model", state).items() if not name.startswith(head)}
+        try:
+            missing, unexpected = model.load_state_dict(body, strict=False)
+        except RuntimeError as problem:  # shapes that do not fit
+            raise ValueError(f"{weights} does not hold weights of {backbone}: {str(problem)[:300]}") from None
+        if unexpected or [name for name in missing if not name.startswith(head)]:
             raise ValueError(f"{weights} does not hold weights of {backbone} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
 

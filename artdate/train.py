@@ -211,7 +211,8 @@ def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
 
 def run_training(cfg: TrainConfig) -> str:
     """Train; return the URL of the best checkpoint (by validation MAE)."""
-    cfg = dataclasses.replace(cfg, shards=store.absolute(cfg.shards), storage=store.absolute(cfg.storage))
+    weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
+    cfg = dataclasses.replace(cfg, shards=store.absolute(cfg.shards), storage=store.absolute(cfg.storage), weights=weights)
     manifest = shards.read_manifest(cfg.shards)
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
     val_shards = data.manifest_shards(cfg.shards, manifest, "val")

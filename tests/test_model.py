@@ -112,3 +112,13 @@ def test_missing_and_broken_checkpoints_are_clear_errors(tmp_path):
     torch.save({"format": "something-else"}, tmp_path / "checkpoint.pt")
     with pytest.raises(ValueError, match="not an artdate checkpoint"):
         load_checkpoint(str(tmp_path))
+
+
+def test_weights_from_a_file_load_and_the_wrong_backbone_is_refused(tmp_path):
+    source = build_model("resnet18", 5, weights="none")
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    loaded = build_model("resnet18", 1, weights=str(path))  # a new 1-output head; the body from the file
+    assert torch.equal(loaded.state_dict()["layer4.1.conv2.weight"], source.state_dict()["layer4.1.conv2.weight"])
+    with pytest.raises(ValueError, match="does not hold weights of mobilenet_v3_small"):
+        build_model("mobilenet_v3_small", 1, weights=str(path))
