@@ -230,7 +230,9 @@ def run_training(cfg: TrainConfig) -> str:
 
     encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding)
-    build_model(cfg.backbone, encoding.num_outputs, cfg.weights)  # fail here, not in every worker
+    # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
+    # fetched by the workers only: the driver (often a CPU head node) has no use for them.
+    build_model(cfg.backbone, encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
 
     connect()  # before importing ray.train: ray reads its network settings on import
     import ray
