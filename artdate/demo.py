@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from . import shards, store
+from . import store
 from .config import DemoConfig, PackConfig, ReportConfig, ScoreConfig, TrainConfig
 from .pack import run_pack, summary_line
 from .report import read_results, run_report
@@ -56,6 +56,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     scored = run_scoring(ScoreConfig(shards=shards_url, checkpoint=best, out=results, actors=2, gpus_per_actor=0))
     step("4/4 report")
     summary = run_report(ReportConfig(results=results, out=report))
-    mae, baseline = median_baseline_mae(results, shards.read_manifest(shards_url))
+    mae, baseline = median_baseline_mae(results, manifest)  # the manifest run_pack returned
     return {"best_checkpoint": best, "results": results, "report": os.path.join(report, "report.html"),
             "val_mae": mae, "median_baseline_mae": baseline, "all_mae": summary["mae"], "rows": scored["rows"]}
