@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass, field
 
 SANE_YEARS = (-10000, 2100)
-KNOWN_MUSEUM_FILES = {"rijks": "rijks", "met": "met"}  # file-name hint -> museum
+# Whole words of a file name that name a museum: met-data.csv, rijksmuseum-data.csv, rijks_2017.csv.
+MUSEUM_WORDS = {"met": "met", "metmuseum": "met", "rijks": "rijks", "rijksmuseum": "rijks"}
+DEFAULT_MUSEUM = "unknown"  # neither a column, --museum nor the file name says
 MAX_LISTED_ERRORS = 20
 
 
@@ -119,8 +121,9 @@ def parse_years(row: dict) -> tuple[int, int, int]:
 
 
 def museum_from_file_name(path: str) -> str:
-    name = os.path.basename(path).lower()
-    return next((museum for hint, museum in KNOWN_MUSEUM_FILES.items() if hint in name), "")
+    """The museum a whole word of the file name names ("my-metadata.csv" names none)."""
+    words = re.split(r"[^a-z0-9]+", os.path.splitext(os.path.basename(path))[0].lower())
+    return next((MUSEUM_WORDS[word] for word in words if word in MUSEUM_WORDS), "")
 
 
 def read_metadata(
@@ -141,15 +144,13 @@ def read_metadata(
     keys: dict[str, Work] = {}
     for path in paths:
         for where, row in _read_rows(path):
-            row_museum = (row.get("museum") or museum or museum_from_file_name(path)).strip().lower()
+            row_museum = (row.get("museum") or museum or museum_from_file_name(path) or DEFAULT_MUSEUM).strip().lower()
             work_id = (row.get("id") or "").strip()
             try:
                 if row.get(None) is not None or None in row.values():
                     raise ValueError("wrong number of fields for the header")
                 if not work_id:
                     raise ValueError("empty id")
-                if not row_museum:
-                    raise ValueError("unknown museum: add a museum column or pass --museum")
                 year, start, end = parse_years(row)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))

@@ -92,9 +92,20 @@ def test_skip_bad_rows_lists_them(tmp_path):
     assert [(r.id, r.where.rsplit(":", 1)[1]) for r in result.rejected] == [("b", "3"), ("c", "4")]
 
 
-def test_unknown_museum_and_missing_columns_are_errors(tmp_path):
-    with pytest.raises(MetadataError, match="unknown museum"):
-        read_metadata([write(tmp_path, "id,year\na,1500\n", "list.csv")])
+def test_museum_from_column_option_whole_word_of_file_name_or_a_neutral_default(tmp_path):
+    # "at least id,year" is the contract: no museum anywhere is not an error.
+    (work,) = read_metadata([write(tmp_path, "id,year,file\na,1500,a.jpg\n", "list.csv")]).works
+    assert work.museum == "unknown" and work.key == "unknown_a"
+    # "metadata" contains "met", but not as a word: no museum is guessed from it.
+    assert read_metadata([write(tmp_path, "id,year\na,1500\n", "my-metadata.csv")]).works[0].museum == "unknown"
+    for name, museum in [("met-data.csv", "met"), ("rijksmuseum-data.csv", "rijks"), ("2017_rijks.csv", "rijks")]:
+        assert read_metadata([write(tmp_path, "id,year\na,1500\n", name)]).works[0].museum == museum
+    assert read_metadata([write(tmp_path, "id,year\na,1500\n", "met-data.csv")], museum="cma").works[0].museum == "cma"
+    path = write(tmp_path, "museum,id,year\nnga,a,1500\n", "met-data.csv")
+    assert read_metadata([path], museum="cma").works[0].museum == "nga"  # the column wins
+
+
+def test_missing_columns_are_errors(tmp_path):
     with pytest.raises(MetadataError, match=r"list2.csv:1: needs an id column"):
         read_metadata([write(tmp_path, "name,date\na,1500\n", "list2.csv")], museum="met")
     with pytest.raises(MetadataError, match="cannot read"):
