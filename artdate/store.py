@@ -1,15 +1,18 @@
 """Storage URLs: a local path or s3://bucket/key, in one place.
 
 S3 settings come only from the standard AWS variables and config files (AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION); boto3 reads them itself.
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_CONFIG_FILE, instance metadata);
+boto3 resolves them itself, and nothing here overrides them.
 Writes are atomic: a local file is written under a temporary name and renamed, and an S3 object
 only becomes visible when its upload completes, so a reader never sees half an object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 from typing import IO, Iterator
 from urllib.parse import urlparse
 
@@ -46,8 +49,8 @@ def s3_client():
         import boto3
         from botocore.config import Config
 
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
-        config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, region_name=region)
+        # No region here: boto3 finds it in the environment, the config file or instance metadata.
+        config = Config(retries={"max_attempts": 8, "mode": "adaptive"})
         _clients[pid] = boto3.client("s3", config=config)
     return _clients[pid]
 
@@ -104,6 +107,52 @@ def upload_file(local_path: str, url: str) -> None:
     os.replace(partial, url)
 
 
+class _AtomicOutput:
+    """A local file that becomes `url` only when `publish` runs (see atomic_output)."""
+
+    def __init__(self, url: str):
+        self.url, self.discarded = url, False
+        if is_s3(url):
+            handle, self.path = tempfile.mkstemp(prefix="artdate-upload-")
+            os.close(handle)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+            self.path = f"{url}.partial-{os.getpid()}"
+        self.file = open(self.path, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def discard(self) -> None:
+        self.discarded = True
+
+    def publish(self) -> None:
+        self.file.close()
+        if self.discarded:
+            return
+        if is_s3(self.url):
+            upload_file(self.path, self.url)  # multipart above 64 MB: no 5 GB single-PUT ceiling
+        else:
+            os.replace(self.path, self.url)
+
+    def clean_up(self) -> None:
+        self.file.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+@contextlib.contextmanager
+def atomic_output(url: str):
+    """Write a file of any size to `url` in pieces: nothing is visible at `url` until the block
+    ends without an error (then it appears whole), and the writer's `discard()` publishes nothing."""
+    output = _AtomicOutput(url)
+    try:
+        yield output
+        output.publish()
+    finally:
+        output.clean_up()
+
+
 def write_bytes(url: str, data: bytes) -> None:
     if is_s3(url):
         bucket, key = split_s3(url)
@@ -151,6 +200,10 @@ def pyarrow_filesystem(url: str):
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs = {"endpoint_override": parsed.netloc or parsed.path, "scheme": parsed.scheme or "https"}
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    # pyarrow reads only the variables, not the config file: hand it the region boto3 resolved
+    # (variables, config file, instance metadata); with none, pyarrow resolves the bucket's own.
+    region = s3_client().meta.region_name
+    if region:
+        kwargs["region"] = region
     bucket, key = split_s3(url)
-    return pyarrow.fs.S3FileSystem(region=region, **kwargs), f"{bucket}/{key}".rstrip("/")
+    return pyarrow.fs.S3FileSystem(**kwargs), f"{bucket}/{key}".rstrip("/")
