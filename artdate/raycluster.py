@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def prepare_environment() -> None:
@@ -25,3 +26,42 @@ def connect(address: str = "") -> None:
 
     if not ray.is_initialized():
         ray.init(address=address or None, dashboard_host="127.0.0.1", logging_level="WARNING")
+
+
+# Backbones that train at a usable speed on CPU (the demo's and the tests'); anything else on CPU
+# without an explicit --gpus-per-worker 0 gets a loud warning.
+CPU_FRIENDLY_BACKBONES = ("efficientnet_lite0", "resnet18")
+
+
+def gpus_the_cluster_can_have() -> tuple[float, float]:
+    """(GPUs in the cluster now, the most GPUs its autoscaler may add up to). The second comes
+    from the node types the autoscaler reports to the GCS (ray up, KubeRay); Ray Train reads the
+    same figure to refuse worker groups that could never be placed."""
+    import ray
+    from ray._private.state import state
+
+    now = ray.cluster_resources().get("GPU", 0.0)
+    try:
+        most = (state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)
+    except Exception:  # noqa: BLE001 -- no autoscaler, or an older GCS: only what is there counts
+        most = 0
+    return now, float(most)
+
+
+def resolve_gpus(requested: float, count: int, unit: str, backbone: str) -> float:
+    """GPUs per worker/actor. -1 means 1 when the cluster has GPUs or its autoscaler can add
+    them, else 0. Prints the device line that starts every run, and warns when a large backbone
+    falls back to CPU without being asked to."""
+    now, most = gpus_the_cluster_can_have()
+    gpus = requested if requested >= 0 else (1.0 if max(now, most) >= 1 else 0.0)
+    if gpus > 0:
+        where = f"{now:g} GPU(s) in the cluster now" + (f", up to {most:g} with autoscaling" if most > now else "")
+        print(f"device: GPU, {count} {unit}(s) x {gpus:g} GPU ({where})", file=sys.stderr, flush=True)
+    else:
+        why = "as asked (--gpus-per-* 0)" if requested == 0 else "the cluster has no GPUs and its autoscaler can add none"
+        print(f"device: CPU, {count} {unit}(s), {why}", file=sys.stderr, flush=True)
+        if requested < 0 and backbone not in CPU_FRIENDLY_BACKBONES:
+            print(f"WARNING: {backbone} on CPU runs at a few images per second per core (bench/RESULTS.md): a full "
+                  "corpus would take weeks. Start GPU nodes, or pass --gpus-per-worker 0 / --gpus-per-actor 0 "
+                  "to choose CPU deliberately.", file=sys.stderr, flush=True)
+    return gpus

@@ -92,8 +92,11 @@ def test_rayjob_runs_train_then_score_with_real_artdate_options():
     assert [c[:2] for c in commands] == [["artdate", "train"], ["artdate", "score"]]
     parser = build_parser()
     for command in commands:
-        parser.parse_args(command[1:])  # exits (fails the test) on an unknown option
+        parsed = parser.parse_args(command[1:])  # exits (fails the test) on an unknown option
         assert local_storage(command[1:]) == []  # shared storage only: the pods are separate machines
+        # The GPU workers autoscale from 0: the device is named, not left to what a cold cluster shows.
+        device = parsed.gpus_per_worker if command[1] == "train" else parsed.gpus_per_actor
+        assert device == 1
 
 
 def test_dockerfile_installs_the_project_on_rays_image():
