@@ -94,7 +94,7 @@ class TrainConfig:
     batch_size: int = option(32, help="images per step on each worker")
     image_size: int = option(224, help="side of the square crops fed to the model")
     workers: int = option(1, help="training workers (one DDP rank each)")
-    gpus_per_worker: float = option(-1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs, else 0")
+    gpus_per_worker: float = option(-1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs or can autoscale to them, else 0")
     cpus_per_worker: float = option(1.0, help="CPUs reserved per worker")
     loss: str = option("mse", help="mse (2017), l1, huber, or bins (soft year-bin classification)", choices=["mse", "l1", "huber", "bins"])
     resume: bool = option(False, help="continue the run in --storage from its latest checkpoint")
@@ -120,9 +120,10 @@ class ScoreConfig:
     actors: int = option(2, help="scoring actors (one GPU each when there are GPUs)")
     split: str = option("all", help="which split(s) to score", choices=["all", "train", "val"])
     batch_size: int = option(64, help="images per forward pass")
-    gpus_per_actor: float = option(-1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs, else 0")
+    gpus_per_actor: float = option(-1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0")
     cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
     max_retries: int = option(3, help="times a shard is retried after its actor died")
+    start_timeout: float = option(900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up")
 
 
 @dataclass(frozen=True)

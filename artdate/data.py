@@ -1,19 +1,23 @@
-"""Shards -> batches: which rank reads which shard, decoding, transforms, DataLoader.
+"""Shards -> batches: which rank reads which samples, decoding, transforms, DataLoader.
 
-How an epoch is split (DDP needs every rank to take the same number of steps):
-- Each epoch the shard list is shuffled with (seed, epoch) and dealt to ranks largest first, each
-  shard to the rank with the fewest samples so far. Ranks read disjoint shards, and their sample
-  counts differ by at most one shard.
-- Every rank takes exactly steps = total_samples // (world_size * batch_size) batches. A rank
-  whose shards hold more stops early (the rest of its shard waits for the next epoch's deal); a
-  rank whose shards hold fewer (a short last shard, skipped samples) wraps around its own shards.
-  So an epoch is one pass over the data, give or take one shard per rank, and never hangs.
-- Within a rank, DataLoader workers take every n-th shard of the rank's list.
-Evaluation reads disjoint shards per rank with no step limit (no gradients to synchronise).
+The unit of work is a slice of a shard: samples start..stop of one tar, in the order they were
+packed. Splitting by sample rather than by whole shard means any number of ranks can share any
+number of shards, and every rank gets the same number of samples (give or take one):
+- Training: each epoch the shard order is shuffled with (seed, epoch), the shards are laid end to
+  end, and rank r takes the r-th of `world` equal runs of samples. Every rank takes exactly
+  steps = total_samples // (world_size * batch_size) batches; a rank that comes up short (skipped
+  samples) wraps around its own slices, so DDP never waits on an uneven rank.
+- Validation: the same cut without the shuffle, so every validation sample is evaluated exactly
+  once, whatever the number of ranks and validation shards.
+- Within a rank, the DataLoader workers cut the rank's slices again the same way.
+A slice in the middle of a shard is reached by reading (not decoding) the samples before it.
+Undecodable samples, and samples a broken shard never delivered, are counted and named in each
+batch's `skipped` list, so a consumer can tell how many of its samples it did not see.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -51,22 +55,57 @@ class Shard:
     samples: int
 
 
+@dataclass(frozen=True)
+class Slice:
+    """Samples start..stop (in packing order) of the shard at `url`."""
+
+    url: str
+    start: int
+    stop: int
+
+    @property
+    def samples(self) -> int:
+        return self.stop - self.start
+
+
 def manifest_shards(store_url: str, manifest: dict, split: str) -> list[Shard]:
     return [Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if s["split"] == split]
 
 
-def assign_shards(shards: list[Shard], world_size: int, epoch: int, seed: int) -> list[list[Shard]]:
-    """Deal shards to ranks for one epoch: disjoint, covering, balanced by sample count."""
+def store_slices(store_url: str, manifest: dict, split: str | None = None) -> list[Slice]:
+    """Every shard of a store (or of one split), whole."""
+    return [Slice(store.join(store_url, s["name"]), 0, s["samples"]) for s in manifest["shards"] if split in (None, s["split"])]
+
+
+def cut(slices: list[Slice], parts: int) -> list[list[Slice]]:
+    """Lay `slices` end to end and cut them into `parts` runs of equal sample count (+-1)."""
+    total = sum(s.samples for s in slices)
+    bounds = [total * part // parts for part in range(parts + 1)]
+    runs: list[list[Slice]] = [[] for _ in range(parts)]
+    offset = 0  # position of the current slice's first sample in the whole run
+    for piece in slices:
+        for part in range(parts):
+            low, high = max(bounds[part], offset), min(bounds[part + 1], offset + piece.samples)
+            if low < high:
+                runs[part].append(Slice(piece.url, piece.start + low - offset, piece.start + high - offset))
+        offset += piece.samples
+    return runs
+
+
+def whole(shards: list[Shard]) -> list[Slice]:
+    return [Slice(s.url, 0, s.samples) for s in shards]
+
+
+def assign_train(shards: list[Shard], world_size: int, epoch: int, seed: int) -> list[list[Slice]]:
+    """Each rank's training slices for one epoch: disjoint, covering, equal in samples (+-1)."""
     order = list(shards)
     random.Random(f"{seed}/{epoch}").shuffle(order)
-    order.sort(key=lambda s: -s.samples)  # stable: equal sizes keep the shuffled order
-    ranks: list[list[Shard]] = [[] for _ in range(world_size)]
-    loads = [0] * world_size
-    for shard in order:
-        rank = loads.index(min(loads))
-        ranks[rank].append(shard)
-        loads[rank] += shard.samples
-    return ranks
+    return cut(whole(order), world_size)
+
+
+def assign_val(shards: list[Shard], world_size: int) -> list[list[Slice]]:
+    """Each rank's validation slices: every validation sample exactly once over all ranks."""
+    return cut(whole(shards), world_size)
 
 
 def steps_per_epoch(shards: list[Shard], world_size: int, batch_size: int) -> int:
@@ -80,12 +119,11 @@ def steps_per_epoch(shards: list[Shard], world_size: int, batch_size: int) -> in
     return steps
 
 
-def check_enough_shards(shards: list[Shard], world_size: int, split: str) -> None:
-    if len(shards) < world_size:
-        raise ValueError(
-            f"the {split} split has {len(shards)} shard(s) for {world_size} training workers; every worker needs "
-            f"its own: pack again with a smaller --samples-per-shard, or use fewer --workers"
-        )
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from (seed, purpose, epoch, rank, ...): distinct for every combination
+    (sums like seed * 1000 + rank collide), and the same on every machine."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def train_transform(image_size: int, mean, std):
@@ -119,84 +157,149 @@ def decode_image(data: bytes, image_size: int):
     return image.convert("RGB")
 
 
+def read_slice(piece: Slice):
+    """The raw tar samples of one slice. A broken shard (truncated, unreachable) ends the slice
+    early with a skip record for every sample it did not deliver."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    delivered, problem = 0, None
+
+    def stop_on_error(error: Exception) -> bool:
+        nonlocal problem
+        problem = error
+        return False
+
+    try:
+        stream = store.open_read(piece.url)
+    except Exception as error:  # noqa: BLE001 -- any failure to open is reported per sample below
+        stream, problem = None, error
+    if stream is not None:
+        try:
+            files = tar_file_expander([{"url": piece.url, "stream": stream}], handler=stop_on_error)
+            for sample in itertools.islice(group_by_keys(files, handler=stop_on_error), piece.start, piece.stop):
+                delivered += 1
+                yield sample
+        finally:
+            stream.close()
+    missing = piece.samples - delivered
+    if missing:
+        reason = f"shard ended after {piece.start + delivered} samples: {problem or 'fewer samples than the manifest says'}"
+        log.warning("%s: %d sample(s) not read: %s", piece.url, missing, reason)
+        for _ in range(missing):
+            yield {"__skip__": reason, "__url__": piece.url, "__key__": ""}
+
+
 class Decoder:
-    """A pipeline stage: raw tar samples -> dicts of tensor + labels. A sample that fails to decode
-    is skipped, logged, and counted in the next sample's `skipped` (summed per batch)."""
+    """Raw tar samples -> dicts of image tensor + labels, or {"skip": record} for a sample that
+    could not be read or decoded (the record names its shard, key and problem)."""
 
     def __init__(self, transform, image_size: int):
         self.transform = transform
         self.image_size = image_size
 
     def __call__(self, samples):
-        skipped = 0
         for sample in samples:
+            url, key = sample.get("__url__", ""), sample.get("__key__", "")
+            if "__skip__" in sample:
+                yield {"skip": {"shard": url, "key": key, "reason": sample["__skip__"]}}
+                continue
             try:
                 labels = json.loads(sample["json"])
-                image = self.transform(decode_image(sample["jpg"], self.image_size))
-                item = {
-                    "image": image,
-                    "key": sample["__key__"],
+                yield {
+                    "image": self.transform(decode_image(sample["jpg"], self.image_size)),
+                    "key": key,
+                    "shard": url,
                     "id": str(labels.get("id", "")),
                     "museum": str(labels.get("museum", "")),
                     "year": int(labels["year"]),
                     "year_start": int(labels.get("year_start", labels["year"])),
                     "year_end": int(labels.get("year_end", labels["year"])),
-                    "skipped": skipped,
                 }
-            except Exception as problem:
-                skipped += 1
-                log.warning("skipping sample %s in %s: %s", sample.get("__key__"), sample.get("__url__"), problem)
-                continue
-            skipped = 0
-            yield item
+            except Exception as problem:  # noqa: BLE001 -- any undecodable sample is skipped, not fatal
+                log.warning("skipping sample %s in %s: %s", key, url, problem)
+                yield {"skip": {"shard": url, "key": key, "reason": f"undecodable: {problem}"[:300]}}
 
 
-def collate(items: list[dict]) -> dict:
+def collate(items: list[dict], skipped: list[dict]) -> dict:
+    """A batch; `image` is None when every sample since the last batch was skipped."""
     return {
-        "image": torch.stack([i["image"] for i in items]),
-        "year": torch.tensor([i["year"] for i in items]),
-        "year_start": torch.tensor([i["year_start"] for i in items]),
-        "year_end": torch.tensor([i["year_end"] for i in items]),
-        "key": [i["key"] for i in items],
-        "id": [i["id"] for i in items],
-        "museum": [i["museum"] for i in items],
-        "skipped": sum(i["skipped"] for i in items),
+        "image": torch.stack([i["image"] for i in items]) if items else None,
+        "year": torch.tensor([i["year"] for i in items], dtype=torch.int64),
+        "year_start": torch.tensor([i["year_start"] for i in items], dtype=torch.int64),
+        "year_end": torch.tensor([i["year_end"] for i in items], dtype=torch.int64),
+        **{name: [i[name] for i in items] for name in ("key", "shard", "id", "museum")},
+        "skipped": skipped,
     }
 
 
-def _warn_and_continue(problem: Exception) -> bool:
-    log.warning("skipping the rest of a shard: %s", problem)
-    return True
+def batches(items, batch_size: int, drop_last: bool):
+    """Group decoded items into batches; skip records ride along with the batch after them."""
+    good, skipped = [], []
+    for item in items:
+        if "skip" in item:
+            skipped.append(item["skip"])
+            continue
+        good.append(item)
+        if len(good) == batch_size:
+            yield collate(good, skipped)
+            good, skipped = [], []
+    if (good or skipped) and not drop_last:
+        yield collate(good, skipped)
 
 
-def make_loader(urls: list[str], transform, image_size: int, batch_size: int, *, loader_workers: int = 2,
-                shuffle_buffer: int = 0, seed: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over `urls`; each DataLoader worker reads its own shards."""
-    import webdataset as wds
+class SliceDataset(torch.utils.data.IterableDataset):
+    """Batches from a rank's slices. Each DataLoader worker takes its own cut of the slices, and
+    draws its random numbers (shuffle buffer, augmentation) from its own seed."""
 
-    register_s3()
-    stages = [wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples(handler=_warn_and_continue)]
-    if shuffle_buffer:
-        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed))
-    stages += [Decoder(transform, image_size), wds.batched(batch_size, collation_fn=collate, partial=not drop_last)]
-    pipeline = wds.DataPipeline(*stages)
-    workers = min(loader_workers, len(urls))  # more workers than shards would sit idle
+    def __init__(self, slices: list[Slice], transform, image_size: int, batch_size: int, *,
+                 shuffle_buffer: int = 0, seed: int = 0, drop_last: bool = False):
+        self.slices, self.transform, self.image_size = slices, transform, image_size
+        self.batch_size, self.shuffle_buffer, self.seed, self.drop_last = batch_size, shuffle_buffer, seed, drop_last
+        self.passes = 0  # counted in each (persistent) worker: a wrap-around pass draws new numbers
+
+    def __iter__(self):
+        from webdataset.filters import _shuffle
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        worker_seed = derive_seed(self.seed, "loader-worker", worker, self.passes)
+        self.passes += 1
+        torch.manual_seed(worker_seed)  # the random crops and flips of the transforms
+        samples = (sample for piece in cut(self.slices, workers)[worker] for sample in read_slice(piece))
+        if self.shuffle_buffer:
+            samples = _shuffle(samples, self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=random.Random(worker_seed))
+        yield from batches(Decoder(self.transform, self.image_size)(samples), self.batch_size, self.drop_last)
+
+
+def make_loader(slices: list[Slice], transform, image_size: int, batch_size: int, *, loader_workers: int = 2,
+                shuffle_buffer: int = 0, seed: int = 0, drop_last: bool = False,
+                persistent: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader of batches over `slices`; `persistent` keeps its worker processes between passes."""
+    dataset = SliceDataset(slices, transform, image_size, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
+                           drop_last=drop_last)
+    workers = min(loader_workers, sum(s.samples for s in slices))  # a worker without samples would sit idle
     return torch.utils.data.DataLoader(
-        pipeline, batch_size=None, num_workers=workers, worker_init_fn=register_s3,
-        persistent_workers=False, prefetch_factor=4 if workers else None,
+        dataset, batch_size=None, num_workers=workers, persistent_workers=persistent and workers > 0,
+        prefetch_factor=4 if workers else None,
     )
 
 
 def take_steps(make_pass, steps: int):
-    """Exactly `steps` batches, starting new passes over the rank's shards as needed."""
+    """Exactly `steps` batches, starting new passes over the rank's slices as needed. Batches
+    without images (only skipped samples) are passed on but not counted as steps."""
     taken = 0
     empty_passes = 0
     while taken < steps:
         got_any = False
-        for batch in itertools.islice(make_pass(), steps - taken):
+        for batch in make_pass():
+            if batch["image"] is None:
+                yield batch
+                continue
             got_any = True
             taken += 1
             yield batch
+            if taken == steps:
+                return
         empty_passes = 0 if got_any else empty_passes + 1
         if empty_passes >= 2:
             raise RuntimeError("a training worker's shards yield no decodable samples (see the warnings above)")

@@ -24,6 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFLINE_BACKBONES = ("efficientnet_lite0",)  # ImageNet weights installed from the package registry
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"  # what a resumed run must share with this one (train.run_identity)
 CHECKPOINT_FORMAT = "artdate-checkpoint/1"
 
 
@@ -88,6 +89,19 @@ class LabelEncoding:
         expected = probabilities @ centers
         spread = torch.sqrt((probabilities * (centers[None, :] - expected[:, None]) ** 2).sum(dim=1))
         return expected, spread
+
+
+def predict_years(model: nn.Module, encoding: LabelEncoding, images: torch.Tensor, device: torch.device):
+    """(predicted years, spread or None) of a batch of transformed images, on the CPU: the one
+    images-to-years step of evaluation, scoring and predict. On CUDA the backbone runs in bf16
+    with channels_last; the years are computed from fp32 outputs."""
+    inputs = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        outputs = model(inputs)
+    years, spread = encoding.years(outputs.float())
+    return years.cpu(), None if spread is None else spread.cpu()
 
 
 @dataclass(frozen=True)
@@ -185,8 +199,9 @@ def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], 
     return head, backbone
 
 
-def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict, training_state: dict) -> None:
-    """Write checkpoint.pt and metrics.json into a local `directory`."""
+def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict, training_state: dict,
+                    identity: dict | None = None) -> None:
+    """Write checkpoint.pt, metrics.json and (for training runs) run.json into a local `directory`."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "spec": spec.to_dict(),
@@ -197,6 +212,9 @@ def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: 
     torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
     with open(os.path.join(directory, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=1)
+    if identity is not None:
+        with open(os.path.join(directory, RUN_FILE), "w") as f:
+            json.dump(identity, f, indent=1)
 
 
 def run_checkpoints(run_url: str) -> dict[str, dict]:

@@ -9,7 +9,7 @@ import torch
 
 from . import data, store
 from .config import PredictConfig
-from .model import load_checkpoint
+from .model import load_checkpoint, predict_years
 from .sources import FetchError, HttpClient
 
 
@@ -49,6 +49,5 @@ def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:
     image = open_image(raw, cfg.image, cfg.max_pixels)
     model, spec, _ = load_checkpoint(cfg.checkpoint)
     inputs = data.eval_transform(spec.image_size, spec.mean, spec.std)(image).unsqueeze(0)
-    with torch.no_grad():
-        years, spread = spec.encoding.years(model(inputs))
+    years, spread = predict_years(model, spec.encoding, inputs, torch.device("cpu"))
     return years.item(), None if spread is None else spread.item()

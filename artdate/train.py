@@ -10,6 +10,7 @@ epoch number is the data position.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -20,9 +21,9 @@ import torch
 
 from . import data, shards, store
 from .config import TrainConfig
-from .raycluster import connect
-from .model import (CHECKPOINT_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters,
-                    run_checkpoints, save_checkpoint)
+from .raycluster import connect, resolve_gpus
+from .model import (CHECKPOINT_FILE, RUN_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters,
+                    predict_years, run_checkpoints, save_checkpoint)
 
 
 def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batches, device, epoch: int, *,
@@ -30,7 +31,12 @@ def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batche
     """One pass over `batches`; returns the mean loss, images, seconds and skipped samples."""
     model.train()
     total_loss, images, skipped, started = 0.0, 0, 0, time.perf_counter()
-    for step, batch in enumerate(batches, 1):
+    step = 0
+    for batch in batches:
+        skipped += len(batch["skipped"])
+        if batch["image"] is None:  # every sample of it was unreadable
+            continue
+        step += 1
         inputs = batch["image"].to(device, non_blocking=True)
         if device.type == "cuda":
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -48,7 +54,6 @@ def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batche
         scheduler.step()
         total_loss += loss.item() * len(inputs)
         images += len(inputs)
-        skipped += batch["skipped"]
         if log_every and step % log_every == 0:
             rate = images / (time.perf_counter() - started)
             print(f"  epoch {epoch} step {step}/{steps or '?'} loss {total_loss / images:.4f} {rate:.1f} img/s",
@@ -57,20 +62,15 @@ def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batche
     return {"loss": total_loss / max(images, 1), "images": images, "seconds": seconds, "skipped": skipped}
 
 
-@torch.no_grad()
-def evaluate(model, encoding: LabelEncoding, batches, device, autocast_dtype=None) -> tuple[torch.Tensor, int]:
+def evaluate(model, encoding: LabelEncoding, batches, device) -> tuple[torch.Tensor, int]:
     """(absolute errors in years of every sample in `batches`, skipped samples)."""
     model.eval()
     errors, skipped = [], 0
     for batch in batches:
-        inputs = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            outputs = model(inputs)
-        predicted, _ = encoding.years(outputs)
-        errors.append((predicted.cpu() - batch["year"].float()).abs())
-        skipped += batch["skipped"]
+        skipped += len(batch["skipped"])
+        if batch["image"] is not None:
+            predicted, _ = predict_years(model, encoding, batch["image"], device)
+            errors.append((predicted - batch["year"].float()).abs())
     return (torch.cat(errors) if errors else torch.zeros(0)), skipped
 
 
@@ -95,23 +95,31 @@ def label_encoding(manifest: dict, loss: str, bin_width: int) -> LabelEncoding:
     )
 
 
-def make_optimizer(model, cfg: TrainConfig, steps_per_epoch: int):
-    """AdamW with a lower rate for the pretrained backbone; linear warm-up, then cosine decay."""
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW with a lower rate for the pretrained backbone."""
     head, backbone = head_and_backbone_parameters(model)
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": head, "lr": cfg.lr}, {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale}],
         weight_decay=cfg.weight_decay,
     )
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoch: int = 0):
+    """Linear warm-up, then cosine decay, positioned at the start of `start_epoch`. The position
+    comes from the epoch, not from a saved step count, so a resumed run with another number of
+    workers or batch size (other steps per epoch) continues at the same point of the schedule."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
+    offset = start_epoch * steps_per_epoch
 
     def factor(step: int) -> float:
+        step += offset
         if step < warmup:
             return (step + 1) / (warmup + 1)
         progress = (step - warmup) / max(1, total - warmup)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _gather(value):
@@ -137,7 +145,7 @@ def train_func(config: dict) -> None:
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same fresh head on every rank (DDP also broadcasts rank 0's)
 
     model = build_model(spec.backbone, spec.encoding.num_outputs, cfg.weights)
     if device.type == "cuda":
@@ -148,7 +156,7 @@ def train_func(config: dict) -> None:
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
     val_shards = data.manifest_shards(cfg.shards, manifest, "val")
     steps = data.steps_per_epoch(train_shards, world, cfg.batch_size)
-    optimizer, scheduler = make_optimizer(plain_model, cfg, steps)
+    optimizer = make_optimizer(plain_model, cfg)
 
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
@@ -157,51 +165,79 @@ def train_func(config: dict) -> None:
             state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
         plain_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
         if rank == 0:
             print(f"resuming after epoch {state['epoch']} from {checkpoint.path}", file=sys.stderr, flush=True)
+    scheduler = make_scheduler(optimizer, cfg, steps, start_epoch)
 
     train_tf = data.train_transform(spec.image_size, spec.mean, spec.std)
     eval_tf = data.eval_transform(spec.image_size, spec.mean, spec.std)
+    my_val = data.assign_val(val_shards, world)[rank]
     for epoch in range(start_epoch, cfg.epochs):
-        mine = data.assign_shards(train_shards, world, epoch, cfg.seed)[rank]
-
-        def one_pass():
-            return data.make_loader([s.url for s in mine], train_tf, spec.image_size, cfg.batch_size,
-                                    loader_workers=cfg.loader_workers, shuffle_buffer=cfg.shuffle_buffer,
-                                    seed=cfg.seed * 1000 + epoch * 10 + rank, drop_last=True)
-
-        stats = train_one_epoch(model, spec.encoding, optimizer, scheduler, data.take_steps(one_pass, steps), device,
-                                epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
+        mine = data.assign_train(train_shards, world, epoch, cfg.seed)[rank]
+        # One loader per epoch; its worker processes persist across the wrap-around passes.
+        loader = data.make_loader(mine, train_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers,
+                                  shuffle_buffer=cfg.shuffle_buffer, seed=data.derive_seed(cfg.seed, "train", epoch, rank),
+                                  drop_last=True, persistent=True)
+        stats = train_one_epoch(model, spec.encoding, optimizer, scheduler, data.take_steps(loader.__iter__, steps),
+                                device, epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
                                 log_every=cfg.log_every if rank == 0 else 0, steps=steps)
-        my_val = [s.url for s in data.assign_shards(val_shards, world, 0, cfg.seed)[rank]]
-        loader = data.make_loader(my_val, eval_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers)
-        errors, val_skipped = evaluate(plain_model, spec.encoding, loader if my_val else [], device, autocast_dtype)
+        del loader  # its worker processes end here
+        val_loader = data.make_loader(my_val, eval_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers)
+        errors, val_skipped = evaluate(plain_model, spec.encoding, val_loader, device)
 
-        everyone = _gather({"errors": errors, "train": stats, "val_skipped": val_skipped, "shards": [s.url for s in mine],
-                            "node": ray.util.get_node_ip_address()})
+        everyone = _gather({"errors": errors, "train": stats, "val_skipped": val_skipped,
+                            "slices": [[s.url, s.start, s.stop] for s in mine], "node": ray.util.get_node_ip_address()})
         metrics = {
             "epoch": epoch,
             "train_loss": sum(r["train"]["loss"] for r in everyone) / world,
             "images_per_second": sum(r["train"]["images"] / r["train"]["seconds"] for r in everyone),
             "skipped": sum(r["train"]["skipped"] + r["val_skipped"] for r in everyone),
+            "val_skipped": sum(r["val_skipped"] for r in everyone),
             "lr": scheduler.get_last_lr()[0],
-            "shards_per_rank": [r["shards"] for r in everyone],
+            "slices_per_rank": [r["slices"] for r in everyone],
             "node_per_rank": [r["node"] for r in everyone],
             **error_metrics(torch.cat([r["errors"] for r in everyone])),
         }
         with tempfile.TemporaryDirectory() as directory:
             saved = None
             if rank == 0:
-                training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                  "epoch": epoch, "train_config": dataclasses.asdict(cfg)}
-                save_checkpoint(directory, spec, plain_model, metrics, training_state)
+                training_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "train_config": dataclasses.asdict(cfg)}
+                save_checkpoint(directory, spec, plain_model, metrics, training_state,
+                                identity=run_identity(spec, manifest, cfg.seed))
                 saved = ray.train.Checkpoint.from_directory(directory)
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}, val MAE {metrics['val_mae']:.1f} y, "
                       f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
                       f"{metrics['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
             ray.train.report(metrics, checkpoint=saved)
+
+
+def run_identity(spec: ModelSpec, manifest: dict, seed: int) -> dict:
+    """What a resumed run must share with the run it continues (saved as run.json per checkpoint)."""
+    encoding = spec.encoding
+    return {
+        "backbone": spec.backbone, "image_size": spec.image_size, "loss": encoding.loss,
+        "bin_width": encoding.bin_width, "year_window": [encoding.year_min, encoding.year_max],
+        "label_mean": encoding.mean, "label_std": encoding.std,
+        "normalisation": [list(spec.mean), list(spec.std)],
+        "shards_fingerprint": manifest["fingerprint"], "seed": seed,
+    }
+
+
+def check_resume(storage: str, identity: dict) -> None:
+    """Refuse a --resume whose model, label encoding, data or seed differ from the run's: the
+    checkpoint's weights would silently mean something else."""
+    checkpoints = run_checkpoints(storage)
+    latest = max(checkpoints, key=lambda name: checkpoints[name].get("epoch", -1))
+    run_url = store.join(storage, latest, RUN_FILE)
+    if not store.exists(run_url):
+        raise ValueError(f"{storage}/{latest} has no {RUN_FILE} (an older artdate wrote it): train into another --storage")
+    earlier = json.loads(store.read_bytes(run_url))
+    differences = [f"{name} {earlier.get(name)} then, {value} now" for name, value in identity.items()
+                   if earlier.get(name) != value]
+    if differences:
+        raise ValueError(f"--resume: the run in {storage} differs from this command: " + "; ".join(differences)
+                         + ". Repeat the run's settings, or train into another --storage")
 
 
 def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
@@ -219,7 +255,6 @@ def run_training(cfg: TrainConfig) -> str:
     if cfg.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {cfg.workers}")
     world = cfg.workers
-    data.check_enough_shards(train_shards, world, "train")
     if not val_shards:
         raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")
     data.steps_per_epoch(train_shards, world, cfg.batch_size)
@@ -230,6 +265,8 @@ def run_training(cfg: TrainConfig) -> str:
 
     encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding)
+    if existing:
+        check_resume(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
     # fetched by the workers only: the driver (often a CPU head node) has no use for them.
     build_model(cfg.backbone, encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
@@ -239,9 +276,7 @@ def run_training(cfg: TrainConfig) -> str:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    gpus = cfg.gpus_per_worker
-    if gpus < 0:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    gpus = resolve_gpus(cfg.gpus_per_worker, cfg.workers, "worker", cfg.backbone)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})}
     filesystem, path = store.pyarrow_filesystem(storage)
     parent, name = path.rsplit("/", 1)
@@ -261,7 +296,7 @@ def run_training(cfg: TrainConfig) -> str:
         run_config=run_config,
     )
     print(f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
-          f"{'GPU' if gpus > 0 else 'CPU'}, {cfg.epochs} epochs -> {storage}", file=sys.stderr, flush=True)
+          f"{cfg.epochs} epochs -> {storage}", file=sys.stderr, flush=True)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
     if best is None:

@@ -82,10 +82,10 @@ def main():
             for name, make in [
                 ("JPEG files, torchvision Dataset", lambda: folder),
                 ("shards, local", lambda: data.make_loader(
-                    shards.shard_urls(local, shards.read_manifest(local)), transform, 224, args.batch_size,
+                    data.store_slices(local, shards.read_manifest(local)), transform, 224, args.batch_size,
                     loader_workers=workers, shuffle_buffer=200)),
                 ("shards, S3 (SeaweedFS)", lambda: data.make_loader(
-                    shards.shard_urls("s3://bench/shards", shards.read_manifest("s3://bench/shards")), transform, 224,
+                    data.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")), transform, 224,
                     args.batch_size, loader_workers=workers, shuffle_buffer=200)),
             ]:
                 rate(make())  # warm-up pass: page cache, worker start-up

@@ -25,12 +25,12 @@ from conftest import pack_sample  # noqa: E402
 
 def plain_loop(store_url, checkpoint) -> float:
     model, spec, _ = load_checkpoint(checkpoint)
-    urls = shards.shard_urls(store_url, shards.read_manifest(store_url))
+    slices = data.store_slices(store_url, shards.read_manifest(store_url))
     transform = data.eval_transform(spec.image_size, spec.mean, spec.std)
     images, started = 0, time.perf_counter()
     with torch.no_grad():
-        for url in urls:
-            for batch in data.make_loader([url], transform, spec.image_size, 64, loader_workers=0):
+        for piece in slices:
+            for batch in data.make_loader([piece], transform, spec.image_size, 64, loader_workers=0):
                 spec.encoding.years(model(batch["image"]))
                 images += len(batch["key"])
     return images / (time.perf_counter() - started)

@@ -19,7 +19,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from artdate import data, shards  # noqa: E402
 from artdate.config import TrainConfig  # noqa: E402
 from artdate.model import ModelSpec, build_model, run_checkpoints  # noqa: E402
-from artdate.train import label_encoding, make_optimizer, run_training, train_one_epoch  # noqa: E402
+from artdate.train import label_encoding, make_optimizer, make_scheduler, run_training, train_one_epoch  # noqa: E402
 from conftest import pack_sample  # noqa: E402
 
 
@@ -28,13 +28,14 @@ def plain_loop(store_url, cfg) -> float:
     encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
     spec = ModelSpec(cfg.backbone, cfg.image_size, encoding)
     model = build_model(cfg.backbone, encoding.num_outputs, cfg.weights)
-    urls = shards.shard_urls(store_url, manifest, "train")
+    slices = data.store_slices(store_url, manifest, "train")
     steps = data.steps_per_epoch(data.manifest_shards(store_url, manifest, "train"), 1, cfg.batch_size)
-    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps)
     transform = data.train_transform(cfg.image_size, spec.mean, spec.std)
     rates = []
     for epoch in range(cfg.epochs):
-        loader = data.make_loader(urls, transform, cfg.image_size, cfg.batch_size, loader_workers=cfg.loader_workers,
+        loader = data.make_loader(slices, transform, cfg.image_size, cfg.batch_size, loader_workers=cfg.loader_workers,
                                   shuffle_buffer=cfg.shuffle_buffer, drop_last=True)
         stats = train_one_epoch(model, encoding, optimizer, scheduler, loader, torch.device("cpu"), epoch)
         rates.append(stats["images"] / stats["seconds"])

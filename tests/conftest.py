@@ -61,16 +61,18 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     from artdate import data, shards
     from artdate.config import TrainConfig
     from artdate.model import ModelSpec, build_model, save_checkpoint
-    from artdate.train import label_encoding, make_optimizer, train_one_epoch
+    from artdate.train import label_encoding, make_optimizer, make_scheduler, train_one_epoch
 
     torch.manual_seed(0)
     manifest = shards.read_manifest(sample_store)
     spec = ModelSpec("efficientnet_lite0", 64, label_encoding(manifest, "bins", 50))
     model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
-    optimizer, scheduler = make_optimizer(model, TrainConfig(shards="", storage="", warmup_epochs=0), 20)
-    urls = shards.shard_urls(sample_store, manifest, "train")[:2]
+    cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, 20)
+    two_shards = data.store_slices(sample_store, manifest, "train")[:2]
     for epoch in range(2):
-        loader = data.make_loader(urls, data.train_transform(64, spec.mean, spec.std), 64, 16, loader_workers=0)
+        loader = data.make_loader(two_shards, data.train_transform(64, spec.mean, spec.std), 64, 16, loader_workers=0)
         train_one_epoch(model, spec.encoding, optimizer, scheduler, loader, torch.device("cpu"), epoch)
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()

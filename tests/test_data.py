@@ -5,51 +5,99 @@ import torch
 from PIL import Image
 
 from artdate import data, shards
-from artdate.data import Shard, assign_shards, make_loader, steps_per_epoch, take_steps
+from artdate.data import (Shard, Slice, assign_train, assign_val, cut, derive_seed, make_loader, steps_per_epoch,
+                          take_steps)
 
 
 def shard_list(sizes):
     return [Shard(f"s{i}.tar", n) for i, n in enumerate(sizes)]
 
 
-def test_assignment_is_disjoint_covering_balanced_and_changes_per_epoch():
-    shards_ = shard_list([32] * 9 + [9])
-    first = assign_shards(shards_, 3, epoch=0, seed=0)
-    flat = [s for rank in first for s in rank]
-    assert sorted(s.url for s in flat) == sorted(s.url for s in shards_)  # covering, disjoint
+def covered(slices):
+    """(url, sample index) of every sample the slices name."""
+    return [(s.url, i) for s in slices for i in range(s.start, s.stop)]
+
+
+@pytest.mark.parametrize("sizes,world", [([32] * 9 + [9], 3), ([25, 25], 4), ([7], 16), ([1000, 3, 500], 64)])
+def test_each_epoch_deals_every_sample_once_in_equal_runs(sizes, world):
+    shards_ = shard_list(sizes)
+    first = assign_train(shards_, world, epoch=0, seed=0)
+    assert len(first) == world
+    flat = [sample for rank in first for sample in covered(rank)]
+    assert sorted(flat) == sorted((s.url, i) for s in shards_ for i in range(s.samples))  # covering, disjoint
     loads = [sum(s.samples for s in rank) for rank in first]
-    assert max(loads) - min(loads) <= 32  # within one shard
-    assert assign_shards(shards_, 3, epoch=0, seed=0) == first  # deterministic
-    assert assign_shards(shards_, 3, epoch=1, seed=0) != first  # reshuffled each epoch
+    assert max(loads) - min(loads) <= 1  # balanced by sample, whatever the shard sizes
+    assert assign_train(shards_, world, epoch=0, seed=0) == first  # deterministic
+    if len(sizes) > 2:
+        assert assign_train(shards_, world, epoch=1, seed=0) != first  # reshuffled each epoch
+
+
+def test_validation_is_dealt_exactly_once_to_any_number_of_ranks():
+    val = shard_list([50, 50])  # 2 validation shards, 8 ranks: every rank still evaluates 12 or 13
+    ranks = assign_val(val, 8)
+    assert sorted(sample for rank in ranks for sample in covered(rank)) == [(s.url, i) for s in val for i in range(50)]
+    assert sorted(sum(s.samples for s in rank) for rank in ranks) == [12] * 4 + [13] * 4
+
+
+def test_cut_splits_inside_shards_and_keeps_order():
+    assert cut([Slice("a", 0, 10), Slice("b", 5, 9)], 3) == [
+        [Slice("a", 0, 4)], [Slice("a", 4, 9)], [Slice("a", 9, 10), Slice("b", 5, 9)]]
+
+
+def test_seeds_differ_per_rank_worker_and_epoch_and_never_collide():
+    seeds = {derive_seed(0, "train", epoch, rank) for epoch in range(20) for rank in range(64)}
+    assert len(seeds) == 20 * 64  # seed*1000 + epoch*10 + rank collided from rank 10 on
+    assert derive_seed(0, "train", 1, 3) == derive_seed(0, "train", 1, 3)
 
 
 def test_steps_cover_the_data_once_and_refuse_too_little():
     assert steps_per_epoch(shard_list([32] * 9 + [9]), world_size=2, batch_size=16) == 297 // 32
     with pytest.raises(ValueError, match="too few for 4 worker"):
         steps_per_epoch(shard_list([5]), world_size=4, batch_size=8)
-    with pytest.raises(ValueError, match="has 1 shard.* for 2 training workers"):
-        data.check_enough_shards(shard_list([100]), 2, "train")
+
+
+def test_ranks_draw_different_augmentations_reproducibly(sample_store):
+    manifest = shards.read_manifest(sample_store)
+    train = assign_train(data.manifest_shards(sample_store, manifest, "train"), 1, 0, 0)[0][:1]
+    transform = data.train_transform(48, (0.5,) * 3, (0.25,) * 3)
+
+    def first_batch(seed):
+        loader = make_loader(train, transform, 48, batch_size=8, loader_workers=1, seed=seed)
+        return next(iter(loader))["image"]
+
+    rank0, rank1 = derive_seed(0, "train", 0, 0), derive_seed(0, "train", 0, 1)
+    assert torch.equal(first_batch(rank0), first_batch(rank0))  # reproducible from --seed
+    assert not torch.equal(first_batch(rank0), first_batch(rank1))  # other crops and flips per rank
 
 
 def test_loader_reads_each_sample_once_with_two_worker_processes(sample_store):
     manifest = shards.read_manifest(sample_store)
-    urls = shards.shard_urls(sample_store, manifest, "train")
+    slices = data.whole(data.manifest_shards(sample_store, manifest, "train"))
     transform = data.eval_transform(64, (0.5,) * 3, (0.25,) * 3)
     keys = []
-    for batch in make_loader(urls, transform, 64, batch_size=10, loader_workers=2):
+    for batch in make_loader(slices, transform, 64, batch_size=10, loader_workers=2):
         assert batch["image"].shape[1:] == (3, 64, 64)
         assert batch["year"].dtype == torch.int64
         keys += batch["key"]
     assert len(keys) == len(set(keys)) == manifest["splits"]["train"]["samples"]
 
 
+def test_loader_workers_split_a_single_shard(sample_store):
+    manifest = shards.read_manifest(sample_store)
+    (one, *_) = data.manifest_shards(sample_store, manifest, "train")
+    transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
+    piece = Slice(one.url, 3, one.samples - 2)
+    keys = [k for b in make_loader([piece], transform, 32, batch_size=4, loader_workers=2) for k in b["key"]]
+    assert len(keys) == len(set(keys)) == piece.samples
+
+
 def test_loader_streams_from_s3_in_worker_processes(s3_url):
     from conftest import pack_sample
 
     manifest = pack_sample(s3_url, samples_per_shard=100)
-    urls = shards.shard_urls(s3_url, manifest, "val")
+    slices = data.whole(data.manifest_shards(s3_url, manifest, "val"))
     transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
-    loader = make_loader(urls, transform, 32, batch_size=8, loader_workers=2)
+    loader = make_loader(slices, transform, 32, batch_size=8, loader_workers=2)
     assert sum(len(b["key"]) for b in loader) == manifest["splits"]["val"]["samples"]
 
 
@@ -68,14 +116,16 @@ def labels(year):
     return {"id": str(year), "museum": "met", "year": year, "year_start": year, "year_end": year}
 
 
-def test_corrupt_samples_are_skipped_and_counted(tmp_path):
+def test_corrupt_samples_are_skipped_and_counted_also_at_the_end_of_a_shard(tmp_path):
     good = [(f"met_{i}", jpeg((i, 0, 0)), labels(1500 + i)) for i in range(5)]
     bad = [("met_bad1", b"not a jpeg", labels(1600)), ("met_bad2", jpeg((1, 2, 3))[:50], labels(1601))]
-    url = write_shard(tmp_path / "a.tar", good[:2] + bad + good[2:])
+    url = write_shard(tmp_path / "a.tar", good[:2] + bad[:1] + good[2:] + bad[1:])  # the last sample is bad
     transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
-    batches = list(make_loader([url], transform, 32, batch_size=3, loader_workers=0))
+    batches = list(make_loader([Slice(url, 0, 7)], transform, 32, batch_size=3, loader_workers=0))
     assert sorted(k for b in batches for k in b["key"]) == sorted(k for k, _, _ in good)
-    assert sum(b["skipped"] for b in batches) == 2
+    skipped = [s for b in batches for s in b["skipped"]]
+    assert sorted(s["key"] for s in skipped) == ["met_bad1", "met_bad2"]
+    assert all(s["shard"] == url and "undecodable" in s["reason"] for s in skipped)
 
 
 def test_a_truncated_shard_yields_what_it_can(tmp_path):
@@ -85,8 +135,11 @@ def test_a_truncated_shard_yields_what_it_can(tmp_path):
     with open(url, "wb") as f:
         f.write(content[: len(content) // 2])
     transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
-    keys = [k for b in make_loader([url], transform, 32, batch_size=2, loader_workers=0) for k in b["key"]]
-    assert 0 < len(keys) < 6
+    batches = list(make_loader([Slice(url, 0, 6)], transform, 32, batch_size=2, loader_workers=0))
+    keys = [k for b in batches for k in b["key"]]
+    skipped = [s for b in batches for s in b["skipped"]]
+    assert 0 < len(keys) < 6 and len(keys) + len(skipped) == 6  # what the shard never delivered is counted
+    assert all(s["reason"].startswith("shard ended") for s in skipped)
 
 
 def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
@@ -94,9 +147,9 @@ def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
 
     def make_pass():
         passes.append(1)
-        return iter(range(3))
+        return iter([{"image": n} for n in range(3)])
 
-    assert list(take_steps(make_pass, 7)) == [0, 1, 2, 0, 1, 2, 0]
+    assert [b["image"] for b in take_steps(make_pass, 7)] == [0, 1, 2, 0, 1, 2, 0]
     assert len(passes) == 3
     with pytest.raises(RuntimeError, match="no decodable samples"):
-        list(take_steps(lambda: iter([]), 2))
+        list(take_steps(lambda: iter([{"image": None, "skipped": [{}]}]), 2))

@@ -5,7 +5,7 @@ import torch
 
 from artdate.config import TrainConfig
 from artdate.model import LabelEncoding, build_model
-from artdate.train import make_optimizer, train_one_epoch
+from artdate.train import make_optimizer, make_scheduler, train_one_epoch
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,7 +21,9 @@ def test_bf16_channels_last_training_step_lowers_the_loss():
     images = torch.randn(16, 3, 64, 64)
     years = torch.randint(1300, 1900, (16,))
     batch = {"image": images, "year": years, "year_start": years, "year_end": years, "skipped": 0}
-    optimizer, scheduler = make_optimizer(model, TrainConfig(shards="", storage="", warmup_epochs=0), 40)
+    cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, 40)
     first = train_one_epoch(model, encoding, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
     for _ in range(6):
         last = train_one_epoch(model, encoding, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)

@@ -101,3 +101,17 @@ def test_ctrl_c_leaves_the_job_running_and_logs_follows_it(ray_nodes, s3_url, ti
     assert f"{job_id} goes on; follow it with: python launch.py --address {ray_nodes.dashboard_url} logs {job_id}" in said
     followed = launch(ray_nodes, "logs", job_id)  # no stdin: it was not stopped, it finishes
     assert followed.returncode == 0 and f"scored {manifest['packed']} works" in followed.stdout
+
+
+def test_eight_ranks_with_fewer_validation_shards_than_ranks_validate_every_work_once(ray_nodes, s3_url):
+    manifest = pack_sample(s3_url)  # 32 per shard: 2 validation shards for 8 ranks
+    assert manifest["splits"]["val"]["shards"] < 8
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/eight"
+    trained = launch(ray_nodes, "train", "--shards", s3_url, "--storage", storage, "--backbone", "efficientnet_lite0",
+                     "--epochs", "1", "--batch-size", "8", "--image-size", "48", "--workers", "8",
+                     "--cpus-per-worker", "0.25", "--gpus-per-worker", "0", "--loader-workers", "0")
+    assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
+    assert "device: CPU, 8 worker(s)" in trained.stdout + trained.stderr
+    (metrics,) = run_checkpoints(storage).values()
+    assert len(metrics["slices_per_rank"]) == 8
+    assert metrics["val_n"] == manifest["splits"]["val"]["samples"]

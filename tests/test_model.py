@@ -5,7 +5,7 @@ import torch
 
 from artdate import data, shards
 from artdate.model import LabelEncoding, ModelSpec, build_model, load_checkpoint, resolve_checkpoint, save_checkpoint
-from artdate.train import error_metrics, evaluate, make_optimizer, train_one_epoch
+from artdate.train import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 from artdate.config import TrainConfig
 
 
@@ -75,11 +75,12 @@ def small_setup(sample_store, loss="mse"):
 def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
     torch.manual_seed(0)
     manifest, spec, model = small_setup(sample_store)
-    url = shards.shard_urls(sample_store, manifest, "train")[0]
+    first_shard = data.store_slices(sample_store, manifest, "train")[:1]
     transform = data.eval_transform(64, spec.mean, spec.std)
-    batch = next(iter(data.make_loader([url], transform, 64, batch_size=16, loader_workers=0)))
+    batch = next(iter(data.make_loader(first_shard, transform, 64, batch_size=16, loader_workers=0)))
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
-    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch=30)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=30)
     first = train_one_epoch(model, spec.encoding, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
     for _ in range(8):
         last = train_one_epoch(model, spec.encoding, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)

@@ -10,7 +10,7 @@ import torch
 from artdate import data, shards, store
 from artdate.config import TrainConfig
 from artdate.model import CHECKPOINT_FILE, load_checkpoint, run_checkpoints
-from artdate.train import run_training
+from artdate.train import make_scheduler, run_training
 from conftest import pack_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -37,40 +37,58 @@ def test_two_workers_from_s3_to_s3(s3_url):
     metrics = epoch_metrics(storage)
     assert sorted(metrics) == [0, 1, 2]
     assert metrics[2]["train_loss"] < metrics[0]["train_loss"]
-    train_urls = set(shards.shard_urls(shards_url, manifest, "train"))
+    train_samples = sorted((s.url, i) for s in data.manifest_shards(shards_url, manifest, "train") for i in range(s.samples))
     for epoch in metrics.values():
-        ranks = [set(r) for r in epoch["shards_per_rank"]]
-        assert len(ranks) == 2 and ranks[0].isdisjoint(ranks[1]) and ranks[0] | ranks[1] == train_urls
+        ranks = [[(url, i) for url, start, stop in rank for i in range(start, stop)] for rank in epoch["slices_per_rank"]]
+        assert len(ranks) == 2 and abs(len(ranks[0]) - len(ranks[1])) <= 1  # balanced by sample
+        assert sorted(ranks[0] + ranks[1]) == train_samples  # every training sample once per epoch
         assert epoch["val_n"] == manifest["splits"]["val"]["samples"]  # the whole val split, across ranks
-    assert metrics[0]["shards_per_rank"] != metrics[1]["shards_per_rank"]  # dealt anew each epoch
+    assert metrics[0]["slices_per_rank"] != metrics[1]["slices_per_rank"]  # dealt anew each epoch
 
     # score/predict need nothing but the URL: the storage URL resolves to the best checkpoint.
     model, spec, state = load_checkpoint(storage)
     assert state["url"] == best
     assert state["metrics"]["val_mae"] == min(m["val_mae"] for m in metrics.values())
-    loader = data.make_loader(shards.shard_urls(shards_url, manifest, "val"),
+    loader = data.make_loader(data.store_slices(shards_url, manifest, "val"),
                               data.eval_transform(spec.image_size, spec.mean, spec.std), spec.image_size, 8, loader_workers=0)
     with torch.no_grad():
         years, _ = spec.encoding.years(model(next(iter(loader))["image"]))
     assert torch.isfinite(years).all() and (years > 0).all()
 
 
-def test_resume_continues_with_the_optimizer_state(tmp_path, sample_store):
+def test_resume_continues_the_optimizer_and_schedule_and_refuses_other_settings(tmp_path, sample_store):
     storage = str(tmp_path / "run")
     run_training(small(sample_store, storage, epochs=1))
     with pytest.raises(ValueError, match="already holds a run .* pass --resume"):
         run_training(small(sample_store, storage, epochs=2))
-    best = run_training(small(sample_store, storage, epochs=2, resume=True))
+    # What would make the checkpoint mean something else is refused, naming what differs.
+    with pytest.raises(ValueError, match="image_size 64 then, 96 now"):
+        run_training(small(sample_store, storage, epochs=2, resume=True, image_size=96))
+    with pytest.raises(ValueError, match="loss mse then, l1 now"):
+        run_training(small(sample_store, storage, epochs=2, resume=True, loss="l1"))
+    other_pack = str(tmp_path / "other")
+    pack_sample(other_pack, samples_per_shard=40)
+    with pytest.raises(ValueError, match="shards_fingerprint"):
+        run_training(small(other_pack, storage, epochs=2, resume=True))
+
+    # Another worker count is fine: the schedule continues from the epoch, not a saved step count.
+    best = run_training(small(sample_store, storage, epochs=2, resume=True, workers=1))
     assert sorted(epoch_metrics(storage)) == [0, 1] and best.startswith(storage + "/checkpoint_")
 
     manifest = shards.read_manifest(sample_store)
-    steps = data.steps_per_epoch(data.manifest_shards(sample_store, manifest, "train"), 2, 16)
-    latest = max(run_checkpoints(storage))
+    train_shards = data.manifest_shards(sample_store, manifest, "train")
+    steps_2, steps_1 = data.steps_per_epoch(train_shards, 2, 16), data.steps_per_epoch(train_shards, 1, 16)
+    latest = next(name for name, metrics in run_checkpoints(storage).items() if metrics["epoch"] == 1)
     state = torch.load(os.path.join(storage, latest, CHECKPOINT_FILE), weights_only=True)
     assert state["epoch"] == 1
     adam_steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
-    assert adam_steps == {2 * steps}  # epoch 1 continued epoch 0's optimizer, not a fresh one
-    assert state["scheduler"]["last_epoch"] == 2 * steps
+    assert adam_steps == {steps_2 + steps_1}  # epoch 1 continued epoch 0's optimizer, not a fresh one
+    cfg = small(sample_store, storage, epochs=2)
+    reference = make_scheduler(torch.optim.SGD([torch.zeros(1)], lr=cfg.lr), cfg, steps_1, start_epoch=1)
+    for _ in range(steps_1):
+        reference.optimizer.step()
+        reference.step()
+    assert epoch_metrics(storage)[1]["lr"] == pytest.approx(reference.get_last_lr()[0])  # where a 2-epoch run ends
 
 
 def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store):
@@ -99,11 +117,16 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
     assert sorted(epoch_metrics(storage)) == [0, 1, 2]
 
 
-def test_too_few_shards_and_no_val_split_are_clear_errors(tmp_path):
+def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
     one_shard = str(tmp_path / "one")
-    pack_sample(one_shard, samples_per_shard=1000)
-    with pytest.raises(ValueError, match="the train split has 1 shard.* for 2 training workers"):
-        run_training(small(one_shard, str(tmp_path / "r1")))
+    manifest = pack_sample(one_shard, samples_per_shard=1000)  # one train and one validation shard
+    run_training(small(one_shard, str(tmp_path / "r1"), epochs=1))  # 2 ranks share each shard
+    (metrics,) = epoch_metrics(str(tmp_path / "r1")).values()
+    assert metrics["val_n"] == manifest["splits"]["val"]["samples"]
+    assert [len(rank) for rank in metrics["slices_per_rank"]] == [1, 1]
+
+
+def test_no_val_split_is_a_clear_error(tmp_path):
     from artdate.config import PackConfig
     from artdate.pack import run_pack
     from conftest import SAMPLE_CSV
