@@ -2,8 +2,11 @@
 
 Each actor loads the checkpoint once and scores one shard per call. The driver writes each
 finished shard's rows to `<out>.parts/` at once, so a rerun after a crash or Ctrl-C scores only
-the shards that are missing. An actor that dies is replaced and its shard scored again. The final
-CSV is assembled from the parts, checked to hold every work once, and appears atomically.
+the shards that are missing. Work goes only to actors that have started: actors the cluster
+cannot place yet (waiting for the autoscaler) join when they start, and a visible message says
+so. An actor that dies is killed for good (releasing its GPU), replaced, and its shard scored
+again. The final CSV is streamed from the parts (the driver never holds the result set), checked
+to hold every work of every shard once, and appears atomically.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import torch
 
 from . import data, shards, store
 from .config import ScoreConfig
-from .model import load_checkpoint, resolve_checkpoint
-from .raycluster import connect
+from .model import load_checkpoint, predict_years, resolve_checkpoint
+from .raycluster import connect, resolve_gpus
 
 COLUMNS = ["id", "museum", "year", "pred", "diff", "split", "shard", "year_start", "year_end", "spread", "key"]
+SKIP_COLUMNS = ["shard", "key", "reason"]
 RUN_FILE = "_run.json"
+READ_FAILURE = "shard ended"  # data.read_slice's reason for samples a broken shard never delivered
+WAIT_REPORT_SECONDS = 30
 
 
 class Scorer:
@@ -38,22 +44,21 @@ class Scorer:
         self.transform = data.eval_transform(self.spec.image_size, self.spec.mean, self.spec.std)
         self.batch_size = batch_size
 
-    def pid(self) -> int:
+    def ready(self) -> int:
         return os.getpid()
 
-    @torch.no_grad()
-    def score(self, shard_url: str, split: str) -> tuple[list[dict], int]:
-        """(rows, skipped samples) of one shard."""
-        rows, skipped = [], 0
-        autocast = self.device.type == "cuda"
-        loader = data.make_loader([shard_url], self.transform, self.spec.image_size, self.batch_size, loader_workers=0)
+    def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[dict]]:
+        """(rows, skip records) of one shard: together they account for each of its samples."""
+        rows, skips = [], []
+        loader = data.make_loader([data.Slice(shard_url, 0, samples)], self.transform, self.spec.image_size,
+                                  self.batch_size, loader_workers=0)
         for batch in loader:
-            images = batch["image"].to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                predicted, spread = self.spec.encoding.years(self.model(images))
-            predicted = predicted.cpu().tolist()
-            spread = spread.cpu().tolist() if spread is not None else [None] * len(predicted)
-            skipped += batch["skipped"]
+            skips += batch["skipped"]
+            if batch["image"] is None:
+                continue
+            predicted, spread = predict_years(self.model, self.spec.encoding, batch["image"], self.device)
+            predicted = predicted.tolist()
+            spread = spread.tolist() if spread is not None else [None] * len(predicted)
             for i, key in enumerate(batch["key"]):
                 year = int(batch["year"][i])
                 rows.append({
@@ -62,19 +67,30 @@ class Scorer:
                     "shard": shard_url, "year_start": int(batch["year_start"][i]), "year_end": int(batch["year_end"][i]),
                     "spread": None if spread[i] is None else round(spread[i], 1), "key": key,
                 })
-        return rows, skipped
+        return rows, skips
 
 
-def rows_to_csv(rows: list[dict]) -> bytes:
+def to_csv(rows: list[dict], columns: list[str], header: bool = True) -> bytes:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    if header:
+        writer.writeheader()
     writer.writerows(rows)
     return text.getvalue().encode()
 
 
 def _part_name(shard_url: str) -> str:
     return shard_url.rstrip("/").rsplit("/", 1)[-1] + ".csv"
+
+
+def _skips_name(shard_url: str) -> str:
+    return _part_name(shard_url)[: -len(".csv")] + ".skipped.csv"
+
+
+def skipped_url(out: str) -> str:
+    """Where the samples that could not be decoded are listed: results.csv -> results.skipped.csv."""
+    stem = out[: -len(".csv")] if out.endswith(".csv") else out
+    return stem + ".skipped.csv"
 
 
 def _check_or_start_parts(parts: str, checkpoint: str, shards_url: str) -> None:
@@ -92,6 +108,35 @@ def _check_or_start_parts(parts: str, checkpoint: str, shards_url: str) -> None:
         store.write_bytes(run_url, json.dumps(run).encode())
 
 
+class ActorPool:
+    """Scoring actors, with the calls in flight and the actors that have not started yet."""
+
+    def __init__(self, make_actor, size: int):
+        import ray
+
+        self.ray, self.make_actor = ray, make_actor
+        self.actors = [make_actor() for _ in range(size)]
+        self.starting = {actor.ready.remote(): index for index, actor in enumerate(self.actors)}
+        self.idle: list[int] = []
+        self.running: dict = {}  # object ref -> (actor index, shard url, manifest entry)
+
+    def started(self) -> int:
+        return len(self.actors) - len(self.starting)
+
+    def replace(self, index: int) -> None:
+        """Kill the actor for good (a dead or unreachable actor may still hold its GPU) and start another."""
+        self.ray.kill(self.actors[index], no_restart=True)
+        self.actors[index] = self.make_actor()
+        self.starting[self.actors[index].ready.remote()] = index
+
+    def submit(self, index: int, url: str, entry: dict) -> None:
+        self.running[self.actors[index].score.remote(url, entry["samples"], entry["split"])] = (index, url, entry)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+
+
 def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds)."""
     from dataclasses import replace
@@ -103,7 +148,7 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
 
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
-    load_checkpoint(checkpoint)  # a missing or incompatible checkpoint fails here, not in every actor
+    _, spec, _ = load_checkpoint(checkpoint)  # a missing or incompatible checkpoint fails here, not in every actor
     todo_all = [s for s in manifest["shards"] if cfg.split in ("all", s["split"])]
     if not todo_all:
         raise ValueError(f"{cfg.shards} has no {cfg.split} shards to score")
@@ -115,80 +160,122 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     connect()
     import ray
 
-    gpus = cfg.gpus_per_actor
-    if gpus < 0:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    actors = min(cfg.actors, len(todo))
+    gpus = resolve_gpus(cfg.gpus_per_actor, actors, "actor", spec.backbone)
     actor_class = ray.remote(Scorer).options(num_cpus=cfg.cpus_per_actor, num_gpus=gpus, scheduling_strategy="SPREAD")
-
-    def new_actor():
-        return actor_class.remote(checkpoint, cfg.batch_size)
-
     bar = tqdm(total=sum(s["samples"] for s in todo), unit="img", desc="score", disable=not progress, file=sys.stderr)
     started, scored, skipped, incomplete = time.perf_counter(), 0, 0, []
     first_result = None  # (seconds, rows): actor start-up and model loading end here
     queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
     attempts: dict[str, int] = {}
-    actors = [new_actor() for _ in range(min(cfg.actors, len(queue)))]
-    running = {}  # object ref -> (actor index, shard url, manifest entry)
-
-    def submit(index: int) -> None:
-        url, entry = queue.pop(0)
-        running[actors[index].score.remote(url, entry["split"])] = (index, url, entry)
-
-    for index in range(len(actors)):
-        if queue:
-            submit(index)
-    while running:
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        index, url, entry = running.pop(ref)
-        try:
-            rows, shard_skipped = ray.get(ref)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as problem:
-            attempts[url] = attempts.get(url, 0) + 1
-            if attempts[url] > cfg.max_retries:
-                raise RuntimeError(f"scoring {url} failed {attempts[url]} times; last: {problem}") from None
-            print(f"actor died while scoring {url}; replacing it and scoring the shard again", file=sys.stderr)
-            actors[index] = new_actor()
-            queue.insert(0, (url, entry))
-            submit(index)
-            continue
-        if len(rows) + shard_skipped < entry["samples"]:
-            incomplete.append(f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)")
-        else:
-            store.write_bytes(store.join(parts, _part_name(url)), rows_to_csv(rows))
-        scored += len(rows)
-        skipped += shard_skipped
-        if first_result is None:
-            first_result = (time.perf_counter() - started, len(rows))
-        bar.update(entry["samples"])
-        bar.set_postfix(shards=f"{len(todo) - len(queue) - len(running)}/{len(todo)}",
-                        img_s=f"{scored / (time.perf_counter() - started):.1f}", refresh=False)
-        if queue:
-            submit(index)
-    bar.close()
-    for actor in actors:
-        ray.kill(actor)
+    pool = ActorPool(lambda: actor_class.remote(checkpoint, cfg.batch_size), actors)
+    waiting_since = time.monotonic()
+    try:
+        while queue or pool.running:
+            while queue and pool.idle:
+                pool.submit(pool.idle.pop(), *queue.pop(0))
+            ready, _ = ray.wait([*pool.running, *pool.starting], num_returns=1, timeout=WAIT_REPORT_SECONDS)
+            if not ready:
+                _report_waiting(pool, cfg, gpus, waiting_since)
+                continue
+            (ref,) = ready
+            if ref in pool.starting:
+                index = pool.starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    pool.idle.append(index)
+                except ray.exceptions.RayActorError as problem:
+                    print(f"a scoring actor failed to start ({str(problem)[:200]}); starting another", file=sys.stderr)
+                    pool.replace(index)
+                continue
+            index, url, entry = pool.running.pop(ref)
+            try:
+                rows, skips = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as problem:
+                attempts[url] = attempts.get(url, 0) + 1
+                if attempts[url] > cfg.max_retries:
+                    raise RuntimeError(f"scoring {url} failed {attempts[url]} times; last: {problem}") from None
+                print(f"actor died while scoring {url}; replacing it and scoring the shard again", file=sys.stderr)
+                pool.replace(index)
+                queue.insert(0, (url, entry))
+                continue
+            pool.idle.append(index)
+            unread = [s for s in skips if s["reason"].startswith(READ_FAILURE)]
+            if unread or len(rows) + len(skips) != entry["samples"]:
+                incomplete.append(f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)")
+            else:
+                if skips:  # written before the rows: a part with rows is a finished shard
+                    store.write_bytes(store.join(parts, _skips_name(url)), to_csv(skips, SKIP_COLUMNS))
+                store.write_bytes(store.join(parts, _part_name(url)), to_csv(rows, COLUMNS))
+            scored += len(rows)
+            skipped += len(skips)
+            if first_result is None:
+                first_result = (time.perf_counter() - started, len(rows))
+            bar.update(entry["samples"])
+            bar.set_postfix(shards=f"{len(todo) - len(queue) - len(pool.running)}/{len(todo)}",
+                            img_s=f"{scored / (time.perf_counter() - started):.1f}", refresh=False)
+    finally:
+        bar.close()
+        pool.shutdown()
     if incomplete:
         raise ValueError("some shards could not be read whole; their rows were not kept:\n  " + "\n  ".join(incomplete))
 
-    rows = _assemble(parts, [store.join(cfg.shards, s["name"]) for s in todo_all])
-    store.write_bytes(cfg.out, rows_to_csv(rows))
+    shard_urls = [store.join(cfg.shards, s["name"]) for s in todo_all]
+    rows, unreadable = assemble(parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all},
+                                cfg.out)
     for name in store.list_names(parts):
         store.delete(store.join(parts, name))
     if not store.is_s3(parts):
         os.rmdir(parts)
     seconds = time.perf_counter() - started
     steady = (scored - first_result[1]) / max(seconds - first_result[0], 1e-9) if first_result else 0.0
-    return {"rows": len(rows), "shards": len(todo_all), "scored_now": len(todo), "skipped": skipped,
+    return {"rows": rows, "unreadable": unreadable, "shards": len(todo_all), "scored_now": len(todo), "skipped": skipped,
             "seconds": seconds, "images_per_second_after_startup": steady, "checkpoint": checkpoint}
 
 
-def _assemble(parts: str, shard_urls: list[str]) -> list[dict]:
-    rows, seen = [], set()
-    for url in shard_urls:
-        for row in csv.DictReader(io.StringIO(store.read_bytes(store.join(parts, _part_name(url))).decode())):
-            if row["key"] in seen:
-                raise ValueError(f"{row['key']} appears twice in {parts}: the store's shards overlap")
-            seen.add(row["key"])
-            rows.append(row)
-    return rows
+def _report_waiting(pool: ActorPool, cfg: ScoreConfig, gpus: float, waiting_since: float) -> None:
+    """Nothing finished for a while: say why, and give up if no actor could ever start."""
+    if not pool.starting:
+        return
+    ask = f"{cfg.cpus_per_actor:g} CPU" + (f" + {gpus:g} GPU" if gpus else "")
+    print(f"{len(pool.starting)} of {len(pool.actors)} scoring actor(s) ({ask} each) are waiting for the cluster "
+          f"to place them (the autoscaler may be adding nodes); {pool.started()} started and scoring",
+          file=sys.stderr, flush=True)
+    if pool.started() == 0 and time.monotonic() - waiting_since > cfg.start_timeout:
+        raise RuntimeError(f"no scoring actor ({ask}) could start within {cfg.start_timeout:g} s: the cluster lacks "
+                           "the resources; lower --cpus-per-actor/--gpus-per-actor, or add nodes")
+
+
+def assemble(parts: str, shard_urls: list[str], samples: dict[str, int], out: str) -> tuple[int, int]:
+    """Stream the parts into `out` (and the skip lists into its .skipped.csv), one shard at a
+    time, checking that each shard's rows and skips account for all of its samples. Returns
+    (rows, unreadable samples). Memory holds one part at a time, whatever the corpus size."""
+    rows = unreadable = 0
+    names = set(store.list_names(parts))
+    with store.atomic_output(out) as results, store.atomic_output(skipped_url(out)) as skip_file:
+        results.write(",".join(COLUMNS).encode() + b"\n")
+        skip_file.write(",".join(SKIP_COLUMNS).encode() + b"\n")
+        for url in shard_urls:
+            body, count = _csv_body(store.read_bytes(store.join(parts, _part_name(url))))
+            skips, skip_count = b"", 0
+            if _skips_name(url) in names:
+                skips, skip_count = _csv_body(store.read_bytes(store.join(parts, _skips_name(url))))
+            if count + skip_count != samples[url]:
+                raise ValueError(f"{parts}/{_part_name(url)} accounts for {count + skip_count} of the "
+                                 f"{samples[url]} samples of {url}: delete it and score again")
+            results.write(body)
+            skip_file.write(skips)
+            rows += count
+            unreadable += skip_count
+        if not unreadable:
+            skip_file.discard()
+            store.delete(skipped_url(out))  # a list left by an earlier run of the same --out
+    return rows, unreadable
+
+
+def _csv_body(part: bytes) -> tuple[bytes, int]:
+    """(the part's rows without the header, how many rows): csv parsing, since a quoted field may
+    hold a line break."""
+    header_end = part.find(b"\n") + 1
+    body = part[header_end:] if header_end else b""
+    return body, sum(1 for _ in csv.reader(io.StringIO(body.decode())))

@@ -1,11 +1,13 @@
 """Batch scoring with a pool of Ray actors on a real local Ray."""
 
 import csv
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 
@@ -30,7 +32,7 @@ def expected_predictions(store_url, checkpoint):
     """Plain single-process predictions: key -> year."""
     model, spec, _ = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
-    loader = data.make_loader(shards.shard_urls(store_url, manifest), data.eval_transform(spec.image_size, spec.mean, spec.std),
+    loader = data.make_loader(data.store_slices(store_url, manifest), data.eval_transform(spec.image_size, spec.mean, spec.std),
                               spec.image_size, 32, loader_workers=0)
     found = {}
     with torch.no_grad():
@@ -128,3 +130,47 @@ def test_clear_errors(tmp_path, sample_store, tiny_checkpoint):
     shutil.copy(tmp_path / "good.tar", broken)
     summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
     assert summary["scored_now"] == 1 and summary["rows"] == manifest["packed"]
+
+
+def test_more_actors_than_the_cluster_can_place_score_with_those_that_started(tmp_path, sample_store, tiny_checkpoint,
+                                                                              capfd, monkeypatch):
+    from artdate import score
+
+    monkeypatch.setattr(score, "WAIT_REPORT_SECONDS", 1)
+    out = str(tmp_path / "results.csv")
+    # 4 actors of 1 CPU on this 2-CPU Ray: two can never be placed. Before, their shards waited forever.
+    summary = run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=4), progress=False)
+    assert summary["rows"] == len({r["key"] for r in read_rows(out)}) == shards.read_manifest(sample_store)["packed"]
+    assert "of 4 scoring actor(s) (1 CPU each) are waiting for the cluster to place them" in capfd.readouterr().err
+
+    with pytest.raises(RuntimeError, match=r"no scoring actor \(64 CPU\) could start within 2 s"):
+        run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=str(tmp_path / "never.csv"),
+                                cpus_per_actor=64, start_timeout=2), progress=False)
+
+
+def corrupt_last_image(shard_path):
+    """Replace the JPEG of a shard's last sample by garbage, keeping the sample (and the count)."""
+    with tarfile.open(shard_path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    by_key = {}
+    for name, payload in members:
+        key, extension = name.rsplit(".", 1)
+        by_key.setdefault(key, {})[extension] = payload
+    keys = list(by_key)
+    by_key[keys[-1]]["jpg"] = b"this is not a jpeg"
+    shards.write_tar(shard_path, ((k, by_key[k]["jpg"], json.loads(by_key[k]["json"])) for k in keys))
+    return keys[-1]
+
+
+def test_an_undecodable_sample_is_recorded_and_the_run_completes(tmp_path, tiny_checkpoint):
+    store_url = str(tmp_path / "shards")
+    manifest = pack_sample(store_url, samples_per_shard=50)
+    shard = os.path.join(store_url, manifest["shards"][0]["name"])
+    bad_key = corrupt_last_image(shard)  # the last sample of its shard: its skip used to go uncounted
+    out = str(tmp_path / "results.csv")
+    summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=1), progress=False)
+    rows = read_rows(out)
+    assert summary["rows"] == len(rows) == manifest["packed"] - 1 and summary["unreadable"] == 1
+    assert bad_key not in {r["key"] for r in rows}
+    (skip,) = read_rows(str(tmp_path / "results.skipped.csv"))
+    assert skip["key"] == bad_key and skip["shard"] == shard and "undecodable" in skip["reason"]
