@@ -9,6 +9,7 @@ through bounded windows, so memory stays flat however large the corpus is.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -20,7 +21,7 @@ import os
 import random
 import sys
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from .sources import FetchError, HttpClient, fetches_over_network, make_source
 
 PACK_DIR = "_pack"
 PLAN = "plan.json"
+MANIFEST_SHARD_FIELDS = ("name", "split", "samples", "bytes", "sha256")
 
 
 @dataclass
@@ -125,24 +127,42 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
     bar = tqdm(total=sum(len(s.works) for s in todo), unit="img", desc="pack", disable=not progress, file=sys.stderr)
     network = fetches_over_network(config.source, config.images, meta.works)
     fetchers = ThreadPoolExecutor(config.concurrency) if network else InlineExecutor()
-    with fetchers, _encoders(jobs) as encoders, tempfile.TemporaryDirectory(prefix="artdate-pack-") as scratch:
-        for shard in todo:
-            record = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs)
-            done[shard.name] = record
+    entries, totals, rejected = [], shards.LabelTotals(), len(meta.rejected)
+    with contextlib.ExitStack() as stack:
+        encoders = stack.enter_context(_encoders(jobs))
+        stack.enter_context(fetchers)
+        # One upload in flight while the next shard is encoded; its record is written after it.
+        uploader = stack.enter_context(ThreadPoolExecutor(1))
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
+        rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
+        rejects_out.write(_rejects_csv([
+            {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}"} for r in meta.rejected
+        ], header=True))
+        upload = None
+        for shard in plan:
+            if shard.name in done:
+                record = _read_record(config.out, shard.name)
+            else:
+                record, local = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs)
+                if upload is not None:
+                    upload.result()
+                upload = uploader.submit(_publish_shard, local, record, config.out)
+            totals.add(record)
+            rejected += len(record.rejects)
+            rejects_out.write(_rejects_csv(record.rejects, header=False))
+            if record.samples:
+                entries.append({k: v for k, v in dataclasses.asdict(record).items() if k in MANIFEST_SHARD_FIELDS})
+        if upload is not None:
+            upload.result()
     bar.close()
 
-    records = [done[shard.name] for shard in plan]
     counts = {
-        "rejected": len(meta.rejected) + sum(len(r.rejects) for r in records),
+        "rejected": rejected,
         "rejected_rows": len(meta.rejected),
         "duplicates_dropped": meta.duplicates,
         "out_of_window": meta.out_of_window,
     }
-    rejects = [
-        {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}"} for r in meta.rejected
-    ] + [reject for record in records for reject in record.rejects]
-    store.write_bytes(store.join(config.out, shards.REJECTS), _rejects_csv(rejects))
-    manifest = shards.build_manifest(records, settings, print_id, counts)
+    manifest = shards.build_manifest(entries, totals, settings, print_id, counts)
     store.write_bytes(store.join(config.out, shards.MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
 
@@ -154,8 +174,8 @@ def _encoders(jobs: int) -> Executor:
     return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _start_or_resume(out: str, print_id: str, settings: dict) -> dict[str, shards.ShardRecord]:
-    """Records of shards already finished by an earlier run of the same plan; refuses another plan."""
+def _start_or_resume(out: str, print_id: str, settings: dict) -> set[str]:
+    """Names of the shards already finished by an earlier run of the same plan; refuses another plan."""
     plan_url = store.join(out, PACK_DIR, PLAN)
     manifest_url = store.join(out, shards.MANIFEST)
     if store.exists(plan_url):
@@ -172,15 +192,15 @@ def _start_or_resume(out: str, print_id: str, settings: dict) -> dict[str, shard
         for name in os.listdir(out):  # leftovers of a killed run: never visible as finished, but clutter
             if ".partial-" in name:
                 os.remove(os.path.join(out, name))
-    done = {}
-    for name in store.list_names(store.join(out, PACK_DIR)):
-        if name.endswith(".tar.json"):
-            record = shards.ShardRecord(**json.loads(store.read_bytes(store.join(out, PACK_DIR, name))))
-            done[record.name] = record
-    return done
+    return {name[: -len(".json")] for name in store.list_names(store.join(out, PACK_DIR)) if name.endswith(".tar.json")}
 
 
-def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -> shards.ShardRecord:
+def _read_record(out: str, name: str) -> shards.ShardRecord:
+    return shards.ShardRecord(**json.loads(store.read_bytes(store.join(out, PACK_DIR, name + ".json"))))
+
+
+def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -> tuple[shards.ShardRecord, str]:
+    """Fetch, encode and write one shard to a local tar; (its record, the tar's path)."""
     def fetch(work: Work):
         try:
             return work, source.fetch(work), ""
@@ -190,7 +210,7 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -
     encode = functools.partial(_encode_fetched, size=config.size, quality=config.quality, max_pixels=config.max_pixels)
     fetched = bounded_map(fetch, shard.works, fetchers, 4 * config.concurrency)
     encoded = bounded_map(encode, fetched, encoders, 4 * jobs)
-    rejects, labels = [], []
+    rejects, years, museums = [], Counter(), Counter()
 
     def samples():
         for work, jpg, stage, problem in encoded:
@@ -199,26 +219,30 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -
                 rejects.append({"museum": work.museum, "id": work.id, "stage": stage, "reason": problem})
                 bar.set_postfix(rejected=len(rejects), refresh=False)
                 continue
-            labels.append(work.labels())
+            years[str(work.year)] += 1
+            museums[work.museum] += 1
             yield work.key, jpg, work.labels()
 
     local = os.path.join(scratch, shard.name)
     count, size, sha = shards.write_tar(local, samples())
-    if count:
-        store.upload_file(local, store.join(config.out, shard.name))
-    else:
+    if not count:
         size, sha = 0, ""
+    return shards.ShardRecord(shard.name, shard.split, count, size, sha, dict(years), dict(museums), rejects), local
+
+
+def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:
+    """Upload a finished tar, then its record: a shard without a record is simply packed again."""
+    if record.samples:
+        store.upload_file(local, store.join(out, record.name))
     os.remove(local)
-    record = shards.ShardRecord(shard.name, shard.split, count, size, sha, labels, rejects)
-    # The record is written after the shard: a shard without a record is simply packed again.
-    store.write_bytes(store.join(config.out, PACK_DIR, shard.name + ".json"), json.dumps(dataclasses.asdict(record)).encode())
-    return record
+    store.write_bytes(store.join(out, PACK_DIR, record.name + ".json"), json.dumps(dataclasses.asdict(record)).encode())
 
 
-def _rejects_csv(rejects: list[dict]) -> bytes:
+def _rejects_csv(rejects: list[dict], header: bool) -> bytes:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=["museum", "id", "stage", "reason"], lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     writer.writerows(rejects)
     return text.getvalue().encode()
 

@@ -11,10 +11,10 @@ import hashlib
 import io
 import json
 import math
-import statistics
 import tarfile
+from collections import Counter
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -77,15 +77,30 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass
 class ShardRecord:
-    """What one finished shard holds; kept in _pack/ while packing, summarised in the manifest."""
+    """What one finished shard holds; kept in _pack/ while packing, summarised in the manifest.
+    Labels are kept as counts (year -> works, museum -> works), so a record's size, and the pack
+    driver's memory, do not grow with the number of works."""
 
     name: str
     split: str
     samples: int
     bytes: int
     sha256: str
-    labels: list[dict] = field(default_factory=list)  # id, museum, year, year_start, year_end per sample
+    years: dict[str, int] = field(default_factory=dict)  # str(year) -> works (JSON keys are strings)
+    museums: dict[str, int] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)  # museum, id, stage, reason
+
+
+@dataclass
+class LabelTotals:
+    """Label counts of a whole store, added up shard by shard."""
+
+    years: dict[str, Counter] = field(default_factory=lambda: {"train": Counter(), "val": Counter()})
+    museums: Counter = field(default_factory=Counter)
+
+    def add(self, record: ShardRecord) -> None:
+        self.years[record.split].update({int(year): n for year, n in record.years.items()})
+        self.museums.update(record.museums)
 
 
 def write_tar(path: str, samples) -> tuple[int, int, str]:
@@ -113,44 +128,48 @@ def file_size_and_sha256(path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def year_statistics(years: list[int]) -> dict:
-    if not years:
+def year_statistics(histogram: Counter) -> dict:
+    """count, min, max, mean, std (population) and median of the years in a year -> works count."""
+    count = sum(histogram.values())
+    if not count:
         return {"count": 0}
-    return {
-        "count": len(years),
-        "min": min(years),
-        "max": max(years),
-        "mean": statistics.fmean(years),
-        "std": statistics.pstdev(years),
-        "median": statistics.median(years),
-    }
+    years = sorted(histogram)
+    mean = sum(year * n for year, n in histogram.items()) / count
+    variance = sum(n * (year - mean) ** 2 for year, n in histogram.items()) / count
+    return {"count": count, "min": years[0], "max": years[-1], "mean": mean, "std": math.sqrt(variance),
+            "median": _median(years, histogram, count)}
 
 
-def build_manifest(records: list[ShardRecord], settings: dict, fingerprint: str, counts: dict) -> dict:
-    """The store's table of contents, with the label statistics training needs."""
-    shards = [{k: v for k, v in asdict(r).items() if k not in ("labels", "rejects")} for r in records if r.samples]
-    years = {split: [l["year"] for r in records if r.split == split for l in r.labels] for split in ("train", "val")}
-    museums: dict[str, int] = {}
-    for record in records:
-        for labels in record.labels:
-            museums[labels["museum"]] = museums.get(labels["museum"], 0) + 1
+def _median(years: list[int], histogram: Counter, count: int) -> float:
+    """statistics.median of the expanded list, from the counts."""
+    low_rank, high_rank = (count - 1) // 2, count // 2  # 0-based ranks of the middle one or two
+    seen, low = 0, None
+    for year in years:
+        seen += histogram[year]
+        if low is None and seen > low_rank:
+            low = year
+        if seen > high_rank:
+            return (low + year) / 2 if low != year else year
+    raise AssertionError("unreachable: the ranks lie within the count")
+
+
+def build_manifest(shards: list[dict], totals: LabelTotals, settings: dict, fingerprint: str, counts: dict) -> dict:
+    """The store's table of contents (one entry per non-empty shard), with the label statistics
+    training needs."""
+    train, val = totals.years["train"], totals.years["val"]
     return {
         "format": FORMAT,
         "settings": settings,
         "fingerprint": fingerprint,
         "shards": shards,
         "splits": {
-            split: {"shards": sum(s["split"] == split for s in shards), "samples": len(years[split])}
+            split: {"shards": sum(s["split"] == split for s in shards), "samples": sum(totals.years[split].values())}
             for split in ("train", "val")
         },
-        "labels": {
-            "train": year_statistics(years["train"]),
-            "val": year_statistics(years["val"]),
-            "all": year_statistics(years["train"] + years["val"]),
-        },
-        "museums": dict(sorted(museums.items())),
-        "packed": sum(r.samples for r in records),
-        "bytes": sum(r.bytes for r in records),
+        "labels": {"train": year_statistics(train), "val": year_statistics(val), "all": year_statistics(train + val)},
+        "museums": dict(sorted(totals.museums.items())),
+        "packed": sum(s["samples"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
         "rejects_file": REJECTS,
         **counts,
     }

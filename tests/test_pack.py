@@ -167,7 +167,9 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
             progress=False,
         )
         # Nothing of the finished shards was fetched again; everything else was fetched once.
-        finished_ids = {l["id"] for name in finished for l in json.loads(store.read_bytes(store.join(records, name + ".json")))["labels"]}
+        finished_ids = {json.load(tar.extractfile(member))["id"] for name in finished
+                        for tar in [tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, name))))]
+                        for member in tar.getmembers() if member.name.endswith(".json")}
         refetched = {path.rsplit("/", 1)[1] for path in api.requests if path.startswith("/img/")}
         assert refetched.isdisjoint(finished_ids)
         assert refetched | finished_ids == set(images)
