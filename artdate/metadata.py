@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 SANE_YEARS = (-10000, 2100)
@@ -25,7 +26,7 @@ class MetadataError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million works are held at once while packing
 class Work:
     museum: str
     id: str
@@ -38,7 +39,12 @@ class Work:
     title: str = ""
     artist: str = ""
     csv_dir: str = ""
-    where: str = ""  # "file:line", for messages
+    source: str = ""  # the metadata file (one string shared by its works) ...
+    line: int = 0  # ... and the line, for messages
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
 
     @property
     def key(self) -> str:
@@ -143,8 +149,10 @@ def read_metadata(
     seen: dict[tuple[str, str], Work] = {}
     keys: dict[str, Work] = {}
     for path in paths:
-        for where, row in _read_rows(path):
-            row_museum = (row.get("museum") or museum or museum_from_file_name(path) or DEFAULT_MUSEUM).strip().lower()
+        csv_dir = os.path.dirname(os.path.abspath(path))  # one string shared by the file's works
+        for line, row in _read_rows(path):
+            where = f"{path}:{line}"
+            row_museum = sys.intern((row.get("museum") or museum or museum_from_file_name(path) or DEFAULT_MUSEUM).strip().lower())
             work_id = (row.get("id") or "").strip()
             try:
                 if row.get(None) is not None or None in row.values():
@@ -166,8 +174,9 @@ def read_metadata(
                 url=(row.get("url") or "").strip(),
                 title=(row.get("title") or "").strip(),
                 artist=(row.get("artist") or "").strip(),
-                csv_dir=os.path.dirname(os.path.abspath(path)),
-                where=where,
+                csv_dir=csv_dir,
+                source=path,
+                line=line,
             )
             earlier = seen.get((work.museum, work.id))
             if earlier is not None:
@@ -195,7 +204,7 @@ def read_metadata(
 
 
 def _read_rows(path: str):
-    """Yield ("file:line", row) for each data row; a file without the needed columns is an error."""
+    """Yield (line number, row) for each data row; a file without the needed columns is an error."""
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
     except OSError as problem:
@@ -207,6 +216,6 @@ def _read_rows(path: str):
             raise MetadataError(f"{path}:1: needs an id column and a year (or year_start/year_end) column, has {columns}")
         try:
             for row in reader:
-                yield f"{path}:{reader.line_num}", row
+                yield reader.line_num, row
         except (csv.Error, UnicodeDecodeError) as problem:
             raise MetadataError(f"{path}:{reader.line_num}: malformed CSV: {problem}") from None
