@@ -27,12 +27,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .score import run_scoring
+    from .score import run_scoring, skipped_url
 
     settings = config.from_arguments(config.ScoreConfig, args)
     summary = run_scoring(settings, progress=not args.quiet)
-    print(f"scored {summary['rows']} works in {summary['shards']} shards ({summary['scored_now']} now, "
-          f"{summary['skipped']} unreadable samples) with {summary['checkpoint']} -> {settings.out}")
+    unreadable = f", {summary['unreadable']} unreadable listed in {skipped_url(settings.out)}" if summary["unreadable"] else ""
+    print(f"scored {summary['rows']} works in {summary['shards']} shards ({summary['scored_now']} now{unreadable}) "
+          f"with {summary['checkpoint']} -> {settings.out}")
     return 0
 
 

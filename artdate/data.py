@@ -68,13 +68,14 @@ class Slice:
         return self.stop - self.start
 
 
-def manifest_shards(store_url: str, manifest: dict, split: str) -> list[Shard]:
-    return [Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if s["split"] == split]
+def manifest_shards(store_url: str, manifest: dict, split: str | None = None) -> list[Shard]:
+    """The store's shards of one split (or all of them)."""
+    return [Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if split in (None, s["split"])]
 
 
 def store_slices(store_url: str, manifest: dict, split: str | None = None) -> list[Slice]:
     """Every shard of a store (or of one split), whole."""
-    return [Slice(store.join(store_url, s["name"]), 0, s["samples"]) for s in manifest["shards"] if split in (None, s["split"])]
+    return whole(manifest_shards(store_url, manifest, split))
 
 
 def cut(slices: list[Slice], parts: int) -> list[list[Slice]]:

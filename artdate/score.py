@@ -167,7 +167,8 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     started, scored, skipped, incomplete = time.perf_counter(), 0, 0, []
     first_result = None  # (seconds, rows): actor start-up and model loading end here
     queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
-    attempts: dict[str, int] = {}
+    attempts: dict[str, int] = {}  # shard url -> times its actor died
+    failed_starts = 0
     pool = ActorPool(lambda: actor_class.remote(checkpoint, cfg.batch_size), actors)
     waiting_since = time.monotonic()
     try:
@@ -185,6 +186,9 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
                     ray.get(ref)
                     pool.idle.append(index)
                 except ray.exceptions.RayActorError as problem:
+                    failed_starts += 1
+                    if failed_starts > cfg.max_retries:
+                        raise RuntimeError(f"scoring actors failed to start {failed_starts} times; last: {problem}") from None
                     print(f"a scoring actor failed to start ({str(problem)[:200]}); starting another", file=sys.stderr)
                     pool.replace(index)
                 continue
