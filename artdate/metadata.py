@@ -14,6 +14,10 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
 
 SANE_YEARS = (-10000, 2100)
 # Whole words of a file name that name a museum: met-data.csv, rijksmuseum-data.csv, rijks_2017.csv.
@@ -26,7 +30,7 @@ class MetadataError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)  # slots: a million works are held at once while packing
+@dataclass(frozen=True, slots=True)
 class Work:
     museum: str
     id: str
@@ -74,10 +78,15 @@ class Rejected:
 
 @dataclass
 class MetadataResult:
-    works: list[Work]
+    catalog: "Catalog"  # the works, in a table (see catalog.py)
     rejected: list[Rejected] = field(default_factory=list)  # bad rows skipped with skip_bad_rows
     duplicates: int = 0  # exact duplicate rows dropped
     out_of_window: int = 0  # valid rows outside [year_min, year_max]
+
+    @property
+    def works(self) -> list[Work]:
+        """The works inside the year window, in file order (a list: for small reads)."""
+        return list(self.catalog.in_file_order())
 
 
 def sample_key(museum: str, work_id: str) -> str:
@@ -141,13 +150,16 @@ def read_metadata(
     val_fraction: float = 0.1,
     seed: int = 0,
     skip_bad_rows: bool = False,
+    catalog_path: str = ":memory:",
 ) -> MetadataResult:
+    """Validate the rows of `paths` into a catalog of works (a file at `catalog_path` for large
+    corpora: then memory does not grow with the number of works)."""
+    from .catalog import Catalog  # catalog.py builds on Work, defined here
+
     if not 0 <= val_fraction < 1:
         raise MetadataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    result = MetadataResult(works=[])
+    result = MetadataResult(catalog=Catalog(catalog_path))
     errors: list[Rejected] = []
-    seen: dict[tuple[str, str], Work] = {}
-    keys: dict[str, Work] = {}
     for path in paths:
         csv_dir = os.path.dirname(os.path.abspath(path))  # one string shared by the file's works
         for line, row in _read_rows(path):
@@ -178,28 +190,26 @@ def read_metadata(
                 source=path,
                 line=line,
             )
-            earlier = seen.get((work.museum, work.id))
-            if earlier is not None:
+            earlier = result.catalog.get(work.key)
+            if earlier is not None and (earlier.museum, earlier.id) == (work.museum, work.id):
                 if (earlier.year, earlier.year_start, earlier.year_end) == (year, start, end):
                     result.duplicates += 1
                 else:
                     errors.append(Rejected(work.museum, work.id, f"conflicting duplicate of {earlier.where}", where))
                 continue
-            clash = keys.get(work.key)
-            if clash is not None:
-                reason = f"sample key {work.key} clashes with {clash.museum}/{clash.id} at {clash.where}"
+            if earlier is not None:
+                reason = f"sample key {work.key} clashes with {earlier.museum}/{earlier.id} at {earlier.where}"
                 errors.append(Rejected(work.museum, work.id, reason, where))
                 continue
-            seen[(work.museum, work.id)] = keys[work.key] = work
-            if year_min <= year <= year_max:
-                result.works.append(work)
-            else:
-                result.out_of_window += 1
+            in_window = year_min <= year <= year_max
+            result.catalog.add(work, in_window, seed)
+            result.out_of_window += not in_window
     if errors and not skip_bad_rows:
         listed = "\n".join(f"  {e.where}: {e.reason}" for e in errors[:MAX_LISTED_ERRORS])
         more = f"\n  ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
         raise MetadataError(f"{len(errors)} bad metadata row(s) (pass --skip-bad-rows to skip them):\n{listed}{more}")
     result.rejected = errors
+    result.catalog.finish()
     return result
 
 

@@ -15,20 +15,22 @@ import dataclasses
 import functools
 import hashlib
 import io
+import itertools
 import json
 import multiprocessing
 import os
-import random
 import sys
 import tempfile
 from collections import Counter, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterator
 
 from . import shards, store
 from .config import PackConfig
+from .catalog import Catalog
 from .metadata import Work, read_metadata
-from .sources import FetchError, HttpClient, fetches_over_network, make_source
+from .sources import FetchError, HttpClient, make_source
 
 PACK_DIR = "_pack"
 PLAN = "plan.json"
@@ -42,23 +44,24 @@ class PlannedShard:
     works: list[Work]
 
 
-def plan_shards(works: list[Work], samples_per_shard: int, seed: int) -> list[PlannedShard]:
-    """Shuffle each split with the seed (so no shard is one museum or one century) and cut it up."""
+def planned_shards(catalog: Catalog, samples_per_shard: int) -> Iterator[PlannedShard]:
+    """Each split in the catalog's seeded plan order (so no shard is one museum or one century),
+    cut into shards; streamed, one shard's works at a time."""
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
-    plan = []
     for split in ("train", "val"):
-        members = sorted((w for w in works if w.split == split), key=lambda w: w.key)
-        random.Random(f"{seed}/{split}").shuffle(members)
-        for index, start in enumerate(range(0, len(members), samples_per_shard)):
-            plan.append(PlannedShard(f"{split}-{index:06d}.tar", split, members[start : start + samples_per_shard]))
-    return plan
+        works = catalog.in_plan_order(split)
+        for index in itertools.count():
+            members = list(itertools.islice(works, samples_per_shard))
+            if not members:
+                break
+            yield PlannedShard(f"{split}-{index:06d}.tar", split, members)
 
 
-def fingerprint(plan: list[PlannedShard], settings: dict) -> str:
+def fingerprint(catalog: Catalog, settings: dict) -> str:
     """Identifies what a pack would write: a store holding another fingerprint is not resumed."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for shard in plan:
+    for shard in planned_shards(catalog, settings["samples_per_shard"]):
         digest.update(shard.name.encode())
         for work in shard.works:
             digest.update(f"\0{work.key}\0{work.year}\0{work.year_start}\0{work.year_end}".encode())
@@ -101,47 +104,49 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
     """Pack the works of `config.metadata` into `config.out`; return the manifest."""
     from tqdm import tqdm
 
-    meta = read_metadata(
-        config.metadata,
-        museum=config.museum,
-        year_min=config.year_min,
-        year_max=config.year_max,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        skip_bad_rows=config.skip_bad_rows,
-    )
-    if not meta.works:
-        raise ValueError(f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}")
     settings = {
         name: getattr(config, name)
         for name in ("size", "quality", "samples_per_shard", "val_fraction", "seed", "year_min", "year_max", "source")
     }
-    plan = plan_shards(meta.works, config.samples_per_shard, config.seed)
-    print_id = fingerprint(plan, settings)
-    done = _start_or_resume(config.out, print_id, settings)
-
-    client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1)
-    source = make_source(config.source, config.images, config.api_url, client)
-    todo = [shard for shard in plan if shard.name not in done]
-    jobs = config.jobs or os.cpu_count() or 1
-    bar = tqdm(total=sum(len(s.works) for s in todo), unit="img", desc="pack", disable=not progress, file=sys.stderr)
-    network = fetches_over_network(config.source, config.images, meta.works)
-    fetchers = ThreadPoolExecutor(config.concurrency) if network else InlineExecutor()
-    entries, totals, rejected = [], shards.LabelTotals(), len(meta.rejected)
     with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
+        meta = read_metadata(
+            config.metadata,
+            museum=config.museum,
+            year_min=config.year_min,
+            year_max=config.year_max,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            skip_bad_rows=config.skip_bad_rows,
+            catalog_path=os.path.join(scratch, "works.sqlite"),  # on disk: memory stays flat in the corpus size
+        )
+        catalog = meta.catalog
+        stack.callback(catalog.close)
+        total = catalog.count()
+        if not total:
+            raise ValueError(f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}")
+        print_id = fingerprint(catalog, settings)
+        done = _start_or_resume(config.out, print_id, settings)
+
+        client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1)
+        source = make_source(config.source, config.images, config.api_url, client)
+        jobs = config.jobs or os.cpu_count() or 1
+        # Threads pay only while fetches wait on the network; for local files they contend for the GIL.
+        network = bool(config.source) or (not config.images and catalog.any_url_without_file())
+        fetchers = stack.enter_context(ThreadPoolExecutor(config.concurrency) if network else InlineExecutor())
         encoders = stack.enter_context(_encoders(jobs))
-        stack.enter_context(fetchers)
         # One upload in flight while the next shard is encoded; its record is written after it.
         uploader = stack.enter_context(ThreadPoolExecutor(1))
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
         rejects_out.write(_rejects_csv([
             {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}"} for r in meta.rejected
         ], header=True))
-        upload = None
-        for shard in plan:
+        bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
+        entries, totals, rejected, upload = [], shards.LabelTotals(), len(meta.rejected), None
+        for shard in planned_shards(catalog, config.samples_per_shard):
             if shard.name in done:
                 record = _read_record(config.out, shard.name)
+                bar.update(len(shard.works))
             else:
                 record, local = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs)
                 if upload is not None:
@@ -154,7 +159,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
                 entries.append({k: v for k, v in dataclasses.asdict(record).items() if k in MANIFEST_SHARD_FIELDS})
         if upload is not None:
             upload.result()
-    bar.close()
+        bar.close()
 
     counts = {
         "rejected": rejected,

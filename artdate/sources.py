@@ -196,12 +196,6 @@ def make_source(source: str, images: str, api_url: str, client: HttpClient):
     return _FolderOrUrl(FolderSource(images), UrlSource(client))
 
 
-def fetches_over_network(source: str, images: str, works: list[Work]) -> bool:
-    """Whether fetching waits on the network (worth threads) or reads local files (threads only
-    contend for the GIL with the encoding, measured 30% slower on the sample)."""
-    return bool(source) or (not images and any(w.url and not w.file for w in works))
-
-
 @dataclass
 class _FolderOrUrl:
     folder: FolderSource

@@ -81,8 +81,9 @@ def test_round_trip_s3_with_parallel_encoding(s3_url):
     works = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100).works
     check_round_trip(s3_url, manifest, works)
     assert shards.read_manifest(s3_url)["fingerprint"] == manifest["fingerprint"]
-    # The shuffle mixes museums and centuries: each shard holds several of both.
-    for entry in manifest["shards"]:
+    # The shuffle mixes museums and centuries: each full shard holds several of both (a short
+    # last shard of a few works can come from one museum by chance).
+    for entry in (e for e in manifest["shards"] if e["samples"] >= 30):
         with tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, entry["name"])))) as tar:
             labels = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
         assert len({l["museum"] for l in labels}) > 1 and len({l["year"] // 100 for l in labels}) > 2

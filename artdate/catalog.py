@@ -1,0 +1,71 @@
+"""The works of a metadata read, in a SQLite table (standard library) rather than in memory.
+
+A million works would take about half a gigabyte as Python objects; the table keeps them on disk
+(or in a compact in-memory database for small reads), finds duplicate keys through its primary
+key, and hands back each split in the shard plan's order: a seeded hash of the work's key, which
+shuffles museums and centuries across shards the same way on every run and machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from typing import Iterator
+
+from .metadata import Work
+
+COLUMNS = ("key", "museum", "id", "year", "year_start", "year_end", "split", "file", "url", "title", "artist",
+           "csv_dir", "source", "line", "in_window", "rank")
+WORK_FIELDS = ("museum", "id", "year", "year_start", "year_end", "split", "file", "url", "title", "artist",
+               "csv_dir", "source", "line")
+
+
+def plan_rank(seed: int, split: str, key: str) -> int:
+    """A work's place in its split's shard plan: a seeded 63-bit hash, a shuffle that needs no memory."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{split}/{key}".encode()).digest()[:8], "big") >> 1
+
+
+class Catalog:
+    """Works by key; `path` is a file (large reads) or ":memory:"."""
+
+    def __init__(self, path: str = ":memory:"):
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=OFF")  # a scratch table: nothing to recover after a crash
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute(f"CREATE TABLE works ({', '.join(COLUMNS)}, UNIQUE (key))")
+
+    def get(self, key: str) -> Work | None:
+        row = self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE key = ?", (key,)).fetchone()
+        return Work(*row) if row else None
+
+    def add(self, work: Work, in_window: bool, seed: int) -> None:
+        values = (work.key, *(getattr(work, name) for name in WORK_FIELDS), in_window,
+                  plan_rank(seed, work.split, work.key))
+        self.db.execute(f"INSERT INTO works VALUES ({', '.join('?' * len(COLUMNS))})", values)
+
+    def finish(self) -> None:
+        """After the last add: index the plan order."""
+        self.db.execute("CREATE INDEX plan ON works (split, rank) WHERE in_window")
+        self.db.commit()
+
+    def count(self, split: str | None = None) -> int:
+        where, args = ("AND split = ?", (split,)) if split else ("", ())
+        return self.db.execute(f"SELECT count(*) FROM works WHERE in_window {where}", args).fetchone()[0]
+
+    def in_plan_order(self, split: str) -> Iterator[Work]:
+        """The split's works inside the year window, streamed in the shard plan's order."""
+        cursor = self.db.execute(
+            f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE in_window AND split = ? ORDER BY rank", (split,))
+        for row in cursor:
+            yield Work(*row)
+
+    def in_file_order(self) -> Iterator[Work]:
+        """The works inside the year window, in the order they were read."""
+        for row in self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE in_window ORDER BY rowid"):
+            yield Work(*row)
+
+    def any_url_without_file(self) -> bool:
+        return self.db.execute("SELECT 1 FROM works WHERE in_window AND url != '' AND file = '' LIMIT 1").fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
