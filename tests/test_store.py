@@ -1,20 +1,25 @@
 """Storage URLs: region resolution and atomic writes of any size, against a real S3 server."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from artdate import store
 
 
-def test_region_comes_from_the_standard_chain_not_a_default(tmp_path, monkeypatch):
+def test_region_comes_from_the_standard_chain_not_a_default(tmp_path):
+    # A fresh process, as a user's: boto3 reads the config file once per process.
     config = tmp_path / "aws-config"
     config.write_text("[default]\nregion = eu-west-3\n")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
-    monkeypatch.delenv("AWS_REGION", raising=False)
-    monkeypatch.setattr(store, "_clients", {})
-    assert store.s3_client().meta.region_name == "eu-west-3"
-    filesystem, path = store.pyarrow_filesystem("s3://bucket/runs/r1")
-    assert filesystem.region == "eu-west-3" and path == "bucket/runs/r1"
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
+    env["AWS_CONFIG_FILE"] = str(config)
+    probe = ("from artdate import store; fs, path = store.pyarrow_filesystem('s3://bucket/runs/r1'); "
+             "print(store.s3_client().meta.region_name, fs.region, path)")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["eu-west-3", "eu-west-3", "bucket/runs/r1"]
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
