@@ -259,7 +259,7 @@ class SliceDataset(torch.utils.data.IterableDataset):
         self.passes = 0  # counted in each (persistent) worker: a wrap-around pass draws new numbers
 
     def __iter__(self):
-        from webdataset.filters import _shuffle
+        from webdataset import shuffle
 
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
@@ -268,7 +268,7 @@ class SliceDataset(torch.utils.data.IterableDataset):
         torch.manual_seed(worker_seed)  # the random crops and flips of the transforms
         samples = (sample for piece in cut(self.slices, workers)[worker] for sample in read_slice(piece))
         if self.shuffle_buffer:
-            samples = _shuffle(samples, self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=random.Random(worker_seed))
+            samples = shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=random.Random(worker_seed))(samples)
         yield from batches(Decoder(self.transform, self.image_size)(samples), self.batch_size, self.drop_last)
 
 
