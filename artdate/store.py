@@ -10,6 +10,7 @@ only becomes visible when its upload completes, so a reader never sees half an o
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -82,12 +83,15 @@ def read_bytes(url: str) -> bytes:
 
 
 def open_read(url: str) -> IO[bytes]:
-    """A stream over the object; S3 objects are streamed, not downloaded first."""
+    """A stream over the object; S3 objects are streamed, not downloaded first, and a broken
+    stream resumes at its byte offset (s3stream.py)."""
     if not is_s3(url):
         return open(url, "rb")
+    from .s3stream import ResumableObject
+
     bucket, key = split_s3(url)
     try:
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+        return io.BufferedReader(ResumableObject(s3_client(), bucket, key), buffer_size=1 << 20)
     except s3_client().exceptions.NoSuchKey:
         raise FileNotFoundError(f"no such object: {url}") from None
 

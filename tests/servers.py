@@ -30,6 +30,7 @@ class SeaweedS3:
     process: subprocess.Popen | None = None
     directory: str = ""
     port: int = 0
+    command: list = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -62,8 +63,12 @@ class SeaweedS3:
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.port}", f"-s3.config={config_path}",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         ]
-        log = open(os.path.join(self.directory, "weed.log"), "wb")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.command = command
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> "SeaweedS3":
+        log = open(os.path.join(self.directory, "weed.log"), "ab")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -75,6 +80,15 @@ class SeaweedS3:
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group (a crash): its data stays for `restart`."""
+        os.killpg(self.process.pid, 9)
+        self.process.wait()
+
+    def restart(self, timeout: float = 60.0) -> "SeaweedS3":
+        """Start the killed server again on the same ports and data."""
+        return self._launch(timeout)
 
     def client(self):
         import boto3
