@@ -227,7 +227,9 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     shard_urls = [store.join(cfg.shards, s["name"]) for s in todo_all]
     rows, unreadable = assemble(parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all},
                                 cfg.out)
-    for name in store.list_names(parts):
+    # _run.json goes last: parts left by a crash half-way through this clean-up still name their
+    # checkpoint, so a rerun with another one refuses them instead of mixing them in.
+    for name in sorted(store.list_names(parts), key=lambda name: name == RUN_FILE):
         store.delete(store.join(parts, name))
     if not store.is_s3(parts):
         os.rmdir(parts)

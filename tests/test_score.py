@@ -174,3 +174,50 @@ def test_an_undecodable_sample_is_recorded_and_the_run_completes(tmp_path, tiny_
     assert bad_key not in {r["key"] for r in rows}
     (skip,) = read_rows(str(tmp_path / "results.skipped.csv"))
     assert skip["key"] == bad_key and skip["shard"] == shard and "undecodable" in skip["reason"]
+
+
+def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(tmp_path, sample_store, tiny_checkpoint,
+                                                                              monkeypatch):
+    from artdate import score, store
+
+    out = str(tmp_path / "results.csv")
+    deleted, real_delete = [], store.delete
+
+    def crash_after_two_parts(url):
+        if url.startswith(out + ".parts") and len(deleted) == 2:
+            raise KeyboardInterrupt  # the driver dies half-way through removing the parts
+        deleted.append(url)
+        real_delete(url)
+
+    monkeypatch.setattr(store, "delete", crash_after_two_parts)
+    with pytest.raises(KeyboardInterrupt):
+        run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=1), progress=False)
+    assert os.path.exists(os.path.join(out + ".parts", score.RUN_FILE))
+    monkeypatch.undo()
+    other = os.path.join(os.path.dirname(tiny_checkpoint), "checkpoint_other")
+    shutil.copytree(tiny_checkpoint, other)
+    with pytest.raises(ValueError, match="holds partial results of"):
+        run_scoring(ScoreConfig(shards=sample_store, checkpoint=other, out=out, actors=1), progress=False)
+
+
+def test_the_driver_killed_with_its_whole_process_group_then_rerun(tmp_path, tiny_checkpoint):
+    store_url = str(tmp_path / "shards")
+    manifest = pack_sample(store_url, samples_per_shard=8)
+    out = str(tmp_path / "results.csv")
+    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", tiny_checkpoint,
+               "--out", out, "--actors", "1", "--quiet"]
+    # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    parts = out + ".parts"
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(parts) and len(os.listdir(parts)) >= 4):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(60)
+    assert not os.path.exists(out)
+    summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)
+    assert 0 < summary["scored_now"] < len(manifest["shards"])
+    rows = read_rows(out)
+    assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
