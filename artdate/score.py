@@ -22,12 +22,14 @@ import torch
 
 from . import data, shards, store
 from .config import ScoreConfig
+from .lease import Lease
 from .model import load_checkpoint, predict_years, resolve_checkpoint
 from .raycluster import connect, resolve_gpus
 
 COLUMNS = ["id", "museum", "year", "pred", "diff", "split", "shard", "year_start", "year_end", "spread", "key"]
 SKIP_COLUMNS = ["shard", "key", "reason"]
 RUN_FILE = "_run.json"
+LEASE_FILE = "_lease"
 READ_FAILURE = "shard ended"  # data.read_slice's reason for samples a broken shard never delivered
 WAIT_REPORT_SECONDS = 30
 
@@ -141,8 +143,6 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds)."""
     from dataclasses import replace
 
-    from tqdm import tqdm
-
     cfg = replace(cfg, shards=store.absolute(cfg.shards), checkpoint=store.absolute(cfg.checkpoint),
                   out=store.absolute(cfg.out))
 
@@ -153,6 +153,23 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     if not todo_all:
         raise ValueError(f"{cfg.shards} has no {cfg.split} shards to score")
     parts = cfg.out.rstrip("/") + ".parts"
+    # One run at a time per --out: a second would score everything again and delete the parts the
+    # first still needs.
+    lease = Lease(store.join(parts, LEASE_FILE), f"--out {cfg.out}").acquire()
+    try:
+        summary = _score(cfg, checkpoint, spec, todo_all, parts, lease, progress)
+    finally:
+        lease.release()
+    if not store.is_s3(parts):
+        os.rmdir(parts)  # emptied by _score
+    return summary
+
+
+def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts: str, lease: Lease,
+           progress: bool) -> dict:
+    """Score the shards of `todo_all` that have no part yet, then assemble cfg.out from the parts."""
+    from tqdm import tqdm
+
     _check_or_start_parts(parts, checkpoint, cfg.shards)
     done = set(store.list_names(parts))
     todo = [s for s in todo_all if _part_name(store.join(cfg.shards, s["name"])) not in done]
@@ -173,6 +190,7 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     waiting_since = time.monotonic()
     try:
         while queue or pool.running:
+            lease.renew()
             while queue and pool.idle:
                 pool.submit(pool.idle.pop(), *queue.pop(0))
             ready, _ = ray.wait([*pool.running, *pool.starting], num_returns=1, timeout=WAIT_REPORT_SECONDS)
@@ -229,10 +247,8 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
                                 cfg.out)
     # _run.json goes last: parts left by a crash half-way through this clean-up still name their
     # checkpoint, so a rerun with another one refuses them instead of mixing them in.
-    for name in sorted(store.list_names(parts), key=lambda name: name == RUN_FILE):
+    for name in sorted(set(store.list_names(parts)) - {LEASE_FILE}, key=lambda name: name == RUN_FILE):
         store.delete(store.join(parts, name))
-    if not store.is_s3(parts):
-        os.rmdir(parts)
     seconds = time.perf_counter() - started
     steady = (scored - first_result[1]) / max(seconds - first_result[0], 1e-9) if first_result else 0.0
     return {"rows": rows, "unreadable": unreadable, "shards": len(todo_all), "scored_now": len(todo), "skipped": skipped,

@@ -73,7 +73,7 @@ def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_chec
         summary=run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)))
     thread.start()
     def parts_written():
-        return len(os.listdir(out + ".parts")) if os.path.isdir(out + ".parts") else 0
+        return len([n for n in os.listdir(out + ".parts") if n.endswith(".tar.csv")]) if os.path.isdir(out + ".parts") else 0
 
     deadline = time.monotonic() + 120
     while parts_written() < 3:  # kill mid-run: some shards done, most still to come
@@ -221,3 +221,26 @@ def test_the_driver_killed_with_its_whole_process_group_then_rerun(tmp_path, tin
     assert 0 < summary["scored_now"] < len(manifest["shards"])
     rows = read_rows(out)
     assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
+
+
+def test_a_second_score_into_the_same_out_is_refused_while_the_first_runs(tmp_path, tiny_checkpoint):
+    from artdate.lease import LeaseHeld
+
+    store_url = str(tmp_path / "shards")
+    manifest = pack_sample(store_url, samples_per_shard=8)
+    out = str(tmp_path / "results.csv")
+    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", tiny_checkpoint,
+               "--out", out, "--actors", "1", "--quiet"]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parts = out + ".parts"
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(parts) and any(n.endswith(".tar.csv") for n in os.listdir(parts))):
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    # Before, both scored everything and the first to finish deleted the other's parts.
+    with pytest.raises(LeaseHeld, match=rf"another run \(pid {first.pid} on .*\) is writing --out {out}"):
+        run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=1), progress=False)
+    assert first.wait(180) == 0, first.stderr.read()[-2000:]
+    rows = read_rows(out)
+    assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
+    assert not os.path.exists(parts)
