@@ -56,12 +56,17 @@ class SeaweedS3:
             json.dump({"identities": [identity]}, f)
         os.makedirs(os.path.join(self.directory, "data"))
         self.port = free_port()
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        # Every port named: by default weed puts each gRPC port at its HTTP port + 10000, which for
+        # an ephemeral port above 55535 is no port at all (a start that failed now and then).
+        ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
+        grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         command = [
             weed, "mini", f"-dir={self.directory}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.port}", f"-s3.config={config_path}",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+            f"-admin.port={ports['admin']}",
+            *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
         ]
         self.command = command
         return self._launch(timeout)
