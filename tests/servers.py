@@ -73,18 +73,26 @@ class SeaweedS3:
 
     def _launch(self, timeout: float) -> "SeaweedS3":
         log = open(os.path.join(self.directory, "weed.log"), "ab")
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
+        # Without the AWS variables of the process that starts it: weed mini takes them as an identity
+        # that overrides s3.json (a second server started beside the tests' one refused our key).
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=environment)
+        deadline, last_problem = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.process.returncode}; see {log.name}")
             try:
                 self.client().list_buckets()
                 return self
-            except Exception:
+            except Exception as problem:
+                last_problem = problem
                 time.sleep(0.3)
+        with open(log.name, errors="replace") as f:
+            tail = "".join(f.readlines()[-15:])
         self.stop()
-        raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s")
+        raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s "
+                           f"(last: {last_problem}); its log ends:\n{tail}")
 
     def kill(self) -> None:
         """SIGKILL the server's process group (a crash): its data stays for `restart`."""
