@@ -28,6 +28,22 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+def start_score_command(store_url, checkpoint, out, **popen):
+    """`artdate score` with one actor, as a user would start it, in a process of its own."""
+    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", checkpoint,
+               "--out", out, "--actors", "1", "--quiet"]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, **{"stderr": subprocess.DEVNULL, **popen})
+
+
+def wait_for_parts(out, count, still_running):
+    """Wait until `count` shards have their part in `<out>.parts/` (asserting the run goes on)."""
+    parts = out + ".parts"
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(parts) and sum(n.endswith(".tar.csv") for n in os.listdir(parts)) >= count):
+        assert still_running() and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def expected_predictions(store_url, checkpoint):
     """Plain single-process predictions: key -> year."""
     model, spec, _ = load_checkpoint(checkpoint)
@@ -72,13 +88,7 @@ def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_chec
     thread = threading.Thread(target=lambda: outcome.update(
         summary=run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)))
     thread.start()
-    def parts_written():
-        return len([n for n in os.listdir(out + ".parts") if n.endswith(".tar.csv")]) if os.path.isdir(out + ".parts") else 0
-
-    deadline = time.monotonic() + 120
-    while parts_written() < 3:  # kill mid-run: some shards done, most still to come
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_parts(out, 3, thread.is_alive)  # kill mid-run: some shards done, most still to come
     (victim, *_) = [a for a in list_actors(filters=[("class_name", "=", "Scorer"), ("state", "=", "ALIVE")])]
     os.kill(victim.pid, signal.SIGKILL)
     thread.join(180)
@@ -92,14 +102,9 @@ def test_rerun_after_an_interruption_scores_only_what_is_missing(tmp_path, tiny_
     store_url = str(tmp_path / "shards")
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
-    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", tiny_checkpoint,
-               "--out", out, "--actors", "1", "--quiet"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_score_command(store_url, tiny_checkpoint, out)
+    wait_for_parts(out, 3, lambda: process.poll() is None)
     parts = out + ".parts"
-    deadline = time.monotonic() + 120
-    while not (os.path.isdir(parts) and len(os.listdir(parts)) >= 4):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
     process.send_signal(signal.SIGINT)  # Ctrl-C
     process.wait(60)
     assert not os.path.exists(out)
@@ -204,16 +209,9 @@ def test_the_driver_killed_with_its_whole_process_group_then_rerun(tmp_path, tin
     store_url = str(tmp_path / "shards")
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
-    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", tiny_checkpoint,
-               "--out", out, "--actors", "1", "--quiet"]
     # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    parts = out + ".parts"
-    deadline = time.monotonic() + 120
-    while not (os.path.isdir(parts) and len(os.listdir(parts)) >= 4):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    process = start_score_command(store_url, tiny_checkpoint, out, start_new_session=True)
+    wait_for_parts(out, 3, lambda: process.poll() is None)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(60)
     assert not os.path.exists(out)
@@ -229,14 +227,9 @@ def test_a_second_score_into_the_same_out_is_refused_while_the_first_runs(tmp_pa
     store_url = str(tmp_path / "shards")
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
-    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", tiny_checkpoint,
-               "--out", out, "--actors", "1", "--quiet"]
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = start_score_command(store_url, tiny_checkpoint, out, stderr=subprocess.PIPE, text=True)
+    wait_for_parts(out, 1, lambda: first.poll() is None)
     parts = out + ".parts"
-    deadline = time.monotonic() + 120
-    while not (os.path.isdir(parts) and any(n.endswith(".tar.csv") for n in os.listdir(parts))):
-        assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
     # Before, both scored everything and the first to finish deleted the other's parts.
     with pytest.raises(LeaseHeld, match=rf"another run \(pid {first.pid} on .*\) is writing --out {out}"):
         run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=1), progress=False)
