@@ -34,9 +34,12 @@ class Catalog:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute(f"CREATE TABLE works ({', '.join(COLUMNS)}, UNIQUE (key))")
 
+    def _works(self, condition: str, arguments: tuple = ()) -> Iterator[Work]:
+        for row in self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE {condition}", arguments):
+            yield Work(*row)
+
     def get(self, key: str) -> Work | None:
-        row = self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE key = ?", (key,)).fetchone()
-        return Work(*row) if row else None
+        return next(self._works("key = ?", (key,)), None)
 
     def add(self, work: Work, in_window: bool, seed: int) -> None:
         values = (work.key, *(getattr(work, name) for name in WORK_FIELDS), in_window,
@@ -54,15 +57,11 @@ class Catalog:
 
     def in_plan_order(self, split: str) -> Iterator[Work]:
         """The split's works inside the year window, streamed in the shard plan's order."""
-        cursor = self.db.execute(
-            f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE in_window AND split = ? ORDER BY rank", (split,))
-        for row in cursor:
-            yield Work(*row)
+        return self._works("in_window AND split = ? ORDER BY rank", (split,))
 
     def in_file_order(self) -> Iterator[Work]:
         """The works inside the year window, in the order they were read."""
-        for row in self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE in_window ORDER BY rowid"):
-            yield Work(*row)
+        return self._works("in_window ORDER BY rowid")
 
     def any_url_without_file(self) -> bool:
         return self.db.execute("SELECT 1 FROM works WHERE in_window AND url != '' AND file = '' LIMIT 1").fetchone() is not None

@@ -38,12 +38,9 @@ def _open_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
     return store.open_read(url)
 
 
-def register_s3(*_worker_id) -> None:
-    """Teach webdataset to stream s3:// URLs through boto3 (it has no handler of its own).
-
-    Runs in every process that reads shards (it is also the DataLoader's worker_init_fn, since
-    spawned workers start without it).
-    """
+def register_s3() -> None:
+    """Teach plain webdataset to stream s3:// URLs through store.open_read (it has no handler of
+    its own), for reading a store with `webdataset.WebDataset` outside artdate's own loader."""
     import webdataset
 
     webdataset.gopen_schemes["s3"] = _open_s3

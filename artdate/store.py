@@ -162,11 +162,8 @@ def write_bytes(url: str, data: bytes) -> None:
         bucket, key = split_s3(url)
         s3_client().put_object(Bucket=bucket, Key=key, Body=data)
         return
-    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-    partial = f"{url}.partial-{os.getpid()}"
-    with open(partial, "wb") as f:
-        f.write(data)
-    os.replace(partial, url)
+    with atomic_output(url) as out:
+        out.write(data)
 
 
 def list_names(url: str) -> Iterator[str]:
