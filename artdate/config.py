@@ -53,6 +53,7 @@ class PackConfig:
     timeout: float = option(30.0, help="seconds to wait for a museum API or image server")
     retries: int = option(3, help="retries of a download after 429, 5xx, a timeout or a broken connection")
     api_url: str = option("", help="museum API base URL (default: the museum's public API)")
+    allow_link_local: bool = option(False, help="allow downloads from link-local and cloud metadata addresses (169.254.0.0/16)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -141,6 +142,7 @@ class PredictConfig:
     timeout: float = option(30.0, help="seconds to wait for an http(s) image")
     max_bytes: int = option(50_000_000, help="largest image download accepted")
     max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")
+    allow_link_local: bool = option(False, help="allow a download from a link-local or cloud metadata address")
 
 
 @dataclass(frozen=True)

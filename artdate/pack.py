@@ -128,7 +128,8 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         print_id = fingerprint(catalog, settings)
         done = _start_or_resume(config.out, print_id, settings)
 
-        client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1)
+        client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1,
+                            allow_link_local=config.allow_link_local)
         source = make_source(config.source, config.images, config.api_url, client)
         jobs = config.jobs or os.cpu_count() or 1
         # Threads pay only while fetches wait on the network; for local files they contend for the GIL.

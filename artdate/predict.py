@@ -13,9 +13,11 @@ from .model import load_checkpoint, predict_years
 from .sources import FetchError, HttpClient
 
 
-def read_image_bytes(location: str, timeout: float, max_bytes: int) -> bytes:
+def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_local: bool = False) -> bytes:
     if location.startswith(("http://", "https://")):
-        return HttpClient(rate=0, timeout=timeout, max_bytes=max_bytes, attempts=2, backoff=0.5).get(location)
+        client = HttpClient(rate=0, timeout=timeout, max_bytes=max_bytes, attempts=2, backoff=0.5,
+                            allow_link_local=allow_link_local)
+        return client.get(location)
     if "://" in location and not store.is_s3(location):
         raise ValueError(f"{location}: only local paths, s3:// and http(s):// URLs are supported")
     try:
@@ -43,7 +45,7 @@ def open_image(raw: bytes, location: str, max_pixels: int):
 def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:
     """(predicted year, spread in years or None)."""
     try:
-        raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes)
+        raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
     except FetchError as problem:
         raise ValueError(str(problem)) from None
     image = open_image(raw, cfg.image, cfg.max_pixels)

@@ -1,21 +1,28 @@
 """Where image bytes come from: a local folder, a URL column, or the Met and Rijksmuseum APIs.
 
 Each source turns a Work into the raw bytes of its image or raises FetchError with the reason.
-HTTP fetches share one client with a global request rate, a timeout, a byte cap, and retries with
-backoff on 429, 5xx, connection errors and truncated bodies.
+HTTP fetches go through requests with urllib3's retry policy (429 and 5xx with backoff, Retry-After
+as seconds or as an HTTP date, connection errors and timeouts), a global request rate, one
+deadline per download, a byte cap, and a guard that every request, redirects included, is
+http(s) and does not go to a link-local or cloud metadata address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-import random
 import re
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from .metadata import Work
 
@@ -23,6 +30,11 @@ MET_API = "https://collectionapi.metmuseum.org/public/collection/v1"
 RIJKS_API = "https://www.rijksmuseum.nl/api/en"
 RIJKS_KEY_VARIABLE = "RIJKSMUSEUM_API_KEY"
 USER_AGENT = "artdate/0.1 (+https://github.com/artdate)"
+# Link-local networks hold the cloud metadata services (169.254.169.254, AWS's fd00:ec2::254), which
+# hand out the node's credentials to whoever asks: a URL in someone else's CSV must not reach them.
+REFUSED_NETWORKS = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")]
+MAX_REDIRECTS = 5
+RETRIED_STATUSES = (429, 500, 502, 503, 504)
 
 
 class FetchError(Exception):
@@ -51,39 +63,86 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+def refused_address(url: str) -> str:
+    """The link-local or metadata address that `url`'s host resolves to, or ''."""
+    parts = urlsplit(url)
+    try:
+        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 80, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return ""  # the request itself will fail and say so
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        address = getattr(address, "ipv4_mapped", None) or address
+        if any(address in network for network in REFUSED_NETWORKS):
+            return str(address)
+    return ""
+
+
+class CappedRetry(Retry):
+    """urllib3's retry policy, with a server's Retry-After capped: a download waits a minute at most."""
+
+    MAX_RETRY_AFTER = 60.0
+
+    def get_retry_after(self, response):
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, self.MAX_RETRY_AFTER)
+
+
+class GuardedAdapter(HTTPAdapter):
+    """requests' adapter that checks every request it sends (the first and each redirect) before
+    connecting, and spaces request starts by the client's rate."""
+
+    def __init__(self, client: "HttpClient", **kwargs):
+        self.client = client
+        super().__init__(**kwargs)
+
+    def send(self, request, **kwargs):
+        if not self.client.allow_link_local:
+            address = refused_address(request.url)
+            if address:
+                raise FetchError(f"refused {redact(request.url)}: it resolves to {address}, a link-local or cloud "
+                                 "metadata address (--allow-link-local permits it)")
+        self.client.limiter.wait()
+        return super().send(request, **kwargs)
+
+
 @dataclass
 class HttpClient:
     rate: float = 10.0
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds for one attempt at a download: connecting, redirects and every byte
     max_bytes: int = 50_000_000
     attempts: int = 4
     backoff: float = 1.0  # seconds before the first retry; doubles each time
-    max_retry_after: float = 60.0
+    allow_link_local: bool = False
 
     def __post_init__(self):
         self.limiter = RateLimiter(self.rate)
+        self.local = threading.local()  # a requests Session per thread: sessions are not thread-safe
+
+    def session(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            retry = CappedRetry(total=self.attempts - 1, backoff_factor=self.backoff, backoff_jitter=self.backoff / 2,
+                                status_forcelist=RETRIED_STATUSES, allowed_methods={"GET"}, raise_on_status=False)
+            session = requests.Session()
+            session.max_redirects = MAX_REDIRECTS
+            session.headers["User-Agent"] = USER_AGENT
+            adapter = GuardedAdapter(self, max_retries=retry)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self.local.session = session
+        return self.local.session
 
     def get(self, url: str) -> bytes:
         if not url.startswith(("http://", "https://")):
             raise FetchError(f"not an http(s) URL: {redact(url)}")
-        problem = ""
+        # urllib3 retries up to the response headers; a body cut short is retried here, as a whole.
         for attempt in range(self.attempts):
-            self.limiter.wait()
-            delay = self.backoff * 2**attempt * (0.5 + random.random())
             try:
                 return self._get_once(url)
-            except urllib.error.HTTPError as error:
-                problem = f"HTTP {error.code} from {redact(url)}"
-                if error.code != 429 and error.code < 500:
-                    raise FetchError(problem) from None
-                retry_after = (error.headers or {}).get("Retry-After", "")
-                if retry_after.strip().isdigit():
-                    delay = min(float(retry_after), self.max_retry_after)
-            except (urllib.error.URLError, TimeoutError, ConnectionError, _Truncated) as error:
-                reason = getattr(error, "reason", error)
-                problem = f"{type(error).__name__} from {redact(url)}: {reason}"
+            except _Truncated as error:
+                problem = f"{error} from {redact(url)}"
             if attempt + 1 < self.attempts:
-                time.sleep(delay)
+                time.sleep(self.backoff * 2**attempt)
         raise FetchError(f"{problem} (gave up after {self.attempts} attempts)")
 
     def get_json(self, url: str) -> dict:
@@ -94,17 +153,44 @@ class HttpClient:
             raise FetchError(f"not JSON from {redact(url)}") from None
 
     def _get_once(self, url: str) -> bytes:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            declared = response.headers.get("Content-Length")
-            if declared is not None and int(declared) > self.max_bytes:
-                raise FetchError(f"{redact(url)} is {int(declared)} bytes, over the cap of {self.max_bytes}")
-            body = response.read(self.max_bytes + 1)
-        if len(body) > self.max_bytes:
-            raise FetchError(f"{redact(url)} is over the cap of {self.max_bytes} bytes")
-        if declared is not None and len(body) < int(declared):
-            raise _Truncated(f"truncated body: got {len(body)} of {declared} bytes")
-        return body
+        deadline = time.monotonic() + self.timeout
+        try:
+            with self.session().get(url, stream=True, timeout=self.timeout) as response:
+                if response.status_code >= 400:
+                    gave_up = f" (gave up after {self.attempts} attempts)" if response.status_code in RETRIED_STATUSES else ""
+                    raise FetchError(f"HTTP {response.status_code} from {redact(url)}{gave_up}")
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise FetchError(f"{redact(url)} is {int(declared)} bytes, over the cap of {self.max_bytes}")
+                body = bytearray()
+                # read1 returns what one socket read brings, so a server that drips a byte at a time
+                # meets the deadline check instead of holding a read open for ever.
+                while chunk := response.raw.read1(64 * 1024, decode_content=True):
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise FetchError(f"{redact(url)} is over the cap of {self.max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise FetchError(f"{redact(url)} did not arrive within the deadline of {self.timeout:g} s")
+                return bytes(body)
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError) as error:  # while reading the body
+            raise _Truncated(f"truncated body ({_reason(error)})") from None
+        except requests.exceptions.InvalidSchema:
+            raise FetchError(f"{redact(url)} redirected to a URL that is not http(s)") from None
+        except requests.exceptions.TooManyRedirects:
+            raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects") from None
+        except requests.exceptions.RequestException as error:
+            raise FetchError(f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)") from None
+
+
+def _reason(error: Exception) -> str:
+    """A short reason from requests' nested exceptions (MaxRetryError wraps the last one)."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
+    inner = getattr(inner, "reason", inner)
+    if isinstance(inner, urllib3.exceptions.NewConnectionError):  # a subclass of the timeout errors
+        return "cannot connect"
+    if isinstance(inner, (urllib3.exceptions.TimeoutError, requests.exceptions.Timeout, TimeoutError)):
+        return "timed out"
+    return str(inner).split(": ", 1)[-1][:200]
 
 
 class _Truncated(Exception):

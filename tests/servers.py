@@ -134,7 +134,8 @@ class MuseumApi:
     /img/{id}. Images come from `images` (id -> bytes). Ids named after a failure make it happen:
     404 (no such object), noimage (record without an image), flaky429 / flaky500 (fail once, then
     work), slow (never answers in time), truncated (body cut short), huge (declares 1 GB),
-    notimage (an HTML page). `requests` logs every path served.
+    notimage (an HTML page), retrydate (503 with Retry-After as an HTTP date, then works), drip (one
+    byte at a time). /redirect?to=URL redirects. `requests` logs every path served.
     """
 
     def __init__(self, images: dict[str, bytes], rijks_key: str = "test-key", slow_seconds: float = 3.0):
@@ -200,6 +201,8 @@ class MuseumApi:
             return self.send(handler, 200, json.dumps(body).encode(), "application/json")
         if parts[0] == "img":
             return self.image(handler, parts[1])
+        if parts[0] == "redirect":  # /redirect?to=URL answers 302 to URL
+            return self.send(handler, 302, b"", "text/plain", {"Location": parse_qs(parsed.query)["to"][0]})
         return self.send(handler, 404, b"not found", "text/plain")
 
     def image(self, handler, object_id: str) -> None:
@@ -207,8 +210,25 @@ class MuseumApi:
             self.failed_once.add(object_id)
             status = 429 if object_id == "flaky429" else 500
             return self.send(handler, status, b"try later", "text/plain", {"Retry-After": "0"})
+        if object_id == "retrydate" and object_id not in self.failed_once:  # 503, Retry-After as an HTTP date
+            from email.utils import formatdate
+
+            self.failed_once.add(object_id)
+            return self.send(handler, 503, b"busy", "text/plain", {"Retry-After": formatdate(time.time() + 2, usegmt=True)})
         if object_id == "slow":
             time.sleep(self.slow_seconds)
+        if object_id == "drip":  # a valid header, then one byte every 0.2 s: every read is quick, the whole is not
+            handler.send_response(200)
+            handler.send_header("Content-Length", "1000")
+            handler.end_headers()
+            try:
+                for _ in range(1000):
+                    handler.wfile.write(b"x")
+                    handler.wfile.flush()
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         if object_id == "notimage":
             return self.send(handler, 200, b"<html>maintenance</html>", "text/html")
         if object_id == "huge":

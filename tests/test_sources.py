@@ -84,3 +84,51 @@ def test_rate_limit_spaces_requests(api):
 def test_only_http_urls_are_fetched():
     with pytest.raises(FetchError, match="not an http"):
         HttpClient().get("file:///etc/passwd")
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Connections to anything but loopback fail here (and are recorded), so a test of the refusal
+    cannot send traffic off this machine even if the code under test is wrong."""
+    import urllib3.util.connection
+
+    real = urllib3.util.connection.create_connection
+    attempted = []
+
+    def guarded(address, *args, **kwargs):
+        host = address[0]
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            attempted.append(host)
+            raise OSError(f"test guard: no connection to {host}")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", guarded)
+    return attempted
+
+
+def test_redirects_stay_on_http_and_off_metadata_addresses(api, loopback_only):
+    client = HttpClient(attempts=1)
+    with pytest.raises(FetchError, match="redirected to a URL that is not http"):
+        client.get(f"{api.url}/redirect?to=file:///etc/passwd")
+    for url in (f"{api.url}/redirect?to=http://169.254.169.254/latest/meta-data/", "http://169.254.169.254/",
+                "http://[fd00:ec2::254]/latest/", "http://[::ffff:169.254.169.254]/"):
+        with pytest.raises(FetchError, match="link-local or cloud metadata address"):
+            client.get(url)
+    assert loopback_only == []  # refused before connecting
+    with pytest.raises(FetchError, match="cannot connect"):
+        HttpClient(attempts=1, allow_link_local=True).get("http://169.254.169.254/")
+    assert loopback_only == ["169.254.169.254"]  # the flag lets it through
+
+
+def test_one_deadline_for_the_whole_download(api):
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="did not arrive within the deadline of 1 s"):
+        HttpClient(attempts=1, timeout=1.0).get(f"{api.url}/img/drip")  # each byte comes well within 1 s
+    assert time.monotonic() - started < 3
+
+
+def test_retry_after_as_an_http_date_is_honoured(api):
+    started = time.monotonic()
+    body = HttpClient(attempts=2, backoff=0).get(f"{api.url}/img/retrydate")
+    assert body == api.images[next(iter(api.images))]
+    assert api.count("/img/retrydate") == 2 and time.monotonic() - started >= 0.9
