@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import pickle
 import sys
 from dataclasses import asdict, dataclass
 
@@ -142,17 +143,31 @@ def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> n
         model = torchvision.models.get_model(backbone, weights=tv_weights)
         _replace_head(model, num_outputs)
     if weights not in ("imagenet", "none"):
-        state = torch.load(io.BytesIO(store.read_bytes(weights)), map_location="cpu", weights_only=True)
+        state = load_tensors(weights)
         head = _head_prefix(model)
         # The file's own head (1000 ImageNet classes, another year encoding) is not used: ours is new.
-        body = {name: value for name, value in state.get("model", state).items() if not name.startswith(head)}
-        try:
-            missing, unexpected = model.load_state_dict(body, strict=False)
-        except RuntimeError as problem:  # shapes that do not fit
-            raise ValueError(f"{weights} does not hold weights of {backbone}: {str(problem)[:300]}") from None
-        if unexpected or [name for name in missing if not name.startswith(head)]:
-            raise ValueError(f"{weights} does not hold weights of {backbone} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        tensors = state.get("model", state)
+        if not isinstance(tensors, dict):
+            raise ValueError(f"{weights} is not a state dict")
+        body = {name: value for name, value in tensors.items() if not name.startswith(head)}
+        expected = {name: value for name, value in model.state_dict().items() if not name.startswith(head)}
+        problem = state_mismatch(expected, body)
+        if problem:
+            raise ValueError(f"{weights} does not hold weights of {backbone}: {problem}")
+        model.load_state_dict(body, strict=False)
     return model
+
+
+def state_mismatch(expected: dict, got) -> str:
+    """'' when `got` has exactly the tensors of `expected`, else one line saying what differs."""
+    if not isinstance(got, dict):
+        return "it holds no state dict"
+    missing = [name for name in expected if name not in got]
+    unexpected = [name for name in got if name not in expected]
+    reshaped = [name for name in expected if name in got and getattr(got[name], "shape", None) != expected[name].shape]
+    parts = [f"{len(names)} {what} (e.g. {names[0]})" for names, what in
+             ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if names]
+    return ", ".join(parts) + " tensors" if parts else ""
 
 
 def _efficientnet_lite(name: str, num_outputs: int, pretrained: bool) -> nn.Module:
@@ -239,22 +254,37 @@ def resolve_checkpoint(url: str) -> str:
     return store.join(url, min(candidates, key=lambda name: candidates[name].get("val_mae", math.inf)))
 
 
+def load_tensors(url: str) -> dict:
+    """A dict of tensors and plain values saved by torch.save, read with torch's weights-only
+    unpickler: a file that carries code (any other class or callable) is refused, never run."""
+    raw = store.read_bytes(url)
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as problem:
+        if "GLOBAL" in str(problem) or "Unsupported global" in str(problem):  # the unpickler met a callable
+            raise ValueError(f"{url} was refused: it holds code or objects other than tensors and plain values") from None
+        raise ValueError(f"{url} is not a readable checkpoint (truncated, or not a file torch.save wrote)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{url} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
+    return state
+
+
 def load_checkpoint(url: str, with_training_state: bool = False) -> tuple[nn.Module, ModelSpec, dict]:
     """(model in eval mode on CPU, spec, the checkpoint dict) from a checkpoint or run URL."""
     directory = resolve_checkpoint(url)
     path = store.join(directory, CHECKPOINT_FILE)
-    try:
-        state = torch.load(io.BytesIO(store.read_bytes(path)), map_location="cpu", weights_only=True)
-    except Exception as problem:
-        raise ValueError(f"{path} is not a readable checkpoint: {problem}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    state = load_tensors(path)
+    if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an artdate checkpoint (format {CHECKPOINT_FORMAT})")
-    spec = ModelSpec.from_dict(state["spec"])
-    model = build_model(spec.backbone, spec.encoding.num_outputs, weights="none")
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as problem:
-        raise ValueError(f"{path} does not fit backbone {spec.backbone}: {str(problem)[:300]}") from None
+        spec = ModelSpec.from_dict(state["spec"])
+    except (KeyError, TypeError, ValueError) as problem:
+        raise ValueError(f"{path} has no usable model spec: {type(problem).__name__} {problem}") from None
+    model = build_model(spec.backbone, spec.encoding.num_outputs, weights="none")
+    problem = state_mismatch(model.state_dict(), state.get("model"))
+    if problem:
+        raise ValueError(f"{path} does not fit backbone {spec.backbone}: {problem}")
+    model.load_state_dict(state["model"])
     if not with_training_state:
         state = {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory}
     state["url"] = directory

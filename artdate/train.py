@@ -22,7 +22,7 @@ import torch
 from . import data, shards, store
 from .config import TrainConfig
 from .raycluster import connect, resolve_gpus
-from .model import (CHECKPOINT_FILE, RUN_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters,
+from .model import (CHECKPOINT_FILE, RUN_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters, load_tensors,
                     predict_years, run_checkpoints, save_checkpoint)
 
 
@@ -162,7 +162,7 @@ def train_func(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+            state = load_tensors(os.path.join(directory, CHECKPOINT_FILE))
         plain_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1

@@ -6,6 +6,7 @@ import torch
 from artdate import data, shards
 from artdate.model import LabelEncoding, ModelSpec, build_model, load_checkpoint, resolve_checkpoint, save_checkpoint
 from artdate.train import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
+from artdate.cli import main
 from artdate.config import TrainConfig
 
 
@@ -123,3 +124,41 @@ def test_weights_from_a_file_load_and_the_wrong_backbone_is_refused(tmp_path):
     assert torch.equal(loaded.state_dict()["layer4.1.conv2.weight"], source.state_dict()["layer4.1.conv2.weight"])
     with pytest.raises(ValueError, match="does not hold weights of mobilenet_v3_small"):
         build_model("mobilenet_v3_small", 1, weights=str(path))
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_hostile_and_broken_checkpoints_are_one_line_errors_and_run_no_code(tmp_path, tiny_checkpoint, capsys):
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    good = torch.load(os.path.join(tiny_checkpoint, "checkpoint.pt"), weights_only=True)
+    torch.save({**good, "extra": _RunsCode(marker)}, hostile / "checkpoint.pt")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    whole = open(os.path.join(tiny_checkpoint, "checkpoint.pt"), "rb").read()
+    (truncated / "checkpoint.pt").write_bytes(whole[: len(whole) // 2])
+    other = tmp_path / "other-backbone"
+    other.mkdir()
+    torch.save({**good, "spec": {**good["spec"], "backbone": "resnet18"}}, other / "checkpoint.pt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    image = os.path.join(os.path.dirname(__file__), "..", "metadata", "sample", "images", "aic_866.jpg")
+    for directory, message in [(hostile, "was refused: it holds code"), (truncated, "not a readable checkpoint"),
+                               (other, "does not fit backbone resnet18"), (empty, "no checkpoint at")]:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            load_checkpoint(str(directory))
+        assert main(["predict", image, "--checkpoint", str(directory)]) == 2
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1, error
+    with pytest.raises(ValueError, match="was refused"):
+        build_model("efficientnet_lite0", 1, weights=str(hostile / "checkpoint.pt"))
+    assert not marker.exists()
