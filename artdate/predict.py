@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import torch
 
-from . import data, store
+from . import data, shards, store
 from .config import PredictConfig
 from .model import load_checkpoint, predict_years
 from .sources import FetchError, HttpClient
@@ -21,25 +18,16 @@ def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_l
     if "://" in location and not store.is_s3(location):
         raise ValueError(f"{location}: only local paths, s3:// and http(s):// URLs are supported")
     try:
-        return store.read_bytes(location)
+        return store.read_bytes(location, max_bytes)
     except (FileNotFoundError, IsADirectoryError):
         raise FileNotFoundError(f"{location}: no such image file") from None
 
 
 def open_image(raw: bytes, location: str, max_pixels: int):
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-        if image.width * image.height > max_pixels:
-            raise ValueError(f"{location}: {image.width}x{image.height} is over the limit of {max_pixels} pixels")
-        return image.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise ValueError(f"{location}: not an image (or far too large)") from None
-    except OSError as problem:
-        raise ValueError(f"{location}: corrupt or truncated image: {problem}") from None
+        return shards.open_rgb(raw, max_pixels)
+    except shards.ImageRejected as problem:
+        raise ValueError(f"{location}: {problem}") from None
 
 
 def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:

@@ -3,7 +3,7 @@
 Writes summary.json (overall, per 50-year bin, per museum), three plots, and report.html: one
 self-contained page (images inlined) with the figures, tables and galleries of the best hits and
 the worst misses each way. Gallery images come from the shards (`shard` + `key` columns) or from
-image paths (`path` or `file` columns, relative to the CSV).
+image paths (`path` or `file` columns, under the CSV's folder).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import tarfile
 import numpy as np
 import pandas as pd
 
-from . import store
+from . import shards, store
 from .config import ReportConfig
 
 BIN_YEARS = 50
+MAX_IMAGE_BYTES = 50_000_000  # gallery images, as pack's --max-bytes
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 def read_results(url: str) -> pd.DataFrame:
@@ -131,36 +133,55 @@ def pick_galleries(frame: pd.DataFrame, size: int) -> dict[str, pd.DataFrame]:
 
 
 def find_images(rows: pd.DataFrame, results_url: str, shards_url: str = "") -> dict[int, bytes]:
-    """Row index -> image bytes, from shards (shard + key columns) or image paths; missing ones left out."""
+    """Row index -> image bytes, missing ones left out. Images are read only from shards listed in
+    their store's manifest (the `shard` + `key` columns, or --shards) and from `path`/`file`
+    columns under the CSV's own folder: a CSV from elsewhere cannot make the page inline other files."""
     found: dict[int, bytes] = {}
     if "key" in rows.columns and ("shard" in rows.columns or shards_url):
-        for shard, group in rows.groupby(rows["shard"] if "shard" in rows.columns else pd.Series("", index=rows.index)):
-            url = store.join(shards_url, str(shard).rsplit("/", 1)[-1]) if shards_url else str(shard)
-            try:
-                with tarfile.open(fileobj=io.BytesIO(store.read_bytes(url))) as tar:
-                    wanted = {f"{key}.jpg": index for index, key in group["key"].items()}
-                    for member in tar:
-                        if member.name in wanted:
-                            found[wanted[member.name]] = tar.extractfile(member).read()
-            except (OSError, tarfile.TarError, ValueError):
-                continue  # a gallery without some images is still a report
+        shard_of = rows["shard"].astype(str) if "shard" in rows.columns else pd.Series("", index=rows.index)
+        for shard, group in rows.groupby(shard_of):
+            url = store.join(shards_url, shard.rsplit("/", 1)[-1]) if shards_url else shard
+            if listed_shard(url):
+                found.update(shard_images(url, {f"{key}.jpg": index for index, key in group["key"].items()}))
     column = "path" if "path" in rows.columns else "file" if "file" in rows.columns else None
     if column and not store.is_s3(results_url):
-        base = os.path.dirname(os.path.abspath(results_url))
+        base = os.path.realpath(os.path.dirname(os.path.abspath(results_url)))
         for index, path in rows[column].items():
-            full = os.path.join(base, str(path))
-            if index not in found and os.path.isfile(full):
-                with open(full, "rb") as f:
-                    found[index] = f.read()
+            full = os.path.realpath(os.path.join(base, str(path)))
+            if index not in found and os.path.commonpath([base, full]) == base and os.path.isfile(full):
+                try:
+                    found[index] = store.read_bytes(full, MAX_IMAGE_BYTES)
+                except (OSError, ValueError):
+                    continue
+    return found
+
+
+def listed_shard(url: str) -> bool:
+    """Whether `url` is a shard named in the manifest of the store it sits in."""
+    directory, _, name = url.rpartition("/")
+    try:
+        return name in {entry["name"] for entry in shards.read_manifest(directory or ".")["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def shard_images(url: str, wanted: dict[str, int]) -> dict[int, bytes]:
+    """The members of one shard named in `wanted` (member name -> row index), streamed."""
+    found = {}
+    try:
+        with store.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile() and member.size <= MAX_IMAGE_BYTES:
+                    found[wanted[member.name]] = tar.extractfile(member).read()
+    except (OSError, tarfile.TarError, ValueError):
+        pass  # a gallery without some images is still a report
     return found
 
 
 def thumbnail_uri(data: bytes, size: int = 220) -> str | None:
-    from PIL import Image
-
     try:
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-    except Exception:
+        image = shards.open_rgb(data, MAX_IMAGE_PIXELS, draft_size=size)
+    except shards.ImageRejected:
         return None
     image.thumbnail((size, size))
     out = io.BytesIO()

@@ -31,6 +31,21 @@ class ImageRejected(Exception):
 
 def encode_image(data: bytes, size: int, quality: int = 90, max_pixels: int = 100_000_000) -> tuple[bytes, int, int]:
     """Decode, convert to RGB, shrink so the shorter side is `size` (never upscale), encode as JPEG."""
+    image = open_rgb(data, max_pixels, draft_size=size)
+    shorter = min(image.size)
+    if shorter > size:
+        scale = size / shorter
+        new_size = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue(), image.width, image.height
+
+
+def open_rgb(data: bytes, max_pixels: int, draft_size: int = 0) -> Image.Image:
+    """Any image Pillow reads (CMYK, 16-bit, palette, alpha, EXIF-rotated) as upright RGB, or
+    ImageRejected. The pixel count is checked from the header, before anything is decoded, so a
+    small file that would decode to gigapixels is refused without using the memory."""
     if not data:
         raise ImageRejected("empty file")
     try:
@@ -45,24 +60,16 @@ def encode_image(data: bytes, size: int, quality: int = 90, max_pixels: int = 10
     if width * height > max_pixels:
         raise ImageRejected(f"{width}x{height} is over the limit of {max_pixels} pixels")
     shorter = min(width, height)
-    if image.format == "JPEG" and shorter > size:
+    if draft_size and image.format == "JPEG" and shorter > draft_size:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still leaves >= size pixels: 2x faster.
-        scale = size / shorter
+        scale = draft_size / shorter
         image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
     try:
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
+        return _to_rgb(image)
     except (OSError, SyntaxError, ValueError) as problem:
         raise ImageRejected(f"corrupt or truncated image: {problem}") from None
-    image = _to_rgb(image)
-    shorter = min(image.size)
-    if shorter > size:
-        scale = size / shorter
-        new_size = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
-        image = image.resize(new_size, Image.Resampling.BICUBIC)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return out.getvalue(), image.width, image.height
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -71,15 +71,14 @@ def exists(url: str) -> bool:
         raise
 
 
-def read_bytes(url: str) -> bytes:
-    if not is_s3(url):
-        with open(url, "rb") as f:
-            return f.read()
-    bucket, key = split_s3(url)
-    try:
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3_client().exceptions.NoSuchKey:
-        raise FileNotFoundError(f"no such object: {url}") from None
+def read_bytes(url: str, max_bytes: int | None = None) -> bytes:
+    """The whole object; with `max_bytes`, a larger one is refused after reading at most one byte
+    more than the cap (a huge file, or /dev/zero, never fills the memory)."""
+    with open_read(url) as stream:
+        data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{url} is over the cap of {max_bytes} bytes")
+    return data
 
 
 def open_read(url: str) -> IO[bytes]:

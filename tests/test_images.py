@@ -1,5 +1,7 @@
 import io
 import os
+import struct
+import zlib
 
 import pytest
 from PIL import Image
@@ -34,7 +36,18 @@ def test_never_upscales():
     assert (width, height) == (120, 90)
 
 
-@pytest.mark.parametrize("mode, color", [("L", 128), ("CMYK", (0, 255, 255, 0)), ("P", 3)])
+def png_bomb(width: int = 200_000, height: int = 200_000) -> bytes:
+    """A 100-byte PNG whose header declares width x height pixels (40 gigapixels by default)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# Every kind of image Pillow reads becomes RGB: grey, CMYK, palette, 16-bit grey, grey + alpha.
+@pytest.mark.parametrize("mode, color", [("L", 128), ("CMYK", (0, 255, 255, 0)), ("P", 3), ("I;16", 40000),
+                                         ("LA", (100, 128)), ("RGBA", (10, 20, 30, 255))])
 def test_converts_to_rgb(mode, color):
     fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
     jpg, _, _ = encode_image(image_bytes((64, 64), mode, color, fmt), size=32)
@@ -70,6 +83,13 @@ def test_rejects_a_truncated_jpeg():
     data = image_bytes((800, 600))
     with pytest.raises(ImageRejected, match="corrupt or truncated"):
         encode_image(data[: len(data) // 2], size=224)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header():
+    bomb = png_bomb()
+    assert len(bomb) < 200
+    with pytest.raises(ImageRejected, match="too many pixels|over the limit"):
+        encode_image(bomb, size=224)
 
 
 def test_rejects_too_many_pixels_before_decoding():

@@ -72,3 +72,28 @@ def test_bad_paths_are_clear_errors(tiny_checkpoint, tmp_path, capsys):
         predict_year(PredictConfig(image="ftp://example.org/a.jpg", checkpoint=tiny_checkpoint))
     assert main(["predict", str(tmp_path / "none.jpg"), "--checkpoint", tiny_checkpoint]) == 2
     assert "no such image file" in capsys.readouterr().err
+
+
+def test_image_kinds_predict_and_hostile_images_are_one_line_errors(tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from test_images import image_bytes, png_bomb
+
+    for name, data in [("cmyk.jpg", image_bytes((80, 60), "CMYK", (0, 255, 255, 0))),
+                       ("grey16.png", image_bytes((80, 60), "I;16", 40000, "PNG")),
+                       ("palette.png", image_bytes((80, 60), "P", 3, "PNG")),
+                       ("alpha.png", image_bytes((80, 60), "RGBA", (200, 10, 10, 0), "PNG"))]:
+        (tmp_path / name).write_bytes(data)
+        assert main(["predict", str(tmp_path / name), "--checkpoint", tiny_checkpoint]) == 0, name
+    whole = open(IMAGE, "rb").read()
+    for name, data, message in [("bomb.png", png_bomb(), "too many pixels"), ("empty.jpg", b"", "empty file"),
+                                ("cut.jpg", whole[: len(whole) // 2], "corrupt or truncated"),
+                                ("page.jpg", b"<html>moved</html>", "not an image"),
+                                ("big.jpg", whole, "over the cap of 1000 bytes")]:
+        (tmp_path / name).write_bytes(data)
+        capsys.readouterr()
+        settings = ["--max-bytes", "1000"] if name == "big.jpg" else []
+        assert main(["predict", str(tmp_path / name), "--checkpoint", tiny_checkpoint, *settings]) == 2, name
+        error = capsys.readouterr().err.strip()
+        assert message in error and str(tmp_path / name) in error and len(error.splitlines()) == 1, error
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard was not switched off globally

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import tarfile
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -106,3 +107,25 @@ def test_report_renders_in_chromium(tmp_path, sample_store):
                    capture_output=True, timeout=120)
     image = Image.open(screenshot).convert("L")
     assert image.size == (1280, 900) and image.getextrema()[0] < 100  # something dark was drawn: text, plots
+
+
+def test_images_come_only_from_listed_shards_and_the_csvs_folder(tmp_path, sample_store):
+    from artdate.report import find_images
+
+    image = open(os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg"), "rb").read()
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "inside.jpg").write_bytes(image)
+    (tmp_path / "outside.jpg").write_bytes(image)
+    manifest = shards.read_manifest(sample_store)
+    shard = shards.shard_urls(sample_store, manifest)[0]
+    with tarfile.open(shard) as tar:
+        key = next(m.name for m in tar if m.name.endswith(".jpg"))[:-4]
+    unlisted = tmp_path / "copy.tar"  # the same bytes, but not a shard of any store
+    unlisted.write_bytes(open(shard, "rb").read())
+    rows = pd.DataFrame({"year": [1600] * 5, "pred": [1600] * 5,
+                         "path": ["inside.jpg", "../outside.jpg", str(tmp_path / "outside.jpg"), "", ""],
+                         "shard": ["", "", "", shard, str(unlisted)], "key": ["", "", "", key, key]})
+    found = find_images(rows, str(folder / "results.csv"))
+    assert sorted(found) == [0, 3]
+    assert found[0] == image
