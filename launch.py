@@ -13,7 +13,8 @@ JOB_VERBS = ("status", "logs", "stop")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--address", default="", help="Ray dashboard URL of a cluster, e.g. http://HEAD:8265")
     parser.add_argument("--no-wait", action="store_true", help="submit, print the submission id, and return")
     parser.add_argument("--pip", action="store_true", help="install artdate's requirements in the job's environment "

@@ -78,10 +78,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="artdate", description="Date artworks from their images.")
+    # No abbreviated options: `--stor` must not quietly mean `--storage` (launch.py checks options by name).
+    parser = argparse.ArgumentParser(prog="artdate", description="Date artworks from their images.", allow_abbrev=False)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (config_class, function, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         config.add_arguments(sub, config_class)
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
         sub.set_defaults(function=function)

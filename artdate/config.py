@@ -15,9 +15,10 @@ from typing import Any, get_type_hints
 REQUIRED = dataclasses.MISSING
 
 
-def option(default: Any = REQUIRED, help: str = "", **argparse_extras: Any) -> Any:
-    """A dataclass field that is also a CLI flag; `default=REQUIRED` makes the flag required."""
-    meta = {"help": help, **argparse_extras}
+def option(default: Any = REQUIRED, help: str = "", storage: bool = False, **argparse_extras: Any) -> Any:
+    """A dataclass field that is also a CLI flag; `default=REQUIRED` makes the flag required.
+    `storage=True` marks a location every node of a cluster must be able to reach (launch.py checks it)."""
+    meta = {"help": help, "storage": storage, **argparse_extras}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     if default is REQUIRED:
@@ -31,7 +32,7 @@ class PackConfig:
         help="metadata CSV file(s): at least id,year; optional museum, year_start, year_end, file, url",
         nargs="+",
     )
-    out: str = option(help="store URL: a local directory or s3://bucket/prefix")
+    out: str = option(help="store URL: a local directory or s3://bucket/prefix", storage=True)
     images: str = option("", help="image folder for the CSV's file column, or a pattern like DIR/{id}.jpg")
     source: str = option(
         "", help="fetch images from a museum API instead of a folder", choices=["", "met", "rijks"]
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
     hints = get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         extras = dict(f.metadata)
+        extras.pop("storage")
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         required = f.default is REQUIRED and f.default_factory is REQUIRED
@@ -76,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
         parser.add_argument(flag, type=kind, default=default, required=required, **extras)
 
 
+def storage_fields(config_class: type) -> list[dataclasses.Field]:
+    """The fields of `config_class` that name storage (paths or URLs)."""
+    return [f for f in dataclasses.fields(config_class) if f.metadata.get("storage")]
+
+
 def from_arguments(config_class: type, args: argparse.Namespace) -> Any:
     """Build `config_class` from parsed arguments (extra attributes of `args` are ignored)."""
     values = {}
@@ -87,10 +94,10 @@ def from_arguments(config_class: type, args: argparse.Namespace) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    shards: str = option(help="store URL written by artdate pack (a directory or s3://...)")
-    storage: str = option(help="URL of this run's checkpoints and results (a directory or s3://...)")
+    shards: str = option(help="store URL written by artdate pack (a directory or s3://...)", storage=True)
+    storage: str = option(help="URL of this run's checkpoints and results (a directory or s3://...)", storage=True)
     backbone: str = option("resnet152", help="torchvision model name, or efficientnet_lite0 (offline weights)")
-    weights: str = option("imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone")
+    weights: str = option("imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone", storage=True)
     epochs: int = option(10, help="passes over the training split")
     batch_size: int = option(32, help="images per step on each worker")
     image_size: int = option(224, help="side of the square crops fed to the model")
@@ -115,9 +122,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    shards: str = option(help="store URL written by artdate pack")
-    checkpoint: str = option(help="checkpoint URL, or a training run's storage URL (its best checkpoint)")
-    out: str = option(help="results CSV to write (a path or s3://...)")
+    shards: str = option(help="store URL written by artdate pack", storage=True)
+    checkpoint: str = option(help="checkpoint URL, or a training run's storage URL (its best checkpoint)", storage=True)
+    out: str = option(help="results CSV to write (a path or s3://...)", storage=True)
     actors: int = option(2, help="scoring actors (one GPU each when there are GPUs)")
     split: str = option("all", help="which split(s) to score", choices=["all", "train", "val"])
     batch_size: int = option(64, help="images per forward pass")
@@ -129,16 +136,16 @@ class ScoreConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    results: str = option(help="results CSV with year and pred columns", positional=True)
-    out: str = option(help="directory for summary.json, the plots and report.html")
-    shards: str = option("", help="store URL to find gallery images in (default: the results' shard column)")
+    results: str = option(help="results CSV with year and pred columns", positional=True, storage=True)
+    out: str = option(help="directory for summary.json, the plots and report.html", storage=True)
+    shards: str = option("", help="store URL to find gallery images in (default: the results' shard column)", storage=True)
     gallery: int = option(8, help="images in each gallery")
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    image: str = option(help="image path, s3:// URL or http(s) URL", positional=True)
-    checkpoint: str = option(help="checkpoint URL, or a training run's storage URL")
+    image: str = option(help="image path, s3:// URL or http(s) URL", positional=True, storage=True)
+    checkpoint: str = option(help="checkpoint URL, or a training run's storage URL", storage=True)
     timeout: float = option(30.0, help="seconds to wait for an http(s) image")
     max_bytes: int = option(50_000_000, help="largest image download accepted")
     max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")
@@ -147,7 +154,7 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    workdir: str = option("demo-run", help="directory (or s3:// URL) for the shards, the run, results and report")
+    workdir: str = option("demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True)
     epochs: int = option(6, help="training epochs")
     image_size: int = option(128, help="model input size")
     workers: int = option(2, help="training workers")

@@ -15,15 +15,13 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Options that name storage every node must see; on a multi-node cluster they must be s3:// URLs.
-SHARED_URL_OPTIONS = {
-    "pack": ["--out"],
-    "train": ["--shards", "--storage"],
-    "score": ["--shards", "--checkpoint", "--out"],
-    "predict": ["--checkpoint"],
-    "demo": ["--workdir"],
-}
-EXCLUDES = [".git", "demo-run", "bench/out", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info"]
+# What a job needs of this checkout, as gitignore patterns for Ray's `excludes`: everything is left
+# out except the code and the bundled metadata, so data, outputs (./shards, ./runs, results files)
+# and secrets (.env) never travel, whatever their names.
+UPLOADED = ["artdate", "launch.py", "pyproject.toml", "metadata"]
+NEVER_UPLOADED = ["__pycache__", "*.pyc", "*.egg-info", ".env", ".env.*", "*.env"]
+KEYWORDS = {"weights": ("imagenet", "none")}  # storage options that also take a word
+SHARED_SCHEMES = ("s3://", "http://", "https://")
 UNREACHABLE, NOT_SHARED, INTERRUPTED = 3, 2, 130
 
 
@@ -31,25 +29,61 @@ class ClusterUnreachable(Exception):
     pass
 
 
-def option_values(argv: list[str], option: str) -> list[str]:
-    values = []
-    for index, word in enumerate(argv):
-        if word == option and index + 1 < len(argv):
-            values.append(argv[index + 1])
-        elif word.startswith(option + "="):
-            values.append(word.split("=", 1)[1])
-    return values
+def parsed_command(argv: list[str]):
+    """(config class, parsed arguments) of an artdate command line; argparse exits 2 on a bad one."""
+    from .cli import COMMANDS, build_parser
+
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command][0], args
 
 
 def local_storage(argv: list[str]) -> list[str]:
-    """'--option value' for each storage option of the command that is not an s3:// URL."""
-    if not argv:
-        return []
-    command = argv[0]
-    found = [f"{o} {v}" for o in SHARED_URL_OPTIONS.get(command, []) for v in option_values(argv, o) if not v.startswith("s3://")]
-    if command == "demo" and not option_values(argv, "--workdir"):
-        found.append("--workdir demo-run (the default)")
+    """'--option value' for each storage option of the command (defaults included) that names a
+    local path rather than a URL every node can reach."""
+    from .config import storage_fields
+
+    config_class, args = parsed_command(argv)
+    found = []
+    for field in storage_fields(config_class):
+        value = getattr(args, field.name) or ""
+        if value and not value.startswith(SHARED_SCHEMES) and value not in KEYWORDS.get(field.name, ()):
+            label = field.name if field.metadata.get("positional") else "--" + field.name.replace("_", "-")
+            found.append(f"{label} {value}")
     return found
+
+
+def upload_excludes(argv: list[str]) -> list[str]:
+    """Ray `excludes` patterns for the job's working directory: only UPLOADED, plus the files a
+    `pack` names in this checkout (its metadata CSVs and image folder), which its driver reads."""
+    inputs = []
+    if argv and argv[0] == "pack":
+        _, args = parsed_command(argv)
+        for path in [*args.metadata, args.images.split("{")[0]]:
+            full = os.path.abspath(path) if path else ""
+            if full.startswith(ROOT + os.sep):
+                inputs.append(os.path.relpath(full, ROOT).rstrip("/"))
+    # "/*" would match the root itself (".") too, and Ray would upload nothing: "!/." keeps it.
+    return ["/*", "!/.", *[f"!/{path}" for path in UPLOADED + inputs], *NEVER_UPLOADED]
+
+
+def upload_size(root: str, excludes: list[str]) -> tuple[int, int]:
+    """(files, bytes) that Ray uploads for `root` with `excludes` (it may leave out more: it also
+    honours .gitignore files). Walks the tree the way Ray does: an excluded folder is not entered."""
+    from ray._private.thirdparty.pathspec import PathSpec  # the matcher Ray applies to `excludes`
+
+    spec = PathSpec.from_lines("gitwildmatch", excludes)
+    files = size = 0
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if spec.match_file(os.path.relpath(entry.path, root)):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    files, size = files + 1, size + entry.stat().st_size
+    return files, size
 
 
 def connect_client(address: str):
@@ -89,7 +123,11 @@ def submit(address: str, argv: list[str], wait: bool = True, install: bool = Fal
     except ClusterUnreachable as problem:
         print(f"launch: {problem}", file=sys.stderr)
         return UNREACHABLE
-    runtime_env = {"working_dir": ROOT, "excludes": EXCLUDES}
+    excludes = upload_excludes(argv)
+    files, size = upload_size(ROOT, excludes)
+    print(f"launch: uploading {files} files, {size / 1e6:.1f} MB of {ROOT} as the job's working directory "
+          f"({', '.join(UPLOADED)}; data, outputs and .env files stay here)", file=sys.stderr)
+    runtime_env = {"working_dir": ROOT, "excludes": excludes}
     if install:
         runtime_env["pip"] = pip_requirements()
     job_id = client.submit_job(entrypoint="python launch.py " + shlex.join(argv), runtime_env=runtime_env,

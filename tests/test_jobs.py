@@ -115,3 +115,47 @@ def test_eight_ranks_with_fewer_validation_shards_than_ranks_validate_every_work
     (metrics,) = run_checkpoints(storage).values()
     assert len(metrics["slices_per_rank"]) == 8
     assert metrics["val_n"] == manifest["splits"]["val"]["samples"]
+
+
+def test_the_job_upload_holds_the_code_and_no_data_outputs_or_secrets(tmp_path, monkeypatch):
+    """Compared with the zip Ray's own packaging makes from the same excludes."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import _zip_files
+
+    from artdate import jobs
+
+    checkout = tmp_path / "checkout"
+    files = {"artdate/cli.py": "code", "launch.py": "code", "pyproject.toml": "[project]", "metadata/met-data.csv": "id,year",
+             "my-works.csv": "id,year", ".env": "AWS_SECRET_ACCESS_KEY=x", "metadata/.env": "KEY=x",
+             "shards/train-000000.tar": "data", "runs/r/checkpoint_1/checkpoint.pt": "weights",
+             "results.csv": "id,pred", "demo-run/results.csv": "id,pred", "artdate/__pycache__/cli.pyc": "bytes",
+             "notes/secret.txt": "mine"}
+    for name, content in files.items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(content)
+    monkeypatch.setattr(jobs, "ROOT", str(checkout))
+    monkeypatch.chdir(checkout)
+    excludes = jobs.upload_excludes(["pack", "--metadata", "my-works.csv", "--out", "s3://b/shards"])
+    _zip_files(str(checkout), excludes, str(tmp_path / "job.zip"), include_gitignore=True)
+    uploaded = sorted(zipfile.ZipFile(tmp_path / "job.zip").namelist())
+    assert uploaded == ["artdate/cli.py", "launch.py", "metadata/met-data.csv", "my-works.csv", "pyproject.toml"]
+    assert jobs.upload_size(str(checkout), excludes) == (5, sum(len(files[name]) for name in uploaded))
+    excludes = jobs.upload_excludes(["train", "--shards", "s3://b/shards", "--storage", "s3://b/run"])
+    assert "!/my-works.csv" not in excludes  # only a pack's own inputs travel with it
+
+
+def test_every_storage_option_must_be_shared_and_options_are_never_abbreviated():
+    from artdate.jobs import local_storage
+
+    shared = ["--shards", "s3://b/shards", "--storage", "s3://b/run"]
+    assert local_storage(["train", *shared]) == []
+    assert local_storage(["train", *shared, "--weights", "imagenet"]) == []
+    assert local_storage(["train", *shared, "--weights", "./r152.pt"]) == ["--weights ./r152.pt"]
+    assert local_storage(["predict", "painting.jpg", "--checkpoint", "s3://b/run"]) == ["image painting.jpg"]
+    assert local_storage(["predict", "https://x.org/a.jpg", "--checkpoint", "s3://b/run"]) == []
+    assert local_storage(["report", "s3://b/results.csv", "--out", "report"]) == ["--out report"]
+    assert local_storage(["demo"]) == ["--workdir demo-run"]  # the default counts too
+    abbreviated = subprocess.run([sys.executable, "launch.py", "train", *shared, "--weig", "./r152.pt"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert abbreviated.returncode == 2 and "unrecognized arguments: --weig ./r152.pt" in abbreviated.stderr
