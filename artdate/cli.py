@@ -94,13 +94,40 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     try:
         return args.function(args)
-    except (ValueError, FileNotFoundError) as problem:
-        # Input problems: the message names the file, row or URL; a traceback would bury it.
-        print(f"artdate {args.command}: error: {problem}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"artdate {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as problem:
+        known = user_error(problem)
+        if known is None:
+            raise
+        # Problems a user can cause or fix: one line naming the file, row, URL or option; a
+        # traceback would bury it.
+        message, code = known
+        print(f"artdate {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def user_error(problem: Exception) -> tuple[str, int] | None:
+    """(one-line message, exit code) for an error a user can cause or fix, else None: 2 for bad
+    input or settings, 1 for an environment that failed (a full disk, an unreachable S3)."""
+    import botocore.exceptions
+
+    if isinstance(problem, (ValueError, FileNotFoundError)):
+        return str(problem), 2
+    if isinstance(problem, (PermissionError, IsADirectoryError, NotADirectoryError)):
+        return f"{problem.filename}: {problem.strerror}", 2
+    if isinstance(problem, OSError) and problem.strerror:  # ENOSPC, EFBIG, EIO ...
+        return f"{problem.filename or 'writing'}: {problem.strerror}; nothing unfinished was published", 1
+    if isinstance(problem, botocore.exceptions.NoCredentialsError):
+        return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or role)", 2
+    if isinstance(problem, botocore.exceptions.ClientError):
+        error = problem.response.get("Error", {})
+        bucket = problem.response.get("Error", {}).get("BucketName", "")
+        return f"S3 refused {problem.operation_name} {bucket}: {error.get('Code', '')} {error.get('Message', '')}".strip(), 2
+    if isinstance(problem, botocore.exceptions.EndpointConnectionError):
+        return f"{problem}", 1
+    return None
 
 
 if __name__ == "__main__":

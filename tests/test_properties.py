@@ -1,0 +1,90 @@
+"""Property-based tests (hypothesis): the metadata parser on any input, the label encoding on any years."""
+
+import csv
+import os
+import string
+import tempfile
+
+import torch
+from hypothesis import given, settings, strategies as st
+
+from artdate.metadata import MetadataError, read_metadata
+from artdate.model import LabelEncoding
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+
+
+def read_text_as_metadata(content: str, **options):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "works.csv")
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(content)
+        try:
+            return path, read_metadata([path], **options), None
+        except MetadataError as problem:
+            return path, None, problem
+
+
+@settings(max_examples=200, deadline=None)
+@given(header=st.sampled_from(["id,year\n", "id,year_start,year_end\n", "museum,id,year,title\n", "x,y\n", ""]),
+       body=st.text(st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_any_file_is_read_or_refused_with_file_and_line(header, body):
+    path, result, problem = read_text_as_metadata(header + body, museum="met", year_min=-10000, year_max=2100)
+    if problem is not None:
+        lines = str(problem).splitlines()
+        located = [line for line in lines if f"{path}:" in line]
+        assert located, str(problem)  # every refusal names the file and a line
+        for line in located:
+            number = int(line.split(f"{path}:", 1)[1].split(":", 1)[0])
+            assert 1 <= number <= (header + body).count("\n") + (header + body).count("\r") + 1
+    else:
+        assert all(work.id and work.year_start <= work.year <= work.year_end for work in result.works)
+
+
+ROW = st.tuples(st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=12),
+                st.integers(1200, 1930), st.integers(0, 80), TEXT)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(ROW, max_size=20, unique_by=lambda row: row[0]))
+def test_rows_written_by_a_csv_writer_round_trip(rows):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "works.csv")
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "year_start", "year_end", "title"])
+            writer.writerows([(work_id, start, start + length, title) for work_id, start, length, title in rows])
+        works = read_metadata([path], museum="met", year_min=1000, year_max=2100).works
+    assert [(w.id, w.year_start, w.year_end, w.title) for w in works] == [
+        (work_id, start, start + length, title.strip()) for work_id, start, length, title in rows]
+    assert all(w.year == (w.year_start + w.year_end + 1) // 2 for w in works)
+
+
+ENCODING = st.builds(LabelEncoding, loss=st.just("bins"), year_min=st.integers(-500, 1500),
+                     bin_width=st.integers(1, 100)).map(
+    lambda e: LabelEncoding("bins", year_min=e.year_min, year_max=e.year_min + 700, bin_width=e.bin_width))
+
+
+@settings(max_examples=200, deadline=None)
+@given(encoding=ENCODING, start=st.integers(-3000, 3000), length=st.integers(0, 400))
+def test_bin_targets_sum_to_one_and_cover_the_date_range(encoding, start, length):
+    targets = encoding.targets(torch.tensor([start]), torch.tensor([start]), torch.tensor([start + length]))[0]
+    assert torch.isclose(targets.sum(), torch.tensor(1.0))
+    centers = encoding.bin_centers()
+    low, high = (min(max(y, encoding.year_min), encoding.year_max) for y in (start, start + length))
+    half = (encoding.bin_width - 1) / 2
+    covered = (centers + half >= low) & (centers - half <= high)  # bins that touch the clamped range
+    assert torch.equal(targets > 0, covered)
+    assert centers[0] - half == encoding.year_min and centers[-1] + half >= encoding.year_max
+
+
+@settings(max_examples=200, deadline=None)
+@given(encoding=ENCODING, offset=st.integers(0, 700),
+       regression=st.builds(LabelEncoding, loss=st.sampled_from(["mse", "l1", "huber"]),
+                            mean=st.floats(1000, 2000), std=st.floats(1, 500)))
+def test_years_round_trip_through_the_encodings(encoding, offset, regression):
+    year = torch.tensor([encoding.year_min + offset])
+    decoded, spread = encoding.years(torch.log(encoding.targets(year, year, year)))
+    assert abs(decoded.item() - year.item()) <= encoding.bin_width / 2 and spread.item() < 1e-3
+    as_output = regression.targets(year, year, year)[:, None]
+    assert abs(regression.years(as_output)[0].item() - year.item()) < 1e-2
