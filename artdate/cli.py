@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def user_error(problem: Exception) -> tuple[str, int] | None:
     """(one-line message, exit code) for an error a user can cause or fix, else None: 2 for bad
     input or settings, 1 for an environment that failed (a full disk, an unreachable S3)."""
+    import boto3.exceptions
     import botocore.exceptions
 
     if isinstance(problem, (ValueError, FileNotFoundError)):
@@ -125,8 +126,8 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
         error = problem.response.get("Error", {})
         bucket = problem.response.get("Error", {}).get("BucketName", "")
         return f"S3 refused {problem.operation_name} {bucket}: {error.get('Code', '')} {error.get('Message', '')}".strip(), 2
-    if isinstance(problem, botocore.exceptions.EndpointConnectionError):
-        return f"{problem}", 1
+    if isinstance(problem, (botocore.exceptions.EndpointConnectionError, boto3.exceptions.S3UploadFailedError)):
+        return f"{problem} (S3 did not answer through the retries; rerun the same command to resume)", 1
     return None
 
 

@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import sys
+import tarfile
 import tempfile
 from collections import Counter, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -29,7 +30,7 @@ from typing import Iterator
 from . import shards, store
 from .config import PackConfig
 from .catalog import Catalog
-from .metadata import Work, read_metadata
+from .metadata import Work, read_metadata, sample_key
 from .sources import FetchError, HttpClient, make_source
 
 PACK_DIR = "_pack"
@@ -80,15 +81,20 @@ def bounded_map(function, items, executor: Executor, window: int):
         yield pending.popleft().result()
 
 
-def _encode_fetched(fetched: tuple[Work, bytes, str], size: int, quality: int, max_pixels: int):
-    """Runs in a worker process: (work, jpg, "", "") or (work, None, stage, reason)."""
-    work, data, problem = fetched
-    if problem:
-        return work, None, "fetch", problem
+def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dict:
+    """A row of rejects.csv; `transient` ones (the server or network failed) are retried by a rerun."""
+    return {"museum": work.museum, "id": work.id, "stage": stage, "reason": reason, "transient": "yes" if transient else ""}
+
+
+def _encode_fetched(fetched: tuple[Work, bytes, dict | None], size: int, quality: int, max_pixels: int):
+    """Runs in a worker process: (work, jpg, None) or (work, None, reject)."""
+    work, data, reject = fetched
+    if reject:
+        return work, None, reject
     try:
-        return work, shards.encode_image(data, size, quality, max_pixels)[0], "", ""
+        return work, shards.encode_image(data, size, quality, max_pixels)[0], None
     except shards.ImageRejected as reason:
-        return work, None, "decode", str(reason)
+        return work, None, _reject(work, "decode", str(reason))
 
 
 class InlineExecutor(Executor):
@@ -127,6 +133,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
             raise ValueError(f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}")
         print_id = fingerprint(catalog, settings)
         done = _start_or_resume(config.out, print_id, settings)
+        _unfinish_to_retry(config.out)
 
         client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1,
                             allow_link_local=config.allow_link_local)
@@ -140,21 +147,23 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         uploader = stack.enter_context(ThreadPoolExecutor(1))
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
         rejects_out.write(_rejects_csv([
-            {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}"} for r in meta.rejected
+            {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}", "transient": ""}
+            for r in meta.rejected
         ], header=True))
         bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
-        entries, totals, rejected, upload = [], shards.LabelTotals(), len(meta.rejected), None
+        entries, totals, rejected, transient, upload = [], shards.LabelTotals(), len(meta.rejected), 0, None
         for shard in planned_shards(catalog, config.samples_per_shard):
-            if shard.name in done:
-                record = _read_record(config.out, shard.name)
+            record = _read_record(config.out, shard.name) if shard.name in done else None
+            if record is not None and not transient_rejects(record):
                 bar.update(len(shard.works))
-            else:
-                record, local = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs)
+            else:  # not packed yet, or packed with works that failed for a passing reason: try those again
+                record, local = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs, record)
                 if upload is not None:
                     upload.result()
                 upload = uploader.submit(_publish_shard, local, record, config.out)
             totals.add(record)
             rejected += len(record.rejects)
+            transient += transient_rejects(record)
             rejects_out.write(_rejects_csv(record.rejects, header=False))
             if record.samples:
                 entries.append({k: v for k, v in dataclasses.asdict(record).items() if k in MANIFEST_SHARD_FIELDS})
@@ -164,6 +173,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
 
     counts = {
         "rejected": rejected,
+        "transient": transient,
         "rejected_rows": len(meta.rejected),
         "duplicates_dropped": meta.duplicates,
         "out_of_window": meta.out_of_window,
@@ -201,28 +211,51 @@ def _start_or_resume(out: str, print_id: str, settings: dict) -> set[str]:
     return {name[: -len(".json")] for name in store.list_names(store.join(out, PACK_DIR)) if name.endswith(".tar.json")}
 
 
+def _unfinish_to_retry(out: str) -> None:
+    """A finished store whose manifest counts transient rejects is rebuilt by this run: remove the
+    manifest first, so no reader takes the store as finished while shards are replaced."""
+    manifest_url = store.join(out, shards.MANIFEST)
+    if store.exists(manifest_url) and json.loads(store.read_bytes(manifest_url)).get("transient"):
+        store.delete(manifest_url)
+
+
 def _read_record(out: str, name: str) -> shards.ShardRecord:
     return shards.ShardRecord(**json.loads(store.read_bytes(store.join(out, PACK_DIR, name + ".json"))))
 
 
-def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -> tuple[shards.ShardRecord, str]:
-    """Fetch, encode and write one shard to a local tar; (its record, the tar's path)."""
+def transient_rejects(record: shards.ShardRecord) -> int:
+    return sum(bool(reject.get("transient")) for reject in record.rejects)
+
+
+def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
+                earlier: shards.ShardRecord | None = None) -> tuple[shards.ShardRecord, str]:
+    """Fetch, encode and write one shard to a local tar; (its record, the tar's path). With the
+    `earlier` record of this shard, its published samples and final rejects are kept and only the
+    works that failed for a passing reason are fetched again."""
     def fetch(work: Work):
         try:
-            return work, source.fetch(work), ""
+            return work, source.fetch(work), None
         except FetchError as problem:
-            return work, b"", str(problem)
+            return work, b"", _reject(work, "fetch", str(problem), problem.transient)
 
+    kept = _published_samples(store.join(config.out, shard.name)) if earlier and earlier.samples else []
+    rejects = [reject for reject in earlier.rejects if not reject.get("transient")] if earlier else []
+    settled = {key for key, _, _ in kept} | {sample_key(r["museum"], r["id"]) for r in rejects}
+    bar.update(len(settled))
     encode = functools.partial(_encode_fetched, size=config.size, quality=config.quality, max_pixels=config.max_pixels)
-    fetched = bounded_map(fetch, shard.works, fetchers, 4 * config.concurrency)
+    fetched = bounded_map(fetch, (work for work in shard.works if work.key not in settled), fetchers, 4 * config.concurrency)
     encoded = bounded_map(encode, fetched, encoders, 4 * jobs)
-    rejects, years, museums = [], Counter(), Counter()
+    years, museums = Counter(), Counter()
 
     def samples():
-        for work, jpg, stage, problem in encoded:
+        for key, jpg, labels in kept:
+            years[str(labels["year"])] += 1
+            museums[labels["museum"]] += 1
+            yield key, jpg, labels
+        for work, jpg, reject in encoded:
             bar.update(1)
             if jpg is None:
-                rejects.append({"museum": work.museum, "id": work.id, "stage": stage, "reason": problem})
+                rejects.append(reject)
                 bar.set_postfix(rejected=len(rejects), refresh=False)
                 continue
             years[str(work.year)] += 1
@@ -236,6 +269,16 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs) -
     return shards.ShardRecord(shard.name, shard.split, count, size, sha, dict(years), dict(museums), rejects), local
 
 
+def _published_samples(url: str) -> list[tuple[str, bytes, dict]]:
+    """(key, jpg, labels) of each sample of a published shard (one shard: tens of MB at most)."""
+    members = {}
+    with store.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            members[member.name] = tar.extractfile(member).read()
+    return [(name[: -len(".jpg")], data, json.loads(members[name[: -len(".jpg")] + ".json"]))
+            for name, data in members.items() if name.endswith(".jpg")]
+
+
 def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:
     """Upload a finished tar, then its record: a shard without a record is simply packed again."""
     if record.samples:
@@ -246,7 +289,7 @@ def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:
 
 def _rejects_csv(rejects: list[dict], header: bool) -> bytes:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["museum", "id", "stage", "reason"], lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=["museum", "id", "stage", "reason", "transient"], lineterminator="\n")
     if header:
         writer.writeheader()
     writer.writerows(rejects)
@@ -255,8 +298,10 @@ def _rejects_csv(rejects: list[dict], header: bool) -> bytes:
 
 def summary_line(manifest: dict, out: str) -> str:
     mb = manifest["bytes"] / 1e6
+    transient = manifest.get("transient", 0)
+    retry = f" ({transient} for a passing reason: rerun the same command to retry them)" if transient else ""
     return (
-        f"packed {manifest['packed']}, rejected {manifest['rejected']}, "
+        f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}, "
         f"{len(manifest['shards'])} shards, {mb:.1f} MB -> {out}"
         f" (dropped {manifest['duplicates_dropped']} duplicate rows, {manifest['out_of_window']} outside the year window)"
     )

@@ -115,7 +115,7 @@ def write_tar(path: str, samples) -> tuple[int, int, str]:
     key.json, next to each other); return (count, bytes, sha256). Plain tarfile: packing needs
     no torch, which webdataset's writer would import."""
     count = 0
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with store.naming(path), tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for key, jpg, labels in samples:
             for extension, data in (("jpg", jpg), ("json", json.dumps(labels).encode())):
                 member = tarfile.TarInfo(f"{key}.{extension}")

@@ -38,7 +38,13 @@ RETRIED_STATUSES = (429, 500, 502, 503, 504)
 
 
 class FetchError(Exception):
-    """The image of a work could not be had; the message says why (it ends up in rejects.csv)."""
+    """The image of a work could not be had; the message says why (it ends up in rejects.csv).
+    `transient`: the server or network failed even after the retries (timeouts, 429, 5xx, broken
+    connections), so a later run may succeed: pack retries such works on a rerun."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def redact(url: str) -> str:
@@ -143,7 +149,7 @@ class HttpClient:
                 problem = f"{error} from {redact(url)}"
             if attempt + 1 < self.attempts:
                 time.sleep(self.backoff * 2**attempt)
-        raise FetchError(f"{problem} (gave up after {self.attempts} attempts)")
+        raise FetchError(f"{problem} (gave up after {self.attempts} attempts)", transient=True)
 
     def get_json(self, url: str) -> dict:
         body = self.get(url)
@@ -157,8 +163,9 @@ class HttpClient:
         try:
             with self.session().get(url, stream=True, timeout=self.timeout) as response:
                 if response.status_code >= 400:
-                    gave_up = f" (gave up after {self.attempts} attempts)" if response.status_code in RETRIED_STATUSES else ""
-                    raise FetchError(f"HTTP {response.status_code} from {redact(url)}{gave_up}")
+                    transient = response.status_code in RETRIED_STATUSES
+                    gave_up = f" (gave up after {self.attempts} attempts)" if transient else ""
+                    raise FetchError(f"HTTP {response.status_code} from {redact(url)}{gave_up}", transient)
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > self.max_bytes:
                     raise FetchError(f"{redact(url)} is {int(declared)} bytes, over the cap of {self.max_bytes}")
@@ -179,7 +186,7 @@ class HttpClient:
         except requests.exceptions.TooManyRedirects:
             raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects") from None
         except requests.exceptions.RequestException as error:
-            raise FetchError(f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)") from None
+            raise FetchError(f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)", True) from None
 
 
 def _reason(error: Exception) -> str:

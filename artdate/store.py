@@ -110,6 +110,18 @@ def upload_file(local_path: str, url: str) -> None:
     os.replace(partial, url)
 
 
+@contextlib.contextmanager
+def naming(path: str):
+    """An OSError raised inside names `path`: a write to an open file fails with ENOSPC or EFBIG
+    but no file name, and the user needs to know which disk is full."""
+    try:
+        yield
+    except OSError as problem:
+        if problem.filename is None and problem.errno:
+            raise OSError(problem.errno, problem.strerror, path) from None
+        raise
+
+
 class _AtomicOutput:
     """A local file that becomes `url` only when `publish` runs (see atomic_output)."""
 
@@ -124,13 +136,15 @@ class _AtomicOutput:
         self.file = open(self.path, "wb")
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        with naming(self.path):
+            self.file.write(data)
 
     def discard(self) -> None:
         self.discarded = True
 
     def publish(self) -> None:
-        self.file.close()
+        with naming(self.path):
+            self.file.close()
         if self.discarded:
             return
         if is_s3(self.url):

@@ -148,6 +148,7 @@ class MuseumApi:
         self.slow_seconds = slow_seconds
         self.requests: list[str] = []
         self.failed_once: set[str] = set()
+        self.down: set[str] = set()  # image ids that answer 503 until removed (an outage)
         self.lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -206,6 +207,8 @@ class MuseumApi:
         return self.send(handler, 404, b"not found", "text/plain")
 
     def image(self, handler, object_id: str) -> None:
+        if object_id in self.down:
+            return self.send(handler, 503, b"down for maintenance", "text/plain", {"Retry-After": "0"})
         if object_id in ("flaky429", "flaky500") and object_id not in self.failed_once:
             self.failed_once.add(object_id)
             status = 429 if object_id == "flaky429" else 500

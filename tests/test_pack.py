@@ -179,3 +179,50 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
         check_round_trip(s3_url, manifest, works)
     finally:
         api.stop()
+
+
+def pack_cli(out, preexec_fn=None):
+    return subprocess.run([sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--out", str(out),
+                           "--size", "96", "--samples-per-shard", "64", "--year-min", "-1000", "--year-max", "2100",
+                           "--jobs", "1", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=preexec_fn)
+
+
+def assert_nothing_looks_finished(out):
+    names = os.listdir(out) if os.path.isdir(out) else []
+    assert "manifest.json" not in names and not [n for n in names if ".partial" in n], names
+    records = os.listdir(os.path.join(out, "_pack")) if "_pack" in names else []
+    assert all(f"{n}.json" in records for n in names if n.endswith(".tar")), (names, records)
+
+
+def test_a_full_disk_is_a_clear_error_leaves_nothing_finished_and_the_rerun_completes(tmp_path):
+    import resource
+
+    def small_disk():  # the kernel refuses writes past 100 KB per file (EFBIG), as a full disk does (ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    out = tmp_path / "store"
+    failed = pack_cli(out, small_disk)
+    error = failed.stderr.strip()
+    assert failed.returncode == 1 and "File too large" in error and ".tar" in error, error
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    assert_nothing_looks_finished(out)
+    rerun = pack_cli(out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((out / "manifest.json").read_text())["packed"] == 300
+
+
+def test_a_read_only_out_is_a_clear_error(tmp_path):
+    out = tmp_path / "store"
+    out.mkdir()
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i (a directory even root cannot write) is not supported on this filesystem")
+    try:
+        refused = pack_cli(out)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    error = refused.stderr.strip()
+    assert refused.returncode == 2 and f"{out}/" in error and "Operation not permitted" in error, error
+    assert len(error.splitlines()) == 1
+    assert_nothing_looks_finished(out)

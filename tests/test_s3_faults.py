@@ -1,12 +1,19 @@
 """S3 faults for real: a SeaweedFS server of this module's own, killed and restarted mid-read."""
 
+import hashlib
 import io
+import json
 import os
+import subprocess
+import sys
+import tarfile
 import threading
+import time
 
 import pytest
 
 from artdate.s3stream import ResumableObject
+from conftest import SAMPLE_CSV
 from servers import SeaweedS3
 
 
@@ -43,3 +50,60 @@ def test_a_replaced_object_is_never_spliced_onto_the_old_one(own_server):
     with pytest.raises(Exception, match="PreconditionFailed|412"):
         raw.read()
     assert head == b"a" * 1000
+
+
+def pack_command(out: str) -> list[str]:
+    return [sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--out", out, "--size", "48",
+            "--samples-per-shard", "8", "--year-min", "-1000", "--year-max", "2100", "--jobs", "1", "--quiet"]
+
+
+def wait_for_records(server, bucket: str, prefix: str, count: int, process, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = server.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/_pack/").get("Contents", [])
+        if sum(o["Key"].endswith(".tar.json") for o in listed) >= count:
+            return
+        assert process.poll() is None and time.monotonic() < deadline, "pack ended before the fault"
+        time.sleep(0.1)
+
+
+def assert_complete_store(server, bucket: str, prefix: str) -> None:
+    """The manifest lists every sample work once, and each shard's bytes match its sha256."""
+    client = server.client()
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
+    assert manifest["packed"] == 300
+    keys = []
+    for shard in manifest["shards"]:
+        data = client.get_object(Bucket=bucket, Key=f"{prefix}/{shard['name']}")["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == shard["sha256"]
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            keys += [name for name in tar.getnames() if name.endswith(".jpg")]
+    assert len(keys) == len(set(keys)) == 300
+
+
+def test_pack_rides_out_a_short_s3_outage_and_a_rerun_finishes_after_a_long_one(own_server):
+    bucket = own_server.make_bucket("pack")
+    env = {**os.environ, **own_server.environment()}
+    # A few seconds down: the retries with backoff carry the pack through.
+    process = subprocess.Popen(pack_command(f"s3://{bucket}/short"), env=env, stderr=subprocess.PIPE, text=True)
+    wait_for_records(own_server, bucket, "short", 3, process)
+    own_server.kill()
+    time.sleep(2)
+    own_server.restart()
+    assert process.wait(300) == 0, process.stderr.read()[-2000:]
+    assert_complete_store(own_server, bucket, "short")
+
+    # Down for longer than the retries last: the pack stops with one line naming the endpoint, and
+    # the rerun packs only what is missing.
+    process = subprocess.Popen(pack_command(f"s3://{bucket}/long"), env=env, stderr=subprocess.PIPE, text=True)
+    wait_for_records(own_server, bucket, "long", 3, process)
+    own_server.kill()
+    code, error = process.wait(300), process.stderr.read().strip()
+    own_server.restart()
+    assert code == 1 and "Traceback" not in error and own_server.endpoint in error, error
+    assert error.splitlines()[-1].startswith("artdate pack: error:")
+    before = own_server.client().list_objects_v2(Bucket=bucket, Prefix="long/_pack/")["KeyCount"]
+    rerun = subprocess.run(pack_command(f"s3://{bucket}/long"), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert_complete_store(own_server, bucket, "long")
+    assert before >= 4  # the plan and the shards finished before the outage were kept, not redone

@@ -1,5 +1,6 @@
 import csv
 import os
+import tarfile
 import time
 
 import pytest
@@ -132,3 +133,34 @@ def test_retry_after_as_an_http_date_is_honoured(api):
     body = HttpClient(attempts=2, backoff=0).get(f"{api.url}/img/retrydate")
     assert body == api.images[next(iter(api.images))]
     assert api.count("/img/retrydate") == 2 and time.monotonic() - started >= 0.9
+
+
+def test_works_that_failed_for_a_passing_reason_are_fetched_again_on_a_rerun(tmp_path, api):
+    good = list(api.images)
+    metadata = tmp_path / "met-data.csv"
+    metadata.write_text("id,year\n" + "".join(f"{i},1600\n" for i in good + ["later1", "later2", "404"]))
+    out = str(tmp_path / "store")
+    settings = PackConfig(metadata=(str(metadata),), out=out, source="met", api_url=f"{api.url}/met", retries=1,
+                          rate=100, jobs=1, size=64, samples_per_shard=3)
+    api.down = {"later1", "later2"}
+    first = run_pack(settings, progress=False)
+    assert first["packed"] == len(good) and first["transient"] == 2
+    rejects = rejects_of(out)
+    assert set(rejects) == {"later1", "later2", "404"} and "HTTP 503" in rejects["later1"]
+    requests_before = list(api.requests)
+
+    api.down = set()  # the outage is over
+    second = run_pack(settings, progress=False)
+    assert second["packed"] == len(good) + 2 and second["transient"] == 0
+    assert set(rejects_of(out)) == {"404"}
+    again = api.requests[len(requests_before):]
+    assert sorted(again) == sorted(["/met/objects/later1", "/img/later1", "/met/objects/later2", "/img/later2"])
+    keys = []
+    for shard in second["shards"]:
+        with tarfile.open(os.path.join(out, shard["name"])) as tar:
+            keys += [name for name in tar.getnames() if name.endswith(".jpg")]
+    assert sorted(keys) == sorted(f"met_{i}.jpg" for i in good + ["later1", "later2"])  # each work once
+
+    count = len(api.requests)
+    assert run_pack(settings, progress=False)["packed"] == len(good) + 2
+    assert len(api.requests) == count  # finished: nothing fetched
