@@ -115,7 +115,8 @@ class TrainConfig:
     loader_workers: int = option(2, help="DataLoader processes per training worker")
     shuffle_buffer: int = option(500, help="samples in each loader's shuffle buffer")
     keep_checkpoints: int = option(3, help="best checkpoints kept (by val MAE), besides the latest")
-    max_failures: int = option(2, help="times a failed worker is replaced before the run fails")
+    max_failures: int = option(10, help="times the run restarts from its latest checkpoint after a worker or node is "
+                               "lost, before it fails (spot nodes: see README)")
     seed: int = option(0, help="seed of the shard order and the head's initialisation")
     log_every: int = option(20, help="print a progress line every this many steps")
 

@@ -237,7 +237,9 @@ def run_checkpoints(run_url: str) -> dict[str, dict]:
     found = {}
     for name in store.list_names(run_url):
         metrics_url = store.join(run_url, name, METRICS_FILE)
-        if name.startswith("checkpoint_") and not name.endswith(".json") and store.exists(metrics_url):
+        # Both files: a run killed while Ray copied a checkpoint leaves a directory holding some of them.
+        if (name.startswith("checkpoint_") and not name.endswith(".json") and store.exists(metrics_url)
+                and store.exists(store.join(run_url, name, CHECKPOINT_FILE))):
             found[name] = json.loads(store.read_bytes(metrics_url))
     return found
 

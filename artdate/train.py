@@ -190,6 +190,7 @@ def train_func(config: dict) -> None:
                             "slices": [[s.url, s.start, s.stop] for s in mine], "node": ray.util.get_node_ip_address()})
         metrics = {
             "epoch": epoch,
+            "start_epoch": start_epoch,  # where this attempt began: a resume and a restart differ here
             "train_loss": sum(r["train"]["loss"] for r in everyone) / world,
             "images_per_second": sum(r["train"]["images"] / r["train"]["seconds"] for r in everyone),
             "skipped": sum(r["train"]["skipped"] + r["val_skipped"] for r in everyone),

@@ -302,14 +302,24 @@ class RayNodes:
                 f"--dashboard-host={self.head_ip}", f"--dashboard-port={self.dashboard_port}",
                 f"--temp-dir={self.directory}/tmp"]
         self._start(head, "head", timeout)
+        self.start_worker(timeout)
+        return self
+
+    def start_worker(self, timeout: float = 120.0) -> None:
+        """Start the worker node (again, after `kill_worker`: a replacement joining the cluster)."""
         worker = ["ray", "start", "--block", f"--address={self.address}", f"--node-ip-address={self.worker_ip}",
                   f"--num-cpus={self.cpus_per_node}", "--num-gpus=0"]
         self._start(worker, "worker", timeout)
-        return self
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker node's whole process group (raylet, its workers): a lost spot node."""
+        worker = self.processes.pop(1)
+        os.killpg(worker.pid, 9)
+        worker.wait()
 
     def _start(self, command: list[str], name: str, timeout: float) -> None:
         log_path = os.path.join(self.directory, f"{name}.log")
-        log = open(log_path, "wb")
+        log = open(log_path, "wb")  # a restarted node starts a fresh log
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
                                    start_new_session=True)
         self.processes.append(process)

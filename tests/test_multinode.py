@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,3 +53,27 @@ def test_train_then_score_across_two_nodes(ray_nodes, s3_url):
     assert summary["checkpoint"] == best
     rows = list(csv.DictReader(io.StringIO(store.read_bytes(results).decode())))
     assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
+
+
+def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_nodes, s3_url):
+    pack_sample(s3_url)
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/lost-node"
+    settings = dict(shards=s3_url, storage=storage, backbone="efficientnet_lite0", epochs=3, batch_size=16,
+                    image_size=64, workers=2, cpus_per_worker=2, loader_workers=1, log_every=0, keep_checkpoints=10)
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, ray_nodes.address, ray_nodes.head_ip, "train",
+                               json.dumps(settings)], env=ray_nodes.environment(), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
+    deadline = time.monotonic() + 300
+    while not (store.exists(snapshot) and '"epoch":0' in store.read_bytes(snapshot).decode().replace(" ", "")):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()[-3000:]
+        time.sleep(0.2)
+    ray_nodes.kill_worker()  # one rank per node (2 CPUs each): the run loses a rank mid-epoch 1
+    time.sleep(3)
+    ray_nodes.start_worker()  # the replacement node joins; the run resumes on it
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    by_epoch = sorted(run_checkpoints(storage).values(), key=lambda m: m["epoch"])
+    assert [m["epoch"] for m in by_epoch] == [0, 1, 2]  # each once: not restarted from scratch
+    assert [m["start_epoch"] for m in by_epoch] == [0, 1, 1]
+    assert sorted(by_epoch[2]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]

@@ -1,6 +1,9 @@
 """Ray Train on a real local Ray: two CPU workers (gloo DDP), shards and checkpoints in SeaweedFS."""
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,20 +14,39 @@ from artdate import data, shards, store
 from artdate.config import TrainConfig
 from artdate.model import CHECKPOINT_FILE, load_checkpoint, run_checkpoints
 from artdate.train import make_scheduler, run_training
-from conftest import pack_sample
+from conftest import ROOT, pack_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def small(shards_url, storage, **overrides):
     settings = dict(shards=shards_url, storage=storage, backbone="efficientnet_lite0", epochs=2, batch_size=16,
-                    image_size=64, workers=2, loader_workers=1, lr=2e-3, warmup_epochs=0.5, log_every=0)
+                    image_size=64, workers=2, loader_workers=1, lr=2e-3, warmup_epochs=0.5, log_every=0,
+                    keep_checkpoints=10)
     return TrainConfig(**{**settings, **overrides})
 
 
 def epoch_metrics(storage):
     """metrics.json of every checkpoint kept in `storage`, by epoch."""
     return {metrics["epoch"]: metrics for metrics in run_checkpoints(storage).values()}
+
+
+def assert_resumed_after_epoch_0(storage, epochs=3):
+    """Each epoch checkpointed exactly once (a restart from scratch would write epoch 0 twice),
+    and every epoch after the fault began from epoch 0's checkpoint, not from scratch."""
+    checkpoints = run_checkpoints(storage)
+    assert sorted(m["epoch"] for m in checkpoints.values()) == list(range(epochs))
+    assert [epoch_metrics(storage)[e]["start_epoch"] for e in range(epochs)] == [0] + [1] * (epochs - 1)
+
+
+def wait_for_epoch_0(storage, still_running, timeout=240):
+    """Until Ray has registered epoch 0's checkpoint (its snapshot in the storage names it): a
+    checkpoint that is written but not yet registered when a worker dies is not resumed from."""
+    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
+    deadline = time.monotonic() + timeout
+    while not (store.exists(snapshot) and '"epoch":0' in store.read_bytes(snapshot).decode().replace(" ", "")):
+        assert still_running() and time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def test_two_workers_from_s3_to_s3(s3_url):
@@ -105,16 +127,32 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
 
     thread = threading.Thread(target=train)
     thread.start()
-    deadline = time.monotonic() + 240
-    while not epoch_metrics(storage):  # wait for epoch 0's checkpoint, then kill a worker mid-epoch 1
-        assert thread.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.5)
+    wait_for_epoch_0(storage, thread.is_alive)  # then kill a worker mid-epoch 1
     workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
     assert len(workers) == 2
     os.kill(workers[-1].pid, 9)
     thread.join(300)
     assert "error" not in outcome, outcome.get("error")
-    assert sorted(epoch_metrics(storage)) == [0, 1, 2]
+    assert_resumed_after_epoch_0(storage)
+
+
+def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path, sample_store):
+    storage = str(tmp_path / "run")
+    command = [sys.executable, "-m", "artdate.cli", "train", "--shards", sample_store, "--storage", storage,
+               "--backbone", "efficientnet_lite0", "--epochs", "3", "--batch-size", "16", "--image-size", "64",
+               "--workers", "2", "--loader-workers", "1", "--lr", "2e-3", "--warmup-epochs", "0.5", "--log-every", "0"]
+    # Its own session: SIGKILL to the group takes the driver, its Ray and the workers, as a lost machine would.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    wait_for_epoch_0(storage, lambda: process.poll() is None)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(60)
+    first = dict(run_checkpoints(storage))
+    assert sorted(m["epoch"] for m in first.values()) == [0]
+    best = run_training(small(sample_store, storage, epochs=3, resume=True))
+    assert best.startswith(storage + "/checkpoint_")
+    assert_resumed_after_epoch_0(storage)
+    assert set(first) <= set(run_checkpoints(storage))  # epoch 0's checkpoint is the one written before the kill
 
 
 def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
