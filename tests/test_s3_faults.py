@@ -107,3 +107,81 @@ def test_pack_rides_out_a_short_s3_outage_and_a_rerun_finishes_after_a_long_one(
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert_complete_store(own_server, bucket, "long")
     assert before >= 4  # the plan and the shards finished before the outage were kept, not redone
+
+
+def score_command(bucket: str, checkpoint: str, actors: int = 2) -> list[str]:
+    return [sys.executable, "-m", "artdate.cli", "score", "--shards", f"s3://{bucket}/shards", "--checkpoint",
+            checkpoint, "--out", f"s3://{bucket}/results.csv", "--actors", str(actors), "--quiet"]
+
+
+def wait_for_parts(server, bucket: str, count: int, process, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = server.client().list_objects_v2(Bucket=bucket, Prefix="results.csv.parts/").get("Contents", [])
+        if sum(o["Key"].endswith(".tar.csv") for o in listed) >= count:
+            return
+        assert process.poll() is None and time.monotonic() < deadline, "score ended before the fault"
+        time.sleep(0.1)
+
+
+def assert_every_work_once(server, bucket: str) -> None:
+    client = server.client()
+    text = client.get_object(Bucket=bucket, Key="results.csv")["Body"].read().decode()
+    keys = [line.rsplit(",", 1)[1] for line in text.splitlines()[1:]]
+    assert len(keys) == len(set(keys)) == 300
+    assert client.list_objects_v2(Bucket=bucket, Prefix="results.csv.parts/")["KeyCount"] == 0
+
+
+def scoring_actors(driver_group: int) -> list[int]:
+    """Process ids of the scoring actors of the Ray that a driver (in its own process group) started:
+    the children of that group's raylet."""
+    table = [line.split(None, 3) for line in subprocess.run(["ps", "-e", "-o", "pid=,pgid=,ppid=,args="],
+                                                            capture_output=True, text=True).stdout.splitlines()]
+    group = {int(pid) for pid, pgid, _, _ in table if int(pgid) == driver_group}
+    return [int(pid) for pid, _, ppid, args in table if int(ppid) in group and args.startswith("ray::Scorer")]
+
+
+@pytest.fixture
+def packed(own_server):
+    bucket = own_server.make_bucket("score")
+    env = {**os.environ, **own_server.environment()}
+    subprocess.run(pack_command(f"s3://{bucket}/shards"), env=env, check=True, timeout=300)
+    return bucket, env
+
+
+def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
+    bucket, env = packed
+    process = subprocess.Popen(score_command(bucket, tiny_checkpoint), env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_parts(own_server, bucket, 3, process)
+        own_server.kill()
+        time.sleep(2)
+        own_server.restart()
+        assert process.wait(300) == 0, process.stderr.read()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert_every_work_once(own_server, bucket)
+
+
+def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_rerun(own_server, packed,
+                                                                                   tiny_checkpoint):
+    bucket, env = packed
+    # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
+    process = subprocess.Popen(score_command(bucket, tiny_checkpoint), env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        wait_for_parts(own_server, bucket, 2, process)
+        os.kill(scoring_actors(process.pid)[0], 9)  # an actor dies ...
+        own_server.kill()  # ... S3 crashes ...
+        time.sleep(2)
+        own_server.restart()
+        wait_for_parts(own_server, bucket, 6, process)
+    finally:
+        os.killpg(process.pid, 9)  # ... and the machine running the driver is lost (its actors end with its raylet)
+        process.wait(60)
+    client = own_server.client()
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="results.csv", Delimiter="/")  # no final file
+    rerun = subprocess.run(score_command(bucket, tiny_checkpoint), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_every_work_once(own_server, bucket)
