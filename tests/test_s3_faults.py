@@ -185,3 +185,35 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
     rerun = subprocess.run(score_command(bucket, tiny_checkpoint), env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_every_work_once(own_server, bucket)
+
+
+def test_training_rides_out_an_s3_restart_without_losing_a_sample(own_server, packed):
+    bucket, env = packed
+    storage = f"s3://{bucket}/runs/outage"
+    command = [sys.executable, "-m", "artdate.cli", "train", "--shards", f"s3://{bucket}/shards", "--storage", storage,
+               "--backbone", "efficientnet_lite0", "--epochs", "3", "--batch-size", "16", "--image-size", "48",
+               "--workers", "2", "--loader-workers", "1", "--log-every", "0", "--keep-checkpoints", "10"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    client = own_server.client()
+    try:
+        deadline = time.monotonic() + 300
+        while "checkpoint_" not in str(client.list_objects_v2(Bucket=bucket, Prefix="runs/outage/").get("Contents")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
+            time.sleep(0.2)
+        own_server.kill()  # mid-epoch 1: shard streams break, and the next checkpoint upload meets a dead server
+        time.sleep(3)
+        own_server.restart()
+        out, err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+    assert process.returncode == 0, err[-3000:]
+    metrics = []
+    for item in client.list_objects_v2(Bucket=bucket, Prefix="runs/outage/")["Contents"]:
+        if item["Key"].endswith("/metrics.json"):
+            metrics.append(json.loads(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()))
+    assert {m["epoch"] for m in metrics} == {0, 1, 2}
+    assert all(m["skipped"] == 0 for m in metrics)  # the broken streams resumed: no sample was dropped
+    manifest = json.loads(client.get_object(Bucket=bucket, Key="shards/manifest.json")["Body"].read())
+    assert max(metrics, key=lambda m: m["epoch"])["val_n"] == manifest["splits"]["val"]["samples"]
