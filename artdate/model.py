@@ -23,7 +23,8 @@ from . import store
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFLINE_BACKBONES = ("efficientnet_lite0",)  # ImageNet weights installed from the package registry
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.pt"  # what inference needs: weights, spec, metrics
+TRAINING_FILE = "training_state.pt"  # what only a resumed run needs: optimizer state (2x the weights with AdamW)
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"  # what a resumed run must share with this one (train.run_identity)
 CHECKPOINT_FORMAT = "artdate-checkpoint/1"
@@ -83,8 +84,8 @@ class LabelEncoding:
     def years(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(predicted years, spread in years or None) from model outputs."""
         outputs = outputs.float()
-        if self.loss != "bins":
-            return outputs.squeeze(1) * self.std + self.mean, None
+        if self.loss != "bins":  # kept inside the label window, as the bins' expected year is
+            return (outputs.squeeze(1) * self.std + self.mean).clamp(self.year_min, self.year_max), None
         probabilities = torch.softmax(outputs, dim=1)
         centers = self.bin_centers(outputs.device)
         expected = probabilities @ centers
@@ -114,6 +115,10 @@ class ModelSpec:
     encoding: LabelEncoding
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # How pack stored the training images (shorter side, JPEG quality; 0: unknown): predict
+    # re-encodes an image the same way, so it sees what training saw.
+    pack_size: int = 0
+    pack_quality: int = 90
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +139,7 @@ def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> n
     """
     if backbone in OFFLINE_BACKBONES:
         model = _efficientnet_lite(backbone, num_outputs, pretrained=weights == "imagenet")
+        _replace_head(model, num_outputs)
     else:
         import torchvision
 
@@ -194,12 +200,21 @@ def _head_prefix(model: nn.Module) -> str:
     return _last_linear_name(model) + "."
 
 
+class Fp32Linear(nn.Linear):
+    """The year head: computed in fp32 even under bf16 autocast, where an output would be
+    quantised to 1-2 years (bf16 keeps 8 bits of mantissa)."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return super().forward(features.float())
+
+
 def _replace_head(model: nn.Module, num_outputs: int) -> None:
     """Swap the classifier's last nn.Linear (fc, classifier[-1], heads.head, ...) for a new one."""
     path = _last_linear_name(model).split(".")
     parent = model.get_submodule(".".join(path[:-1])) if len(path) > 1 else model
     old = getattr(parent, path[-1]) if not path[-1].isdigit() else parent[int(path[-1])]
-    new = nn.Linear(old.in_features, num_outputs)
+    new = Fp32Linear(old.in_features, num_outputs)
     if path[-1].isdigit():
         parent[int(path[-1])] = new
     else:
@@ -214,17 +229,20 @@ def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], 
     return head, backbone
 
 
-def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict, training_state: dict,
-                    identity: dict | None = None) -> None:
-    """Write checkpoint.pt, metrics.json and (for training runs) run.json into a local `directory`."""
+def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict,
+                    training_state: dict | None = None, identity: dict | None = None) -> None:
+    """Write checkpoint.pt, metrics.json and, for training runs, training_state.pt and run.json
+    into a local `directory`. Scoring reads checkpoint.pt alone: the weights, not the optimizer."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "spec": spec.to_dict(),
         "model": model.state_dict(),
         "metrics": metrics,
-        **training_state,
+        "epoch": metrics.get("epoch"),
     }
     torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+    if training_state is not None:
+        torch.save(training_state, os.path.join(directory, TRAINING_FILE))
     with open(os.path.join(directory, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=1)
     if identity is not None:
@@ -271,7 +289,7 @@ def load_tensors(url: str) -> dict:
     return state
 
 
-def load_checkpoint(url: str, with_training_state: bool = False) -> tuple[nn.Module, ModelSpec, dict]:
+def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
     """(model in eval mode on CPU, spec, the checkpoint dict) from a checkpoint or run URL."""
     directory = resolve_checkpoint(url)
     path = store.join(directory, CHECKPOINT_FILE)
@@ -287,7 +305,4 @@ def load_checkpoint(url: str, with_training_state: bool = False) -> tuple[nn.Mod
     if problem:
         raise ValueError(f"{path} does not fit backbone {spec.backbone}: {problem}")
     model.load_state_dict(state["model"])
-    if not with_training_state:
-        state = {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory}
-    state["url"] = directory
-    return model.eval(), spec, state
+    return model.eval(), spec, {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory}

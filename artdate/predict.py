@@ -23,8 +23,13 @@ def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_l
         raise FileNotFoundError(f"{location}: no such image file") from None
 
 
-def open_image(raw: bytes, location: str, max_pixels: int):
+def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
+    """The image as training saw its images: shrunk and re-encoded as pack stored them (when the
+    checkpoint knows how), then decoded as the loader decodes shards."""
     try:
+        if spec.pack_size:
+            jpg, _, _ = shards.encode_image(raw, spec.pack_size, spec.pack_quality, max_pixels)
+            return data.decode_image(jpg, spec.image_size)
         return shards.open_rgb(raw, max_pixels)
     except shards.ImageRejected as problem:
         raise ValueError(f"{location}: {problem}") from None
@@ -36,8 +41,8 @@ def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:
         raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
     except FetchError as problem:
         raise ValueError(str(problem)) from None
-    image = open_image(raw, cfg.image, cfg.max_pixels)
     model, spec, _ = load_checkpoint(cfg.checkpoint)
+    image = as_training_saw(raw, cfg.image, cfg.max_pixels, spec)
     inputs = data.eval_transform(spec.image_size, spec.mean, spec.std)(image).unsqueeze(0)
     years, spread = predict_years(model, spec.encoding, inputs, torch.device("cpu"))
     return years.item(), None if spread is None else spread.item()

@@ -22,7 +22,7 @@ import torch
 from . import data, shards, store
 from .config import TrainConfig
 from .raycluster import connect, resolve_gpus
-from .model import (CHECKPOINT_FILE, RUN_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters, load_tensors,
+from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters, load_tensors,
                     predict_years, run_checkpoints, save_checkpoint)
 
 
@@ -44,22 +44,31 @@ def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batche
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(inputs)
         loss = encoding.loss_fn(outputs, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}: lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(inputs)
+        # Summed on the device: reading a value each step (.item(), isfinite) would make the host
+        # wait for the GPU every step. It is read at log intervals and at the end of the epoch.
+        total_loss = total_loss + loss.detach() * len(inputs)
         images += len(inputs)
         if log_every and step % log_every == 0:
+            mean_loss = _finite_loss(total_loss, images, epoch, step)
             rate = images / (time.perf_counter() - started)
-            print(f"  epoch {epoch} step {step}/{steps or '?'} loss {total_loss / images:.4f} {rate:.1f} img/s",
+            print(f"  epoch {epoch} step {step}/{steps or '?'} loss {mean_loss:.4f} {rate:.1f} img/s",
                   file=sys.stderr, flush=True)
+    mean_loss = _finite_loss(total_loss, images, epoch, step)
     seconds = time.perf_counter() - started
-    return {"loss": total_loss / max(images, 1), "images": images, "seconds": seconds, "skipped": skipped}
+    return {"loss": mean_loss, "images": images, "seconds": seconds, "skipped": skipped}
+
+
+def _finite_loss(total_loss, images: int, epoch: int, step: int) -> float:
+    mean = float(total_loss) / max(images, 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"the loss is {mean} by epoch {epoch} step {step}: lower --lr")
+    return mean
 
 
 def evaluate(model, encoding: LabelEncoding, batches, device) -> tuple[torch.Tensor, int]:
@@ -163,8 +172,9 @@ def train_func(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_tensors(os.path.join(directory, CHECKPOINT_FILE))
+            training_state = load_tensors(os.path.join(directory, TRAINING_FILE))
         plain_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(training_state["optimizer"])
         start_epoch = state["epoch"] + 1
         if rank == 0:
             print(f"resuming after epoch {state['epoch']} from {checkpoint.path}", file=sys.stderr, flush=True)
@@ -183,6 +193,7 @@ def train_func(config: dict) -> None:
                                 device, epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
                                 log_every=cfg.log_every if rank == 0 else 0, steps=steps)
         del loader  # its worker processes end here
+        share_rank0_buffers(model)
         val_loader = data.make_loader(my_val, eval_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers)
         errors, val_skipped = evaluate(plain_model, spec.encoding, val_loader, device)
 
@@ -211,6 +222,15 @@ def train_func(config: dict) -> None:
                       f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
                       f"{metrics['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
             ray.train.report(metrics, checkpoint=saved)
+
+
+def share_rank0_buffers(model) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them before each
+    forward, but each rank then updates its own copy with its own batch, so after the last step
+    they differ; rank 0's are the ones saved, and validation must evaluate the saved weights."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def run_identity(spec: ModelSpec, manifest: dict, seed: int) -> dict:
@@ -265,7 +285,9 @@ def run_training(cfg: TrainConfig) -> str:
         raise ValueError(f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, or use another --storage")
 
     encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
-    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding)
+    settings = manifest.get("settings", {})
+    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding,
+                     pack_size=settings.get("size", 0), pack_quality=settings.get("quality", 90))
     if existing:
         check_resume(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are

@@ -65,7 +65,8 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
 
     torch.manual_seed(0)
     manifest = shards.read_manifest(sample_store)
-    spec = ModelSpec("efficientnet_lite0", 64, label_encoding(manifest, "bins", 50))
+    spec = ModelSpec("efficientnet_lite0", 64, label_encoding(manifest, "bins", 50), pack_size=manifest["settings"]["size"],
+                     pack_quality=manifest["settings"]["quality"])
     model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)

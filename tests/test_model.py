@@ -162,3 +162,17 @@ def test_hostile_and_broken_checkpoints_are_one_line_errors_and_run_no_code(tmp_
     with pytest.raises(ValueError, match="was refused"):
         build_model("efficientnet_lite0", 1, weights=str(hostile / "checkpoint.pt"))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
+def test_the_year_head_runs_in_fp32_under_bf16_autocast(backbone):
+    model = build_model(backbone, 1, weights="none").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(torch.randn(2, 3, 64, 64))
+    assert outputs.dtype == torch.float32  # in bf16 a standardised year is quantised to 1-2 years
+
+
+def test_regression_predictions_stay_inside_the_label_window():
+    encoding = LabelEncoding("mse", mean=1700.0, std=150.0, year_min=1200, year_max=1930)
+    years, _ = encoding.years(torch.tensor([[-10.0], [0.0], [10.0]]))
+    assert years.tolist() == [1200.0, 1700.0, 1930.0]

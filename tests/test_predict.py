@@ -1,8 +1,10 @@
 import os
+import tarfile
 
 import pytest
 import torch
 
+from artdate import shards
 from artdate.cli import main
 from artdate.config import PredictConfig
 from artdate.data import eval_transform, decode_image
@@ -14,18 +16,21 @@ from servers import MuseumApi
 IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")
 
 
-def direct_prediction(checkpoint, path):
+def stored_sample_prediction(checkpoint, store_url, key):
+    """The prediction for a work from its sample in the shards, as training and scoring see it."""
     model, spec, _ = load_checkpoint(checkpoint)
-    with open(path, "rb") as f:
-        image = decode_image(f.read(), 10_000)
+    for url in shards.shard_urls(store_url, shards.read_manifest(store_url)):
+        with tarfile.open(url) as tar:
+            if f"{key}.jpg" in tar.getnames():
+                image = decode_image(tar.extractfile(f"{key}.jpg").read(), spec.image_size)
     with torch.no_grad():
         years, spread = spec.encoding.years(model(eval_transform(spec.image_size, spec.mean, spec.std)(image)[None]))
     return years.item(), spread.item()
 
 
-def test_a_local_image(tiny_checkpoint, capsys):
+def test_a_local_image_is_seen_as_training_saw_its_sample(tiny_checkpoint, sample_store, capsys):
     year, spread = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
-    expected_year, expected_spread = direct_prediction(tiny_checkpoint, IMAGE)
+    expected_year, expected_spread = stored_sample_prediction(tiny_checkpoint, sample_store, "aic_866")
     assert year == pytest.approx(expected_year, abs=1e-3) and spread == pytest.approx(expected_spread, abs=1e-3)
     assert main(["predict", IMAGE, "--checkpoint", tiny_checkpoint]) == 0
     assert capsys.readouterr().out.strip() == f"{year:.0f} ±{spread:.0f}"
