@@ -93,16 +93,26 @@ class LabelEncoding:
         return expected, spread
 
 
-def predict_years(model: nn.Module, encoding: LabelEncoding, images: torch.Tensor, device: torch.device):
-    """(predicted years, spread or None) of a batch of transformed images, on the CPU: the one
-    images-to-years step of evaluation, scoring and predict. On CUDA the backbone runs in bf16
-    with channels_last; the years are computed from fp32 outputs."""
-    inputs = images.to(device, non_blocking=True)
+def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) -> torch.Tensor:
+    """uint8 image batches from the loader -> normalised float inputs on `device`: the conversion
+    runs there (on a GPU, for free), and a quarter of the bytes cross the loader and the bus."""
+    inputs = images.to(device, non_blocking=True).float().div_(255)
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    inputs = inputs.sub_(mean).div_(std)
     if device.type == "cuda":
         inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, device: torch.device):
+    """(predicted years, spread or None) of a batch of uint8 images, on the CPU: the one
+    images-to-years step of evaluation, scoring and predict. On CUDA the backbone runs in bf16
+    with channels_last; the head and the years are computed in fp32."""
+    inputs = model_inputs(images, spec, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         outputs = model(inputs)
-    years, spread = encoding.years(outputs.float())
+    years, spread = spec.encoding.years(outputs)
     return years.cpu(), None if spread is None else spread.cpu()
 
 

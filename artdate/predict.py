@@ -29,8 +29,10 @@ def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
     try:
         if spec.pack_size:
             jpg, _, _ = shards.encode_image(raw, spec.pack_size, spec.pack_quality, max_pixels)
-            return data.decode_image(jpg, spec.image_size)
-        return shards.open_rgb(raw, max_pixels)
+            return data.decode_image(jpg)
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        return pil_to_tensor(shards.open_rgb(raw, max_pixels))
     except shards.ImageRejected as problem:
         raise ValueError(f"{location}: {problem}") from None
 
@@ -43,6 +45,6 @@ def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:
         raise ValueError(str(problem)) from None
     model, spec, _ = load_checkpoint(cfg.checkpoint)
     image = as_training_saw(raw, cfg.image, cfg.max_pixels, spec)
-    inputs = data.eval_transform(spec.image_size, spec.mean, spec.std)(image).unsqueeze(0)
-    years, spread = predict_years(model, spec.encoding, inputs, torch.device("cpu"))
+    inputs = data.eval_transform(spec.image_size)(image).unsqueeze(0)
+    years, spread = predict_years(model, spec, inputs, torch.device("cpu"))
     return years.item(), None if spread is None else spread.item()

@@ -43,7 +43,7 @@ class Scorer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        self.transform = data.eval_transform(self.spec.image_size, self.spec.mean, self.spec.std)
+        self.transform = data.eval_transform(self.spec.image_size)
         self.batch_size = batch_size
 
     def ready(self) -> int:
@@ -52,13 +52,13 @@ class Scorer:
     def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[dict]]:
         """(rows, skip records) of one shard: together they account for each of its samples."""
         rows, skips = [], []
-        loader = data.make_loader([data.Slice(shard_url, 0, samples)], self.transform, self.spec.image_size,
-                                  self.batch_size, loader_workers=0)
+        loader = data.make_loader([data.Slice(shard_url, 0, samples)], self.transform, self.batch_size,
+                                  loader_workers=0)
         for batch in loader:
             skips += batch["skipped"]
             if batch["image"] is None:
                 continue
-            predicted, spread = predict_years(self.model, self.spec.encoding, batch["image"], self.device)
+            predicted, spread = predict_years(self.model, self.spec, batch["image"], self.device)
             predicted = predicted.tolist()
             spread = spread.tolist() if spread is not None else [None] * len(predicted)
             for i, key in enumerate(batch["key"]):

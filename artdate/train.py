@@ -23,10 +23,10 @@ from . import data, shards, store
 from .config import TrainConfig
 from .raycluster import connect, resolve_gpus
 from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters, load_tensors,
-                    predict_years, run_checkpoints, save_checkpoint)
+                    model_inputs, predict_years, run_checkpoints, save_checkpoint)
 
 
-def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batches, device, epoch: int, *,
+def train_one_epoch(model, spec: ModelSpec, optimizer, scheduler, batches, device, epoch: int, *,
                     grad_clip: float = 1.0, autocast_dtype=None, log_every: int = 0, steps: int = 0) -> dict:
     """One pass over `batches`; returns the mean loss, images, seconds and skipped samples."""
     model.train()
@@ -37,9 +37,8 @@ def train_one_epoch(model, encoding: LabelEncoding, optimizer, scheduler, batche
         if batch["image"] is None:  # every sample of it was unreadable
             continue
         step += 1
-        inputs = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs = model_inputs(batch["image"], spec, device)
+        encoding = spec.encoding
         targets = encoding.targets(*(batch[k].to(device) for k in ("year", "year_start", "year_end")))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(inputs)
@@ -71,14 +70,14 @@ def _finite_loss(total_loss, images: int, epoch: int, step: int) -> float:
     return mean
 
 
-def evaluate(model, encoding: LabelEncoding, batches, device) -> tuple[torch.Tensor, int]:
+def evaluate(model, spec: ModelSpec, batches, device) -> tuple[torch.Tensor, int]:
     """(absolute errors in years of every sample in `batches`, skipped samples)."""
     model.eval()
     errors, skipped = [], 0
     for batch in batches:
         skipped += len(batch["skipped"])
         if batch["image"] is not None:
-            predicted, _ = predict_years(model, encoding, batch["image"], device)
+            predicted, _ = predict_years(model, spec, batch["image"], device)
             errors.append((predicted - batch["year"].float()).abs())
     return (torch.cat(errors) if errors else torch.zeros(0)), skipped
 
@@ -180,22 +179,22 @@ def train_func(config: dict) -> None:
             print(f"resuming after epoch {state['epoch']} from {checkpoint.path}", file=sys.stderr, flush=True)
     scheduler = make_scheduler(optimizer, cfg, steps, start_epoch)
 
-    train_tf = data.train_transform(spec.image_size, spec.mean, spec.std)
-    eval_tf = data.eval_transform(spec.image_size, spec.mean, spec.std)
+    train_tf = data.train_transform(spec.image_size)
+    eval_tf = data.eval_transform(spec.image_size)
     my_val = data.assign_val(val_shards, world)[rank]
     for epoch in range(start_epoch, cfg.epochs):
         mine = data.assign_train(train_shards, world, epoch, cfg.seed)[rank]
         # One loader per epoch; its worker processes persist across the wrap-around passes.
-        loader = data.make_loader(mine, train_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers,
+        loader = data.make_loader(mine, train_tf, cfg.batch_size, loader_workers=cfg.loader_workers,
                                   shuffle_buffer=cfg.shuffle_buffer, seed=data.derive_seed(cfg.seed, "train", epoch, rank),
                                   drop_last=True, persistent=True)
-        stats = train_one_epoch(model, spec.encoding, optimizer, scheduler, data.take_steps(loader.__iter__, steps),
+        stats = train_one_epoch(model, spec, optimizer, scheduler, data.take_steps(loader.__iter__, steps),
                                 device, epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
                                 log_every=cfg.log_every if rank == 0 else 0, steps=steps)
         del loader  # its worker processes end here
         share_rank0_buffers(model)
-        val_loader = data.make_loader(my_val, eval_tf, spec.image_size, cfg.batch_size, loader_workers=cfg.loader_workers)
-        errors, val_skipped = evaluate(plain_model, spec.encoding, val_loader, device)
+        val_loader = data.make_loader(my_val, eval_tf, cfg.batch_size, loader_workers=cfg.loader_workers)
+        errors, val_skipped = evaluate(plain_model, spec, val_loader, device)
 
         everyone = _gather({"errors": errors, "train": stats, "val_skipped": val_skipped,
                             "slices": [[s.url, s.start, s.stop] for s in mine], "node": ray.util.get_node_ip_address()})

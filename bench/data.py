@@ -1,13 +1,18 @@
-"""Training input pipeline speed: shards (local, S3) vs a torchvision-style Dataset of JPEG files.
+"""Training input pipeline speed: shards (local, S3) vs a torchvision-style Dataset of JPEG files,
+read from local (page-cached) files and as one S3 object per image (what shards exist to beat).
 
-Same transform (random resized crop 224 + flip + normalise), same DataLoader workers, same run.
-The sample is packed at the default 384 px; the baseline reads the original 512 px files.
+Same augmentation (random resized crop 224 + flip), normalised floats at the end, same DataLoader
+workers, same run. The baselines use the classic PIL + ToTensor + Normalize transform in the
+workers; artdate decodes with TorchCodec to uint8, crops with transforms.v2 and normalises in
+the consuming process (on the GPU in training; here on the CPU, counted in the rate). The sample
+is packed at the default 384 px; the baselines read the original 512 px files.
 
     python bench/data.py [--copies 3] [--loader-workers 2]
 """
 
 import argparse
 import csv
+import io
 import os
 import sys
 import tempfile
@@ -18,16 +23,17 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from artdate import data, shards  # noqa: E402
+from artdate import data, shards, store  # noqa: E402
 from artdate.config import PackConfig  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
-from artdate.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "metadata", "sample")
 
 
 class JpegFolder(torch.utils.data.Dataset):
-    """The usual way: a list of files, PIL open + convert, the transform."""
+    """The usual way: a list of files (paths, or s3:// URLs read one object each), PIL open +
+    convert, the transform."""
 
     def __init__(self, files, years, transform):
         self.files, self.years, self.transform = files, years, transform
@@ -36,13 +42,29 @@ class JpegFolder(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index):
-        return self.transform(Image.open(self.files[index]).convert("RGB")), self.years[index]
+        raw = io.BytesIO(store.read_bytes(self.files[index]))
+        return self.transform(Image.open(raw).convert("RGB")), self.years[index]
 
 
-def rate(loader) -> float:
+def classic_transform():
+    from torchvision import transforms as T
+
+    return T.Compose([T.RandomResizedCrop(224, scale=(0.35, 1.0), antialias=True), T.RandomHorizontalFlip(),
+                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+SPEC = ModelSpec("resnet152", 224, LabelEncoding())
+
+
+def rate(loader, normalise: bool) -> float:
     images, started = 0, time.perf_counter()
     for batch in loader:
-        images += len(batch["image"] if isinstance(batch, dict) else batch[0])
+        if isinstance(batch, dict):  # artdate's uint8 batches
+            if normalise:  # as the training step does, here on the CPU
+                model_inputs(batch["image"], SPEC, torch.device("cpu"))
+            images += len(batch["image"])
+        else:
+            images += len(batch[0])
     return images / (time.perf_counter() - started)
 
 
@@ -52,7 +74,7 @@ def main():
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    transform = data.train_transform(224, IMAGENET_MEAN, IMAGENET_STD)
+    transform = data.train_transform(224)
     with open(os.path.join(SAMPLE, "artworks.csv")) as f:
         rows = list(csv.DictReader(f))
     files = [os.path.join(SAMPLE, r["file"]) for r in rows] * args.copies
@@ -77,26 +99,37 @@ def main():
         try:
             s3.make_bucket("bench")
             run_pack(PackConfig(out="s3://bench/shards", **pack), progress=False)
-            folder = torch.utils.data.DataLoader(JpegFolder(files, years, transform), batch_size=args.batch_size,
-                                                 num_workers=workers, shuffle=True)
-            for name, make in [
-                ("JPEG files, torchvision Dataset", lambda: folder),
-                ("shards, local", lambda: data.make_loader(
-                    data.store_slices(local, shards.read_manifest(local)), transform, 224, args.batch_size,
-                    loader_workers=workers, shuffle_buffer=200)),
-                ("shards, S3 (SeaweedFS)", lambda: data.make_loader(
-                    data.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")), transform, 224,
-                    args.batch_size, loader_workers=workers, shuffle_buffer=200)),
+            objects = []
+            for index, path in enumerate(files):
+                objects.append(f"s3://bench/images/{index}.jpg")
+                store.write_bytes(objects[-1], store.read_bytes(path))
+            folder = torch.utils.data.DataLoader(JpegFolder(files, years, classic_transform()),
+                                                 batch_size=args.batch_size, num_workers=workers, shuffle=True)
+            per_object = torch.utils.data.DataLoader(JpegFolder(objects, years, classic_transform()),
+                                                     batch_size=args.batch_size, num_workers=workers, shuffle=True)
+            local_shards = lambda: data.make_loader(  # noqa: E731
+                data.store_slices(local, shards.read_manifest(local)), transform, args.batch_size,
+                loader_workers=workers, shuffle_buffer=200)
+            s3_shards = lambda: data.make_loader(  # noqa: E731
+                data.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")), transform,
+                args.batch_size, loader_workers=workers, shuffle_buffer=200)
+            for name, make, normalise in [
+                ("JPEG files, torchvision Dataset", lambda: folder, True),
+                ("JPEG objects in S3, one GET each", lambda: per_object, True),
+                ("shards, local", local_shards, True),
+                ("shards, S3 (SeaweedFS)", s3_shards, True),
+                ("shards, local, uint8 (GPU normalises)", local_shards, False),
+                ("shards, S3, uint8 (GPU normalises)", s3_shards, False),
             ]:
-                rate(make())  # warm-up pass: page cache, worker start-up
-                results[name] = max(rate(make()) for _ in range(2))
+                rate(make(), normalise)  # warm-up pass: page cache, worker start-up
+                results[name] = max(rate(make(), normalise) for _ in range(2))
         finally:
             s3.stop()
-    baseline = results["JPEG files, torchvision Dataset"]
+    baseline, s3_baseline = results["JPEG files, torchvision Dataset"], results["JPEG objects in S3, one GET each"]
     print(f"{len(files)} images, 224 px train transform, {workers} loader workers, batch {args.batch_size}")
-    print(f"{'pipeline':<34}{'img/s':>8}{'img/s/core':>12}{'vs files':>10}")
+    print(f"{'pipeline':<40}{'img/s':>8}{'img/s/core':>12}{'vs files':>10}{'vs S3 objects':>15}")
     for name, value in results.items():
-        print(f"{name:<34}{value:>8.1f}{value / workers:>12.1f}{value / baseline:>10.2f}")
+        print(f"{name:<40}{value:>8.1f}{value / workers:>12.1f}{value / baseline:>10.2f}{value / s3_baseline:>15.2f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from artdate import data, shards  # noqa: E402
 from artdate.config import ScoreConfig  # noqa: E402
-from artdate.model import ModelSpec, build_model, load_checkpoint, save_checkpoint  # noqa: E402
+from artdate.model import ModelSpec, build_model, load_checkpoint, predict_years, save_checkpoint  # noqa: E402
 from artdate.score import run_scoring  # noqa: E402
 from artdate.train import label_encoding  # noqa: E402
 from conftest import pack_sample  # noqa: E402
@@ -26,13 +26,12 @@ from conftest import pack_sample  # noqa: E402
 def plain_loop(store_url, checkpoint) -> float:
     model, spec, _ = load_checkpoint(checkpoint)
     slices = data.store_slices(store_url, shards.read_manifest(store_url))
-    transform = data.eval_transform(spec.image_size, spec.mean, spec.std)
+    transform = data.eval_transform(spec.image_size)
     images, started = 0, time.perf_counter()
-    with torch.no_grad():
-        for piece in slices:
-            for batch in data.make_loader([piece], transform, spec.image_size, 64, loader_workers=0):
-                spec.encoding.years(model(batch["image"]))
-                images += len(batch["key"])
+    for piece in slices:
+        for batch in data.make_loader([piece], transform, 64, loader_workers=0):
+            predict_years(model, spec, batch["image"], torch.device("cpu"))
+            images += len(batch["key"])
     return images / (time.perf_counter() - started)
 
 

@@ -32,12 +32,12 @@ def plain_loop(store_url, cfg) -> float:
     steps = data.steps_per_epoch(data.manifest_shards(store_url, manifest, "train"), 1, cfg.batch_size)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps)
-    transform = data.train_transform(cfg.image_size, spec.mean, spec.std)
+    transform = data.train_transform(cfg.image_size)
     rates = []
     for epoch in range(cfg.epochs):
-        loader = data.make_loader(slices, transform, cfg.image_size, cfg.batch_size, loader_workers=cfg.loader_workers,
+        loader = data.make_loader(slices, transform, cfg.batch_size, loader_workers=cfg.loader_workers,
                                   shuffle_buffer=cfg.shuffle_buffer, drop_last=True)
-        stats = train_one_epoch(model, encoding, optimizer, scheduler, loader, torch.device("cpu"), epoch)
+        stats = train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
         rates.append(stats["images"] / stats["seconds"])
     return max(rates)
 

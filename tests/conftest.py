@@ -73,8 +73,8 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     scheduler = make_scheduler(optimizer, cfg, 20)
     two_shards = data.store_slices(sample_store, manifest, "train")[:2]
     for epoch in range(2):
-        loader = data.make_loader(two_shards, data.train_transform(64, spec.mean, spec.std), 64, 16, loader_workers=0)
-        train_one_epoch(model, spec.encoding, optimizer, scheduler, loader, torch.device("cpu"), epoch)
+        loader = data.make_loader(two_shards, data.train_transform(64), 16, loader_workers=0)
+        train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
     save_checkpoint(str(directory), spec, model, {"epoch": 1, "val_mae": 100.0}, {"epoch": 1})

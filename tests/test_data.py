@@ -59,10 +59,10 @@ def test_steps_cover_the_data_once_and_refuse_too_little():
 def test_ranks_draw_different_augmentations_reproducibly(sample_store):
     manifest = shards.read_manifest(sample_store)
     train = assign_train(data.manifest_shards(sample_store, manifest, "train"), 1, 0, 0)[0][:1]
-    transform = data.train_transform(48, (0.5,) * 3, (0.25,) * 3)
+    transform = data.train_transform(48)
 
     def first_batch(seed):
-        loader = make_loader(train, transform, 48, batch_size=8, loader_workers=1, seed=seed)
+        loader = make_loader(train, transform, batch_size=8, loader_workers=1, seed=seed)
         return next(iter(loader))["image"]
 
     rank0, rank1 = derive_seed(0, "train", 0, 0), derive_seed(0, "train", 0, 1)
@@ -73,10 +73,10 @@ def test_ranks_draw_different_augmentations_reproducibly(sample_store):
 def test_loader_reads_each_sample_once_with_two_worker_processes(sample_store):
     manifest = shards.read_manifest(sample_store)
     slices = data.whole(data.manifest_shards(sample_store, manifest, "train"))
-    transform = data.eval_transform(64, (0.5,) * 3, (0.25,) * 3)
+    transform = data.eval_transform(64)
     keys = []
-    for batch in make_loader(slices, transform, 64, batch_size=10, loader_workers=2):
-        assert batch["image"].shape[1:] == (3, 64, 64)
+    for batch in make_loader(slices, transform, batch_size=10, loader_workers=2):
+        assert batch["image"].shape[1:] == (3, 64, 64) and batch["image"].dtype == torch.uint8
         assert batch["year"].dtype == torch.int64
         keys += batch["key"]
     assert len(keys) == len(set(keys)) == manifest["splits"]["train"]["samples"]
@@ -85,9 +85,9 @@ def test_loader_reads_each_sample_once_with_two_worker_processes(sample_store):
 def test_loader_workers_split_a_single_shard(sample_store):
     manifest = shards.read_manifest(sample_store)
     (one, *_) = data.manifest_shards(sample_store, manifest, "train")
-    transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
+    transform = data.eval_transform(32)
     piece = Slice(one.url, 3, one.samples - 2)
-    keys = [k for b in make_loader([piece], transform, 32, batch_size=4, loader_workers=2) for k in b["key"]]
+    keys = [k for b in make_loader([piece], transform, batch_size=4, loader_workers=2) for k in b["key"]]
     assert len(keys) == len(set(keys)) == piece.samples
 
 
@@ -96,8 +96,8 @@ def test_loader_streams_from_s3_in_worker_processes(s3_url):
 
     manifest = pack_sample(s3_url, samples_per_shard=100)
     slices = data.whole(data.manifest_shards(s3_url, manifest, "val"))
-    transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
-    loader = make_loader(slices, transform, 32, batch_size=8, loader_workers=2)
+    transform = data.eval_transform(32)
+    loader = make_loader(slices, transform, batch_size=8, loader_workers=2)
     assert sum(len(b["key"]) for b in loader) == manifest["splits"]["val"]["samples"]
 
 
@@ -120,8 +120,8 @@ def test_corrupt_samples_are_skipped_and_counted_also_at_the_end_of_a_shard(tmp_
     good = [(f"met_{i}", jpeg((i, 0, 0)), labels(1500 + i)) for i in range(5)]
     bad = [("met_bad1", b"not a jpeg", labels(1600)), ("met_bad2", jpeg((1, 2, 3))[:50], labels(1601))]
     url = write_shard(tmp_path / "a.tar", good[:2] + bad[:1] + good[2:] + bad[1:])  # the last sample is bad
-    transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
-    batches = list(make_loader([Slice(url, 0, 7)], transform, 32, batch_size=3, loader_workers=0))
+    transform = data.eval_transform(32)
+    batches = list(make_loader([Slice(url, 0, 7)], transform, batch_size=3, loader_workers=0))
     assert sorted(k for b in batches for k in b["key"]) == sorted(k for k, _, _ in good)
     skipped = [s for b in batches for s in b["skipped"]]
     assert sorted(s["key"] for s in skipped) == ["met_bad1", "met_bad2"]
@@ -134,8 +134,8 @@ def test_a_truncated_shard_yields_what_it_can(tmp_path):
         content = f.read()
     with open(url, "wb") as f:
         f.write(content[: len(content) // 2])
-    transform = data.eval_transform(32, (0.5,) * 3, (0.25,) * 3)
-    batches = list(make_loader([Slice(url, 0, 6)], transform, 32, batch_size=2, loader_workers=0))
+    transform = data.eval_transform(32)
+    batches = list(make_loader([Slice(url, 0, 6)], transform, batch_size=2, loader_workers=0))
     keys = [k for b in batches for k in b["key"]]
     skipped = [s for b in batches for s in b["skipped"]]
     assert 0 < len(keys) < 6 and len(keys) + len(skipped) == 6  # what the shard never delivered is counted

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from artdate.config import TrainConfig
-from artdate.model import LabelEncoding, build_model
+from artdate.model import LabelEncoding, ModelSpec, build_model
 from artdate.train import make_optimizer, make_scheduler, train_one_epoch
 
 pytestmark = [
@@ -16,15 +16,15 @@ pytestmark = [
 def test_bf16_channels_last_training_step_lowers_the_loss():
     device = torch.device("cuda")
     torch.manual_seed(0)
-    encoding = LabelEncoding(loss="huber", mean=1700, std=150)
+    spec = ModelSpec("resnet18", 64, LabelEncoding(loss="huber", mean=1700, std=150))
     model = build_model("resnet18", 1, weights="none").to(device, memory_format=torch.channels_last)
-    images = torch.randn(16, 3, 64, 64)
+    images = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8)
     years = torch.randint(1300, 1900, (16,))
-    batch = {"image": images, "year": years, "year_start": years, "year_end": years, "skipped": 0}
+    batch = {"image": images, "year": years, "year_start": years, "year_end": years, "skipped": []}
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, 40)
-    first = train_one_epoch(model, encoding, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
+    first = train_one_epoch(model, spec, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
     for _ in range(6):
-        last = train_one_epoch(model, encoding, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
+        last = train_one_epoch(model, spec, optimizer, scheduler, [batch] * 4, device, 0, autocast_dtype=torch.bfloat16)
     assert last["loss"] < first["loss"]

@@ -77,17 +77,17 @@ def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
     torch.manual_seed(0)
     manifest, spec, model = small_setup(sample_store)
     first_shard = data.store_slices(sample_store, manifest, "train")[:1]
-    transform = data.eval_transform(64, spec.mean, spec.std)
-    batch = next(iter(data.make_loader(first_shard, transform, 64, batch_size=16, loader_workers=0)))
+    transform = data.eval_transform(64)
+    batch = next(iter(data.make_loader(first_shard, transform, batch_size=16, loader_workers=0)))
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=30)
-    first = train_one_epoch(model, spec.encoding, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
+    first = train_one_epoch(model, spec, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
     for _ in range(8):
-        last = train_one_epoch(model, spec.encoding, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
+        last = train_one_epoch(model, spec, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
     assert last["loss"] < 0.6 * first["loss"]
     assert last["images"] == 48
-    errors, skipped = evaluate(model, spec.encoding, [batch], torch.device("cpu"))
+    errors, skipped = evaluate(model, spec, [batch], torch.device("cpu"))
     assert len(errors) == 16 and skipped == 0 and torch.isfinite(errors).all() and (errors >= 0).all()
 
 

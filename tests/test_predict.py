@@ -8,7 +8,7 @@ from artdate import shards
 from artdate.cli import main
 from artdate.config import PredictConfig
 from artdate.data import eval_transform, decode_image
-from artdate.model import load_checkpoint
+from artdate.model import load_checkpoint, predict_years
 from artdate.predict import predict_year
 from conftest import ROOT
 from servers import MuseumApi
@@ -22,9 +22,8 @@ def stored_sample_prediction(checkpoint, store_url, key):
     for url in shards.shard_urls(store_url, shards.read_manifest(store_url)):
         with tarfile.open(url) as tar:
             if f"{key}.jpg" in tar.getnames():
-                image = decode_image(tar.extractfile(f"{key}.jpg").read(), spec.image_size)
-    with torch.no_grad():
-        years, spread = spec.encoding.years(model(eval_transform(spec.image_size, spec.mean, spec.std)(image)[None]))
+                image = decode_image(tar.extractfile(f"{key}.jpg").read())
+    years, spread = predict_years(model, spec, eval_transform(spec.image_size)(image)[None], torch.device("cpu"))
     return years.item(), spread.item()
 
 

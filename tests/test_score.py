@@ -16,7 +16,7 @@ import torch
 
 from artdate import data, shards
 from artdate.config import ScoreConfig
-from artdate.model import load_checkpoint
+from artdate.model import load_checkpoint, predict_years
 from artdate.score import COLUMNS, run_scoring
 from conftest import ROOT, pack_sample
 
@@ -48,13 +48,12 @@ def expected_predictions(store_url, checkpoint):
     """Plain single-process predictions: key -> year."""
     model, spec, _ = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
-    loader = data.make_loader(data.store_slices(store_url, manifest), data.eval_transform(spec.image_size, spec.mean, spec.std),
-                              spec.image_size, 32, loader_workers=0)
+    loader = data.make_loader(data.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32,
+                              loader_workers=0)
     found = {}
-    with torch.no_grad():
-        for batch in loader:
-            years, _ = spec.encoding.years(model(batch["image"]))
-            found.update(zip(batch["key"], years.tolist()))
+    for batch in loader:
+        years, _ = predict_years(model, spec, batch["image"], torch.device("cpu"))
+        found.update(zip(batch["key"], years.tolist()))
     return found
 
 

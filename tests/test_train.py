@@ -73,9 +73,9 @@ def test_two_workers_from_s3_to_s3(s3_url):
     assert state["metrics"]["val_mae"] == min(m["val_mae"] for m in metrics.values())
     # Validation across both ranks evaluated exactly the weights that were saved (both ranks use
     # rank 0's BatchNorm statistics), so one process evaluating the checkpoint finds the same MAE.
-    loader = data.make_loader(data.store_slices(shards_url, manifest, "val"),
-                              data.eval_transform(spec.image_size, spec.mean, spec.std), spec.image_size, 8, loader_workers=0)
-    errors, _ = evaluate(model, spec.encoding, loader, torch.device("cpu"))
+    loader = data.make_loader(data.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8,
+                              loader_workers=0)
+    errors, _ = evaluate(model, spec, loader, torch.device("cpu"))
     assert errors.mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
     # Inference reads the weights alone; the optimizer state is in a file of its own.
     assert "optimizer" not in load_tensors(store.join(best, CHECKPOINT_FILE))
