@@ -113,6 +113,7 @@ class TrainConfig:
     grad_clip: float = option(1.0, help="clip the gradient norm to this (0: off)")
     bin_width: int = option(25, help="years per bin for --loss bins")
     loader_workers: int = option(2, help="DataLoader processes per training worker")
+    decode_on: str = option("cpu", help="where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, for nodes whose CPUs cannot keep up)", choices=["cpu", "device"])
     shuffle_buffer: int = option(500, help="samples in each loader's shuffle buffer")
     keep_checkpoints: int = option(3, help="best checkpoints kept (by val MAE), besides the latest")
     max_failures: int = option(10, help="times the run restarts from its latest checkpoint after a worker or node is "
@@ -132,6 +133,7 @@ class ScoreConfig:
     gpus_per_actor: float = option(-1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0")
     cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
     max_retries: int = option(3, help="times a shard is retried after its actor died")
+    decode_on: str = option("cpu", help="where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, for nodes whose CPUs cannot keep up)", choices=["cpu", "device"])
     start_timeout: float = option(900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up")
 
 

@@ -179,9 +179,39 @@ def read_slice(piece: Slice):
             yield {"__skip__": reason, "__url__": piece.url, "__key__": ""}
 
 
+def encoded(jpg: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(jpg), dtype=torch.uint8)
+
+
+def decode_on_device(batch: dict, transform, device: torch.device) -> dict:
+    """A batch of encoded JPEGs (a loader with transform=None) -> the same batch with uint8 images
+    decoded on `device` (nvJPEG on CUDA, in one call for the batch) and `transform`ed there. A
+    JPEG that does not decode is dropped from the batch and added to its `skipped` records."""
+    from torchcodec.decoders import decode_jpeg
+
+    jpegs = batch["image"]
+    try:
+        images = decode_jpeg(jpegs, mode="RGB", device=device)
+    except Exception:  # noqa: BLE001 -- one bad JPEG fails the whole call: find it one by one
+        images = []
+        for jpeg in jpegs:
+            try:
+                images.append(decode_jpeg(jpeg, mode="RGB", device=device))
+            except Exception as problem:  # noqa: BLE001
+                images.append(f"undecodable: {problem}"[:300])
+    keep = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
+    skipped = batch["skipped"] + [{"shard": batch["shard"][i], "key": batch["key"][i], "reason": images[i]}
+                                  for i in range(len(images)) if i not in keep]
+    picked = {name: [batch[name][i] for i in keep] for name in ("key", "shard", "id", "museum")}
+    labels = {name: batch[name][keep] for name in ("year", "year_start", "year_end")}
+    stacked = torch.stack([transform(images[i]) for i in keep]) if keep else None
+    return {**batch, **picked, **labels, "image": stacked, "skipped": skipped}
+
+
 class Decoder:
     """Raw tar samples -> dicts of image tensor + labels, or {"skip": record} for a sample that
-    could not be read or decoded (the record names its shard, key and problem)."""
+    could not be read or decoded (the record names its shard, key and problem). With
+    transform=None the image stays an encoded JPEG, for decode_on_device."""
 
     def __init__(self, transform):
         self.transform = transform
@@ -195,7 +225,7 @@ class Decoder:
             try:
                 labels = json.loads(sample["json"])
                 yield {
-                    "image": self.transform(decode_image(sample["jpg"])),
+                    "image": encoded(sample["jpg"]) if self.transform is None else self.transform(decode_image(sample["jpg"])),
                     "key": key,
                     "shard": url,
                     "id": str(labels.get("id", "")),
@@ -210,9 +240,11 @@ class Decoder:
 
 
 def collate(items: list[dict], skipped: list[dict]) -> dict:
-    """A batch; `image` is None when every sample since the last batch was skipped."""
+    """A batch; `image` is None when every sample since the last batch was skipped, and a list of
+    encoded JPEGs when the loader leaves decoding to the device."""
+    encoded_jpegs = bool(items) and items[0]["image"].dim() == 1
     return {
-        "image": torch.stack([i["image"] for i in items]) if items else None,
+        "image": ([i["image"] for i in items] if encoded_jpegs else torch.stack([i["image"] for i in items])) if items else None,
         "year": torch.tensor([i["year"] for i in items], dtype=torch.int64),
         "year_start": torch.tensor([i["year_start"] for i in items], dtype=torch.int64),
         "year_end": torch.tensor([i["year_end"] for i in items], dtype=torch.int64),

@@ -27,12 +27,16 @@ from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, Mod
 
 
 def train_one_epoch(model, spec: ModelSpec, optimizer, scheduler, batches, device, epoch: int, *,
-                    grad_clip: float = 1.0, autocast_dtype=None, log_every: int = 0, steps: int = 0) -> dict:
-    """One pass over `batches`; returns the mean loss, images, seconds and skipped samples."""
+                    grad_clip: float = 1.0, autocast_dtype=None, log_every: int = 0, steps: int = 0,
+                    device_transform=None) -> dict:
+    """One pass over `batches`; returns the mean loss, images, seconds and skipped samples. With a
+    `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device."""
     model.train()
     total_loss, images, skipped, started = 0.0, 0, 0, time.perf_counter()
     step = 0
     for batch in batches:
+        if device_transform is not None and batch["image"] is not None:
+            batch = data.decode_on_device(batch, device_transform, device)
         skipped += len(batch["skipped"])
         if batch["image"] is None:  # every sample of it was unreadable
             continue
@@ -70,11 +74,13 @@ def _finite_loss(total_loss, images: int, epoch: int, step: int) -> float:
     return mean
 
 
-def evaluate(model, spec: ModelSpec, batches, device) -> tuple[torch.Tensor, int]:
+def evaluate(model, spec: ModelSpec, batches, device, device_transform=None) -> tuple[torch.Tensor, int]:
     """(absolute errors in years of every sample in `batches`, skipped samples)."""
     model.eval()
     errors, skipped = [], 0
     for batch in batches:
+        if device_transform is not None and batch["image"] is not None:
+            batch = data.decode_on_device(batch, device_transform, device)
         skipped += len(batch["skipped"])
         if batch["image"] is not None:
             predicted, _ = predict_years(model, spec, batch["image"], device)
@@ -181,20 +187,25 @@ def train_func(config: dict) -> None:
 
     train_tf = data.train_transform(spec.image_size)
     eval_tf = data.eval_transform(spec.image_size)
+    on_device = cfg.decode_on == "device"  # then the loaders pass encoded JPEGs and the step decodes them
+    loader_train_tf, loader_eval_tf = (None, None) if on_device else (train_tf, eval_tf)
     my_val = data.assign_val(val_shards, world)[rank]
     for epoch in range(start_epoch, cfg.epochs):
         mine = data.assign_train(train_shards, world, epoch, cfg.seed)[rank]
         # One loader per epoch; its worker processes persist across the wrap-around passes.
-        loader = data.make_loader(mine, train_tf, cfg.batch_size, loader_workers=cfg.loader_workers,
+        if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
+            torch.manual_seed(data.derive_seed(cfg.seed, "device-augment", epoch, rank))
+        loader = data.make_loader(mine, loader_train_tf, cfg.batch_size, loader_workers=cfg.loader_workers,
                                   shuffle_buffer=cfg.shuffle_buffer, seed=data.derive_seed(cfg.seed, "train", epoch, rank),
                                   drop_last=True, persistent=True)
         stats = train_one_epoch(model, spec, optimizer, scheduler, data.take_steps(loader.__iter__, steps),
                                 device, epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
-                                log_every=cfg.log_every if rank == 0 else 0, steps=steps)
+                                log_every=cfg.log_every if rank == 0 else 0, steps=steps,
+                                device_transform=train_tf if on_device else None)
         del loader  # its worker processes end here
         share_rank0_buffers(model)
-        val_loader = data.make_loader(my_val, eval_tf, cfg.batch_size, loader_workers=cfg.loader_workers)
-        errors, val_skipped = evaluate(plain_model, spec, val_loader, device)
+        val_loader = data.make_loader(my_val, loader_eval_tf, cfg.batch_size, loader_workers=cfg.loader_workers)
+        errors, val_skipped = evaluate(plain_model, spec, val_loader, device, eval_tf if on_device else None)
 
         everyone = _gather({"errors": errors, "train": stats, "val_skipped": val_skipped,
                             "slices": [[s.url, s.start, s.stop] for s in mine], "node": ray.util.get_node_ip_address()})

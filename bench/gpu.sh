@@ -2,7 +2,8 @@
 # GPU throughput of the training model on one CUDA device (written for a lent H200):
 # ResNet152, bf16 autocast, channels_last; train and eval img/s at growing batch sizes until
 # memory runs out, against fp32 at batch 64 as the same-run baseline. Synthetic 224 px inputs,
-# so the figures are the model's, not the input pipeline's (bench/data.py measures that).
+# so the figures are the model's; bench/gpu_input.py (run last) adds real shards decoded on the
+# CPU and on the GPU next to the model-only rate.
 #   bash bench/gpu.sh [resnet152] [224]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,3 +59,5 @@ print(f"{'mode':<6}{'dtype':<6}{'batch':>6}{'img/s':>10}{'vs fp32@64':>12}{'peak
 for mode, dtype, batch, rate, ratio, memory in rows:
     print(f"{mode:<6}{dtype:<6}{batch:>6}{rate:>10.0f}{ratio:>12.2f}{memory:>10.1f}")
 PY
+# The same model fed from real shards: CPU decode vs nvJPEG decode on the device vs tensors alone.
+python bench/gpu_input.py --backbone "${1:-resnet152}" --image-size "${2:-224}"

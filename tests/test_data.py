@@ -153,3 +153,19 @@ def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
     assert len(passes) == 3
     with pytest.raises(RuntimeError, match="no decodable samples"):
         list(take_steps(lambda: iter([{"image": None, "skipped": [{}]}]), 2))
+
+
+def test_decoding_on_the_device_matches_the_loader_and_records_what_does_not_decode(tmp_path):
+    good = [(f"met_{i}", jpeg((40 * i, 100, 0)), labels(1500 + i)) for i in range(4)]
+    bad = ("met_bad", jpeg((1, 2, 3))[:60], labels(1600))
+    url = write_shard(tmp_path / "a.tar", good[:2] + [bad] + good[2:])
+    transform = data.eval_transform(32)
+    on_loader = list(make_loader([Slice(url, 0, 5)], transform, batch_size=5, loader_workers=0))
+    (encoded_batch,) = make_loader([Slice(url, 0, 5)], None, batch_size=5, loader_workers=0)
+    assert isinstance(encoded_batch["image"], list) and len(encoded_batch["image"]) == 5  # not decoded yet
+    on_device = data.decode_on_device(encoded_batch, transform, torch.device("cpu"))  # the CUDA path, on the CPU
+    assert on_device["key"] == [k for k, _, _ in good]
+    assert on_device["year"].tolist() == [1500, 1501, 1502, 1503]
+    assert [s["key"] for s in on_device["skipped"]] == ["met_bad"] and "undecodable" in on_device["skipped"][0]["reason"]
+    decoded_by_loader = torch.cat([b["image"] for b in on_loader])
+    assert torch.equal(on_device["image"], decoded_by_loader)

@@ -176,3 +176,18 @@ def test_regression_predictions_stay_inside_the_label_window():
     encoding = LabelEncoding("mse", mean=1700.0, std=150.0, year_min=1200, year_max=1930)
     years, _ = encoding.years(torch.tensor([[-10.0], [0.0], [10.0]]))
     assert years.tolist() == [1200.0, 1700.0, 1930.0]
+
+
+def test_a_training_step_can_decode_and_augment_on_the_device(sample_store):
+    torch.manual_seed(0)
+    manifest, spec, model = small_setup(sample_store)
+    first_shard = data.store_slices(sample_store, manifest, "train")[:1]
+    encoded = list(data.make_loader(first_shard, None, batch_size=16, loader_workers=0))  # JPEGs, not decoded
+    cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=30)
+    stats = train_one_epoch(model, spec, optimizer, scheduler, encoded, torch.device("cpu"), 0,
+                            device_transform=data.train_transform(64))
+    assert stats["images"] == first_shard[0].samples and stats["skipped"] == 0
+    errors, skipped = evaluate(model, spec, encoded, torch.device("cpu"), data.eval_transform(64))
+    assert len(errors) == first_shard[0].samples and skipped == 0

@@ -71,10 +71,15 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
         assert row["split"] in ("train", "val") and row["shard"].endswith(".tar") and float(row["spread"]) > 0
     assert not os.path.exists(out + ".parts")
 
+    # Only the validation split, with JPEGs decoded where the model runs (nvJPEG on a GPU; here the
+    # same code on the CPU): the same predictions as decoding in the loader.
     val_only = str(tmp_path / "val.csv")
-    run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val"), progress=False)
+    run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val", decode_on="device"),
+                progress=False)
     assert {r["split"] for r in read_rows(val_only)} == {"val"}
     assert len(read_rows(val_only)) == manifest["splits"]["val"]["samples"]
+    by_key = {r["key"]: r["pred"] for r in rows}
+    assert all(r["pred"] == by_key[r["key"]] for r in read_rows(val_only))
 
 
 def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_checkpoint, capfd):
