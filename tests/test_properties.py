@@ -8,6 +8,12 @@ import tempfile
 import torch
 from hypothesis import given, settings, strategies as st
 
+# In CI (CI=true) the examples are derived from the test names, so a submission's run is
+# reproducible; elsewhere each run explores new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
+
 from artdate.metadata import MetadataError, read_metadata
 from artdate.model import LabelEncoding
 
@@ -86,5 +92,6 @@ def test_years_round_trip_through_the_encodings(encoding, offset, regression):
     year = torch.tensor([encoding.year_min + offset])
     decoded, spread = encoding.years(torch.log(encoding.targets(year, year, year)))
     assert abs(decoded.item() - year.item()) <= encoding.bin_width / 2 and spread.item() < 1e-3
+    regression = LabelEncoding(regression.loss, regression.mean, regression.std, encoding.year_min, encoding.year_max)
     as_output = regression.targets(year, year, year)[:, None]
-    assert abs(regression.years(as_output)[0].item() - year.item()) < 1e-2
+    assert abs(regression.years(as_output)[0].item() - year.item()) < 1e-2  # inside the window: exact
