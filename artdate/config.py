@@ -133,6 +133,8 @@ class ScoreConfig:
     gpus_per_actor: float = option(-1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0")
     cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
     max_retries: int = option(3, help="times a shard is retried after its actor died")
+    loader_workers: int = option(0, help="processes per actor (started per shard) that decode the next images while the "
+                                 "model runs; 0: the actor decodes between batches")
     decode_on: str = option("cpu", help="where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, for nodes whose CPUs cannot keep up)", choices=["cpu", "device"])
     start_timeout: float = option(900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up")
 

@@ -37,7 +37,7 @@ WAIT_REPORT_SECONDS = 30
 class Scorer:
     """Runs in a Ray actor: the model is loaded once, then scores shard after shard."""
 
-    def __init__(self, checkpoint_url: str, batch_size: int, decode_on: str = "cpu"):
+    def __init__(self, checkpoint_url: str, batch_size: int, decode_on: str = "cpu", loader_workers: int = 0):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.spec, _ = load_checkpoint(checkpoint_url)
         self.model.to(self.device)
@@ -46,6 +46,7 @@ class Scorer:
         self.transform = data.eval_transform(self.spec.image_size)
         self.batch_size = batch_size
         self.on_device = decode_on == "device"  # the loader passes encoded JPEGs; they are decoded here
+        self.loader_workers = loader_workers
 
     def ready(self) -> int:
         return os.getpid()
@@ -54,7 +55,7 @@ class Scorer:
         """(rows, skip records) of one shard: together they account for each of its samples."""
         rows, skips = [], []
         loader = data.make_loader([data.Slice(shard_url, 0, samples)], None if self.on_device else self.transform,
-                                  self.batch_size, loader_workers=0)
+                                  self.batch_size, loader_workers=self.loader_workers)
         for batch in loader:
             if self.on_device and batch["image"] is not None:
                 batch = data.decode_on_device(batch, self.transform, self.device)
@@ -189,7 +190,7 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
     queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
     attempts: dict[str, int] = {}  # shard url -> times its actor died
     failed_starts = 0
-    pool = ActorPool(lambda: actor_class.remote(checkpoint, cfg.batch_size, cfg.decode_on), actors)
+    pool = ActorPool(lambda: actor_class.remote(checkpoint, cfg.batch_size, cfg.decode_on, cfg.loader_workers), actors)
     waiting_since = time.monotonic()
     try:
         while queue or pool.running:

@@ -72,10 +72,10 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     assert not os.path.exists(out + ".parts")
 
     # Only the validation split, with JPEGs decoded where the model runs (nvJPEG on a GPU; here the
-    # same code on the CPU): the same predictions as decoding in the loader.
+    # same code on the CPU) and read by a loader process: the same predictions as before.
     val_only = str(tmp_path / "val.csv")
-    run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val", decode_on="device"),
-                progress=False)
+    run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val", decode_on="device",
+                            loader_workers=1), progress=False)
     assert {r["split"] for r in read_rows(val_only)} == {"val"}
     assert len(read_rows(val_only)) == manifest["splits"]["val"]["samples"]
     by_key = {r["key"]: r["pred"] for r in rows}
