@@ -180,6 +180,7 @@ def read_slice(piece: Slice):
 
 
 def encoded(jpg: bytes) -> torch.Tensor:
+    """JPEG bytes as a 1-dimensional uint8 tensor: how a loader hands them on undecoded."""
     return torch.frombuffer(bytearray(jpg), dtype=torch.uint8)
 
 
@@ -224,8 +225,9 @@ class Decoder:
                 continue
             try:
                 labels = json.loads(sample["json"])
+                jpg = sample["jpg"]
                 yield {
-                    "image": encoded(sample["jpg"]) if self.transform is None else self.transform(decode_image(sample["jpg"])),
+                    "image": encoded(jpg) if self.transform is None else self.transform(decode_image(jpg)),
                     "key": key,
                     "shard": url,
                     "id": str(labels.get("id", "")),
@@ -242,9 +244,11 @@ class Decoder:
 def collate(items: list[dict], skipped: list[dict]) -> dict:
     """A batch; `image` is None when every sample since the last batch was skipped, and a list of
     encoded JPEGs when the loader leaves decoding to the device."""
-    encoded_jpegs = bool(items) and items[0]["image"].dim() == 1
+    images = [i["image"] for i in items]
+    if images and images[0].dim() == 3:  # decoded; 1-dimensional ones are encoded JPEGs
+        images = torch.stack(images)
     return {
-        "image": ([i["image"] for i in items] if encoded_jpegs else torch.stack([i["image"] for i in items])) if items else None,
+        "image": images if items else None,
         "year": torch.tensor([i["year"] for i in items], dtype=torch.int64),
         "year_start": torch.tensor([i["year_start"] for i in items], dtype=torch.int64),
         "year_end": torch.tensor([i["year_end"] for i in items], dtype=torch.int64),
