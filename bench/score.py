@@ -47,21 +47,23 @@ def main():
         baseline = plain_loop(store_url, checkpoint)
         rows = [("plain loop, 1 process", baseline, baseline, 0.0)]
         cores = os.cpu_count() or 1
-        for actors in (1, 2):
-            out = os.path.join(directory, f"results-{actors}.csv")
-            # Ray sets OMP_NUM_THREADS to an actor's CPUs: split the cores between the actors.
+        # Ray sets OMP_NUM_THREADS to an actor's CPUs: one actor with every core, then actors of 1 CPU
+        # each (the scaling figure: 2 one-CPU actors against 1).
+        for actors, cpus in ((1, cores), (1, 1), (2, 1)):
+            out = os.path.join(directory, f"results-{actors}-{cpus}.csv")
             settings = ScoreConfig(shards=store_url, checkpoint=checkpoint, out=out, actors=actors,
-                                   cpus_per_actor=max(1, cores // actors), batch_size=64)
+                                   cpus_per_actor=cpus, batch_size=64)
             started = time.perf_counter()
             summary = run_scoring(settings, progress=False)
             wall = time.perf_counter() - started
-            rows.append((f"Ray actors x{actors}", summary["images_per_second_after_startup"],
+            rows.append((f"Ray actors x{actors} ({cpus} CPU)", summary["images_per_second_after_startup"],
                          summary["rows"] / summary["seconds"], wall))
     print(f"{manifest['packed']} images, efficientnet_lite0 at 128 px, batch 64, CPU, {cores} cores")
     print("steady: after the first shard came back (actor start-up and model load excluded)")
     print(f"{'run':<24}{'steady img/s':>13}{'vs plain':>10}{'end-to-end img/s':>18}{'wall s':>8}")
     for name, steady, whole, wall in rows:
         print(f"{name:<24}{steady:>13.1f}{steady / baseline:>10.2f}{whole:>18.1f}{wall:>8.1f}")
+    print(f"2 one-CPU actors vs 1: {rows[3][1] / rows[2][1]:.2f}x steady, {rows[3][2] / rows[2][2]:.2f}x end to end")
 
 
 if __name__ == "__main__":
