@@ -124,8 +124,8 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
         return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or role)", 2
     if isinstance(problem, botocore.exceptions.ClientError):
         error = problem.response.get("Error", {})
-        bucket = problem.response.get("Error", {}).get("BucketName", "")
-        return f"S3 refused {problem.operation_name} {bucket}: {error.get('Code', '')} {error.get('Message', '')}".strip(), 2
+        return (f"S3 refused {problem.operation_name} {error.get('BucketName', '')}: "
+                f"{error.get('Code', '')} {error.get('Message', '')}".strip(), 2)
     if isinstance(problem, (botocore.exceptions.EndpointConnectionError, boto3.exceptions.S3UploadFailedError)):
         return f"{problem} (S3 did not answer through the retries; rerun the same command to resume)", 1
     return None

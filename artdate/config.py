@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 REQUIRED = dataclasses.MISSING
+DECODE_ON_HELP = ("where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, "
+                  "for nodes whose CPUs cannot keep up)")
 
 
 def option(default: Any = REQUIRED, help: str = "", storage: bool = False, **argparse_extras: Any) -> Any:
@@ -113,7 +115,7 @@ class TrainConfig:
     grad_clip: float = option(1.0, help="clip the gradient norm to this (0: off)")
     bin_width: int = option(25, help="years per bin for --loss bins")
     loader_workers: int = option(2, help="DataLoader processes per training worker")
-    decode_on: str = option("cpu", help="where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, for nodes whose CPUs cannot keep up)", choices=["cpu", "device"])
+    decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     shuffle_buffer: int = option(500, help="samples in each loader's shuffle buffer")
     keep_checkpoints: int = option(3, help="best checkpoints kept (by val MAE), besides the latest")
     max_failures: int = option(10, help="times the run restarts from its latest checkpoint after a worker or node is "
@@ -135,7 +137,7 @@ class ScoreConfig:
     max_retries: int = option(3, help="times a shard is retried after its actor died")
     loader_workers: int = option(0, help="processes per actor (started per shard) that decode the next images while the "
                                  "model runs; 0: the actor decodes between batches")
-    decode_on: str = option("cpu", help="where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, for nodes whose CPUs cannot keep up)", choices=["cpu", "device"])
+    decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     start_timeout: float = option(900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up")
 
 

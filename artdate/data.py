@@ -191,6 +191,8 @@ def decode_on_device(batch: dict, transform, device: torch.device) -> dict:
     from torchcodec.decoders import decode_jpeg
 
     jpegs = batch["image"]
+    if jpegs is None:  # every sample of it was skipped already
+        return batch
     try:
         images = decode_jpeg(jpegs, mode="RGB", device=device)
     except Exception:  # noqa: BLE001 -- one bad JPEG fails the whole call: find it one by one

@@ -149,7 +149,6 @@ def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> n
     """
     if backbone in OFFLINE_BACKBONES:
         model = _efficientnet_lite(backbone, num_outputs, pretrained=weights == "imagenet")
-        _replace_head(model, num_outputs)
     else:
         import torchvision
 
@@ -157,7 +156,7 @@ def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> n
             raise ValueError(f"unknown backbone {backbone!r}: use a torchvision classification model or {OFFLINE_BACKBONES}")
         tv_weights = torchvision.models.get_model_weights(backbone).DEFAULT if weights == "imagenet" else None
         model = torchvision.models.get_model(backbone, weights=tv_weights)
-        _replace_head(model, num_outputs)
+    _replace_head(model, num_outputs)  # always a fresh fp32 year head
     if weights not in ("imagenet", "none"):
         state = load_tensors(weights)
         head = _head_prefix(model)
@@ -300,7 +299,7 @@ def load_tensors(url: str) -> dict:
 
 
 def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
-    """(model in eval mode on CPU, spec, the checkpoint dict) from a checkpoint or run URL."""
+    """(model in eval mode on CPU, spec, {metrics, epoch, url}) from a checkpoint or run URL."""
     directory = resolve_checkpoint(url)
     path = store.join(directory, CHECKPOINT_FILE)
     state = load_tensors(path)

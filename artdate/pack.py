@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tarfile
 import tempfile
 from collections import Counter, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -271,12 +270,9 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
 
 def _published_samples(url: str) -> list[tuple[str, bytes, dict]]:
     """(key, jpg, labels) of each sample of a published shard (one shard: tens of MB at most)."""
-    members = {}
-    with store.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            members[member.name] = tar.extractfile(member).read()
-    return [(name[: -len(".jpg")], data, json.loads(members[name[: -len(".jpg")] + ".json"]))
-            for name, data in members.items() if name.endswith(".jpg")]
+    members = dict(shards.tar_members(url))
+    keys = [name[: -len(".jpg")] for name in members if name.endswith(".jpg")]
+    return [(key, members[f"{key}.jpg"], json.loads(members[f"{key}.json"])) for key in keys]
 
 
 def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:

@@ -169,10 +169,8 @@ def shard_images(url: str, wanted: dict[str, int]) -> dict[int, bytes]:
     """The members of one shard named in `wanted` (member name -> row index), streamed."""
     found = {}
     try:
-        with store.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if member.name in wanted and member.isfile() and member.size <= MAX_IMAGE_BYTES:
-                    found[wanted[member.name]] = tar.extractfile(member).read()
+        for name, data in shards.tar_members(url, lambda member: member.name in wanted and member.size <= MAX_IMAGE_BYTES):
+            found[wanted[name]] = data
     except (OSError, tarfile.TarError, ValueError):
         pass  # a gallery without some images is still a report
     return found

@@ -110,6 +110,15 @@ class LabelTotals:
         self.museums.update(record.museums)
 
 
+def tar_members(url: str, wanted=lambda member: True):
+    """(name, bytes) of each file in the tar at `url` for which `wanted(member)` holds, streamed
+    (the others are skipped, not kept)."""
+    with store.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if member.isfile() and wanted(member):
+                yield member.name, tar.extractfile(member).read()
+
+
 def write_tar(path: str, samples) -> tuple[int, int, str]:
     """Write (key, jpg_bytes, labels) samples to a WebDataset tar at `path` (members key.jpg and
     key.json, next to each other); return (count, bytes, sha256). Plain tarfile: packing needs

@@ -22,8 +22,8 @@ import torch
 from . import data, shards, store
 from .config import TrainConfig
 from .raycluster import connect, resolve_gpus
-from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model, head_and_backbone_parameters, load_tensors,
-                    model_inputs, predict_years, run_checkpoints, save_checkpoint)
+from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model,
+                    head_and_backbone_parameters, load_tensors, model_inputs, predict_years, run_checkpoints, save_checkpoint)
 
 
 def train_one_epoch(model, spec: ModelSpec, optimizer, scheduler, batches, device, epoch: int, *,
@@ -32,17 +32,17 @@ def train_one_epoch(model, spec: ModelSpec, optimizer, scheduler, batches, devic
     """One pass over `batches`; returns the mean loss, images, seconds and skipped samples. With a
     `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device."""
     model.train()
+    encoding = spec.encoding
     total_loss, images, skipped, started = 0.0, 0, 0, time.perf_counter()
     step = 0
     for batch in batches:
-        if device_transform is not None and batch["image"] is not None:
+        if device_transform is not None:
             batch = data.decode_on_device(batch, device_transform, device)
         skipped += len(batch["skipped"])
         if batch["image"] is None:  # every sample of it was unreadable
             continue
         step += 1
         inputs = model_inputs(batch["image"], spec, device)
-        encoding = spec.encoding
         targets = encoding.targets(*(batch[k].to(device) for k in ("year", "year_start", "year_end")))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(inputs)
@@ -79,7 +79,7 @@ def evaluate(model, spec: ModelSpec, batches, device, device_transform=None) -> 
     model.eval()
     errors, skipped = [], 0
     for batch in batches:
-        if device_transform is not None and batch["image"] is not None:
+        if device_transform is not None:
             batch = data.decode_on_device(batch, device_transform, device)
         skipped += len(batch["skipped"])
         if batch["image"] is not None:

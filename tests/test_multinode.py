@@ -12,6 +12,7 @@ import pytest
 from artdate import store
 from artdate.model import run_checkpoints
 from conftest import ROOT, pack_sample
+from test_train import wait_for_epoch_0
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +64,7 @@ def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_no
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, ray_nodes.address, ray_nodes.head_ip, "train",
                                json.dumps(settings)], env=ray_nodes.environment(), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
-    deadline = time.monotonic() + 300
-    while not (store.exists(snapshot) and '"epoch":0' in store.read_bytes(snapshot).decode().replace(" ", "")):
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()[-3000:]
-        time.sleep(0.2)
+    wait_for_epoch_0(storage, lambda: driver.poll() is None, timeout=300)
     ray_nodes.kill_worker()  # one rank per node (2 CPUs each): the run loses a rank mid-epoch 1
     time.sleep(3)
     ray_nodes.start_worker()  # the replacement node joins; the run resumes on it

@@ -57,14 +57,20 @@ def pack_command(out: str) -> list[str]:
             "--samples-per-shard", "8", "--year-min", "-1000", "--year-max", "2100", "--jobs", "1", "--quiet"]
 
 
-def wait_for_records(server, bucket: str, prefix: str, count: int, process, timeout: float = 120) -> None:
+def wait_for_objects(server, bucket: str, prefix: str, suffix: str, count: int, process, timeout: float = 180) -> None:
+    """Until `count` objects under `prefix` end in `suffix` (asserting the command still runs)."""
     deadline = time.monotonic() + timeout
     while True:
-        listed = server.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/_pack/").get("Contents", [])
-        if sum(o["Key"].endswith(".tar.json") for o in listed) >= count:
+        listed = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        if sum(o["Key"].endswith(suffix) for o in listed) >= count:
             return
-        assert process.poll() is None and time.monotonic() < deadline, "pack ended before the fault"
+        assert process.poll() is None and time.monotonic() < deadline, "the command ended before the fault"
         time.sleep(0.1)
+
+
+def wait_for_records(server, bucket: str, prefix: str, count: int, process) -> None:
+    """Until pack has finished `count` shards."""
+    wait_for_objects(server, bucket, f"{prefix}/_pack/", ".tar.json", count, process, timeout=120)
 
 
 def assert_complete_store(server, bucket: str, prefix: str) -> None:
@@ -114,14 +120,9 @@ def score_command(bucket: str, checkpoint: str, actors: int = 2) -> list[str]:
             checkpoint, "--out", f"s3://{bucket}/results.csv", "--actors", str(actors), "--quiet"]
 
 
-def wait_for_parts(server, bucket: str, count: int, process, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        listed = server.client().list_objects_v2(Bucket=bucket, Prefix="results.csv.parts/").get("Contents", [])
-        if sum(o["Key"].endswith(".tar.csv") for o in listed) >= count:
-            return
-        assert process.poll() is None and time.monotonic() < deadline, "score ended before the fault"
-        time.sleep(0.1)
+def wait_for_parts(server, bucket: str, count: int, process) -> None:
+    """Until score has kept the parts of `count` shards."""
+    wait_for_objects(server, bucket, "results.csv.parts/", ".tar.csv", count, process)
 
 
 def assert_every_work_once(server, bucket: str) -> None:
