@@ -8,6 +8,8 @@ shuffles museums and centuries across shards the same way on every run and machi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import sqlite3
 from typing import Iterator
@@ -29,10 +31,26 @@ class Catalog:
     """Works by key; `path` is a file (large reads) or ":memory:"."""
 
     def __init__(self, path: str = ":memory:"):
-        self.db = sqlite3.connect(path)
-        self.db.execute("PRAGMA journal_mode=OFF")  # a scratch table: nothing to recover after a crash
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute(f"CREATE TABLE works ({', '.join(COLUMNS)}, UNIQUE (key))")
+        self.path = path
+        with self._writing():
+            self.db = sqlite3.connect(path)
+            self.db.execute("PRAGMA journal_mode=OFF")  # a scratch table: nothing to recover after a crash
+            self.db.execute("PRAGMA synchronous=OFF")
+            self.db.execute(f"CREATE TABLE works ({', '.join(COLUMNS)}, UNIQUE (key))")
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """SQLite reports a full disk as 'disk I/O error' with no file name: say which file, as an
+        OSError, so the command ends with one line like any other full disk."""
+        try:
+            yield
+        except sqlite3.OperationalError as problem:
+            name = getattr(problem, "sqlite_errorname", "")
+            if not name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")):
+                raise
+            code = errno.ENOSPC if name == "SQLITE_FULL" else errno.EIO
+            raise OSError(code, f"{problem} ({name}) writing the scratch list of works; "
+                                f"is its disk full? (it goes to TMPDIR)", self.path) from None
 
     def _works(self, condition: str, arguments: tuple = ()) -> Iterator[Work]:
         for row in self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE {condition}", arguments):
@@ -44,12 +62,14 @@ class Catalog:
     def add(self, work: Work, in_window: bool, seed: int) -> None:
         values = (work.key, *(getattr(work, name) for name in WORK_FIELDS), in_window,
                   plan_rank(seed, work.split, work.key))
-        self.db.execute(f"INSERT INTO works VALUES ({', '.join('?' * len(COLUMNS))})", values)
+        with self._writing():
+            self.db.execute(f"INSERT INTO works VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
     def finish(self) -> None:
         """After the last add: index the plan order."""
-        self.db.execute("CREATE INDEX plan ON works (split, rank) WHERE in_window")
-        self.db.commit()
+        with self._writing():
+            self.db.execute("CREATE INDEX plan ON works (split, rank) WHERE in_window")
+            self.db.commit()
 
     def count(self, split: str | None = None) -> int:
         where, args = ("AND split = ?", (split,)) if split else ("", ())

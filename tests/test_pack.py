@@ -195,17 +195,21 @@ def assert_nothing_looks_finished(out):
     assert all(f"{n}.json" in records for n in names if n.endswith(".tar")), (names, records)
 
 
-def test_a_full_disk_is_a_clear_error_leaves_nothing_finished_and_the_rerun_completes(tmp_path):
+@pytest.mark.parametrize("file_limit, full_file", [
+    (30_000, "works.sqlite"),  # the scratch list of works (about 95 KB for the sample) fills the disk
+    (300_000, ".tar"),  # a shard (about 450 KB) fills it
+])
+def test_a_full_disk_is_a_clear_error_leaves_nothing_finished_and_the_rerun_completes(tmp_path, file_limit, full_file):
     import resource
 
-    def small_disk():  # the kernel refuses writes past 100 KB per file (EFBIG), as a full disk does (ENOSPC)
+    def small_disk():  # the kernel refuses writes past the limit per file (EFBIG), as a full disk does (ENOSPC)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 
     out = tmp_path / "store"
     failed = pack_cli(out, small_disk)
     error = failed.stderr.strip()
-    assert failed.returncode == 1 and "File too large" in error and ".tar" in error, error
+    assert failed.returncode == 1 and full_file in error, error
     assert len(error.splitlines()) == 1 and "Traceback" not in error
     assert_nothing_looks_finished(out)
     rerun = pack_cli(out)

@@ -57,13 +57,15 @@ def pack_command(out: str) -> list[str]:
             "--samples-per-shard", "8", "--year-min", "-1000", "--year-max", "2100", "--jobs", "1", "--quiet"]
 
 
-def wait_for_objects(server, bucket: str, prefix: str, suffix: str, count: int, process, timeout: float = 180) -> None:
-    """Until `count` objects under `prefix` end in `suffix` (asserting the command still runs)."""
+def wait_for_objects(server, bucket: str, prefix: str, suffix: str, count: int, process, timeout: float = 180) -> int:
+    """Until at least `count` objects under `prefix` end in `suffix` (asserting the command still
+    runs); returns how many there are."""
     deadline = time.monotonic() + timeout
     while True:
         listed = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-        if sum(o["Key"].endswith(suffix) for o in listed) >= count:
-            return
+        found = sum(o["Key"].endswith(suffix) for o in listed)
+        if found >= count:
+            return found
         assert process.poll() is None and time.monotonic() < deadline, "the command ended before the fault"
         time.sleep(0.1)
 
@@ -115,14 +117,15 @@ def test_pack_rides_out_a_short_s3_outage_and_a_rerun_finishes_after_a_long_one(
     assert before >= 4  # the plan and the shards finished before the outage were kept, not redone
 
 
-def score_command(bucket: str, checkpoint: str, actors: int = 2) -> list[str]:
+def score_command(bucket: str, checkpoint: str, batch_size: int = 64) -> list[str]:
     return [sys.executable, "-m", "artdate.cli", "score", "--shards", f"s3://{bucket}/shards", "--checkpoint",
-            checkpoint, "--out", f"s3://{bucket}/results.csv", "--actors", str(actors), "--quiet"]
+            checkpoint, "--out", f"s3://{bucket}/results.csv", "--actors", "2", "--batch-size", str(batch_size),
+            "--quiet"]
 
 
-def wait_for_parts(server, bucket: str, count: int, process) -> None:
-    """Until score has kept the parts of `count` shards."""
-    wait_for_objects(server, bucket, "results.csv.parts/", ".tar.csv", count, process)
+def wait_for_parts(server, bucket: str, count: int, process) -> int:
+    """Until score has kept the parts of `count` shards; returns how many it has kept."""
+    return wait_for_objects(server, bucket, "results.csv.parts/", ".tar.csv", count, process)
 
 
 def assert_every_work_once(server, bucket: str) -> None:
@@ -152,7 +155,8 @@ def packed(own_server):
 
 def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
     bucket, env = packed
-    process = subprocess.Popen(score_command(bucket, tiny_checkpoint), env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(score_command(bucket, tiny_checkpoint, batch_size=1), env=env, stderr=subprocess.PIPE,
+                               text=True)
     try:
         wait_for_parts(own_server, bucket, 3, process)
         own_server.kill()
@@ -169,15 +173,16 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
                                                                                    tiny_checkpoint):
     bucket, env = packed
     # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
-    process = subprocess.Popen(score_command(bucket, tiny_checkpoint), env=env, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    # One image per batch keeps the tiny model busy long enough for every fault to land mid-run.
+    process = subprocess.Popen(score_command(bucket, tiny_checkpoint, batch_size=1), env=env, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
     try:
-        wait_for_parts(own_server, bucket, 2, process)
+        before = wait_for_parts(own_server, bucket, 2, process)
         os.kill(scoring_actors(process.pid)[0], 9)  # an actor dies ...
         own_server.kill()  # ... S3 crashes ...
         time.sleep(2)
         own_server.restart()
-        wait_for_parts(own_server, bucket, 6, process)
+        wait_for_parts(own_server, bucket, before + 2, process)  # scoring went on after both faults
     finally:
         os.killpg(process.pid, 9)  # ... and the machine running the driver is lost (its actors end with its raylet)
         process.wait(60)
