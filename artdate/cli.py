@@ -50,8 +50,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_year
 
-    year, spread = predict_year(config.from_arguments(config.PredictConfig, args))
-    print(f"{year:.0f}" if spread is None else f"{year:.0f} ±{spread:.0f}")
+    predicted, calibrated = predict_year(config.from_arguments(config.PredictConfig, args))
+    year = f"{predicted.year.item():.0f}"
+    # The year, then the calibrated range meant to hold the true year (80% of the time by default).
+    print(f"{year} ({predicted.low.item():.0f}-{predicted.high.item():.0f})" if calibrated else year)
     return 0
 
 

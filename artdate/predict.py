@@ -7,6 +7,7 @@ import torch
 from . import data, shards, store
 from .config import PredictConfig
 from .model import load_checkpoint, predict_years
+from .ranges import Predictions
 from .sources import FetchError, HttpClient
 
 
@@ -37,14 +38,14 @@ def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
         raise ValueError(f"{location}: {problem}") from None
 
 
-def predict_year(cfg: PredictConfig) -> tuple[float, float | None]:
-    """(predicted year, spread in years or None)."""
+def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool]:
+    """(the image's prediction, whether its range is calibrated: a checkpoint trained before
+    ranges were calibrated has none)."""
     try:
         raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
     except FetchError as problem:
         raise ValueError(str(problem)) from None
-    model, spec, _ = load_checkpoint(cfg.checkpoint)
+    model, spec, info = load_checkpoint(cfg.checkpoint)
     image = as_training_saw(raw, cfg.image, cfg.max_pixels, spec)
     inputs = data.eval_transform(spec.image_size)(image).unsqueeze(0)
-    years, spread = predict_years(model, spec, inputs, torch.device("cpu"))
-    return years.item(), None if spread is None else spread.item()
+    return predict_years(model, spec, inputs, torch.device("cpu"), info["calibration"]), info["calibration"] is not None

@@ -30,7 +30,7 @@ def connect(address: str = "") -> None:
 
 # Backbones that train at a usable speed on CPU (the demo's and the tests'); anything else on CPU
 # without an explicit --gpus-per-worker 0 gets a loud warning.
-CPU_FRIENDLY_BACKBONES = ("efficientnet_lite0", "resnet18")
+CPU_FRIENDLY_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18")
 
 
 def gpus_the_cluster_can_have() -> tuple[float, float]:

@@ -1,8 +1,10 @@
 """`artdate report`: where the model is right and wrong, from any CSV with `year` and `pred`.
 
-Writes summary.json (overall, per 50-year bin, per museum), three plots, and report.html: one
+Writes summary.json (overall, per 50-year bin, per museum, per split; with `pred_low`/`pred_high`
+the ranges' coverage and width; the confusion of centuries), the plots, and report.html: one
 self-contained page (images inlined) with the figures, tables and galleries of the best hits and
-the worst misses each way. Gallery images come from the shards (`shard` + `key` columns) or from
+the worst misses each way. Coverage and the century table are measured on the validation works
+when the CSV has a `split` column (the model trained on the others), else on every row. Gallery images come from the shards (`shard` + `key` columns) or from
 image paths (`path` or `file` columns, under the CSV's folder).
 """
 
@@ -48,12 +50,36 @@ def read_results(url: str) -> pd.DataFrame:
     frame["error"] = frame["pred"] - frame["year"]
     frame["abs_error"] = frame["error"].abs()
     frame["bin"] = (np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS).astype(int)
+    if has_ranges(frame):
+        low, high = (pd.to_numeric(frame[c], errors="coerce") for c in ("pred_low", "pred_high"))
+        frame["inside"] = (low <= frame["year"]) & (frame["year"] <= high)
+        frame["width"] = high - low
     return frame
 
 
-def error_summary(errors: pd.Series) -> dict:
+def has_ranges(frame: pd.DataFrame) -> bool:
+    return {"pred_low", "pred_high"} <= set(frame.columns) and frame[["pred_low", "pred_high"]].notna().all(axis=None)
+
+
+def range_level(frame: pd.DataFrame) -> float | None:
+    """The share of true years the ranges are meant to hold (score writes it in `range_level`)."""
+    if "range_level" not in frame.columns or frame["range_level"].isna().all():
+        return None
+    return float(frame["range_level"].dropna().iloc[0])
+
+
+def held_out(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows a model did not train on (the validation split) when the CSV says which they are."""
+    if "split" in frame.columns and (frame["split"] == "val").any():
+        return frame[frame["split"] == "val"], "validation works"
+    return frame, "all works"
+
+
+def error_summary(rows: pd.DataFrame) -> dict:
+    """Error figures of `rows`, and with ranges their coverage and mean width."""
+    errors = rows["error"]
     absolute = errors.abs()
-    return {
+    figures = {
         "n": int(len(errors)),
         "mae": float(absolute.mean()),
         "median_ae": float(absolute.median()),
@@ -63,18 +89,40 @@ def error_summary(errors: pd.Series) -> dict:
         "within_50": float((absolute <= 50).mean()),
         "within_100": float((absolute <= 100).mean()),
     }
+    if "inside" in rows.columns:
+        figures["coverage"] = float(rows["inside"].mean())
+        figures["range_width"] = float(rows["width"].mean())
+    return figures
+
+
+def century_confusion(rows: pd.DataFrame) -> dict:
+    """Works per (true century, predicted century): rows are true centuries, columns predicted."""
+    true = (np.floor(rows["year"] / 100) * 100).astype(int)
+    predicted = (np.floor(rows["pred"] / 100) * 100).astype(int)
+    centuries = sorted(set(true) | set(predicted))
+    table = pd.crosstab(true, predicted).reindex(index=centuries, columns=centuries, fill_value=0)
+    return {"centuries": [int(c) for c in centuries], "counts": table.to_numpy().tolist()}
 
 
 def summarize(frame: pd.DataFrame) -> dict:
-    summary = error_summary(frame["error"])
+    summary = error_summary(frame)
     summary["per_bin"] = [
-        {"bin_start": int(start), "bin_end": int(start) + BIN_YEARS - 1, **error_summary(group["error"])}
+        {"bin_start": int(start), "bin_end": int(start) + BIN_YEARS - 1, **error_summary(group)}
         for start, group in frame.groupby("bin", sort=True)
     ]
     if "museum" in frame.columns:
-        summary["per_museum"] = {str(m): error_summary(g["error"]) for m, g in frame.groupby("museum", sort=True)}
+        summary["per_museum"] = {str(m): error_summary(g) for m, g in frame.groupby("museum", sort=True)}
     if "split" in frame.columns:
-        summary["per_split"] = {str(s): error_summary(g["error"]) for s, g in frame.groupby("split", sort=True)}
+        summary["per_split"] = {str(s): error_summary(g) for s, g in frame.groupby("split", sort=True)}
+    rows, which = held_out(frame)
+    summary["held_out"] = which
+    summary["centuries"] = century_confusion(rows)
+    if "inside" in frame.columns:
+        summary["ranges"] = {
+            "level": range_level(frame), "coverage": float(rows["inside"].mean()), "width": float(rows["width"].mean()),
+            "per_bin": [{"bin_start": int(start), "n": int(len(group)), "coverage": float(group["inside"].mean()),
+                         "width": float(group["width"].mean())} for start, group in rows.groupby("bin", sort=True)],
+        }
     return summary
 
 
@@ -112,7 +160,33 @@ def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
     axis.plot([low, high], [low, high], color="grey", linewidth=0.8)
     axis.set(title="Predicted vs true year", xlabel="true year", ylabel="predicted year")
     names.append(_save(figure, out, "pred_vs_year.png"))
+    if "inside" in frame.columns:
+        names.append(reliability_plot(frame, out, plt))
     return names
+
+
+def reliability_plot(frame: pd.DataFrame, out: str, plt) -> str:
+    """Do the ranges hold what they promise? The share of true years inside their range per
+    50-year bin, and per fifth of the works ordered by how wide their range is (a model that
+    knows when it is unsure holds its level in every fifth), against the promised level."""
+    rows, which = held_out(frame)
+    level = range_level(frame)
+    figure, (by_bin, by_width) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [2, 1]})
+    coverage = rows.groupby("bin")["inside"].mean()
+    by_bin.bar([str(b) for b in coverage.index], coverage.to_numpy(), color="#4a6fa5")
+    by_bin.set(title=f"Share inside its range per bin ({which})", xlabel="true year (bin start)", ylabel="share",
+               ylim=(0, 1.05))
+    by_bin.tick_params(axis="x", rotation=60)
+    fifths = pd.qcut(rows["width"].rank(method="first"), min(5, len(rows)), labels=False)
+    grouped = rows.groupby(fifths).agg(width=("width", "mean"), inside=("inside", "mean"))
+    by_width.plot(grouped["width"], grouped["inside"], marker="o", color="#4a6fa5")
+    by_width.set(title="... by range width (fifths)", xlabel="mean range width (years)", ylabel="share", ylim=(0, 1.05))
+    for axis in (by_bin, by_width):
+        if level is not None:
+            axis.axhline(level, color="#c0392b", linewidth=1, linestyle="--", label=f"promised {level:.0%}")
+    if level is not None:
+        by_width.legend(loc="lower right")
+    return _save(figure, out, "range_reliability.png")
 
 
 def _save(figure, out: str, name: str) -> str:
@@ -211,8 +285,21 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _range_text(row) -> str:
+    return f" ({row['pred_low']:.0f}-{row['pred_high']:.0f})" if "inside" in row and pd.notna(row["pred_low"]) else ""
+
+
+def _confusion_table(confusion: dict) -> str:
+    centuries = confusion["centuries"]
+    head = "<th>true \\ predicted</th>" + "".join(f"<th>{c}s</th>" for c in centuries)
+    body = "".join(f"<tr><th>{c}s</th>" + "".join(f"<td{' class=diag' if i == j else ''}>{n or ''}</td>"
+                                                  for j, n in enumerate(row)) + "</tr>"
+                   for i, (c, row) in enumerate(zip(centuries, confusion["counts"])))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def _cell(value, key: str) -> str:
-    if key.startswith("within"):
+    if key.startswith("within") or key == "coverage":
         return f"{value:.0%}"
     if isinstance(value, float):
         return f"{value:.1f}"
@@ -221,6 +308,7 @@ def _cell(value, key: str) -> str:
 
 FIGURES = [("n", "works"), ("mae", "MAE (years)"), ("median_ae", "median AE"), ("rmse", "RMSE"), ("bias", "bias"),
            ("within_25", "within 25 y"), ("within_50", "within 50 y"), ("within_100", "within 100 y")]
+RANGE_FIGURES = [("coverage", "inside range"), ("range_width", "range width")]
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#222}
@@ -230,6 +318,7 @@ h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid 
 td,th{padding:.2rem .6rem;text-align:right;border-bottom:1px solid #eee}img.plot{max-width:100%}
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}figure{margin:0;width:220px}
 figure img{width:220px;height:220px;object-fit:contain;background:#eee}figcaption{font-size:.85rem}
+td.diag{background:#e3ecd9}
 """
 
 
@@ -241,12 +330,21 @@ def render_html(results_url: str, summary: dict, plots: list[str], galleries: di
         with open(os.path.join(out, name), "rb") as f:
             uri = "data:image/png;base64," + base64.b64encode(f.read()).decode()
         parts.append(f'<img class="plot" alt="{html.escape(name)}" src="{uri}">')
-    bins = [("bin_start", "from"), ("bin_end", "to")] + FIGURES
+    figures = FIGURES + (RANGE_FIGURES if "ranges" in summary else [])
+    if "ranges" in summary:
+        ranges = summary["ranges"]
+        level = f"{ranges['level']:.0%}" if ranges["level"] is not None else "their"
+        parts.append(f"<h2>Year ranges</h2><p>Each prediction carries a range calibrated to hold the true year for "
+                     f"{level} of works. On the {html.escape(summary['held_out'])}: <b>{ranges['coverage']:.0%}</b> "
+                     f"inside, ranges <b>{ranges['width']:.0f}</b> years wide on average.</p>")
+    bins = [("bin_start", "from"), ("bin_end", "to")] + figures
     parts.append("<h2>Per 50-year bin</h2>" + _table(summary["per_bin"], bins))
+    parts.append(f"<h2>Centuries: true (rows) vs predicted (columns), {html.escape(summary['held_out'])}</h2>"
+                 + _confusion_table(summary["centuries"]))
     for key, title in (("per_museum", "Per museum"), ("per_split", "Per split")):
         if key in summary:
             rows = [{"name": name, **values} for name, values in summary[key].items()]
-            parts.append(f"<h2>{title}</h2>" + _table(rows, [("name", key.split("_")[1])] + FIGURES))
+            parts.append(f"<h2>{title}</h2>" + _table(rows, [("name", key.split("_")[1])] + figures))
     for title, rows in galleries.items():
         figures = []
         for index, row in rows.iterrows():
@@ -254,7 +352,8 @@ def render_html(results_url: str, summary: dict, plots: list[str], galleries: di
             label = html.escape(" ".join(str(row[c]) for c in ("museum", "id") if c in row and pd.notna(row[c])))
             picture = f'<img alt="{label}" src="{uri}">' if uri else "<div>(image not found)</div>"
             figures.append(f"<figure>{picture}<figcaption>{label}<br>true <b>{row['year']:.0f}</b>, "
-                           f"predicted <b>{row['pred']:.0f}</b> ({row['error']:+.0f} y)</figcaption></figure>")
+                           f"predicted <b>{row['pred']:.0f}</b>{_range_text(row)} ({row['error']:+.0f} y)"
+                           f"</figcaption></figure>")
         parts.append(f"<h2>{html.escape(title)}</h2><div class='gallery'>{''.join(figures) or 'none'}</div>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width'><title>artdate report</title><style>{STYLE}</style></head>"

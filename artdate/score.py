@@ -26,7 +26,10 @@ from .lease import Lease
 from .model import load_checkpoint, predict_years, resolve_checkpoint
 from .raycluster import connect, resolve_gpus
 
-COLUMNS = ["id", "museum", "year", "pred", "diff", "split", "shard", "year_start", "year_end", "spread", "key"]
+# pred_low..pred_high: the calibrated range meant to hold range_level of true years (empty for a
+# checkpoint trained before ranges were calibrated).
+COLUMNS = ["id", "museum", "year", "pred", "pred_low", "pred_high", "diff", "split", "shard", "year_start", "year_end",
+           "spread", "range_level", "key"]
 SKIP_COLUMNS = ["shard", "key", "reason"]
 RUN_FILE = "_run.json"
 LEASE_FILE = "_lease"
@@ -39,7 +42,8 @@ class Scorer:
 
     def __init__(self, checkpoint_url: str, batch_size: int, decode_on: str = "cpu", loader_workers: int = 0):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.spec, _ = load_checkpoint(checkpoint_url)
+        self.model, self.spec, info = load_checkpoint(checkpoint_url)
+        self.calibration = info["calibration"]
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
@@ -62,16 +66,18 @@ class Scorer:
             skips += batch["skipped"]
             if batch["image"] is None:
                 continue
-            predicted, spread = predict_years(self.model, self.spec, batch["image"], self.device)
-            predicted = predicted.tolist()
-            spread = spread.tolist() if spread is not None else [None] * len(predicted)
+            predicted = predict_years(self.model, self.spec, batch["image"], self.device, self.calibration)
+            years, lows, highs = predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist()
+            spreads = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
             for i, key in enumerate(batch["key"]):
                 year = int(batch["year"][i])
                 rows.append({
-                    "id": batch["id"][i], "museum": batch["museum"][i], "year": year,
-                    "pred": round(predicted[i], 1), "diff": round(predicted[i] - year, 1), "split": split,
-                    "shard": shard_url, "year_start": int(batch["year_start"][i]), "year_end": int(batch["year_end"][i]),
-                    "spread": None if spread[i] is None else round(spread[i], 1), "key": key,
+                    "id": batch["id"][i], "museum": batch["museum"][i], "year": year, "pred": round(years[i], 1),
+                    **({"pred_low": round(lows[i]), "pred_high": round(highs[i]), "range_level": self.calibration.level}
+                       if self.calibration else {}),
+                    "diff": round(years[i] - year, 1), "split": split, "shard": shard_url,
+                    "year_start": int(batch["year_start"][i]), "year_end": int(batch["year_end"][i]),
+                    "spread": None if spreads[i] is None else round(spreads[i], 1), "key": key,
                 })
         return rows, skips
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from . import data, shards, store
+from . import data, ranges, shards, store
 from .config import TrainConfig
 from .raycluster import connect, resolve_gpus
 from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model,
@@ -74,18 +74,21 @@ def _finite_loss(total_loss, images: int, epoch: int, step: int) -> float:
     return mean
 
 
-def evaluate(model, spec: ModelSpec, batches, device, device_transform=None) -> tuple[torch.Tensor, int]:
-    """(absolute errors in years of every sample in `batches`, skipped samples)."""
+def evaluate(model, spec: ModelSpec, batches, device, device_transform=None) -> tuple[ranges.Predictions, torch.Tensor, int]:
+    """(predictions with raw ranges, true years, skipped samples) for every sample in `batches`."""
     model.eval()
-    errors, skipped = [], 0
+    predictions, years, skipped = [], [], 0
     for batch in batches:
         if device_transform is not None:
             batch = data.decode_on_device(batch, device_transform, device)
         skipped += len(batch["skipped"])
         if batch["image"] is not None:
-            predicted, _ = predict_years(model, spec, batch["image"], device)
-            errors.append((predicted - batch["year"].float()).abs())
-    return (torch.cat(errors) if errors else torch.zeros(0)), skipped
+            predictions.append(predict_years(model, spec, batch["image"], device))
+            years.append(batch["year"].float())
+    if not predictions:
+        empty = torch.zeros(0)
+        return ranges.Predictions(empty, empty, empty), empty, skipped
+    return ranges.Predictions.concat(predictions), torch.cat(years), skipped
 
 
 def error_metrics(errors: torch.Tensor) -> dict:
@@ -98,6 +101,19 @@ def error_metrics(errors: torch.Tensor) -> dict:
         "val_median_ae": errors.median().item() if len(errors) % 2 else errors.quantile(0.5).item(),
         "val_within_50": (errors <= 50).float().mean().item(),
     }
+
+
+def validation_metrics(predictions: ranges.Predictions, years: torch.Tensor,
+                       spec: ModelSpec) -> tuple[dict, ranges.RangeCalibration]:
+    """The error figures of the validation predictions, and the calibration of the year ranges
+    measured on them (validation works were not trained on: conformal calibration needs that)."""
+    encoding = spec.encoding
+    calibration = ranges.calibrate(years, predictions.low, predictions.high, spec.range_level)
+    calibrated = ranges.apply_calibration(predictions, calibration, encoding.year_min, encoding.year_max)
+    width = (calibrated.high - calibrated.low).mean().item() if len(years) else math.inf
+    metrics = {**error_metrics((predictions.year - years).abs()), "range_level": calibration.level,
+               "range_margin": calibration.margin, "val_range_width": width}
+    return metrics, calibration
 
 
 def label_encoding(manifest: dict, loss: str, bin_width: int) -> LabelEncoding:
@@ -121,10 +137,13 @@ def make_optimizer(model, cfg: TrainConfig):
 def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoch: int = 0):
     """Linear warm-up, then cosine decay, positioned at the start of `start_epoch`. The position
     comes from the epoch, not from a saved step count, so a resumed run with another number of
-    workers or batch size (other steps per epoch) continues at the same point of the schedule."""
+    workers or batch size (other steps per epoch) continues at the same point of the schedule.
+    During the first `freeze_epochs` the backbone (the second group) does not learn: the fresh
+    head settles first, so its early, large gradients do not disturb the pretrained features."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
     offset = start_epoch * steps_per_epoch
+    frozen = cfg.freeze_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         step += offset
@@ -133,7 +152,10 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoc
         progress = (step - warmup) / max(1, total - warmup)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def backbone_factor(step: int) -> float:
+        return 0.0 if step + offset < frozen else factor(step)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor, backbone_factor])
 
 
 def _gather(value):
@@ -205,10 +227,12 @@ def train_func(config: dict) -> None:
         del loader  # its worker processes end here
         share_rank0_buffers(model)
         val_loader = data.make_loader(my_val, loader_eval_tf, cfg.batch_size, loader_workers=cfg.loader_workers)
-        errors, val_skipped = evaluate(plain_model, spec, val_loader, device, eval_tf if on_device else None)
+        predictions, years, val_skipped = evaluate(plain_model, spec, val_loader, device, eval_tf if on_device else None)
 
-        everyone = _gather({"errors": errors, "train": stats, "val_skipped": val_skipped,
+        everyone = _gather({"predictions": predictions, "years": years, "train": stats, "val_skipped": val_skipped,
                             "slices": [[s.url, s.start, s.stop] for s in mine], "node": ray.util.get_node_ip_address()})
+        validation, calibration = validation_metrics(ranges.Predictions.concat([r["predictions"] for r in everyone]),
+                                                     torch.cat([r["years"] for r in everyone]), spec)
         metrics = {
             "epoch": epoch,
             "start_epoch": start_epoch,  # where this attempt began: a resume and a restart differ here
@@ -219,17 +243,18 @@ def train_func(config: dict) -> None:
             "lr": scheduler.get_last_lr()[0],
             "slices_per_rank": [r["slices"] for r in everyone],
             "node_per_rank": [r["node"] for r in everyone],
-            **error_metrics(torch.cat([r["errors"] for r in everyone])),
+            **validation,
         }
         with tempfile.TemporaryDirectory() as directory:
             saved = None
             if rank == 0:
                 training_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "train_config": dataclasses.asdict(cfg)}
                 save_checkpoint(directory, spec, plain_model, metrics, training_state,
-                                identity=run_identity(spec, manifest, cfg.seed))
+                                identity=run_identity(spec, manifest, cfg.seed), calibration=calibration)
                 saved = ray.train.Checkpoint.from_directory(directory)
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}, val MAE {metrics['val_mae']:.1f} y, "
                       f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
+                      f"{calibration.level:.0%} ranges {metrics['val_range_width']:.0f} y wide, "
                       f"{metrics['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
             ray.train.report(metrics, checkpoint=saved)
 
@@ -297,7 +322,8 @@ def run_training(cfg: TrainConfig) -> str:
     encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
     settings = manifest.get("settings", {})
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding,
-                     pack_size=settings.get("size", 0), pack_quality=settings.get("quality", 90))
+                     pack_size=settings.get("size", 0), pack_quality=settings.get("quality", 90),
+                     range_level=cfg.range_level)
     if existing:
         check_resume(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are

@@ -97,7 +97,7 @@ def main():
             return stats["images"]
 
         def score(batches, device_transform=None):
-            return len(evaluate(model, spec, batches, device, device_transform)[0])
+            return len(evaluate(model, spec, batches, device, device_transform)[1])
 
         rows = []
         for mode, run in (("train", train), ("score", score)):

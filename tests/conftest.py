@@ -61,7 +61,7 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     from artdate import data, shards
     from artdate.config import TrainConfig
     from artdate.model import ModelSpec, build_model, save_checkpoint
-    from artdate.train import label_encoding, make_optimizer, make_scheduler, train_one_epoch
+    from artdate.train import evaluate, label_encoding, make_optimizer, make_scheduler, train_one_epoch, validation_metrics
 
     torch.manual_seed(0)
     manifest = shards.read_manifest(sample_store)
@@ -75,9 +75,11 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     for epoch in range(2):
         loader = data.make_loader(two_shards, data.train_transform(64), 16, loader_workers=0)
         train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
+    val = data.make_loader(data.store_slices(sample_store, manifest, "val"), data.eval_transform(64), 32, loader_workers=0)
+    metrics, calibration = validation_metrics(*evaluate(model, spec, val, torch.device("cpu"))[:2], spec)
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
-    save_checkpoint(str(directory), spec, model, {"epoch": 1, "val_mae": 100.0}, {"epoch": 1})
+    save_checkpoint(str(directory), spec, model, {"epoch": 1, **metrics}, {"epoch": 1}, calibration=calibration)
     return str(directory)
 
 

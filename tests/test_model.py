@@ -87,8 +87,9 @@ def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
         last = train_one_epoch(model, spec, optimizer, scheduler, [batch] * 3, torch.device("cpu"), 0)
     assert last["loss"] < 0.6 * first["loss"]
     assert last["images"] == 48
-    errors, skipped = evaluate(model, spec, [batch], torch.device("cpu"))
-    assert len(errors) == 16 and skipped == 0 and torch.isfinite(errors).all() and (errors >= 0).all()
+    predictions, years, skipped = evaluate(model, spec, [batch], torch.device("cpu"))
+    assert len(years) == 16 and skipped == 0 and torch.equal(years, batch["year"].float())
+    assert torch.isfinite(predictions.year).all() and (predictions.low <= predictions.high).all()
 
 
 def test_checkpoint_round_trip_and_best_of_a_run(tmp_path, sample_store):
@@ -189,5 +190,5 @@ def test_a_training_step_can_decode_and_augment_on_the_device(sample_store):
     stats = train_one_epoch(model, spec, optimizer, scheduler, encoded, torch.device("cpu"), 0,
                             device_transform=data.train_transform(64))
     assert stats["images"] == first_shard[0].samples and stats["skipped"] == 0
-    errors, skipped = evaluate(model, spec, encoded, torch.device("cpu"), data.eval_transform(64))
-    assert len(errors) == first_shard[0].samples and skipped == 0
+    predictions, years, skipped = evaluate(model, spec, encoded, torch.device("cpu"), data.eval_transform(64))
+    assert len(predictions.year) == len(years) == first_shard[0].samples and skipped == 0

@@ -18,21 +18,23 @@ IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")
 
 def stored_sample_prediction(checkpoint, store_url, key):
     """The prediction for a work from its sample in the shards, as training and scoring see it."""
-    model, spec, _ = load_checkpoint(checkpoint)
+    model, spec, info = load_checkpoint(checkpoint)
     for url in shards.shard_urls(store_url, shards.read_manifest(store_url)):
         with tarfile.open(url) as tar:
             if f"{key}.jpg" in tar.getnames():
                 image = decode_image(tar.extractfile(f"{key}.jpg").read())
-    years, spread = predict_years(model, spec, eval_transform(spec.image_size)(image)[None], torch.device("cpu"))
-    return years.item(), spread.item()
+    return predict_years(model, spec, eval_transform(spec.image_size)(image)[None], torch.device("cpu"), info["calibration"])
 
 
 def test_a_local_image_is_seen_as_training_saw_its_sample(tiny_checkpoint, sample_store, capsys):
-    year, spread = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
-    expected_year, expected_spread = stored_sample_prediction(tiny_checkpoint, sample_store, "aic_866")
-    assert year == pytest.approx(expected_year, abs=1e-3) and spread == pytest.approx(expected_spread, abs=1e-3)
+    predicted, calibrated = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    expected = stored_sample_prediction(tiny_checkpoint, sample_store, "aic_866")
+    assert calibrated
+    for name in ("year", "low", "high", "spread"):
+        assert getattr(predicted, name).item() == pytest.approx(getattr(expected, name).item(), abs=1e-3)
     assert main(["predict", IMAGE, "--checkpoint", tiny_checkpoint]) == 0
-    assert capsys.readouterr().out.strip() == f"{year:.0f} ±{spread:.0f}"
+    year, low, high = predicted.year.item(), predicted.low.item(), predicted.high.item()
+    assert low < high and capsys.readouterr().out.strip() == f"{year:.0f} ({low:.0f}-{high:.0f})"
 
 
 def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
@@ -47,7 +49,9 @@ def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
     s3_server.client().put_object(Bucket=bucket, Key="images/866.jpg", Body=data)
     from_s3 = predict_year(PredictConfig(image=f"s3://{bucket}/images/866.jpg", checkpoint=tiny_checkpoint))
     local = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
-    assert from_http == pytest.approx(local) and from_s3 == pytest.approx(local)
+    for other in (from_http, from_s3):
+        assert other[0].year.item() == pytest.approx(local[0].year.item())
+        assert (other[0].low.item(), other[0].high.item()) == pytest.approx((local[0].low.item(), local[0].high.item()))
 
 
 @pytest.fixture

@@ -44,6 +44,31 @@ def test_summary_matches_the_hand_computed_figures(tmp_path):
                                                     "summary.json", "works_per_bin.png"]
 
 
+def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figures(tmp_path):
+    # (split, year, pred, low, high): the validation works' years fall inside 3 of 4 ranges.
+    rows = [("train", 1500, 1380, 1300, 1450), ("train", 1610, 1610, 1600, 1620),
+            ("val", 1520, 1490, 1450, 1530), ("val", 1540, 1620, 1600, 1700), ("val", 1700, 1760, 1700, 1800),
+            ("val", 1890, 1810, 1750, 1890)]
+    path = tmp_path / "results.csv"
+    path.write_text("split,year,pred,pred_low,pred_high,range_level\n"
+                    + "".join(f"{s},{y},{p},{lo},{hi},0.8\n" for s, y, p, lo, hi in rows))
+    summary = run_report(ReportConfig(results=str(path), out=str(tmp_path / "out")))
+    assert summary["held_out"] == "validation works"
+    ranges = summary["ranges"]
+    assert ranges["level"] == 0.8 and ranges["coverage"] == 3 / 4 and ranges["width"] == (80 + 100 + 100 + 140) / 4
+    assert [(b["bin_start"], b["n"], b["coverage"]) for b in ranges["per_bin"]] == [(1500, 2, 0.5), (1700, 1, 1.0),
+                                                                                     (1850, 1, 1.0)]
+    assert summary["per_split"]["train"]["coverage"] == 1 / 2  # 1500 is outside 1300-1450
+    assert summary["coverage"] == 4 / 6
+    # Validation works: true 1500s -> predicted 1400s and 1600s, 1700s -> 1700s, 1800s -> 1800s.
+    assert summary["centuries"] == {"centuries": [1400, 1500, 1600, 1700, 1800],
+                                    "counts": [[0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0],
+                                               [0, 0, 0, 0, 1]]}
+    assert "range_reliability.png" in os.listdir(tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<b>75%</b> inside" in page and "(1600-1700)" in page
+
+
 def test_the_2017_file_format_with_image_paths(tmp_path):
     sample = os.path.join(ROOT, "metadata", "sample", "images")
     names = sorted(os.listdir(sample))[:4]

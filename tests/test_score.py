@@ -45,15 +45,15 @@ def wait_for_parts(out, count, still_running):
 
 
 def expected_predictions(store_url, checkpoint):
-    """Plain single-process predictions: key -> year."""
-    model, spec, _ = load_checkpoint(checkpoint)
+    """Plain single-process predictions: key -> (year, calibrated low, high)."""
+    model, spec, info = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
     loader = data.make_loader(data.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32,
                               loader_workers=0)
     found = {}
     for batch in loader:
-        years, _ = predict_years(model, spec, batch["image"], torch.device("cpu"))
-        found.update(zip(batch["key"], years.tolist()))
+        predicted = predict_years(model, spec, batch["image"], torch.device("cpu"), info["calibration"])
+        found.update(zip(batch["key"], zip(predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist())))
     return found
 
 
@@ -66,7 +66,10 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     assert len(rows) == len({(r["museum"], r["id"]) for r in rows}) == manifest["packed"] == summary["rows"]
     expected = expected_predictions(sample_store, tiny_checkpoint)
     for row in rows:
-        assert float(row["pred"]) == pytest.approx(expected[row["key"]], abs=0.06)
+        year, low, high = expected[row["key"]]
+        assert float(row["pred"]) == pytest.approx(year, abs=0.06)
+        assert (int(row["pred_low"]), int(row["pred_high"])) == (round(low), round(high)) and low < high
+        assert float(row["range_level"]) == 0.8
         assert float(row["diff"]) == pytest.approx(float(row["pred"]) - int(row["year"]), abs=0.11)
         assert row["split"] in ("train", "val") and row["shard"].endswith(".tar") and float(row["spread"]) > 0
     assert not os.path.exists(out + ".parts")

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from artdate import data, shards, store
+from artdate import data, ranges, shards, store
 from artdate.config import TrainConfig
 from artdate.model import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, load_tensors, run_checkpoints
 from artdate.train import evaluate, make_scheduler, run_training
@@ -75,8 +75,13 @@ def test_two_workers_from_s3_to_s3(s3_url):
     # rank 0's BatchNorm statistics), so one process evaluating the checkpoint finds the same MAE.
     loader = data.make_loader(data.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8,
                               loader_workers=0)
-    errors, _ = evaluate(model, spec, loader, torch.device("cpu"))
-    assert errors.mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
+    predictions, years, _ = evaluate(model, spec, loader, torch.device("cpu"))
+    assert (predictions.year - years).abs().mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
+    # The checkpoint's year ranges were calibrated on those same validation works, by the rule.
+    calibration = state["calibration"]
+    assert (calibration.level, calibration.n) == (0.8, len(years))
+    assert calibration.margin == pytest.approx(ranges.conformal_margin(years, predictions.low, predictions.high, 0.8),
+                                               abs=1e-2)
     # Inference reads the weights alone; the optimizer state is in a file of its own.
     assert "optimizer" not in load_tensors(store.join(best, CHECKPOINT_FILE))
     assert "optimizer" in load_tensors(store.join(best, TRAINING_FILE))

@@ -1,0 +1,185 @@
+"""Which recipe dates best, and do its year ranges hold: k-fold cross-validation on the sample.
+
+Every in-window work of the bundled sample is predicted once, by a model trained without it. Each
+fold trains on 80% of the other works, calibrates its ranges on the remaining 20% (as a run
+calibrates on its validation split), and is measured on the fold's own works. The training is
+artdate's own (`train_one_epoch`, the optimizer and schedule, the transforms, `predict_years`,
+ranges.calibrate), in one process without Ray, on images shrunk and re-encoded as pack does.
+
+    python bench/recipes.py [--folds 5] [--recipes base,bins,...] [--json bench/out/recipes.json]
+
+Prints one row per recipe (and per recipe with flip test-time augmentation): MAE, median error,
+share within 50 years, the median baseline's MAE and the ratio to it, the 80% ranges' coverage
+and mean width on held-out works, and the CPU seconds it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from artdate import data, ranges, shards  # noqa: E402
+from artdate.config import TrainConfig  # noqa: E402
+from artdate.metadata import read_metadata  # noqa: E402
+from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years  # noqa: E402
+from artdate.train import make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
+
+SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
+PACK_SIZE = 160  # as the demo packs
+
+# Each recipe: TrainConfig fields that differ from the demo's (efficientnet_lite0, mse, 128 px,
+# 6 epochs, lr 2e-3, batch 16).
+DEMO = dict(backbone="efficientnet_lite0", loss="mse", image_size=128, epochs=6, lr=2e-3, batch_size=16)
+RECIPES = {
+    "base": {},
+    "l1": {"loss": "l1"},
+    "huber": {"loss": "huber"},
+    "bins": {"loss": "bins"},
+    "bins-50y": {"loss": "bins", "bin_width": 50},
+    "bins-12ep": {"loss": "bins", "epochs": 12},
+    "bins-lr4e-3": {"loss": "bins", "lr": 4e-3},
+    "bins-frozen2": {"loss": "bins", "epochs": 8, "freeze_epochs": 2},
+    "bins-160px": {"loss": "bins", "image_size": 160},
+    "bins-lite1": {"loss": "bins", "backbone": "efficientnet_lite1"},
+    "bins-lite2": {"loss": "bins", "backbone": "efficientnet_lite2"},
+    "l1-12ep": {"loss": "l1", "epochs": 12},
+}
+
+
+@dataclasses.dataclass
+class Work:
+    image: torch.Tensor  # uint8 CHW, shrunk and re-encoded as pack stores it
+    year: int
+    year_start: int
+    year_end: int
+
+
+def load_works() -> list[Work]:
+    meta = read_metadata([SAMPLE])  # the default window, 1200..1930: the demo's works
+    works = []
+    for work in meta.catalog.in_file_order():
+        with open(os.path.join(work.csv_dir, work.file), "rb") as f:
+            jpg = shards.encode_image(f.read(), PACK_SIZE)[0]
+        works.append(Work(data.decode_image(jpg), work.year, work.year_start, work.year_end))
+    return works
+
+
+def batches_of(works: list[Work], transform, batch_size: int, generator: torch.Generator, drop_last: bool):
+    order = torch.randperm(len(works), generator=generator).tolist() if drop_last else range(len(works))
+    order = list(order)
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    for start in range(0, stop, batch_size):
+        chosen = [works[i] for i in order[start:start + batch_size]]
+        yield {"image": torch.stack([transform(w.image) for w in chosen]),
+               **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in ("year", "year_start", "year_end")},
+               "skipped": []}
+
+
+def train(cfg: TrainConfig, fit: list[Work], seed: int) -> tuple[torch.nn.Module, ModelSpec]:
+    years = torch.tensor([w.year for w in fit], dtype=torch.float64)
+    encoding = LabelEncoding(loss=cfg.loss, mean=float(years.mean()), std=float(years.std()),
+                             bin_width=cfg.bin_width)
+    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=PACK_SIZE)
+    torch.manual_seed(seed)
+    model = build_model(cfg.backbone, encoding.num_outputs)
+    optimizer = make_optimizer(model, cfg)
+    steps = len(fit) // cfg.batch_size
+    scheduler = make_scheduler(optimizer, cfg, steps)
+    transform = data.train_transform(cfg.image_size)
+    generator = torch.Generator().manual_seed(seed)
+    device = torch.device("cpu")
+    for epoch in range(cfg.epochs):
+        train_one_epoch(model, spec, optimizer, scheduler, batches_of(fit, transform, cfg.batch_size, generator, True),
+                        device, epoch, grad_clip=cfg.grad_clip)
+    return model.eval(), spec
+
+
+def predict(model, spec: ModelSpec, works: list[Work], flip: bool,
+            calibration: ranges.RangeCalibration | None = None) -> ranges.Predictions:
+    transform = data.eval_transform(spec.image_size)
+    return ranges.Predictions.concat([
+        predict_years(model, spec, batch["image"], torch.device("cpu"), calibration, flip=flip)
+        for batch in batches_of(works, transform, 64, None, False)])
+
+
+def folds_of(count: int, folds: int, seed: int) -> list[list[int]]:
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [order[k::folds] for k in range(folds)]
+
+
+def cross_validate(name: str, works: list[Work], folds: int, seed: int) -> list[dict]:
+    cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
+    started = time.process_time()
+    truth, outcome = [], {False: [], True: []}
+    baseline_errors = []
+    for k, held_out in enumerate(folds_of(len(works), folds, seed)):
+        held = set(held_out)
+        rest = [i for i in torch.randperm(len(works), generator=torch.Generator().manual_seed(seed + 1 + k)).tolist()
+                if i not in held]
+        calibration_part = rest[: len(rest) // 5]
+        fit = [works[i] for i in rest[len(rest) // 5:]]
+        model, spec = train(cfg, fit, seed + k)
+        median = float(torch.tensor([w.year for w in fit], dtype=torch.float64).median())
+        test_years = torch.tensor([works[i].year for i in held_out], dtype=torch.float64)
+        truth.append(test_years)
+        baseline_errors.append((test_years - median).abs())
+        calibration_years = torch.tensor([works[i].year for i in calibration_part], dtype=torch.float64)
+        for flip in (False, True):
+            raw = predict(model, spec, [works[i] for i in calibration_part], flip)
+            calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
+            outcome[flip].append(predict(model, spec, [works[i] for i in held_out], flip, calibration))
+        print(f"  {name} fold {k + 1}/{folds}: {time.process_time() - started:.0f} CPU s", file=sys.stderr, flush=True)
+    seconds = time.process_time() - started  # both flip variants share the training: its cost is counted once
+    years = torch.cat(truth)
+    baseline = float(torch.cat(baseline_errors).mean())
+    rows = []
+    for flip, parts in outcome.items():
+        predicted = ranges.Predictions.concat(parts)
+        errors = (predicted.year.double() - years).abs()
+        rows.append({
+            "recipe": name + (" +flip" if flip else ""), "n": len(years), "mae": float(errors.mean()),
+            "median_ae": float(errors.median()), "within_50": float((errors <= 50).double().mean()),
+            "baseline_mae": baseline, "vs_baseline": float(errors.mean()) / baseline,
+            "coverage": float(ranges.inside(years, predicted.low.double(), predicted.high.double()).double().mean()),
+            "width": float((predicted.high - predicted.low).double().mean()), "cpu_s": seconds,
+            "settings": {**DEMO, **RECIPES[name]},
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
+    parser.add_argument("--json", default=os.path.join(ROOT, "bench", "out", "recipes.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    works = load_works()
+    print(f"{len(works)} works, {args.folds} folds, {os.cpu_count()} cores", flush=True)
+    header = f"{'recipe':<20}{'MAE':>7}{'median':>8}{'<=50y':>7}{'vs median':>10}{'coverage':>9}{'width':>7}{'CPU s':>7}"
+    rows = []
+    for name in args.recipes.split(","):
+        rows += cross_validate(name, works, args.folds, args.seed)
+        print(header)
+        for row in rows:
+            print(f"{row['recipe']:<20}{row['mae']:>7.1f}{row['median_ae']:>8.1f}{row['within_50']:>7.0%}"
+                  f"{row['vs_baseline']:>10.2f}{row['coverage']:>9.0%}{row['width']:>7.0f}{row['cpu_s']:>7.0f}", flush=True)
+        os.makedirs(os.path.dirname(args.json), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"median baseline MAE {rows[0]['baseline_mae']:.1f} y; peak RSS {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
