@@ -115,6 +115,8 @@ class TrainConfig:
     freeze_epochs: int = option(0, help="epochs that train the year head alone (backbone learning rate 0) before fine-tuning")
     grad_clip: float = option(1.0, help="clip the gradient norm to this (0: off)")
     bin_width: int = option(25, help="years per bin for --loss bins")
+    label_sigma: float = option(0.0, help="--loss bins: spread each target to the neighbouring bins as a Gaussian of "
+                                "this many years (0: only the bins of the work's date range)")
     range_level: float = option(0.8, help="share of true years each calibrated year range should hold (calibrated on the "
                                 "validation split)")
     loader_workers: int = option(2, help="DataLoader processes per training worker")

@@ -38,7 +38,9 @@ class LabelEncoding:
     Regression losses (mse, l1, huber) predict (year - mean) / std. `bins` classifies into
     `bin_width`-year bins between year_min and year_max; the target spreads evenly over the bins a
     work's year_start..year_end touches, and the prediction is the expected year under the softmax
-    (its standard deviation is the spread).
+    (its standard deviation is the spread). With `label_sigma` > 0 the target also reaches the
+    neighbouring bins, falling off as a Gaussian of that many years from the date range (label
+    distribution learning, as for age estimation: a miss by one bin costs less than by ten).
     """
 
     loss: str = "mse"
@@ -47,6 +49,7 @@ class LabelEncoding:
     year_min: int = 1200
     year_max: int = 1930
     bin_width: int = 25
+    label_sigma: float = 0.0
 
     @property
     def num_outputs(self) -> int:
@@ -68,7 +71,14 @@ class LabelEncoding:
         first, last = bin_of(year_start), bin_of(year_end)
         index = torch.arange(self.num_bins, device=year.device)
         covered = (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
-        return covered.float() / covered.sum(dim=1, keepdim=True)
+        weights = covered.float()
+        if self.label_sigma > 0:  # bins outside the range: a Gaussian of their distance to it
+            centers = self.bin_centers(year.device)[None, :]
+            start = year_start.float().clamp(self.year_min, self.year_max)[:, None]
+            end = year_end.float().clamp(self.year_min, self.year_max)[:, None]
+            distance = (start - centers).clamp(min=0) + (centers - end).clamp(min=0)
+            weights = torch.where(covered, weights, torch.exp(-0.5 * (distance / self.label_sigma) ** 2))
+        return weights / weights.sum(dim=1, keepdim=True)
 
     def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.loss == "bins":

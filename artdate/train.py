@@ -116,12 +116,12 @@ def validation_metrics(predictions: ranges.Predictions, years: torch.Tensor,
     return metrics, calibration
 
 
-def label_encoding(manifest: dict, loss: str, bin_width: int) -> LabelEncoding:
+def label_encoding(manifest: dict, loss: str, bin_width: int, label_sigma: float = 0.0) -> LabelEncoding:
     labels = manifest["labels"]["train"]
     window = manifest["settings"]
     return LabelEncoding(
         loss=loss, mean=float(labels["mean"]), std=float(labels["std"]) or 1.0,
-        year_min=int(window["year_min"]), year_max=int(window["year_max"]), bin_width=bin_width,
+        year_min=int(window["year_min"]), year_max=int(window["year_max"]), bin_width=bin_width, label_sigma=label_sigma,
     )
 
 
@@ -138,8 +138,8 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoc
     """Linear warm-up, then cosine decay, positioned at the start of `start_epoch`. The position
     comes from the epoch, not from a saved step count, so a resumed run with another number of
     workers or batch size (other steps per epoch) continues at the same point of the schedule.
-    During the first `freeze_epochs` the backbone (the second group) does not learn: the fresh
-    head settles first, so its early, large gradients do not disturb the pretrained features."""
+    During the first `freeze_epochs` the backbone (the groups after the head's) does not learn: the
+    fresh head settles first, so its early, large gradients do not disturb the pretrained features."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
     offset = start_epoch * steps_per_epoch
@@ -155,7 +155,7 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoc
     def backbone_factor(step: int) -> float:
         return 0.0 if step + offset < frozen else factor(step)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor, backbone_factor])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor] + [backbone_factor] * (len(optimizer.param_groups) - 1))
 
 
 def _gather(value):
@@ -268,12 +268,16 @@ def share_rank0_buffers(model) -> None:
             torch.distributed.broadcast(buffer, src=0)
 
 
+ADDED_SINCE = {"label_sigma": 0.0}  # identity fields added later, with the value earlier runs had
+
+
 def run_identity(spec: ModelSpec, manifest: dict, seed: int) -> dict:
     """What a resumed run must share with the run it continues (saved as run.json per checkpoint)."""
     encoding = spec.encoding
     return {
         "backbone": spec.backbone, "image_size": spec.image_size, "loss": encoding.loss,
-        "bin_width": encoding.bin_width, "year_window": [encoding.year_min, encoding.year_max],
+        "bin_width": encoding.bin_width, "label_sigma": encoding.label_sigma,
+        "year_window": [encoding.year_min, encoding.year_max],
         "label_mean": encoding.mean, "label_std": encoding.std,
         "normalisation": [list(spec.mean), list(spec.std)],
         "shards_fingerprint": manifest["fingerprint"], "seed": seed,
@@ -289,6 +293,7 @@ def check_resume(storage: str, identity: dict) -> None:
     if not store.exists(run_url):
         raise ValueError(f"{storage}/{latest} has no {RUN_FILE} (an older artdate wrote it): train into another --storage")
     earlier = json.loads(store.read_bytes(run_url))
+    earlier = {**ADDED_SINCE, **earlier}  # a run from before a setting existed had its default
     differences = [f"{name} {earlier.get(name)} then, {value} now" for name, value in identity.items()
                    if earlier.get(name) != value]
     if differences:
@@ -319,7 +324,7 @@ def run_training(cfg: TrainConfig) -> str:
     if existing and not cfg.resume:
         raise ValueError(f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, or use another --storage")
 
-    encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
+    encoding = label_encoding(manifest, cfg.loss, cfg.bin_width, cfg.label_sigma)
     settings = manifest.get("settings", {})
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding,
                      pack_size=settings.get("size", 0), pack_quality=settings.get("quality", 90),

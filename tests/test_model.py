@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -58,6 +59,22 @@ def test_bins_spread_over_the_date_range_and_decode_to_the_expected_year():
     assert loss.item() > encoding.loss_fn(torch.log(targets + 1e-9), targets).item()
 
 
+def test_bins_with_a_label_sigma_reach_the_neighbouring_bins_as_a_gaussian():
+    encoding = LabelEncoding(loss="bins", year_min=1200, year_max=1929, bin_width=50, label_sigma=50)
+    target = encoding.targets(torch.tensor([1612]), torch.tensor([1612]), torch.tensor([1612]))[0]
+    assert target.sum().item() == pytest.approx(1.0)
+    # 1612 lies in 1600-1649 (centre 1624.5); the bins around it weigh exp(-d^2 / (2 * 50^2)), d
+    # the distance from 1612 to their centre.
+    weights = {8: 1.0, 7: math.exp(-0.5 * (37.5 / 50) ** 2), 9: math.exp(-0.5 * (62.5 / 50) ** 2),
+               6: math.exp(-0.5 * (87.5 / 50) ** 2)}
+    for index, weight in weights.items():
+        assert target[index].item() / target[8].item() == pytest.approx(weight, rel=1e-5)
+    assert target.argmax().item() == 8 and target[0].item() < 1e-10
+    sharp = LabelEncoding(loss="bins", year_min=1200, year_max=1929, bin_width=50)
+    assert sharp.targets(torch.tensor([1612]), torch.tensor([1612]), torch.tensor([1612]))[0].tolist() == [
+        1.0 if i == 8 else 0.0 for i in range(15)]
+
+
 def test_error_metrics():
     metrics = error_metrics(torch.tensor([10.0, 40.0, 60.0, 100.0]))
     assert metrics == {"val_n": 4, "val_mae": 52.5, "val_median_ae": 50.0, "val_within_50": 0.5}
@@ -90,6 +107,24 @@ def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
     predictions, years, skipped = evaluate(model, spec, [batch], torch.device("cpu"))
     assert len(years) == 16 and skipped == 0 and torch.equal(years, batch["year"].float())
     assert torch.isfinite(predictions.year).all() and (predictions.low <= predictions.high).all()
+
+
+def test_a_frozen_warm_start_trains_the_head_alone_then_everything():
+    model = build_model("resnet18", 1, weights="none")
+    cfg = TrainConfig(shards="", storage="", lr=1e-3, backbone_lr_scale=0.1, epochs=4, warmup_epochs=1, freeze_epochs=2)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=5)
+    rates = []
+    for _ in range(20):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert all(backbone == 0 for _, backbone in rates[:10])  # epochs 0 and 1: the backbone is frozen
+    assert all(backbone == pytest.approx(0.1 * head) and backbone > 0 for head, backbone in rates[10:])
+    assert rates[4][0] == pytest.approx(1e-3 * 5 / 6)  # the head warms up over epoch 0 as without freezing
+    # A resumed run placed after the frozen epochs does not freeze again.
+    resumed = make_scheduler(make_optimizer(model, cfg), cfg, steps_per_epoch=5, start_epoch=2)
+    assert resumed.get_last_lr()[1] == pytest.approx(rates[10][1])
 
 
 def test_checkpoint_round_trip_and_best_of_a_run(tmp_path, sample_store):
