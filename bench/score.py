@@ -1,11 +1,14 @@
 """Scoring throughput: a pool of 1 and 2 Ray actors vs a plain single-process loop, same run.
 
-Same shards (the sample, 300 images at 160 px), same checkpoint (efficientnet_lite0, freshly
-saved, 128 px input), batch 64.
+Same shards, same checkpoint (efficientnet_lite0, freshly saved, 128 px input), batch 64. The
+shards hold the sample (300 images at 160 px, 25 a shard) or, with --works N, a synthetic corpus
+of N works (bench/synth.py, 64 px images, 250 a shard): the end-to-end figures then include
+Ray's and the actors' start-up over a corpus long enough to matter.
 
-    python bench/score.py
+    python bench/score.py [--works 12000]
 """
 
+import argparse
 import os
 import sys
 import tempfile
@@ -14,13 +17,15 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "bench")]
 from artdate import data, shards  # noqa: E402
-from artdate.config import ScoreConfig  # noqa: E402
+from artdate.config import PackConfig, ScoreConfig  # noqa: E402
+from artdate.pack import run_pack  # noqa: E402
 from artdate.model import ModelSpec, build_model, load_checkpoint, predict_years, save_checkpoint  # noqa: E402
 from artdate.score import run_scoring  # noqa: E402
 from artdate.train import label_encoding  # noqa: E402
 from conftest import pack_sample  # noqa: E402
+from synth import generate  # noqa: E402
 
 
 def plain_loop(store_url, checkpoint) -> float:
@@ -36,9 +41,17 @@ def plain_loop(store_url, checkpoint) -> float:
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--works", type=int, default=0, help="a synthetic corpus of this many works instead of the sample")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         store_url = os.path.join(directory, "shards")
-        manifest = pack_sample(store_url, samples_per_shard=25, size=160)
+        if args.works:
+            works_csv = generate(args.works, os.path.join(directory, "synth"))
+            manifest = run_pack(PackConfig(metadata=(works_csv,), out=store_url, size=64, samples_per_shard=250),
+                                progress=False)
+        else:
+            manifest = pack_sample(store_url, samples_per_shard=25, size=160)
         spec = ModelSpec("efficientnet_lite0", 128, label_encoding(manifest, "mse", 25))
         checkpoint = os.path.join(directory, "checkpoint_bench")
         os.makedirs(checkpoint)
@@ -58,7 +71,8 @@ def main():
             wall = time.perf_counter() - started
             rows.append((f"Ray actors x{actors} ({cpus} CPU)", summary["images_per_second_after_startup"],
                          summary["rows"] / summary["seconds"], wall))
-    print(f"{manifest['packed']} images, efficientnet_lite0 at 128 px, batch 64, CPU, {cores} cores")
+    print(f"{manifest['packed']} images ({'synthetic' if args.works else 'the sample'}), efficientnet_lite0 at 128 px, "
+          f"batch 64, CPU, {cores} cores")
     print("steady: after the first shard came back (actor start-up and model load excluded)")
     print(f"{'run':<24}{'steady img/s':>13}{'vs plain':>10}{'end-to-end img/s':>18}{'wall s':>8}")
     for name, steady, whole, wall in rows:
