@@ -63,6 +63,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcome = run_demo(config.from_arguments(config.DemoConfig, args))
     print(f"\nvalidation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
           f"{outcome['median_baseline_mae']:.1f} years")
+    ranges = outcome["ranges"]
+    if ranges:  # measured on the validation works, which calibrated them: the cross-validated figure is in bench/
+        print(f"{ranges['level']:.0%} year ranges: {ranges['coverage']:.0%} of validation works inside, "
+              f"{ranges['width']:.0f} years wide on average")
     print(f"results:    {outcome['results']} ({outcome['rows']} works)")
     print(f"report:     {outcome['report']}")
     print(f"checkpoint: {outcome['best_checkpoint']}")

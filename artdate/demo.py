@@ -58,4 +58,5 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = run_report(ReportConfig(results=results, out=report))
     mae, baseline = median_baseline_mae(results, manifest)  # the manifest run_pack returned
     return {"best_checkpoint": best, "results": results, "report": os.path.join(report, "report.html"),
-            "val_mae": mae, "median_baseline_mae": baseline, "all_mae": summary["mae"], "rows": scored["rows"]}
+            "val_mae": mae, "median_baseline_mae": baseline, "all_mae": summary["mae"], "rows": scored["rows"],
+            "ranges": summary.get("ranges")}
