@@ -48,7 +48,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     cores = os.cpu_count() or 1
     train = TrainConfig(shards=shards_url, storage=run_url, backbone="efficientnet_lite0", epochs=cfg.epochs,
                         batch_size=16, image_size=cfg.image_size, workers=cfg.workers,
-                        cpus_per_worker=max(1, cores // cfg.workers), gpus_per_worker=0, loss=cfg.loss, lr=2e-3,
+                        cpus_per_worker=max(1, cores // cfg.workers), gpus_per_worker=0, loss=cfg.loss,
+                        label_sigma=cfg.label_sigma, lr=2e-3,
                         loader_workers=1, log_every=5)
     best = run_training(train)
 

@@ -57,6 +57,7 @@ RECIPES = {
     "l1-12ep": {"epochs": 12},
     "bins-20ep": {"loss": "bins", "epochs": 20},
     "bins-12ep-sigma50": {"loss": "bins", "epochs": 12, "label_sigma": 50},
+    "bins-20ep-sigma50": {"loss": "bins", "epochs": 20, "label_sigma": 50},
 }
 
 
@@ -156,6 +157,8 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int) -> list[
             "baseline_mae": baseline, "vs_baseline": float(errors.mean()) / baseline,
             "coverage": float(ranges.inside(years, predicted.low.double(), predicted.high.double()).double().mean()),
             "width": float((predicted.high - predicted.low).double().mean()), "cpu_s": seconds,
+            "fold_coverage": [float(ranges.inside(y, p.low.double(), p.high.double()).double().mean())
+                              for y, p in zip(truth, parts)],
             "settings": {**DEMO, **RECIPES[name]},
         })
     return rows

@@ -20,8 +20,10 @@ def test_demo_beats_the_median_baseline(tmp_path):
     lines = done.stdout.strip().splitlines()
     mae, baseline = (float(part.split(" years")[0].split()[-1]) for part in lines[0].split(";"))
     assert mae < baseline, done.stdout
-    assert "== 4/4 report" in done.stderr and "epoch 6/6" in done.stderr  # progress shown throughout
+    assert "== 4/4 report" in done.stderr and "epoch 20/20" in done.stderr  # progress shown throughout
+    assert lines[1].startswith("80% year ranges: ") and "of them inside" in lines[1]
     with open(workdir / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len({r["key"] for r in rows}) == int(lines[1].split("(")[1].split()[0])
+    assert len(rows) == len({r["key"] for r in rows}) == int(lines[2].split("(")[1].split()[0])
+    assert all(int(r["pred_low"]) <= int(r["pred_high"]) for r in rows)
     assert os.path.getsize(workdir / "report" / "report.html") > 10_000
