@@ -4,8 +4,9 @@ Writes summary.json (overall, per 50-year bin, per museum, per split; with `pred
 the ranges' coverage and width; the confusion of centuries), the plots, and report.html: one
 self-contained page (images inlined) with the figures, tables and galleries of the best hits and
 the worst misses each way. Coverage and the century table are measured on the validation works
-when the CSV has a `split` column (the model trained on the others), else on every row. Gallery images come from the shards (`shard` + `key` columns) or from
-image paths (`path` or `file` columns, under the CSV's folder).
+when the CSV has a `split` column (the model trained on the others), else on every row. Gallery
+images come from the shards (`shard` + `key` columns) or from image paths (`path` or `file`
+columns, under the CSV's folder).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def read_results(url: str) -> pd.DataFrame:
     missing = {"year", "pred"} - set(frame.columns)
     if missing:
         raise ValueError(f"{url}: needs columns year and pred; missing {sorted(missing)} (has {list(frame.columns)})")
-    for column in ("year", "pred"):
+    # Ranges are read when every row has one (score leaves them empty for an uncalibrated checkpoint).
+    columns = ("year", "pred", "pred_low", "pred_high") if has_ranges(frame) else ("year", "pred")
+    for column in columns:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         bad = numbers.isna()
         if bad.any():
@@ -50,10 +53,9 @@ def read_results(url: str) -> pd.DataFrame:
     frame["error"] = frame["pred"] - frame["year"]
     frame["abs_error"] = frame["error"].abs()
     frame["bin"] = (np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS).astype(int)
-    if has_ranges(frame):
-        low, high = (pd.to_numeric(frame[c], errors="coerce") for c in ("pred_low", "pred_high"))
-        frame["inside"] = (low <= frame["year"]) & (frame["year"] <= high)
-        frame["width"] = high - low
+    if "pred_low" in columns:
+        frame["inside"] = (frame["pred_low"] <= frame["year"]) & (frame["year"] <= frame["pred_high"])
+        frame["width"] = frame["pred_high"] - frame["pred_low"]
     return frame
 
 

@@ -67,6 +67,9 @@ def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figure
     assert "range_reliability.png" in os.listdir(tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<b>75%</b> inside" in page and "(1600-1700)" in page
+    path.write_text(path.read_text().replace("1600,1700", "1600,soon"))
+    with pytest.raises(ValueError, match="line 5: pred_high 'soon' is not a number"):
+        read_results(str(path))
 
 
 def test_the_2017_file_format_with_image_paths(tmp_path):
