@@ -29,9 +29,10 @@ def read_rows(path):
 
 
 def start_score_command(store_url, checkpoint, out, **popen):
-    """`artdate score` with one actor, as a user would start it, in a process of its own."""
+    """`artdate score` with one actor, as a user would start it, in a process of its own. One image
+    per batch keeps the tiny model busy long enough for a test to act mid-run on a fast machine."""
     command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", checkpoint,
-               "--out", out, "--actors", "1", "--quiet"]
+               "--out", out, "--actors", "1", "--batch-size", "1", "--quiet"]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, **{"stderr": subprocess.DEVNULL, **popen})
 
 
