@@ -58,6 +58,7 @@ RECIPES = {
     "bins-20ep": {"loss": "bins", "epochs": 20},
     "bins-12ep-sigma50": {"loss": "bins", "epochs": 12, "label_sigma": 50},
     "bins-20ep-sigma50": {"loss": "bins", "epochs": 20, "label_sigma": 50},
+    "bins-30ep-sigma50": {"loss": "bins", "epochs": 30, "label_sigma": 50},
 }
 
 
