@@ -121,27 +121,34 @@ def tar_members(url: str, wanted=lambda member: True):
 
 def write_tar(path: str, samples) -> tuple[int, int, str]:
     """Write (key, jpg_bytes, labels) samples to a WebDataset tar at `path` (members key.jpg and
-    key.json, next to each other); return (count, bytes, sha256). Plain tarfile: packing needs
-    no torch, which webdataset's writer would import."""
+    key.json, next to each other); return (count, bytes, sha256), hashed as it is written. Plain
+    tarfile: packing needs no torch, which webdataset's writer would import."""
     count = 0
-    with store.naming(path), tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, jpg, labels in samples:
-            for extension, data in (("jpg", jpg), ("json", json.dumps(labels).encode())):
-                member = tarfile.TarInfo(f"{key}.{extension}")
-                member.size, member.mtime, member.mode = len(data), 0, 0o444
-                tar.addfile(member, io.BytesIO(data))
-            count += 1
-    return count, *file_size_and_sha256(path)
+    with store.naming(path), open(path, "wb") as file:
+        hashed = _HashingWriter(file)
+        with tarfile.open(fileobj=hashed, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, jpg, labels in samples:
+                for extension, data in (("jpg", jpg), ("json", json.dumps(labels).encode())):
+                    member = tarfile.TarInfo(f"{key}.{extension}")
+                    member.size, member.mtime, member.mode = len(data), 0, 0o444
+                    tar.addfile(member, io.BytesIO(data))
+                count += 1
+    return count, hashed.size, hashed.digest.hexdigest()
 
 
-def file_size_and_sha256(path: str) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
+class _HashingWriter:
+    """A file that hashes what passes through it, so a finished shard need not be read again."""
+
+    def __init__(self, file):
+        self.file, self.digest, self.size = file, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def year_statistics(histogram: Counter) -> dict:

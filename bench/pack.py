@@ -4,7 +4,7 @@ The baseline is what a script would do by hand: one process, PIL open -> RGB -> 
 no draft decoding. `artdate pack` runs with 1 and with all cores. The sample is repeated
 --copies times (as different museums) so the run is long enough to measure.
 
-    python bench/pack.py [--copies 4] [--size 384]
+    python bench/pack.py [--copies 16] [--size 384]
 """
 
 import argparse
@@ -53,7 +53,7 @@ def naive(files: list[str], size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--copies", type=int, default=16)
     parser.add_argument("--size", type=int, default=384)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
