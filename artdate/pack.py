@@ -10,11 +10,9 @@ through bounded windows, so memory stays flat however large the corpus is.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import hashlib
-import io
 import itertools
 import json
 import multiprocessing
@@ -78,6 +76,9 @@ def bounded_map(function, items, executor: Executor, window: int):
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+REJECT_COLUMNS = ["museum", "id", "stage", "reason", "transient"]  # rejects.csv
 
 
 def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dict:
@@ -145,10 +146,10 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         # One upload in flight while the next shard is encoded; its record is written after it.
         uploader = stack.enter_context(ThreadPoolExecutor(1))
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
-        rejects_out.write(_rejects_csv([
+        rejects_out.write(store.csv_bytes([
             {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}", "transient": ""}
             for r in meta.rejected
-        ], header=True))
+        ], REJECT_COLUMNS))
         bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
         entries, totals, rejected, transient, upload = [], shards.LabelTotals(), len(meta.rejected), 0, None
         for shard in planned_shards(catalog, config.samples_per_shard):
@@ -163,7 +164,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
             totals.add(record)
             rejected += len(record.rejects)
             transient += transient_rejects(record)
-            rejects_out.write(_rejects_csv(record.rejects, header=False))
+            rejects_out.write(store.csv_bytes(record.rejects, REJECT_COLUMNS, header=False))
             if record.samples:
                 entries.append({k: v for k, v in dataclasses.asdict(record).items() if k in MANIFEST_SHARD_FIELDS})
         if upload is not None:
@@ -281,15 +282,6 @@ def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:
         store.upload_file(local, store.join(out, record.name))
     os.remove(local)
     store.write_bytes(store.join(out, PACK_DIR, record.name + ".json"), json.dumps(dataclasses.asdict(record)).encode())
-
-
-def _rejects_csv(rejects: list[dict], header: bool) -> bytes:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["museum", "id", "stage", "reason", "transient"], lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rejects)
-    return text.getvalue().encode()
 
 
 def summary_line(manifest: dict, out: str) -> str:

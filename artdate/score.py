@@ -82,15 +82,6 @@ class Scorer:
         return rows, skips
 
 
-def to_csv(rows: list[dict], columns: list[str], header: bool = True) -> bytes:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue().encode()
-
-
 def _part_name(shard_url: str) -> str:
     return shard_url.rstrip("/").rsplit("/", 1)[-1] + ".csv"
 
@@ -237,8 +228,8 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
                 incomplete.append(f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)")
             else:
                 if skips:  # written before the rows: a part with rows is a finished shard
-                    store.write_bytes(store.join(parts, _skips_name(url)), to_csv(skips, SKIP_COLUMNS))
-                store.write_bytes(store.join(parts, _part_name(url)), to_csv(rows, COLUMNS))
+                    store.write_bytes(store.join(parts, _skips_name(url)), store.csv_bytes(skips, SKIP_COLUMNS))
+                store.write_bytes(store.join(parts, _part_name(url)), store.csv_bytes(rows, COLUMNS))
             scored += len(rows)
             skipped += len(skips)
             if first_result is None:

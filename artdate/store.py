@@ -10,6 +10,7 @@ only becomes visible when its upload completes, so a reader never sees half an o
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import shutil
@@ -177,6 +178,16 @@ def write_bytes(url: str, data: bytes) -> None:
         return
     with atomic_output(url) as out:
         out.write(data)
+
+
+def csv_bytes(rows: list[dict], columns: list[str], header: bool = True) -> bytes:
+    """Rows as CSV text (with a header line unless `header` is False), ready for write_bytes."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue().encode()
 
 
 def list_names(url: str) -> Iterator[str]:
