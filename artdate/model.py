@@ -37,8 +37,9 @@ class LabelEncoding:
 
     Regression losses (mse, l1, huber) predict (year - mean) / std. `bins` classifies into
     `bin_width`-year bins between year_min and year_max; the target spreads evenly over the bins a
-    work's year_start..year_end touches, and the prediction is the expected year under the softmax
-    (its standard deviation is the spread). With `label_sigma` > 0 the target also reaches the
+    work's year_start..year_end touches, and the prediction is the median year of the softmax
+    distribution (`point`="median": the year that minimises the expected absolute error) or its
+    expected year ("mean"); the distribution's standard deviation is the spread. With `label_sigma` > 0 the target also reaches the
     neighbouring bins, falling off as a Gaussian of that many years from the date range (label
     distribution learning, as for age estimation: a miss by one bin costs less than by ten).
     """
@@ -50,6 +51,7 @@ class LabelEncoding:
     year_max: int = 1930
     bin_width: int = 25
     label_sigma: float = 0.0
+    point: str = "median"
 
     @property
     def num_outputs(self) -> int:
@@ -101,6 +103,8 @@ class LabelEncoding:
         centers = self.bin_centers(outputs.device)
         expected = probabilities @ centers
         spread = torch.sqrt((probabilities * (centers[None, :] - expected[:, None]) ** 2).sum(dim=1))
+        if self.point == "median":
+            return ranges.bin_quantiles(probabilities, self.year_min, self.bin_width, (0.5,))[:, 0], spread
         return expected, spread
 
     def raw_ranges(self, outputs: torch.Tensor, years: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +168,8 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
         data = dict(data)
-        data["encoding"] = LabelEncoding(**data["encoding"])
+        # A checkpoint from before `point` existed was trained and evaluated with the mean.
+        data["encoding"] = LabelEncoding(**{"point": "mean", **data["encoding"]})
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
         return cls(**data)
 

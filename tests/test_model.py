@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import os
 
@@ -57,6 +58,26 @@ def test_bins_spread_over_the_date_range_and_decode_to_the_expected_year():
     assert predicted.item() == pytest.approx(1612.0) and spread.item() < 1
     loss = encoding.loss_fn(logits, targets)
     assert loss.item() > encoding.loss_fn(torch.log(targets + 1e-9), targets).item()
+
+
+def test_bins_decode_to_the_median_or_the_mean_of_the_year_distribution():
+    # Three 10-year bins from 1200: 60% in 1200-1209, 40% in 1220-1229 (worked out by hand).
+    logits = torch.log(torch.tensor([[0.6, 1e-12, 0.4]]))
+    mean = LabelEncoding(loss="bins", year_min=1200, year_max=1229, bin_width=10, point="mean")
+    median = dataclasses.replace(mean, point="median")
+    # mean: 0.6 * 1204.5 + 0.4 * 1224.5; median: half the mass lies 0.5 / 0.6 into the first bin,
+    # which spans 1199.5..1209.5 on the continuous scale.
+    assert mean.years(logits)[0].item() == pytest.approx(1212.5, abs=1e-3)
+    assert median.years(logits)[0].item() == pytest.approx(1199.5 + 10 * 0.5 / 0.6, abs=1e-3)
+    assert median.years(logits)[1].item() == pytest.approx(mean.years(logits)[1].item())  # the same spread
+
+
+def test_new_specs_read_the_median_and_checkpoints_from_before_keep_the_mean():
+    spec = ModelSpec("efficientnet_lite0", 128, LabelEncoding(loss="bins"))
+    assert ModelSpec.from_dict(spec.to_dict()).encoding.point == "median"
+    earlier = spec.to_dict()
+    del earlier["encoding"]["point"]  # as a checkpoint written before the field existed
+    assert ModelSpec.from_dict(earlier).encoding.point == "mean"
 
 
 def test_bins_with_a_label_sigma_reach_the_neighbouring_bins_as_a_gaussian():
