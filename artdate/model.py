@@ -97,7 +97,7 @@ class LabelEncoding:
     def years(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(predicted years, spread in years or None) from model outputs."""
         outputs = outputs.float()
-        if self.loss != "bins":  # kept inside the label window, as the bins' expected year is
+        if self.loss != "bins":  # kept inside the label window, as a bins head's year is
             return (outputs.squeeze(1) * self.std + self.mean).clamp(self.year_min, self.year_max), None
         probabilities = torch.softmax(outputs, dim=1)
         centers = self.bin_centers(outputs.device)
