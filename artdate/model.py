@@ -39,9 +39,10 @@ class LabelEncoding:
     `bin_width`-year bins between year_min and year_max; the target spreads evenly over the bins a
     work's year_start..year_end touches, and the prediction is the median year of the softmax
     distribution (`point`="median": the year that minimises the expected absolute error) or its
-    expected year ("mean"); the distribution's standard deviation is the spread. With `label_sigma` > 0 the target also reaches the
-    neighbouring bins, falling off as a Gaussian of that many years from the date range (label
-    distribution learning, as for age estimation: a miss by one bin costs less than by ten).
+    expected year ("mean"); the distribution's standard deviation is the spread. With
+    `label_sigma` > 0 the target also reaches the neighbouring bins, falling off as a Gaussian of
+    that many years from the date range (label distribution learning, as for age estimation: a
+    miss by one bin costs less than by ten).
     """
 
     loss: str = "mse"

@@ -64,6 +64,8 @@ RECIPES = {
     "bins-20ep-sigma100": {"loss": "bins", "epochs": 20, "label_sigma": 100},
     "bins-20ep-sigma30": {"loss": "bins", "epochs": 20, "label_sigma": 30},
     "bins-20ep-sigma50-backbone0.3": {"loss": "bins", "epochs": 20, "label_sigma": 50, "backbone_lr_scale": 0.3},
+    "bins-20ep-sigma50-lr4e-3": {"loss": "bins", "epochs": 20, "label_sigma": 50, "lr": 4e-3},
+    "bins-20ep-sigma50-batch8": {"loss": "bins", "epochs": 20, "label_sigma": 50, "batch_size": 8},
 }
 
 
