@@ -311,6 +311,21 @@ def make_loader(slices: list[Slice], transform, batch_size: int, *, loader_worke
     )
 
 
+def prefetch(items):
+    """Iterate `items` one item ahead in a background thread: the next batch is read and decoded
+    (TorchCodec and the transforms release the GIL) while the caller runs the model on this one,
+    so a scoring actor's GPU does not wait for JPEG decoding between batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = object()
+    items = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+        upcoming = pool.submit(next, items, end)
+        while (item := upcoming.result()) is not end:
+            upcoming = pool.submit(next, items, end)
+            yield item
+
+
 def take_steps(make_pass, steps: int):
     """Exactly `steps` batches, starting new passes over the rank's slices as needed. Batches
     without images (only skipped samples) are passed on but not counted as steps."""

@@ -60,7 +60,7 @@ class Scorer:
         rows, skips = [], []
         loader = data.make_loader([data.Slice(shard_url, 0, samples)], None if self.on_device else self.transform,
                                   self.batch_size, loader_workers=self.loader_workers)
-        for batch in loader:
+        for batch in data.prefetch(loader):
             if self.on_device:
                 batch = data.decode_on_device(batch, self.transform, self.device)
             skips += batch["skipped"]

@@ -155,6 +155,26 @@ def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
         list(take_steps(lambda: iter([{"image": None, "skipped": [{}]}]), 2))
 
 
+def test_prefetch_reads_ahead_in_another_thread_in_order_and_passes_errors_on():
+    import threading
+
+    threads = []
+
+    def source():
+        for number in range(5):
+            threads.append(threading.get_ident())
+            yield number
+        raise OSError("shard ended")
+
+    got = []
+    with pytest.raises(OSError, match="shard ended"):
+        for item in data.prefetch(source()):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+    assert threading.get_ident() not in threads and len(set(threads)) == 1
+    assert list(data.prefetch([])) == []
+
+
 def test_decoding_on_the_device_matches_the_loader_and_records_what_does_not_decode(tmp_path):
     good = [(f"met_{i}", jpeg((40 * i, 100, 0)), labels(1500 + i)) for i in range(4)]
     bad = ("met_bad", jpeg((1, 2, 3))[:60], labels(1600))

@@ -86,6 +86,23 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     assert all(r["pred"] == by_key[r["key"]] for r in read_rows(val_only))
 
 
+def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_checkpoint, monkeypatch):
+    """A GPU actor must not wait on JPEG decoding: the loader runs in a thread of its own while
+    the model scores the batch before. Every sample still comes back once, in shard order."""
+    from artdate.score import Scorer
+
+    decoding_threads = set()
+    decode = data.decode_image
+    monkeypatch.setattr(data, "decode_image", lambda jpg: decoding_threads.add(threading.get_ident()) or decode(jpg))
+    manifest = shards.read_manifest(sample_store)
+    shard = manifest["shards"][0]
+    url = data.store_slices(sample_store, manifest)[0].url
+    rows, skips = Scorer(tiny_checkpoint, batch_size=4).score(url, shard["samples"], shard["split"])
+    assert decoding_threads and threading.get_ident() not in decoding_threads
+    keys = [sample["__key__"] for sample in data.read_slice(data.Slice(url, 0, shard["samples"]))]
+    assert [row["key"] for row in rows] == keys and len(keys) == shard["samples"] and not skips
+
+
 def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_checkpoint, capfd):
     from ray.util.state import list_actors
 
