@@ -141,7 +141,7 @@ class ScoreConfig:
     cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
     max_retries: int = option(3, help="times a shard is retried after its actor died")
     loader_workers: int = option(0, help="processes per actor (started per shard) that decode the next images while the "
-                                 "model runs; 0: the actor decodes between batches")
+                                 "model runs; 0: a thread of the actor does")
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     start_timeout: float = option(900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up")
 
