@@ -54,6 +54,7 @@ def read_results(url: str) -> pd.DataFrame:
     frame["abs_error"] = frame["error"].abs()
     frame["bin"] = (np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS).astype(int)
     if "pred_low" in columns:
+        # ranges.inside's rule (ends included), written here so that report never imports torch
         frame["inside"] = (frame["pred_low"] <= frame["year"]) & (frame["year"] <= frame["pred_high"])
         frame["width"] = frame["pred_high"] - frame["pred_low"]
     return frame

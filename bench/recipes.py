@@ -1,10 +1,11 @@
 """Which recipe dates best, and do its year ranges hold: k-fold cross-validation on the sample.
 
 Every in-window work of the bundled sample is predicted once, by a model trained without it. Each
-fold trains on 80% of the other works, calibrates its ranges on the remaining 20% (as a run
-calibrates on its validation split), and is measured on the fold's own works. The training is
-artdate's own (`train_one_epoch`, the optimizer and schedule, the transforms, `predict_years`,
-ranges.calibrate), in one process without Ray, on images shrunk and re-encoded as pack does.
+fold trains on 80% of the other works, calibrates its ranges on the remaining 20%
+(`--calibration-share`; as a run calibrates on its validation split), and is measured on the
+fold's own works. The training is artdate's own (`train_one_epoch`, the optimizer and schedule,
+the transforms, `predict_years`, ranges.calibrate), in one process without Ray, on images shrunk
+and re-encoded as pack does.
 
     python bench/recipes.py [--folds 5] [--recipes base,bins,...] [--json bench/out/recipes.json]
 
@@ -135,17 +136,19 @@ def folds_of(count: int, folds: int, seed: int) -> list[list[int]]:
     return [order[k::folds] for k in range(folds)]
 
 
-def cross_validate(name: str, works: list[Work], folds: int, seed: int) -> list[dict]:
+def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibration_share: float = 0.2) -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
     started = time.process_time()
     truth, outcome = [], {variant: [] for variant, _, _ in VARIANTS}
-    baseline_errors = []
+    baseline_errors, training_works = [], []
     for k, held_out in enumerate(folds_of(len(works), folds, seed)):
         held = set(held_out)
         rest = [i for i in torch.randperm(len(works), generator=torch.Generator().manual_seed(seed + 1 + k)).tolist()
                 if i not in held]
-        calibration_part = rest[: len(rest) // 5]
-        fit = [works[i] for i in rest[len(rest) // 5:]]
+        calibrating = int(len(rest) * calibration_share)
+        calibration_part = rest[:calibrating]
+        fit = [works[i] for i in rest[calibrating:]]
+        training_works.append(len(fit))
         model, spec = train(cfg, fit, seed + k)
         median = float(torch.tensor([w.year for w in fit], dtype=torch.float64).median())
         test_years = torch.tensor([works[i].year for i in held_out], dtype=torch.float64)
@@ -159,7 +162,8 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int) -> list[
             raw = predict(model, decoding, [works[i] for i in calibration_part], flip)
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
             outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration))
-        print(f"  {name} fold {k + 1}/{folds}: {time.process_time() - started:.0f} CPU s", file=sys.stderr, flush=True)
+        print(f"  {name} fold {k + 1}/{folds} ({len(fit)} training, {len(calibration_part)} calibrating, "
+              f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s", file=sys.stderr, flush=True)
     seconds = time.process_time() - started  # the variants share the training: its cost is counted once
     years = torch.cat(truth)
     baseline = float(torch.cat(baseline_errors).mean())
@@ -175,6 +179,7 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int) -> list[
             "baseline_mae": baseline, "vs_baseline": float(errors.mean()) / baseline,
             "coverage": float(ranges.inside(years, predicted.low.double(), predicted.high.double()).double().mean()),
             "width": float((predicted.high - predicted.low).double().mean()), "cpu_s": seconds,
+            "training_works": training_works,
             "fold_coverage": [float(ranges.inside(y, p.low.double(), p.high.double()).double().mean())
                               for y, p in zip(truth, parts)],
             "settings": {**DEMO, **RECIPES[name]},
@@ -186,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration-share", type=float, default=0.2,
+                        help="share of each fold's other works that calibrates the ranges instead of training")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "out", "recipes.json"))
     args = parser.parse_args()
@@ -195,7 +202,7 @@ def main() -> None:
     header = f"{'recipe':<20}{'MAE':>7}{'median':>8}{'<=50y':>7}{'vs median':>10}{'coverage':>9}{'width':>7}{'CPU s':>7}"
     rows = []
     for name in args.recipes.split(","):
-        rows += cross_validate(name, works, args.folds, args.seed)
+        rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share)
         print(header)
         for row in rows:
             print(f"{row['recipe']:<20}{row['mae']:>7.1f}{row['median_ae']:>8.1f}{row['within_50']:>7.0%}"
