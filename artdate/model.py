@@ -95,27 +95,21 @@ class LabelEncoding:
             return nn.functional.huber_loss(outputs, targets, delta=1.0)
         raise ValueError(f"unknown loss {self.loss!r}: use mse, l1, huber or bins")
 
-    def years(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(predicted years, spread in years or None) from model outputs."""
+    def decode(self, outputs: torch.Tensor, level: float = ranges.DEFAULT_LEVEL):
+        """(years, raw low, raw high, spread in years or None) from model outputs, in one pass (one
+        softmax, one cumulative sum). The raw range is, for bins, the central `level` interval of
+        the year distribution; a regression head gives one year, so its raw range is that year."""
         outputs = outputs.float()
         if self.loss != "bins":  # kept inside the label window, as a bins head's year is
-            return (outputs.squeeze(1) * self.std + self.mean).clamp(self.year_min, self.year_max), None
+            years = (outputs.squeeze(1) * self.std + self.mean).clamp(self.year_min, self.year_max)
+            return years, years, years, None
         probabilities = torch.softmax(outputs, dim=1)
         centers = self.bin_centers(outputs.device)
         expected = probabilities @ centers
         spread = torch.sqrt((probabilities * (centers[None, :] - expected[:, None]) ** 2).sum(dim=1))
-        if self.point == "median":
-            return ranges.bin_quantiles(probabilities, self.year_min, self.bin_width, (0.5,))[:, 0], spread
-        return expected, spread
-
-    def raw_ranges(self, outputs: torch.Tensor, years: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(low, high) before calibration: for bins the central `level` interval of the year
-        distribution; a regression head gives one year, so its raw range is that year."""
-        if self.loss != "bins":
-            return years, years
-        low, high = ranges.bin_quantiles(torch.softmax(outputs.float(), dim=1), self.year_min, self.bin_width,
-                                         ranges.central_shares(level)).unbind(1)
-        return low, high
+        lower, upper = ranges.central_shares(level)
+        low, median, high = ranges.bin_quantiles(probabilities, self.year_min, self.bin_width, (lower, 0.5, upper)).unbind(1)
+        return (median if self.point == "median" else expected), low, high, spread
 
 
 def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) -> torch.Tensor:
@@ -142,9 +136,7 @@ def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, dev
         if flip:
             outputs = (outputs + model(inputs.flip(3)).float()) / 2
     encoding = spec.encoding
-    years, spread = encoding.years(outputs)
-    low, high = encoding.raw_ranges(outputs, years, spec.range_level)
-    raw = ranges.Predictions(years.cpu(), low.cpu(), high.cpu(), None if spread is None else spread.cpu())
+    raw = ranges.Predictions(*(None if t is None else t.cpu() for t in encoding.decode(outputs, spec.range_level)))
     return raw if calibration is None else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max)
 
 

@@ -42,7 +42,7 @@ def test_regression_encoding_round_trips():
     encoding = LabelEncoding(loss="l1", mean=1700, std=150)
     years = torch.tensor([1200, 1650, 1930])
     targets = encoding.targets(years, years, years)
-    predicted, spread = encoding.years(targets[:, None])
+    predicted, _, _, spread = encoding.decode(targets[:, None])
     assert torch.allclose(predicted, years.float()) and spread is None
 
 
@@ -54,7 +54,7 @@ def test_bins_spread_over_the_date_range_and_decode_to_the_expected_year():
     assert targets[0].nonzero().flatten().tolist() == [16, 17]  # 1600-1624 and 1625-1649
     logits = torch.full((1, 30), -30.0)
     logits[0, 16] = 30.0
-    predicted, spread = encoding.years(logits)
+    predicted, _, _, spread = encoding.decode(logits)
     assert predicted.item() == pytest.approx(1612.0) and spread.item() < 1
     loss = encoding.loss_fn(logits, targets)
     assert loss.item() > encoding.loss_fn(torch.log(targets + 1e-9), targets).item()
@@ -67,9 +67,9 @@ def test_bins_decode_to_the_median_or_the_mean_of_the_year_distribution():
     median = dataclasses.replace(mean, point="median")
     # mean: 0.6 * 1204.5 + 0.4 * 1224.5; median: half the mass lies 0.5 / 0.6 into the first bin,
     # which spans 1199.5..1209.5 on the continuous scale.
-    assert mean.years(logits)[0].item() == pytest.approx(1212.5, abs=1e-3)
-    assert median.years(logits)[0].item() == pytest.approx(1199.5 + 10 * 0.5 / 0.6, abs=1e-3)
-    assert median.years(logits)[1].item() == pytest.approx(mean.years(logits)[1].item())  # the same spread
+    assert mean.decode(logits)[0].item() == pytest.approx(1212.5, abs=1e-3)
+    assert median.decode(logits)[0].item() == pytest.approx(1199.5 + 10 * 0.5 / 0.6, abs=1e-3)
+    assert median.decode(logits)[3].item() == pytest.approx(mean.decode(logits)[3].item())  # the same spread
 
 
 def test_new_specs_read_the_median_and_checkpoints_from_before_keep_the_mean():
@@ -231,7 +231,7 @@ def test_the_year_head_runs_in_fp32_under_bf16_autocast(backbone):
 
 def test_regression_predictions_stay_inside_the_label_window():
     encoding = LabelEncoding("mse", mean=1700.0, std=150.0, year_min=1200, year_max=1930)
-    years, _ = encoding.years(torch.tensor([[-10.0], [0.0], [10.0]]))
+    years, *_ = encoding.decode(torch.tensor([[-10.0], [0.0], [10.0]]))
     assert years.tolist() == [1200.0, 1700.0, 1930.0]
 
 

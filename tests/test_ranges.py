@@ -81,13 +81,12 @@ def test_calibrated_ranges_hold_their_level_on_works_they_did_not_see(level):
 def test_the_raw_range_of_a_bins_head_is_its_central_interval_and_of_a_regression_head_its_year():
     bins = LabelEncoding(loss="bins", year_min=1600, year_max=1639, bin_width=10)
     logits = torch.log(torch.tensor([[0.25, 0.25, 0.25, 0.25]]))
-    years, _ = bins.years(logits)
-    low, high = bins.raw_ranges(logits, years, 0.8)
+    _, low, high, _ = bins.decode(logits, 0.8)
     assert (low.item(), high.item()) == pytest.approx((1603.5, 1635.5))
     regression = LabelEncoding(loss="mse", mean=1700, std=100)
     outputs = torch.tensor([[0.5]])
-    years, _ = regression.years(outputs)
-    assert regression.raw_ranges(outputs, years, 0.8)[0].item() == years.item() == 1750
+    years, low, _, _ = regression.decode(outputs, 0.8)
+    assert low.item() == years.item() == 1750
 
 
 def test_predict_years_applies_the_calibration_and_flip_averages_mirror_images():
