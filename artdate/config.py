@@ -172,5 +172,7 @@ class DemoConfig:
     epochs: int = option(20, help="training epochs")
     image_size: int = option(128, help="model input size")
     workers: int = option(2, help="training workers")
+    batch_size: int = option(16, help="images per optimizer step, split among the workers, so the recipe "
+                             "bench/recipes.py measured in one process is the one trained")
     loss: str = option("bins", help="training loss", choices=["mse", "l1", "huber", "bins"])
     label_sigma: float = option(50.0, help="--loss bins: Gaussian spread of each target over the neighbouring bins, in years")

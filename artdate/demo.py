@@ -47,7 +47,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     step(f"2/4 train efficientnet_lite0 with {cfg.workers} workers on CPU for {cfg.epochs} epochs")
     cores = os.cpu_count() or 1
     train = TrainConfig(shards=shards_url, storage=run_url, backbone="efficientnet_lite0", epochs=cfg.epochs,
-                        batch_size=16, image_size=cfg.image_size, workers=cfg.workers,
+                        batch_size=max(1, cfg.batch_size // cfg.workers), image_size=cfg.image_size, workers=cfg.workers,
                         cpus_per_worker=max(1, cores // cfg.workers), gpus_per_worker=0, loss=cfg.loss,
                         label_sigma=cfg.label_sigma, lr=2e-3,
                         loader_workers=1, log_every=5)
