@@ -5,9 +5,10 @@ fold trains on 80% of the other works, calibrates its ranges on the remaining 20
 (`--calibration-share`; as a run calibrates on its validation split), and is measured on the
 fold's own works. The training is artdate's own (`train_one_epoch`, the optimizer and schedule,
 the transforms, `predict_years`, ranges.calibrate), in one process without Ray, on images shrunk
-and re-encoded as pack does.
+and re-encoded as pack does. `--ranks 2` trains as the demo's two DDP workers do: each batch of 16
+split in two halves with their own BatchNorm statistics (class Ranks).
 
-    python bench/recipes.py [--folds 5] [--recipes base,bins,...] [--json bench/out/recipes.json]
+    python bench/recipes.py [--folds 5] [--ranks 2] [--recipes base,bins,...] [--json bench/out/recipes.json]
 
 Prints one row per recipe and way of reading its model (flip test-time augmentation; for `bins`,
 the mean of the year distribution instead of its median): MAE, median error,
@@ -104,7 +105,31 @@ def batches_of(works: list[Work], transform, batch_size: int, generator: torch.G
                "skipped": []}
 
 
-def train(cfg: TrainConfig, fit: list[Work], seed: int) -> tuple[torch.nn.Module, ModelSpec]:
+class Ranks(torch.nn.Module):
+    """`ranks` DDP workers emulated in one process, as the demo trains (2 workers): each worker's
+    slice of the batch goes through the model on its own, so BatchNorm normalises it by that
+    slice's statistics, and only the first slice updates the running statistics (DDP copies rank
+    0's buffers to every rank before each forward). The mean loss over the whole batch then has
+    the gradient DDP averages over the workers."""
+
+    def __init__(self, model: torch.nn.Module, ranks: int):
+        super().__init__()
+        self.model, self.ranks = model, ranks
+
+    def forward(self, inputs):
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        outputs = []
+        for rank, part in enumerate(inputs.chunk(self.ranks)):
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum if rank == 0 else 0.0  # 0.0: batch statistics, running ones kept
+            outputs.append(self.model(part))
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        return torch.cat(outputs)
+
+
+def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple[torch.nn.Module, ModelSpec]:
     years = torch.tensor([w.year for w in fit], dtype=torch.float64)
     encoding = LabelEncoding(loss=cfg.loss, mean=float(years.mean()), std=float(years.std()),
                              bin_width=cfg.bin_width, label_sigma=cfg.label_sigma)
@@ -118,7 +143,7 @@ def train(cfg: TrainConfig, fit: list[Work], seed: int) -> tuple[torch.nn.Module
     generator = torch.Generator().manual_seed(seed)
     device = torch.device("cpu")
     for epoch in range(cfg.epochs):
-        train_one_epoch(model, spec, optimizer, scheduler, batches_of(fit, transform, cfg.batch_size, generator, True),
+        train_one_epoch(Ranks(model, ranks) if ranks > 1 else model, spec, optimizer, scheduler, batches_of(fit, transform, cfg.batch_size, generator, True),
                         device, epoch, grad_clip=cfg.grad_clip)
     return model.eval(), spec
 
@@ -136,7 +161,8 @@ def folds_of(count: int, folds: int, seed: int) -> list[list[int]]:
     return [order[k::folds] for k in range(folds)]
 
 
-def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibration_share: float = 0.2) -> list[dict]:
+def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibration_share: float = 0.2,
+                   ranks: int = 1) -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
     started = time.process_time()
     truth, outcome = [], {variant: [] for variant, _, _ in VARIANTS}
@@ -149,7 +175,7 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
         calibration_part = rest[:calibrating]
         fit = [works[i] for i in rest[calibrating:]]
         training_works.append(len(fit))
-        model, spec = train(cfg, fit, seed + k)
+        model, spec = train(cfg, fit, seed + k, ranks)
         median = float(torch.tensor([w.year for w in fit], dtype=torch.float64).median())
         test_years = torch.tensor([works[i].year for i in held_out], dtype=torch.float64)
         truth.append(test_years)
@@ -179,7 +205,7 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
             "baseline_mae": baseline, "vs_baseline": float(errors.mean()) / baseline,
             "coverage": float(ranges.inside(years, predicted.low.double(), predicted.high.double()).double().mean()),
             "width": float((predicted.high - predicted.low).double().mean()), "cpu_s": seconds,
-            "training_works": training_works,
+            "training_works": training_works, "ranks": ranks,
             "fold_coverage": [float(ranges.inside(y, p.low.double(), p.high.double()).double().mean())
                               for y, p in zip(truth, parts)],
             "settings": {**DEMO, **RECIPES[name]},
@@ -193,6 +219,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibration-share", type=float, default=0.2,
                         help="share of each fold's other works that calibrates the ranges instead of training")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="emulate this many DDP workers sharing each batch (BatchNorm per worker): 2 as the demo")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "out", "recipes.json"))
     args = parser.parse_args()
@@ -202,7 +230,7 @@ def main() -> None:
     header = f"{'recipe':<20}{'MAE':>7}{'median':>8}{'<=50y':>7}{'vs median':>10}{'coverage':>9}{'width':>7}{'CPU s':>7}"
     rows = []
     for name in args.recipes.split(","):
-        rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share)
+        rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share, args.ranks)
         print(header)
         for row in rows:
             print(f"{row['recipe']:<20}{row['mae']:>7.1f}{row['median_ae']:>8.1f}{row['within_50']:>7.0%}"
