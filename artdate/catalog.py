@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import sqlite3
 from typing import Iterator
 
-from .metadata import Work
+from .metadata import Work, derive_seed
 
 COLUMNS = ("key", "museum", "id", "year", "year_start", "year_end", "split", "file", "url", "title", "artist",
            "csv_dir", "source", "line", "in_window", "rank")
@@ -24,7 +23,7 @@ WORK_FIELDS = ("museum", "id", "year", "year_start", "year_end", "split", "file"
 
 def plan_rank(seed: int, split: str, key: str) -> int:
     """A work's place in its split's shard plan: a seeded 63-bit hash, a shuffle that needs no memory."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{split}/{key}".encode()).digest()[:8], "big") >> 1
+    return derive_seed(seed, split, key)
 
 
 class Catalog:

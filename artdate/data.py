@@ -17,7 +17,6 @@ batch's `skipped` list, so a consumer can tell how many of its samples it did no
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from . import store
+from .metadata import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,6 @@ def steps_per_epoch(shards: list[Shard], world_size: int, batch_size: int) -> in
             "lower --batch-size or --workers"
         )
     return steps
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from (seed, purpose, epoch, rank, ...): distinct for every combination
-    (sums like seed * 1000 + rank collide), and the same on every machine."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def train_transform(image_size: int):

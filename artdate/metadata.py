@@ -94,10 +94,16 @@ def sample_key(museum: str, work_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{museum}_{work_id}")
 
 
+def derive_seed(*parts) -> int:
+    """A 63-bit number from (seed, purpose, epoch, rank, ...): distinct for every combination
+    (sums like seed * 1000 + rank collide), and the same on every machine. It seeds the loaders
+    and places works in splits and shard plans (a shuffle that needs no memory)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def assign_split(museum: str, work_id: str, seed: int, val_fraction: float) -> str:
-    digest = hashlib.sha256(f"{seed}/{museum}/{work_id}".encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
-    return "val" if position < val_fraction else "train"
+    return "val" if derive_seed(seed, museum, work_id) / 2**63 < val_fraction else "train"
 
 
 def parse_year(text: str, column: str) -> int | None:

@@ -21,6 +21,7 @@ import torch
 
 from . import data, ranges, shards, store
 from .config import TrainConfig
+from .metadata import derive_seed
 from .raycluster import connect, resolve_gpus
 from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model,
                     head_and_backbone_parameters, load_tensors, model_inputs, predict_years, run_checkpoints, save_checkpoint)
@@ -216,9 +217,9 @@ def train_func(config: dict) -> None:
         mine = data.assign_train(train_shards, world, epoch, cfg.seed)[rank]
         # One loader per epoch; its worker processes persist across the wrap-around passes.
         if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
-            torch.manual_seed(data.derive_seed(cfg.seed, "device-augment", epoch, rank))
+            torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank))
         loader = data.make_loader(mine, loader_train_tf, cfg.batch_size, loader_workers=cfg.loader_workers,
-                                  shuffle_buffer=cfg.shuffle_buffer, seed=data.derive_seed(cfg.seed, "train", epoch, rank),
+                                  shuffle_buffer=cfg.shuffle_buffer, seed=derive_seed(cfg.seed, "train", epoch, rank),
                                   drop_last=True, persistent=True)
         stats = train_one_epoch(model, spec, optimizer, scheduler, data.take_steps(loader.__iter__, steps),
                                 device, epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,

@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from artdate import data, shards
-from artdate.data import (Shard, Slice, assign_train, assign_val, cut, derive_seed, make_loader, steps_per_epoch,
-                          take_steps)
+from artdate.data import Shard, Slice, assign_train, assign_val, cut, make_loader, steps_per_epoch, take_steps
+from artdate.metadata import derive_seed
 
 
 def shard_list(sizes):
