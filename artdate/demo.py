@@ -41,7 +41,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     results, report = store.join(cfg.workdir, "results.csv"), os.path.join(cfg.workdir, "report")
 
     step("1/4 pack the 300 sample images into shards")
-    manifest = run_pack(PackConfig(metadata=(SAMPLE,), out=shards_url, size=160, samples_per_shard=24, val_fraction=0.2))
+    manifest = run_pack(PackConfig(metadata=(SAMPLE,), out=shards_url, size=160, samples_per_shard=24, val_fraction=0.15))
     print(summary_line(manifest, shards_url), file=sys.stderr)
 
     step(f"2/4 train efficientnet_lite0 with {cfg.workers} workers on CPU for {cfg.epochs} epochs")
