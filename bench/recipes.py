@@ -142,8 +142,9 @@ def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple
     transform = data.train_transform(cfg.image_size)
     generator = torch.Generator().manual_seed(seed)
     device = torch.device("cpu")
+    trained = Ranks(model, ranks) if ranks > 1 else model
     for epoch in range(cfg.epochs):
-        train_one_epoch(Ranks(model, ranks) if ranks > 1 else model, spec, optimizer, scheduler, batches_of(fit, transform, cfg.batch_size, generator, True),
+        train_one_epoch(trained, spec, optimizer, scheduler, batches_of(fit, transform, cfg.batch_size, generator, True),
                         device, epoch, grad_clip=cfg.grad_clip)
     return model.eval(), spec
 
