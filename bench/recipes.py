@@ -115,16 +115,16 @@ class Ranks(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, ranks: int):
         super().__init__()
         self.model, self.ranks = model, ranks
+        self.norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.momenta = [m.momentum for m in self.norms]
 
     def forward(self, inputs):
-        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
         outputs = []
         for rank, part in enumerate(inputs.chunk(self.ranks)):
-            for norm, momentum in zip(norms, momenta):
+            for norm, momentum in zip(self.norms, self.momenta):
                 norm.momentum = momentum if rank == 0 else 0.0  # 0.0: batch statistics, running ones kept
             outputs.append(self.model(part))
-        for norm, momentum in zip(norms, momenta):
+        for norm, momentum in zip(self.norms, self.momenta):
             norm.momentum = momentum
         return torch.cat(outputs)
 
