@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from . import USER_AGENT
+
 REQUIRED = dataclasses.MISSING
 DECODE_ON_HELP = ("where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, "
                   "for nodes whose CPUs cannot keep up)")
@@ -35,10 +37,20 @@ class PackConfig:
         nargs="+",
     )
     out: str = option(help="store URL: a local directory or s3://bucket/prefix", storage=True)
-    images: str = option("", help="image folder for the CSV's file column, or a pattern like DIR/{id}.jpg")
+    images: str = option("", help="image folder (local or s3://) for the CSV's file column, or a pattern like DIR/{id}.jpg")
     source: str = option(
-        "", help="fetch images from a museum API instead of a folder", choices=["", "met", "rijks"]
+        "", help="fetch images from the museums: auto (met works from the Met, rijks works from the Rijksmuseum, "
+        "others from their file or url column), met or rijks", choices=["", "auto", "met", "rijks"]
     )
+    api_url: tuple[str, ...] = option((), help="MUSEUM=URL: replace a museum's public API root (repeatable), e.g. "
+                                      "met=http://127.0.0.1:9000/met", action="append")
+    originals: str = option("", help="directory or s3:// URL that keeps every downloaded image under its museum and id; "
+                            "a later pack takes them from there and asks the museums only for what is missing",
+                            storage=True)
+    exclude_types: tuple[str, ...] = option((), help="leave out works whose object type (Met classification, objectName "
+                                            "or department; Rijksmuseum type of work) is one of these names, any case, "
+                                            "singular or plural (e.g. photographs)", nargs="+")
+    user_agent: str = option(USER_AGENT, help="User-Agent of every request to a museum or image server")
     museum: str = option("", help="museum of every row, for CSVs without a museum column")
     size: int = option(384, help="shorter side of the stored images in pixels (never upscaled)")
     quality: int = option(90, help="JPEG quality of the stored images")
@@ -52,10 +64,12 @@ class PackConfig:
     max_bytes: int = option(50_000_000, help="reject downloads larger than this many bytes")
     jobs: int = option(0, help="processes that decode and resize images (0: one per core)")
     concurrency: int = option(8, help="downloads in flight at once (museum APIs)")
-    rate: float = option(10.0, help="API requests per second at most (museum APIs)")
+    rate: float = option(2.0, help="request starts per second at most to each host (museum APIs, image servers)")
     timeout: float = option(30.0, help="seconds to wait for a museum API or image server")
-    retries: int = option(3, help="retries of a download after 429, 5xx, a timeout or a broken connection")
-    api_url: str = option("", help="museum API base URL (default: the museum's public API)")
+    retries: int = option(3, help="retries of a download after a block (403 page, 429), 5xx, a timeout or a broken "
+                          "connection")
+    block_pause: float = option(60.0, help="seconds a host that blocks (a 403 block page, 429 without Retry-After) is "
+                                "left alone before a retry; doubles while the block lasts")
     allow_link_local: bool = option(False, help="allow downloads from link-local and cloud metadata addresses (169.254.0.0/16)")
 
 
@@ -77,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
         if kind == tuple[str, ...]:
             kind = str
         default = None if required else (f.default_factory() if f.default is REQUIRED else f.default)
+        if extras.get("action") == "append":
+            default = None  # argparse appends to its default: from_arguments puts the field's default back
         parser.add_argument(flag, type=kind, default=default, required=required, **extras)
 
 
@@ -90,6 +106,8 @@ def from_arguments(config_class: type, args: argparse.Namespace) -> Any:
     values = {}
     for f in dataclasses.fields(config_class):
         value = getattr(args, f.name)
+        if value is None and f.metadata.get("action") == "append":
+            continue
         values[f.name] = tuple(value) if isinstance(value, list) else value
     return config_class(**values)
 

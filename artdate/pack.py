@@ -28,7 +28,9 @@ from . import shards, store
 from .config import PackConfig
 from .catalog import Catalog
 from .metadata import Work, read_metadata, sample_key
-from .sources import FetchError, HttpClient, make_source
+from .fetched import Excluded, Fetched
+from .http_client import FetchError, HttpClient
+from .sources import make_source
 
 PACK_DIR = "_pack"
 PLAN = "plan.json"
@@ -81,20 +83,27 @@ def bounded_map(function, items, executor: Executor, window: int):
 REJECT_COLUMNS = ["museum", "id", "stage", "reason", "transient"]  # rejects.csv
 
 
+EXCLUDED = "excluded"  # the stage of works left out by --exclude-types
+
+
 def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dict:
     """A row of rejects.csv; `transient` ones (the server or network failed) are retried by a rerun."""
     return {"museum": work.museum, "id": work.id, "stage": stage, "reason": reason, "transient": "yes" if transient else ""}
 
 
-def _encode_fetched(fetched: tuple[Work, bytes, dict | None], size: int, quality: int, max_pixels: int):
-    """Runs in a worker process: (work, jpg, None) or (work, None, reject)."""
-    work, data, reject = fetched
+def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int, quality: int, max_pixels: int):
+    """Runs in a worker process: (work, jpg, labels, None) or (work, None, None, reject). The labels
+    add what the source said (object type) and the size of the image the sample was made from."""
+    work, image, reject = fetched
     if reject:
-        return work, None, reject
+        return work, None, None, reject
     try:
-        return work, shards.encode_image(data, size, quality, max_pixels)[0], None
+        jpg = shards.encode_image(image.data, size, quality, max_pixels)[0]
     except shards.ImageRejected as reason:
-        return work, None, _reject(work, "decode", str(reason))
+        return work, None, None, _reject(work, "decode", str(reason))
+    width, height = shards.image_size(image.data)
+    labels = {**work.labels(), "object_type": image.object_type, "source_width": width, "source_height": height}
+    return work, jpg, labels, None
 
 
 class InlineExecutor(Executor):
@@ -114,6 +123,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         name: getattr(config, name)
         for name in ("size", "quality", "samples_per_shard", "val_fraction", "seed", "year_min", "year_max", "source")
     }
+    settings["exclude_types"] = sorted(config.exclude_types)
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
         meta = read_metadata(
@@ -136,11 +146,12 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         _unfinish_to_retry(config.out)
 
         client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1,
+                            block_pause=config.block_pause, user_agent=config.user_agent,
                             allow_link_local=config.allow_link_local)
-        source = make_source(config.source, config.images, config.api_url, client)
+        source = make_source(config, client)
         jobs = config.jobs or os.cpu_count() or 1
         # Threads pay only while fetches wait on the network; for local files they contend for the GIL.
-        network = bool(config.source) or (not config.images and catalog.any_url_without_file())
+        network = bool(config.source) or store.is_s3(config.images) or (not config.images and catalog.any_url_without_file())
         fetchers = stack.enter_context(ThreadPoolExecutor(config.concurrency) if network else InlineExecutor())
         encoders = stack.enter_context(_encoders(jobs))
         # One upload in flight while the next shard is encoded; its record is written after it.
@@ -151,7 +162,8 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
             for r in meta.rejected
         ], REJECT_COLUMNS))
         bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
-        entries, totals, rejected, transient, upload = [], shards.LabelTotals(), len(meta.rejected), 0, None
+        entries, totals, upload = [], shards.LabelTotals(), None
+        rejected, excluded, transient = len(meta.rejected), 0, 0
         for shard in planned_shards(catalog, config.samples_per_shard):
             record = _read_record(config.out, shard.name) if shard.name in done else None
             if record is not None and not transient_rejects(record):
@@ -162,7 +174,8 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
                     upload.result()
                 upload = uploader.submit(_publish_shard, local, record, config.out)
             totals.add(record)
-            rejected += len(record.rejects)
+            excluded += sum(reject["stage"] == EXCLUDED for reject in record.rejects)
+            rejected += sum(reject["stage"] != EXCLUDED for reject in record.rejects)
             transient += transient_rejects(record)
             rejects_out.write(store.csv_bytes(record.rejects, REJECT_COLUMNS, header=False))
             if record.samples:
@@ -173,6 +186,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
 
     counts = {
         "rejected": rejected,
+        "excluded": excluded,
         "transient": transient,
         "rejected_rows": len(meta.rejected),
         "duplicates_dropped": meta.duplicates,
@@ -235,8 +249,10 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
     def fetch(work: Work):
         try:
             return work, source.fetch(work), None
+        except Excluded as problem:
+            return work, None, _reject(work, EXCLUDED, str(problem))
         except FetchError as problem:
-            return work, b"", _reject(work, "fetch", str(problem), problem.transient)
+            return work, None, _reject(work, "fetch", str(problem), problem.transient)
 
     kept = _published_samples(store.join(config.out, shard.name)) if earlier and earlier.samples else []
     rejects = [reject for reject in earlier.rejects if not reject.get("transient")] if earlier else []
@@ -252,7 +268,7 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
             years[str(labels["year"])] += 1
             museums[labels["museum"]] += 1
             yield key, jpg, labels
-        for work, jpg, reject in encoded:
+        for work, jpg, labels, reject in encoded:
             bar.update(1)
             if jpg is None:
                 rejects.append(reject)
@@ -260,7 +276,7 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
                 continue
             years[str(work.year)] += 1
             museums[work.museum] += 1
-            yield work.key, jpg, work.labels()
+            yield work.key, jpg, labels
 
     local = os.path.join(scratch, shard.name)
     count, size, sha = shards.write_tar(local, samples())
@@ -288,8 +304,9 @@ def summary_line(manifest: dict, out: str) -> str:
     mb = manifest["bytes"] / 1e6
     transient = manifest.get("transient", 0)
     retry = f" ({transient} for a passing reason: rerun the same command to retry them)" if transient else ""
+    excluded = f", excluded {manifest['excluded']} by type" if manifest.get("excluded") else ""
     return (
-        f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}, "
+        f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}{excluded}, "
         f"{len(manifest['shards'])} shards, {mb:.1f} MB -> {out}"
         f" (dropped {manifest['duplicates_dropped']} duplicate rows, {manifest['out_of_window']} outside the year window)"
     )

@@ -42,6 +42,16 @@ def encode_image(data: bytes, size: int, quality: int = 90, max_pixels: int = 10
     return out.getvalue(), image.width, image.height
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding it; (0, 0) when it is not an image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data)).size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0, 0
+
+
 def open_rgb(data: bytes, max_pixels: int, draft_size: int = 0) -> Image.Image:
     """Any image Pillow reads (CMYK, 16-bit, palette, alpha, EXIF-rotated) as upright RGB, or
     ImageRejected. The pixel count is checked from the header, before anything is decoded, so a

@@ -1,232 +1,60 @@
-"""Where image bytes come from: a local folder, a URL column, or the Met and Rijksmuseum APIs.
+"""Where the image of each work comes from: a folder (local or S3), a URL column, or its museum.
 
-Each source turns a Work into the raw bytes of its image or raises FetchError with the reason.
-HTTP fetches go through requests with urllib3's retry policy (429 and 5xx with backoff, Retry-After
-as seconds or as an HTTP date, connection errors and timeouts), a global request rate, one
-deadline per download, a byte cap, and a guard that every request, redirects included, is
-http(s) and does not go to a link-local or cloud metadata address.
+`make_source` builds what `artdate pack` asks for: `--source auto` sends each met work to the
+Met and each rijks work to the Rijksmuseum (museums.py) and takes every other work from its file
+or url column; `--originals URL` keeps each downloaded image (and the museum's final answers)
+under its museum and id, so a later pack takes them from there and asks the museums only for what
+is missing.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import hashlib
 import json
 import os
-import re
-import socket
-import threading
-import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
+from . import store
+from .config import PackConfig
+from .fetched import Excluded, Fetched, NotAvailable, TypeFilter
+from .http_client import FetchError, HttpClient
 from .metadata import Work
+from .museums import MET_API, RIJKS_API, MetSource, RijksSource
+from .shards import image_size
 
-MET_API = "https://collectionapi.metmuseum.org/public/collection/v1"
-RIJKS_API = "https://www.rijksmuseum.nl/api/en"
-RIJKS_KEY_VARIABLE = "RIJKSMUSEUM_API_KEY"
-USER_AGENT = "artdate/0.1 (+https://github.com/artdate)"
-# Link-local networks hold the cloud metadata services (169.254.169.254, AWS's fd00:ec2::254), which
-# hand out the node's credentials to whoever asks: a URL in someone else's CSV must not reach them.
-REFUSED_NETWORKS = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")]
-MAX_REDIRECTS = 5
-RETRIED_STATUSES = (429, 500, 502, 503, 504)
-
-
-class FetchError(Exception):
-    """The image of a work could not be had; the message says why (it ends up in rejects.csv).
-    `transient`: the server or network failed even after the retries (timeouts, 429, 5xx, broken
-    connections), so a later run may succeed: pack retries such works on a rerun."""
-
-    def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
-
-
-def redact(url: str) -> str:
-    """Never print an API key: drop the value of key= from URLs in messages."""
-    return re.sub(r"(?i)([?&](?:api_?)?key=)[^&]*", r"\1***", url)
-
-
-class RateLimiter:
-    """At most `rate` request starts per second across all threads."""
-
-    def __init__(self, rate: float):
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.next_start = 0.0
-        self.lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self.lock:
-            now = time.monotonic()
-            start = max(now, self.next_start)
-            self.next_start = start + self.interval
-        if start > now:
-            time.sleep(start - now)
-
-
-def refused_address(url: str) -> str:
-    """The link-local or metadata address that `url`'s host resolves to, or ''."""
-    parts = urlsplit(url)
-    try:
-        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 80, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return ""  # the request itself will fail and say so
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        address = getattr(address, "ipv4_mapped", None) or address
-        if any(address in network for network in REFUSED_NETWORKS):
-            return str(address)
-    return ""
-
-
-class CappedRetry(Retry):
-    """urllib3's retry policy, with a server's Retry-After capped: a download waits a minute at most."""
-
-    MAX_RETRY_AFTER = 60.0
-
-    def get_retry_after(self, response):
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, self.MAX_RETRY_AFTER)
-
-
-class GuardedAdapter(HTTPAdapter):
-    """requests' adapter that checks every request it sends (the first and each redirect) before
-    connecting, and spaces request starts by the client's rate."""
-
-    def __init__(self, client: "HttpClient", **kwargs):
-        self.client = client
-        super().__init__(**kwargs)
-
-    def send(self, request, **kwargs):
-        if not self.client.allow_link_local:
-            address = refused_address(request.url)
-            if address:
-                raise FetchError(f"refused {redact(request.url)}: it resolves to {address}, a link-local or cloud "
-                                 "metadata address (--allow-link-local permits it)")
-        self.client.limiter.wait()
-        return super().send(request, **kwargs)
-
-
-@dataclass
-class HttpClient:
-    rate: float = 10.0
-    timeout: float = 30.0  # seconds for one attempt at a download: connecting, redirects and every byte
-    max_bytes: int = 50_000_000
-    attempts: int = 4
-    backoff: float = 1.0  # seconds before the first retry; doubles each time
-    allow_link_local: bool = False
-
-    def __post_init__(self):
-        self.limiter = RateLimiter(self.rate)
-        self.local = threading.local()  # a requests Session per thread: sessions are not thread-safe
-
-    def session(self) -> requests.Session:
-        if not hasattr(self.local, "session"):
-            retry = CappedRetry(total=self.attempts - 1, backoff_factor=self.backoff, backoff_jitter=self.backoff / 2,
-                                status_forcelist=RETRIED_STATUSES, allowed_methods={"GET"}, raise_on_status=False)
-            session = requests.Session()
-            session.max_redirects = MAX_REDIRECTS
-            session.headers["User-Agent"] = USER_AGENT
-            adapter = GuardedAdapter(self, max_retries=retry)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self.local.session = session
-        return self.local.session
-
-    def get(self, url: str) -> bytes:
-        if not url.startswith(("http://", "https://")):
-            raise FetchError(f"not an http(s) URL: {redact(url)}")
-        # urllib3 retries up to the response headers; a body cut short is retried here, as a whole.
-        for attempt in range(self.attempts):
-            try:
-                return self._get_once(url)
-            except _Truncated as error:
-                problem = f"{error} from {redact(url)}"
-            if attempt + 1 < self.attempts:
-                time.sleep(self.backoff * 2**attempt)
-        raise FetchError(f"{problem} (gave up after {self.attempts} attempts)", transient=True)
-
-    def get_json(self, url: str) -> dict:
-        body = self.get(url)
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise FetchError(f"not JSON from {redact(url)}") from None
-
-    def _get_once(self, url: str) -> bytes:
-        deadline = time.monotonic() + self.timeout
-        try:
-            with self.session().get(url, stream=True, timeout=self.timeout) as response:
-                if response.status_code >= 400:
-                    transient = response.status_code in RETRIED_STATUSES
-                    gave_up = f" (gave up after {self.attempts} attempts)" if transient else ""
-                    raise FetchError(f"HTTP {response.status_code} from {redact(url)}{gave_up}", transient)
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > self.max_bytes:
-                    raise FetchError(f"{redact(url)} is {int(declared)} bytes, over the cap of {self.max_bytes}")
-                body = bytearray()
-                # read1 returns what one socket read brings, so a server that drips a byte at a time
-                # meets the deadline check instead of holding a read open for ever.
-                while chunk := response.raw.read1(64 * 1024, decode_content=True):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise FetchError(f"{redact(url)} is over the cap of {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise FetchError(f"{redact(url)} did not arrive within the deadline of {self.timeout:g} s")
-                return bytes(body)
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError) as error:  # while reading the body
-            raise _Truncated(f"truncated body ({_reason(error)})") from None
-        except requests.exceptions.InvalidSchema:
-            raise FetchError(f"{redact(url)} redirected to a URL that is not http(s)") from None
-        except requests.exceptions.TooManyRedirects:
-            raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects") from None
-        except requests.exceptions.RequestException as error:
-            raise FetchError(f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)", True) from None
-
-
-def _reason(error: Exception) -> str:
-    """A short reason from requests' nested exceptions (MaxRetryError wraps the last one)."""
-    inner = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
-    inner = getattr(inner, "reason", inner)
-    if isinstance(inner, urllib3.exceptions.NewConnectionError):  # a subclass of the timeout errors
-        return "cannot connect"
-    if isinstance(inner, (urllib3.exceptions.TimeoutError, requests.exceptions.Timeout, TimeoutError)):
-        return "timed out"
-    return str(inner).split(": ", 1)[-1][:200]
-
-
-class _Truncated(Exception):
-    pass
+MUSEUM_ROOTS = {"met": MET_API, "rijks": RIJKS_API}
+MUSEUM_NAMES = {"met": "the Met", "rijks": "the Rijksmuseum"}
 
 
 @dataclass
 class FolderSource:
-    """Images on disk: the CSV's `file` column (relative to the CSV, or to `images` when given),
-    else `images` as a pattern with {id} and {museum}, or a folder holding {id}.jpg."""
+    """Images in a folder, local or s3://: the CSV's `file` column (relative to the CSV, or to
+    `images` when given), else `images` as a pattern with {id} and {museum}, or a folder holding
+    {id}.jpg."""
 
     images: str = ""
+    max_bytes: int = 50_000_000
 
     def path_of(self, work: Work) -> str:
         if work.file:
-            return os.path.join(self.images or work.csv_dir, work.file)
+            return store.join(self.images, work.file) if self.images else os.path.join(work.csv_dir, work.file)
         if not self.images:
             raise FetchError("no file column and no --images folder or pattern")
         if "{" in self.images:
             return self.images.format(id=work.id, museum=work.museum)
-        return os.path.join(self.images, f"{work.id}.jpg")
+        return store.join(self.images, f"{work.id}.jpg")
 
-    def fetch(self, work: Work) -> bytes:
+    def fetch(self, work: Work) -> Fetched:
         path = self.path_of(work)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            return Fetched(store.read_bytes(path, self.max_bytes))
+        except FileNotFoundError:
+            raise FetchError(f"cannot read {path}: no such file") from None
         except OSError as problem:
-            raise FetchError(f"cannot read {path}: {problem.strerror}") from None
+            raise FetchError(f"cannot read {path}: {problem.strerror or problem}") from None
+        except ValueError as problem:  # over the cap
+            raise FetchError(str(problem)) from None
 
 
 @dataclass
@@ -235,66 +63,128 @@ class UrlSource:
 
     client: HttpClient
 
-    def fetch(self, work: Work) -> bytes:
+    def fetch(self, work: Work) -> Fetched:
         if not work.url:
             raise FetchError("no url for this work")
-        return self.client.get(work.url)
+        return Fetched(self.client.get(work.url))
 
 
 @dataclass
-class MetSource:
-    """The Met collection API: objects/{id} gives primaryImageSmall (web-large) and primaryImage."""
+class FolderOrUrl:
+    """A row's file (or --images) when it has one, else its url."""
 
-    client: HttpClient
-    api_url: str = MET_API
-
-    def fetch(self, work: Work) -> bytes:
-        record = self.client.get_json(f"{self.api_url.rstrip('/')}/objects/{work.id}")
-        image_url = record.get("primaryImageSmall") or record.get("primaryImage")
-        if not image_url:
-            raise FetchError(f"the Met has no public image for object {work.id}")
-        return self.client.get(image_url)
-
-
-@dataclass
-class RijksSource:
-    """The Rijksmuseum collection API: collection/{objectNumber} gives artObject.webImage.url."""
-
-    client: HttpClient
-    api_url: str = RIJKS_API
-    key: str = ""
-
-    def __post_init__(self):
-        self.key = self.key or os.environ.get(RIJKS_KEY_VARIABLE, "")
-        if not self.key:
-            raise ValueError(f"the Rijksmuseum API needs a key: set {RIJKS_KEY_VARIABLE}")
-
-    def fetch(self, work: Work) -> bytes:
-        url = f"{self.api_url.rstrip('/')}/collection/{work.id}?key={self.key}&format=json"
-        record = self.client.get_json(url).get("artObject") or {}
-        image_url = (record.get("webImage") or {}).get("url")
-        if not image_url:
-            raise FetchError(f"the Rijksmuseum has no public image for object {work.id}")
-        return self.client.get(image_url)
-
-
-def make_source(source: str, images: str, api_url: str, client: HttpClient):
-    """The source for `artdate pack --source/--images`; a CSV with only a url column uses UrlSource."""
-    if source == "met":
-        return MetSource(client, api_url or MET_API)
-    if source == "rijks":
-        return RijksSource(client, api_url or RIJKS_API)
-    if source:
-        raise ValueError(f"unknown source {source!r}: use met or rijks")
-    return _FolderOrUrl(FolderSource(images), UrlSource(client))
-
-
-@dataclass
-class _FolderOrUrl:
     folder: FolderSource
     url: UrlSource
 
-    def fetch(self, work: Work) -> bytes:
+    def fetch(self, work: Work) -> Fetched:
         if work.url and not (work.file or self.folder.images):
             return self.url.fetch(work)
         return self.folder.fetch(work)
+
+
+@dataclass
+class AutoSource:
+    """Each work from its own museum; a row that names its own file or url, or another museum's
+    work, from that file or url."""
+
+    museums: dict
+    files: FolderOrUrl
+
+    def fetch(self, work: Work) -> Fetched:
+        museum = self.museums.get(work.museum)
+        if museum is None or work.file or work.url:
+            return self.files.fetch(work)
+        return museum.fetch(work)
+
+
+@dataclass
+class OneMuseum:
+    """--source met or rijks: every work to that museum, except those another museum holds."""
+
+    name: str
+    museum: object
+
+    def fetch(self, work: Work) -> Fetched:
+        if work.museum in MUSEUM_NAMES and work.museum != self.name:
+            raise FetchError(f"a work of {MUSEUM_NAMES[work.museum]}, not {MUSEUM_NAMES[self.name]}: "
+                             "pack with --source auto")
+        return self.museum.fetch(work)
+
+
+def original_name(work_id: str) -> str:
+    """A file name for any id: the id percent-encoded (distinct ids stay distinct), with a hash of
+    the whole id in place of the tail when it would be too long for a file system."""
+    name = quote(work_id, safe="-_")
+    if len(name) <= 150:
+        return name
+    return f"{name[:100]}~{hashlib.sha256(work_id.encode()).hexdigest()[:16]}"
+
+
+@dataclass
+class Originals:
+    """A fetch-once store of downloaded images: `{url}/{museum}/{name}.json` says what the museum
+    answered (object type, final refusals) and names the image beside it. The record is written
+    after the image, so a record always means a complete image."""
+
+    inner: object
+    url: str
+    size: int
+    exclude: TypeFilter
+
+    def fetch(self, work: Work) -> Fetched:
+        base = store.join(self.url, work.museum, original_name(work.id))
+        record = json.loads(store.read_bytes(base + ".json")) if store.exists(base + ".json") else None
+        if record is not None:
+            types, object_type = tuple(record["types"]), record["object_type"]
+            self.exclude.check(types, object_type)
+            if record["refused"]:
+                raise NotAvailable(record["refused"])
+            if record["image"] and (record["largest"] or min(record["width"], record["height"]) >= self.size):
+                data = store.read_bytes(store.join(self.url, work.museum, record["image"]))
+                return Fetched(data, object_type, types, record["largest"])
+        try:
+            fetched = self.inner.fetch(work)
+        except Excluded as excluded:  # its type is known now; its image was not fetched
+            self._record(base, work, excluded.types, excluded.object_type)
+            raise
+        except NotAvailable as refused:
+            self._record(base, work, (), "", refused=str(refused))
+            raise
+        image = f"{original_name(work.id)}.img"
+        store.write_bytes(store.join(self.url, work.museum, image), fetched.data)
+        self._record(base, work, fetched.types, fetched.object_type, image, fetched.largest, image_size(fetched.data))
+        return fetched
+
+    def _record(self, base: str, work: Work, types, object_type: str, image: str = "", largest: bool = False,
+                size: tuple[int, int] = (0, 0), refused: str = "") -> None:
+        record = {"museum": work.museum, "id": work.id, "types": list(types), "object_type": object_type,
+                  "image": image, "largest": largest, "width": size[0], "height": size[1], "refused": refused}
+        store.write_bytes(base + ".json", json.dumps(record).encode())
+
+
+def api_roots(api_urls: tuple[str, ...]) -> dict[str, str]:
+    """--api-url met=URL ... over the museums' public roots."""
+    roots = dict(MUSEUM_ROOTS)
+    for given in api_urls:
+        museum, separator, url = given.partition("=")
+        if not separator or museum not in roots or not url:
+            raise ValueError(f"--api-url {given!r}: expected MUSEUM=URL with MUSEUM one of {', '.join(roots)}")
+        roots[museum] = url
+    return roots
+
+
+def make_source(config: PackConfig, client: HttpClient):
+    """The source for `artdate pack --source/--images/--originals/--exclude-types`."""
+    roots = api_roots(config.api_url)
+    exclude = TypeFilter(config.exclude_types)
+    keep = (lambda source: Originals(source, config.originals, config.size, exclude)) if config.originals else (lambda s: s)
+    museums = {"met": keep(MetSource(client, roots["met"], config.size, exclude)),
+               "rijks": keep(RijksSource(client, roots["rijks"], config.size, exclude))}
+    files = FolderOrUrl(FolderSource(config.images, config.max_bytes), keep(UrlSource(client)))
+    if config.source == "auto":
+        return AutoSource(museums, files)
+    if config.source in museums:
+        return OneMuseum(config.source, museums[config.source])
+    if config.source:
+        raise ValueError(f"unknown source {config.source!r}: use auto, met or rijks")
+    return files

@@ -17,7 +17,7 @@ from artdate.data import register_s3
 from artdate.metadata import read_metadata
 from artdate.pack import run_pack
 from conftest import ROOT, SAMPLE_CSV
-from servers import MuseumApi
+from museum_servers import MuseumApi, have_fixtures, sample_images
 
 SAMPLE_IMAGES = os.path.join(ROOT, "metadata", "sample", "images")
 
@@ -133,20 +133,15 @@ def test_rerun_of_a_finished_pack_does_nothing_and_other_settings_are_refused(tm
         pack(out, size=128)
 
 
-def sample_images_by_id(count):
-    with open(SAMPLE_CSV) as f:
-        rows = [r for r in csv.DictReader(f) if r["museum"] == "aic"][:count]
-    return {row["id"]: open(os.path.join(ROOT, "metadata", "sample", row["file"]), "rb").read() for row in rows}
-
-
+@pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")
 def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
-    images = sample_images_by_id(60)
+    images = sample_images(60)
     api = MuseumApi(images).start()
     try:
         metadata = tmp_path / "met.csv"
         metadata.write_text("id,year\n" + "".join(f"{i},{1500 + n}\n" for n, i in enumerate(images)))
         command = [sys.executable, "-m", "artdate.cli", "pack", "--metadata", str(metadata), "--out", s3_url,
-                   "--source", "met", "--api-url", f"{api.url}/met", "--rate", "40", "--samples-per-shard", "6",
+                   "--source", "met", "--api-url", f"met={api.root('met')}", "--rate", "40", "--samples-per-shard", "6",
                    "--size", "64", "--jobs", "1", "--quiet"]
         process = subprocess.Popen(command, env=os.environ.copy())
         records = store.join(s3_url, "_pack")
@@ -159,11 +154,11 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
         process.wait()
         assert not store.exists(store.join(s3_url, "manifest.json"))
         finished = [n[: -len(".json")] for n in store.list_names(records) if n.endswith(".tar.json")]
-        fetched_before = api.count("/img/")
+        fetched_before = api.count("/met-images/")
 
         api.requests.clear()
         manifest = run_pack(
-            PackConfig(metadata=(str(metadata),), out=s3_url, source="met", api_url=f"{api.url}/met", rate=40,
+            PackConfig(metadata=(str(metadata),), out=s3_url, source="met", api_url=(f"met={api.root('met')}",), rate=40,
                        samples_per_shard=6, size=64, jobs=1),
             progress=False,
         )
@@ -171,7 +166,7 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
         finished_ids = {json.load(tar.extractfile(member))["id"] for name in finished
                         for tar in [tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, name))))]
                         for member in tar.getmembers() if member.name.endswith(".json")}
-        refetched = {path.rsplit("/", 1)[1] for path in api.requests if path.startswith("/img/")}
+        refetched = {path.rsplit("/", 1)[1][: -len(".jpg")] for path in api.requests if path.startswith("/met-images/")}
         assert refetched.isdisjoint(finished_ids)
         assert refetched | finished_ids == set(images)
         assert fetched_before >= len(finished_ids)

@@ -11,7 +11,7 @@ from artdate.data import eval_transform, decode_image
 from artdate.model import load_checkpoint, predict_years
 from artdate.predict import predict_year
 from conftest import ROOT
-from servers import MuseumApi
+from museum_servers import MuseumApi
 
 IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")
 
