@@ -114,6 +114,7 @@ class MuseumApi:
         self.slow_seconds = slow_seconds
         self.requests: list[str] = []
         self.headers: list[dict] = []
+        self.sent: list[tuple[str, int]] = []  # (path, body bytes) of every answer
         self.failed_once: set[str] = set()
         self.down: set[str] = set()  # /img ids that answer 503 until removed (an outage)
         self.met_changes: dict[str, dict] = {}  # Met id -> fields changed in its record
@@ -139,6 +140,7 @@ class MuseumApi:
         self.servers = {prefix: ThreadingHTTPServer(("127.0.0.1", 0), Handler) for prefix in ["", *PUBLIC_ROOTS.values()]}
         for server in self.servers.values():
             server.daemon_threads = True
+            server.museum_api = self
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers.values()]
 
     def host(self, prefix: str = "") -> str:
@@ -347,6 +349,7 @@ class MuseumApi:
                 handler.send_header(name, value)
             handler.end_headers()
             handler.wfile.write(body)
+            handler.server.museum_api.sent.append((handler.path, len(body)))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (the timeout test)
 
