@@ -8,7 +8,7 @@ from . import data, shards, store
 from .config import PredictConfig
 from .model import load_checkpoint, predict_years
 from .ranges import Predictions
-from .sources import FetchError, HttpClient
+from .http_client import FetchError, HttpClient
 
 
 def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_local: bool = False) -> bytes:

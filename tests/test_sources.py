@@ -388,3 +388,19 @@ def test_works_that_failed_for_a_passing_reason_are_fetched_again_on_a_rerun(tmp
     count = len(api.requests)
     assert pack(tmp_path, api, rows, **settings)[0]["packed"] == len(good) + 1
     assert len(api.requests) == count  # finished: nothing fetched
+
+
+def test_the_2017_lists_in_one_pack_from_the_command_line(tmp_path, api, capsys):
+    from artdate.cli import main
+
+    (tmp_path / "met-data.csv").write_text("id,year\n436535,1889\n915129,1970\n")
+    (tmp_path / "rijksmuseum-data.csv").write_text("id,year\nSK-A-2344,1658\n")
+    out = tmp_path / "store"
+    code = main(["pack", "--metadata", str(tmp_path / "met-data.csv"), str(tmp_path / "rijksmuseum-data.csv"),
+                 "--source", "auto", "--api-url", f"met={api.root('met')}", "--api-url", f"rijks={api.root('rijks')}",
+                 "--exclude-types", "photographs", "--size", "64", "--jobs", "1", "--year-max", "2000", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    assert capsys.readouterr().out.startswith("packed 2, rejected 1, ")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["museums"] == {"met": 1, "rijks": 1} and manifest["settings"]["exclude_types"] == ["photographs"]
