@@ -89,9 +89,23 @@ class MetadataResult:
         return list(self.catalog.in_file_order())
 
 
+PLAIN_MUSEUM = re.compile(r"[A-Za-z0-9-]+")
+PLAIN_ID = re.compile(r"[A-Za-z0-9_-]+")
+MAX_KEY = 80  # with ".json" well inside a tar header's 100-character name
+
+
 def sample_key(museum: str, work_id: str) -> str:
-    """WebDataset keys may not contain dots (they start the extension) or slashes."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{museum}_{work_id}")
+    """The WebDataset key of a work: unique for every (museum, id) and at most MAX_KEY characters
+    of [A-Za-z0-9_~-]. WebDataset keys may not contain dots (they start the extension) or slashes.
+    A plain museum and id give `{museum}_{id}` (the museum has no '_', so the split is
+    unambiguous); anything else (dots, spaces, accents, a long museum name) gives a readable prefix
+    and, after a '~' that no plain key holds, a hash of the exact museum and id."""
+    plain = f"{museum}_{work_id}"
+    if PLAIN_MUSEUM.fullmatch(museum) and PLAIN_ID.fullmatch(work_id) and len(plain) <= MAX_KEY:
+        return plain
+    digest = hashlib.sha256(f"{museum}\0{work_id}".encode()).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", plain)[: MAX_KEY - len(digest) - 1]
+    return f"{readable}~{digest}"
 
 
 def derive_seed(*parts) -> int:

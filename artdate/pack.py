@@ -80,7 +80,10 @@ def bounded_map(function, items, executor: Executor, window: int):
         yield pending.popleft().result()
 
 
-REJECT_COLUMNS = ["museum", "id", "stage", "reason", "transient"]  # rejects.csv
+REJECT_COLUMNS = ["museum", "id", "stage", "reason", "transient", "where"]  # rejects.csv; where: file:line
+# What a malformed answer or image raises where the code expected another shape: the row is
+# rejected (naming the error), and the pack goes on.
+MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
 EXCLUDED = "excluded"  # the stage of works left out by --exclude-types
@@ -88,7 +91,8 @@ EXCLUDED = "excluded"  # the stage of works left out by --exclude-types
 
 def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dict:
     """A row of rejects.csv; `transient` ones (the server or network failed) are retried by a rerun."""
-    return {"museum": work.museum, "id": work.id, "stage": stage, "reason": reason, "transient": "yes" if transient else ""}
+    return {"museum": work.museum, "id": work.id, "stage": stage, "reason": reason, "transient": "yes" if transient else "",
+            "where": work.where}
 
 
 def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int, quality: int, max_pixels: int):
@@ -101,6 +105,8 @@ def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int
         jpg = shards.encode_image(image.data, size, quality, max_pixels)[0]
     except shards.ImageRejected as reason:
         return work, None, None, _reject(work, "decode", str(reason))
+    except (*MALFORMED, OSError) as problem:  # Pillow's own failures on odd files
+        return work, None, None, _reject(work, "decode", f"cannot decode: {type(problem).__name__}: {problem}")
     width, height = shards.image_size(image.data)
     labels = {**work.labels(), "object_type": image.object_type, "source_width": width, "source_height": height}
     return work, jpg, labels, None
@@ -158,7 +164,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         uploader = stack.enter_context(ThreadPoolExecutor(1))
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
         rejects_out.write(store.csv_bytes([
-            {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": f"{r.where}: {r.reason}", "transient": ""}
+            {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": r.reason, "transient": "", "where": r.where}
             for r in meta.rejected
         ], REJECT_COLUMNS))
         bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
@@ -253,6 +259,8 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
             return work, None, _reject(work, EXCLUDED, str(problem))
         except FetchError as problem:
             return work, None, _reject(work, "fetch", str(problem), problem.transient)
+        except MALFORMED as problem:
+            return work, None, _reject(work, "fetch", f"unexpected answer: {type(problem).__name__}: {problem}")
 
     kept = _published_samples(store.join(config.out, shard.name)) if earlier and earlier.samples else []
     rejects = [reject for reject in earlier.rejects if not reject.get("transient")] if earlier else []

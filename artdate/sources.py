@@ -140,8 +140,11 @@ class Originals:
             if record["refused"]:
                 raise NotAvailable(record["refused"])
             if record["image"] and (record["largest"] or min(record["width"], record["height"]) >= self.size):
-                data = store.read_bytes(store.join(self.url, work.museum, record["image"]))
-                return Fetched(data, object_type, types, record["largest"])
+                try:
+                    data = store.read_bytes(store.join(self.url, work.museum, record["image"]))
+                    return Fetched(data, object_type, types, record["largest"])
+                except FileNotFoundError:
+                    pass  # removed by hand: fetched again
         try:
             fetched = self.inner.fetch(work)
         except Excluded as excluded:  # its type is known now; its image was not fetched

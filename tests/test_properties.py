@@ -14,7 +14,7 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
-from artdate.metadata import MetadataError, read_metadata
+from artdate.metadata import MAX_KEY, MetadataError, read_metadata, sample_key
 from artdate.model import LabelEncoding
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
@@ -95,3 +95,63 @@ def test_years_round_trip_through_the_encodings(encoding, offset, regression):
     regression = LabelEncoding(regression.loss, regression.mean, regression.std, encoding.year_min, encoding.year_max)
     as_output = regression.targets(year, year, year)[:, None]
     assert abs(regression.decode(as_output)[0].item() - year.item()) < 1e-2  # inside the window: exact
+
+
+NAMES = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=150)
+
+
+@given(NAMES, NAMES, NAMES, NAMES)
+@settings(max_examples=300)
+def test_sample_keys_are_bounded_safe_and_unique(museum, work_id, other_museum, other_id):
+    key = sample_key(museum, work_id)
+    assert len(key) <= MAX_KEY and set(key) <= set(string.ascii_letters + string.digits + "_~-")
+    assert key == sample_key(museum, work_id)
+    if (museum, work_id) != (other_museum, other_id):
+        assert key != sample_key(other_museum, other_id)
+
+
+@given(st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=20), st.sampled_from([".", "/", " ", "é"]))
+def test_ids_that_differ_only_in_punctuation_get_distinct_keys(stem, mark):
+    ids = {stem + "-1", stem + mark + "1", stem + "_1"}
+    assert len({sample_key("met", i) for i in ids}) == len(ids)
+
+
+def tiny_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 80, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+CSV_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=120).filter(
+    lambda text: text.strip() == text)
+
+
+@given(st.lists(st.tuples(CSV_TEXT, CSV_TEXT), min_size=1, max_size=4, unique=True))
+@settings(max_examples=15, deadline=None)
+def test_any_museum_and_id_pack_and_read_back(rows):
+    import tarfile
+
+    from artdate.config import PackConfig
+    from artdate.pack import run_pack
+
+    rows = list({(m.lower(), i): (m, i) for m, i in rows}.values())  # museums are compared in lower case
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "image.jpg"), "wb") as f:
+            f.write(tiny_jpeg())
+        path = os.path.join(folder, "works.csv")
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["museum", "id", "year", "file"])
+            writer.writerows([museum, work_id, 1600, "image.jpg"] for museum, work_id in rows)
+        out = os.path.join(folder, "store")
+        manifest = run_pack(PackConfig(metadata=(path,), out=out, jobs=1, size=8, val_fraction=0), progress=False)
+        assert manifest["packed"] == len(rows), manifest
+        with tarfile.open(os.path.join(out, manifest["shards"][0]["name"])) as tar:
+            import json
+
+            labels = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
+        assert sorted((label["museum"], label["id"]) for label in labels) == sorted((m.lower(), i) for m, i in rows)
