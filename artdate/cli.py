@@ -61,7 +61,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     outcome = run_demo(config.from_arguments(config.DemoConfig, args))
-    print(f"\nvalidation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
+    print(f"\ndata:       {outcome['data']}")
+    print(f"validation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
           f"{outcome['median_baseline_mae']:.1f} years")
     ranges = outcome["ranges"]
     if ranges:  # the validation works calibrated them: held-out coverage is bench/recipes.py's to measure
@@ -79,7 +80,7 @@ COMMANDS = {
     "score": (config.ScoreConfig, cmd_score, "score shards with a pool of Ray actors into a results CSV"),
     "report": (config.ReportConfig, cmd_report, "metrics, plots and an HTML page from a results CSV"),
     "predict": (config.PredictConfig, cmd_predict, "predict the year of one image"),
-    "demo": (config.DemoConfig, cmd_demo, "the whole pipeline on the bundled sample, on CPU"),
+    "demo": (config.DemoConfig, cmd_demo, "the whole pipeline on CPU, on a synthetic corpus or a folder of images"),
 }
 
 

@@ -185,6 +185,8 @@ class PredictConfig:
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: str = option("demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True)
+    data: str = option("", help="folder with an artworks.csv (id, year, file) and the images it names, e.g. "
+                       "../shared/artworks-sample (default: a synthetic corpus the demo generates)", storage=True)
     # The recipe that cross-validated best on the sample among those that run in a few minutes
     # (bench/recipes.py, bench/RESULTS.md).
     epochs: int = option(20, help="training epochs")

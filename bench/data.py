@@ -28,7 +28,7 @@ from artdate.config import PackConfig  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
 from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "metadata", "sample")
+SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
 
 
 class JpegFolder(torch.utils.data.Dataset):
@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     transform = data.train_transform(224)
-    with open(os.path.join(SAMPLE, "artworks.csv")) as f:
+    with open(os.path.join(ROOT, "metadata", "sample", "artworks.csv")) as f:
         rows = list(csv.DictReader(f))
     files = [os.path.join(SAMPLE, r["file"]) for r in rows] * args.copies
     years = [int(r["year"]) for r in rows] * args.copies

@@ -29,11 +29,11 @@ from artdate.model import LabelEncoding, ModelSpec, build_model  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
 from artdate.train import evaluate, make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "metadata", "sample")
+SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
 
 
 def pack_copies(directory: str, copies: int) -> str:
-    with open(os.path.join(SAMPLE, "artworks.csv")) as f:
+    with open(os.path.join(ROOT, "metadata", "sample", "artworks.csv")) as f:
         rows = list(csv.DictReader(f))
     metadata = os.path.join(directory, "works.csv")
     with open(metadata, "w", newline="") as f:

@@ -23,7 +23,8 @@ sys.path.insert(0, ROOT)
 from artdate.config import PackConfig  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
+SAMPLE_DIR = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
+SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")  # the works (facts)
 
 
 def repeated_metadata(directory: str, copies: int) -> tuple[str, list[str]]:
@@ -36,7 +37,7 @@ def repeated_metadata(directory: str, copies: int) -> tuple[str, list[str]]:
         writer.writeheader()
         for copy in range(copies):
             for row in rows:
-                file = os.path.join(ROOT, "metadata", "sample", row["file"])
+                file = os.path.join(SAMPLE_DIR, row["file"])
                 writer.writerow({"museum": f"{row['museum']}{copy}", "id": row["id"], "year": row["year"], "file": file})
                 files.append(file)
     return path, files

@@ -36,7 +36,8 @@ from artdate.metadata import read_metadata  # noqa: E402
 from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years  # noqa: E402
 from artdate.train import make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
+SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")  # the works; their images:
+SAMPLE_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")
 PACK_SIZE = 160  # as the demo packs
 
 # Each recipe: TrainConfig fields that differ from the demo's before this benchmark
@@ -88,7 +89,7 @@ def load_works() -> list[Work]:
     meta = read_metadata([SAMPLE])  # the default window, 1200..1930: the demo's works
     works = []
     for work in meta.catalog.in_file_order():
-        with open(os.path.join(work.csv_dir, work.file), "rb") as f:
+        with open(os.path.join(SAMPLE_IMAGES, work.file), "rb") as f:
             jpg = shards.encode_image(f.read(), PACK_SIZE)[0]
         works.append(Work(data.decode_image(jpg), work.year, work.year_start, work.year_end))
     return works

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SAMPLE_CSV
+from conftest import ROOT, SAMPLE_CSV, SAMPLE_IMAGES
 
 
 def artdate(*argv, env=None):
@@ -35,7 +35,7 @@ def test_bad_input_to_every_command_is_one_line_and_exit_2(tmp_path, sample_stor
          f"no checkpoint at {tmp_path}"),
         (["report", no_pred_csv, "--out", str(tmp_path / "report")], "needs columns year and pred; missing ['pred']"),
         (["predict", f"s3://{bucket}-missing/a.jpg", "--checkpoint", tiny_checkpoint], f"{bucket}-missing"),
-        (["predict", os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg"), "--checkpoint",
+        (["predict", os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "--checkpoint",
           f"s3://{bucket}/no-run"], f"no checkpoint at s3://{bucket}/no-run"),
     ]
     for argv, message in cases:

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from artdate.shards import ImageRejected, encode_image
-from conftest import ROOT
+from conftest import SAMPLE_IMAGES, requires_sample
 
-SAMPLE_IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")  # 419x512
+SAMPLE_IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")  # 419x512
 
 
 def image_bytes(size=(400, 300), mode="RGB", color=(200, 30, 30), fmt="JPEG", **save):
@@ -24,6 +24,7 @@ def decoded(jpg):
     return image
 
 
+@requires_sample
 def test_shrinks_the_shorter_side_keeping_the_aspect():
     with open(SAMPLE_IMAGE, "rb") as f:
         jpg, width, height = encode_image(f.read(), size=224)

@@ -10,6 +10,7 @@ from artdate.model import LabelEncoding, ModelSpec, build_model, load_checkpoint
 from artdate.train import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 from artdate.cli import main
 from artdate.config import TrainConfig
+from conftest import SAMPLE_IMAGES
 
 
 @pytest.mark.parametrize("backbone, outputs", [("efficientnet_lite0", 1), ("resnet18", 30), ("mobilenet_v3_small", 1)])
@@ -208,7 +209,7 @@ def test_hostile_and_broken_checkpoints_are_one_line_errors_and_run_no_code(tmp_
     torch.save({**good, "spec": {**good["spec"], "backbone": "resnet18"}}, other / "checkpoint.pt")
     empty = tmp_path / "empty"
     empty.mkdir()
-    image = os.path.join(os.path.dirname(__file__), "..", "metadata", "sample", "images", "aic_866.jpg")
+    image = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
     for directory, message in [(hostile, "was refused: it holds code"), (truncated, "not a readable checkpoint"),
                                (other, "does not fit backbone resnet18"), (empty, "no checkpoint at")]:
         with pytest.raises((ValueError, FileNotFoundError), match=message):

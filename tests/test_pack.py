@@ -16,14 +16,15 @@ from artdate.config import PackConfig
 from artdate.data import register_s3
 from artdate.metadata import read_metadata
 from artdate.pack import run_pack
-from conftest import ROOT, SAMPLE_CSV
+from conftest import ROOT, SAMPLE_CSV, SAMPLE_IMAGES, SHARED_SAMPLE, need_sample, requires_sample
 from museum_servers import MuseumApi, have_fixtures, sample_images
 
-SAMPLE_IMAGES = os.path.join(ROOT, "metadata", "sample", "images")
 
 
 def pack(out, **settings):
-    defaults = dict(metadata=(SAMPLE_CSV,), out=out, size=96, samples_per_shard=40, year_min=-1000, year_max=2100, jobs=1)
+    need_sample()
+    defaults = dict(metadata=(SAMPLE_CSV,), images=SHARED_SAMPLE, out=out, size=96, samples_per_shard=40,
+                    year_min=-1000, year_max=2100, jobs=1)
     return run_pack(PackConfig(**{**defaults, **settings}), progress=False)
 
 
@@ -97,6 +98,7 @@ def test_default_year_window_and_shard_size(tmp_path):
     assert [s["name"] for s in manifest["shards"]] == ["train-000000.tar", "val-000000.tar"]
 
 
+@requires_sample
 def test_bad_images_are_skipped_and_recorded(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -180,7 +182,8 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
 
 
 def pack_cli(out, preexec_fn=None):
-    return subprocess.run([sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--out", str(out),
+    need_sample()
+    return subprocess.run([sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--images", SHARED_SAMPLE, "--out", str(out),
                            "--size", "96", "--samples-per-shard", "64", "--year-min", "-1000", "--year-max", "2100",
                            "--jobs", "1", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           preexec_fn=preexec_fn)

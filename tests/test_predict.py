@@ -10,10 +10,10 @@ from artdate.config import PredictConfig
 from artdate.data import eval_transform, decode_image
 from artdate.model import load_checkpoint, predict_years
 from artdate.predict import predict_year
-from conftest import ROOT
+from conftest import SAMPLE_IMAGES
 from museum_servers import MuseumApi
 
-IMAGE = os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg")
+IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
 
 
 def stored_sample_prediction(checkpoint, store_url, key):

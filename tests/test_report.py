@@ -12,7 +12,7 @@ from PIL import Image
 from artdate import shards
 from artdate.config import ReportConfig
 from artdate.report import read_results, run_report
-from conftest import ROOT
+from conftest import ROOT, SAMPLE_IMAGES, requires_sample
 
 # Hand-built: errors (pred - year) of -120, -30, 0, 10, 60 and 200.
 ROWS = [("met", 1, 1500, 1380), ("met", 2, 1520, 1490), ("rijks", 3, 1610, 1610),
@@ -72,8 +72,9 @@ def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figure
         read_results(str(path))
 
 
+@requires_sample
 def test_the_2017_file_format_with_image_paths(tmp_path):
-    sample = os.path.join(ROOT, "metadata", "sample", "images")
+    sample = SAMPLE_IMAGES
     names = sorted(os.listdir(sample))[:4]
     (tmp_path / "img").mkdir()
     for name in names:
@@ -140,7 +141,7 @@ def test_report_renders_in_chromium(tmp_path, sample_store):
 def test_images_come_only_from_listed_shards_and_the_csvs_folder(tmp_path, sample_store):
     from artdate.report import find_images
 
-    image = open(os.path.join(ROOT, "metadata", "sample", "images", "aic_866.jpg"), "rb").read()
+    image = open(os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "rb").read()
     folder = tmp_path / "results"
     folder.mkdir()
     (folder / "inside.jpg").write_bytes(image)

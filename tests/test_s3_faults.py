@@ -13,7 +13,7 @@ import time
 import pytest
 
 from artdate.s3stream import ResumableObject
-from conftest import SAMPLE_CSV
+from conftest import SAMPLE_CSV, SHARED_SAMPLE
 from servers import SeaweedS3
 
 
@@ -53,7 +53,7 @@ def test_a_replaced_object_is_never_spliced_onto_the_old_one(own_server):
 
 
 def pack_command(out: str) -> list[str]:
-    return [sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--out", out, "--size", "48",
+    return [sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--images", SHARED_SAMPLE, "--out", out, "--size", "48",
             "--samples-per-shard", "8", "--year-min", "-1000", "--year-max", "2100", "--jobs", "1", "--quiet"]
 
 

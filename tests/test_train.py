@@ -176,10 +176,10 @@ def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
 def test_no_val_split_is_a_clear_error(tmp_path):
     from artdate.config import PackConfig
     from artdate.pack import run_pack
-    from conftest import SAMPLE_CSV
+    from conftest import SAMPLE_CSV, SHARED_SAMPLE
 
     no_val = str(tmp_path / "noval")
-    run_pack(PackConfig(metadata=(SAMPLE_CSV,), out=no_val, size=64, val_fraction=0.0, samples_per_shard=50,
+    run_pack(PackConfig(metadata=(SAMPLE_CSV,), images=SHARED_SAMPLE, out=no_val, size=64, val_fraction=0.0, samples_per_shard=50,
                         year_min=-1000, year_max=2100, jobs=1), progress=False)
     with pytest.raises(ValueError, match="has no validation shards"):
         run_training(small(no_val, str(tmp_path / "r2")))
