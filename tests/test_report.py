@@ -44,6 +44,22 @@ def test_summary_matches_the_hand_computed_figures(tmp_path):
                                                     "summary.json", "works_per_bin.png"]
 
 
+def test_many_museums_show_the_largest_and_group_the_rest(tmp_path):
+    # 14 museums: m00 holds 14 works, m01 13, ..., m13 1 (each work off by its museum's number of
+    # years); the 11 largest keep a row each and the 3 smallest (3 + 2 + 1 works) share one.
+    rows = [(f"m{m:02d}", 1600, 1600 + m) for m in range(14) for _ in range(14 - m)]
+    path = tmp_path / "results.csv"
+    path.write_text("museum,year,pred\n" + "".join(f"{m},{y},{p}\n" for m, y, p in rows))
+    summary = run_report(ReportConfig(results=str(path), out=str(tmp_path / "out")))
+    museums = summary["per_museum"]
+    assert list(museums) == [f"m{m:02d}" for m in range(11)] + ["other museums (3)"]
+    assert museums["m03"] == {**museums["m03"], "n": 11, "mae": 3.0}
+    other = museums["other museums (3)"]
+    assert other["n"] == 6 and other["mae"] == pytest.approx((3 * 11 + 2 * 12 + 1 * 13) / 6)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<td>other museums (3)</td>" in html and "<td>m10</td>" in html and "<td>m13</td>" not in html
+
+
 def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figures(tmp_path):
     # (split, year, pred, low, high): the validation works' years fall inside 3 of 4 ranges.
     rows = [("train", 1500, 1380, 1300, 1450), ("train", 1610, 1610, 1600, 1620),
