@@ -246,16 +246,24 @@ class Fp32Linear(nn.Linear):
             return super().forward(features.float())
 
 
-def _replace_head(model: nn.Module, num_outputs: int) -> None:
-    """Swap the classifier's last nn.Linear (fc, classifier[-1], heads.head, ...) for a new one."""
+def _swap_last_linear(model: nn.Module, make) -> None:
+    """Replace the classifier's last nn.Linear (fc, classifier[-1], heads.head, ...) by make(old)."""
     path = _last_linear_name(model).split(".")
     parent = model.get_submodule(".".join(path[:-1])) if len(path) > 1 else model
-    old = getattr(parent, path[-1]) if not path[-1].isdigit() else parent[int(path[-1])]
-    new = Fp32Linear(old.in_features, num_outputs)
     if path[-1].isdigit():
-        parent[int(path[-1])] = new
+        parent[int(path[-1])] = make(parent[int(path[-1])])
     else:
-        setattr(parent, path[-1], new)
+        setattr(parent, path[-1], make(getattr(parent, path[-1])))
+
+
+def _replace_head(model: nn.Module, num_outputs: int) -> None:
+    _swap_last_linear(model, lambda old: Fp32Linear(old.in_features, num_outputs))
+
+
+def feature_extractor(model: nn.Module) -> nn.Module:
+    """The model without its year head: it returns the pooled features the head would read."""
+    _swap_last_linear(model, lambda old: nn.Identity())
+    return model
 
 
 def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
