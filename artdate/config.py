@@ -180,6 +180,8 @@ class PredictConfig:
     max_bytes: int = option(50_000_000, help="largest image download accepted")
     max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")
     allow_link_local: bool = option(False, help="allow a download from a link-local or cloud metadata address")
+    comparanda: str = option("", help="a results CSV that score wrote with this checkpoint: also list the training works "
+                             "nearest to the image, with their years", storage=True)
 
 
 @dataclass(frozen=True)

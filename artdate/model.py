@@ -125,16 +125,30 @@ def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) 
 
 
 def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, device: torch.device,
-                  calibration: ranges.RangeCalibration | None = None, flip: bool = False) -> ranges.Predictions:
+                  calibration: ranges.RangeCalibration | None = None, flip: bool = False,
+                  embeddings: list | None = None) -> ranges.Predictions:
     """Years and year ranges of a batch of uint8 images, on the CPU: the one images-to-years step
     of evaluation, scoring and predict. The ranges are raw without a `calibration` (as validation
     needs them to calibrate). `flip` averages the outputs for the images and their mirror images.
-    On CUDA the backbone runs in bf16 with channels_last; the head and the years are in fp32."""
+    On CUDA the backbone runs in bf16 with channels_last; the head and the years are in fp32.
+    With an `embeddings` list, the features the year head read (unit length, on the CPU) are
+    appended to it: what comparanda.py compares works by."""
     inputs = model_inputs(images, spec, device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        outputs = model(inputs).float()
-        if flip:
-            outputs = (outputs + model(inputs.flip(3)).float()) / 2
+    head_inputs = []
+    hook = None
+    if embeddings is not None:
+        head = model.get_submodule(_last_linear_name(model))
+        hook = head.register_forward_pre_hook(lambda module, args: head_inputs.append(args[0]))
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs = model(inputs).float()
+            if flip:
+                outputs = (outputs + model(inputs.flip(3)).float()) / 2
+    finally:
+        if hook is not None:
+            hook.remove()
+    if embeddings is not None:  # the first forward's: the images as they are, not mirrored
+        embeddings.append(nn.functional.normalize(head_inputs[0].float(), dim=1).cpu())
     encoding = spec.encoding
     raw = ranges.Predictions(*(None if t is None else t.cpu() for t in encoding.decode(outputs, spec.range_level)))
     return raw if calibration is None else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from . import data, shards, store
+from . import comparanda, data, shards, store
 from .config import PredictConfig
-from .model import load_checkpoint, predict_years
+from .model import load_checkpoint, predict_years, resolve_checkpoint
 from .ranges import Predictions
 from .http_client import FetchError, HttpClient
 
@@ -38,9 +38,9 @@ def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
         raise ValueError(f"{location}: {problem}") from None
 
 
-def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool]:
+def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool, list[dict]]:
     """(the image's prediction, whether its range is calibrated: a checkpoint trained before
-    ranges were calibrated has none)."""
+    ranges were calibrated has none, and with --comparanda the nearest training works)."""
     try:
         raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
     except FetchError as problem:
@@ -48,4 +48,10 @@ def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool]:
     model, spec, info = load_checkpoint(cfg.checkpoint)
     image = as_training_saw(raw, cfg.image, cfg.max_pixels, spec)
     inputs = data.eval_transform(spec.image_size)(image).unsqueeze(0)
-    return predict_years(model, spec, inputs, torch.device("cpu"), info["calibration"]), info["calibration"] is not None
+    embeddings = []
+    predicted = predict_years(model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings)
+    nearest = []
+    if cfg.comparanda:
+        checkpoint = resolve_checkpoint(store.absolute(cfg.checkpoint))
+        nearest = comparanda.image_neighbours(store.absolute(cfg.comparanda), checkpoint, embeddings[0].numpy())[0]
+    return predicted, info["calibration"] is not None, nearest

@@ -21,7 +21,7 @@ import tarfile
 import numpy as np
 import pandas as pd
 
-from . import shards, store
+from . import comparanda, shards, store
 from .config import ReportConfig
 
 BIN_YEARS = 50
@@ -279,17 +279,39 @@ def thumbnail_uri(data: bytes, size: int = 220) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 
+def read_neighbours(results_url: str, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """key -> that work's comparanda (score's neighbours file beside the results), or {}."""
+    url = comparanda.neighbours_url(results_url)
+    if "key" not in frame.columns or not store.exists(url):
+        return {}
+    table = pd.read_csv(io.BytesIO(store.read_bytes(url)), dtype={"neighbour_id": str, "key": str})
+    return {key: rows.sort_values("rank") for key, rows in table.groupby("key")}
+
+
+def comparanda_summary(frame: pd.DataFrame, neighbours: dict[str, pd.DataFrame]) -> dict:
+    """How well the neighbours' own estimate (the median year of the k nearest training works)
+    dates the held-out works, next to the model's prediction for the same works."""
+    rows, which = held_out(frame)
+    rows = rows[rows["key"].isin(neighbours.keys())]
+    knn = rows["key"].map(lambda key: float(neighbours[key]["neighbour_year"].median()))
+    return {"k": int(max(len(n) for n in neighbours.values())), "works": which, "n": int(len(rows)),
+            "knn_mae": float((knn - rows["year"]).abs().mean()), "model_mae": float(rows["abs_error"].mean())}
+
+
 def run_report(cfg: ReportConfig) -> dict:
     frame = read_results(cfg.results)
     os.makedirs(cfg.out, exist_ok=True)
     summary = summarize(frame)
+    neighbours = read_neighbours(cfg.results, frame)
+    if neighbours:
+        summary["comparanda"] = comparanda_summary(frame, neighbours)
     with open(os.path.join(cfg.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plots = make_plots(frame, cfg.out)
     galleries = pick_galleries(frame, cfg.gallery)
     wanted = pd.concat(list(galleries.values()))
     images = find_images(wanted[~wanted.index.duplicated()], cfg.results, cfg.shards)
-    page = render_html(cfg.results, summary, plots, galleries, images, cfg.out)
+    page = render_html(cfg.results, summary, plots, galleries, images, cfg.out, neighbours)
     partial = os.path.join(cfg.out, "report.html.partial")
     with open(partial, "w", encoding="utf-8") as f:
         f.write(page)
@@ -301,6 +323,15 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(row[key], key)}</td>" for key, _ in columns) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _comparanda_text(rows: pd.DataFrame | None) -> str:
+    """The dated training works a prediction rests on, nearest first."""
+    if rows is None:
+        return ""
+    works = ", ".join(f"<span title='{html.escape(str(r.neighbour_museum))} {html.escape(str(r.neighbour_id))} "
+                      f"(similarity {r.similarity:.2f})'>{r.neighbour_year}</span>" for r in rows.itertuples())
+    return f"<br><small class='comparanda'>nearest dated works: {works}</small>"
 
 
 def _range_text(row) -> str:
@@ -340,7 +371,8 @@ td.diag{background:#e3ecd9}
 """
 
 
-def render_html(results_url: str, summary: dict, plots: list[str], galleries: dict, images: dict, out: str) -> str:
+def render_html(results_url: str, summary: dict, plots: list[str], galleries: dict, images: dict, out: str,
+                neighbours: dict[str, pd.DataFrame]) -> str:
     cards = "".join(f'<div class="card">{html.escape(title)}<b>{_cell(summary[key], key)}</b></div>' for key, title in FIGURES)
     parts = [f"<h1>artdate report</h1><p>{html.escape(results_url)}: bias is the mean of predicted - true "
              f"(positive: predicted too late).</p><div class='cards'>{cards}</div>"]
@@ -359,6 +391,13 @@ def render_html(results_url: str, summary: dict, plots: list[str], galleries: di
                      f"construction; what to read here is where they hold it (per bin, per range width below). "
                      f"Coverage on works no part of training saw is measured by cross-validation (bench/recipes.py)."
                      f"</p>")
+    if "comparanda" in summary:
+        c = summary["comparanda"]
+        parts.append(f"<h2>Comparanda</h2><p>Under each image below: the {c['k']} training works nearest to it in "
+                     f"the model's own embedding space, with their years: the dated works a guess rests on. Their "
+                     f"median year alone dates the {html.escape(c['works'])} at a mean error of "
+                     f"<b>{c['knn_mae']:.1f}</b> years; the model's prediction: <b>{c['model_mae']:.1f}</b> "
+                     f"({c['n']} works).</p>")
     bins = [("bin_start", "from"), ("bin_end", "to")] + figures
     parts.append("<h2>Per 50-year bin</h2>" + _table(summary["per_bin"], bins))
     parts.append(f"<h2>Centuries: true (rows) vs predicted (columns), {html.escape(summary['held_out'])}</h2>"
@@ -375,7 +414,7 @@ def render_html(results_url: str, summary: dict, plots: list[str], galleries: di
             picture = f'<img alt="{label}" src="{uri}">' if uri else "<div>(image not found)</div>"
             figures.append(f"<figure>{picture}<figcaption>{label}<br>true <b>{row['year']:.0f}</b>, "
                            f"predicted <b>{row['pred']:.0f}</b>{_range_text(row)} ({row['error']:+.0f} y)"
-                           f"</figcaption></figure>")
+                           f"{_comparanda_text(neighbours.get(row.get('key')))}</figcaption></figure>")
         parts.append(f"<h2>{html.escape(title)}</h2><div class='gallery'>{''.join(figures) or 'none'}</div>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width'><title>artdate report</title><style>{STYLE}</style></head>"

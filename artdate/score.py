@@ -18,9 +18,10 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
-from . import data, shards, store
+from . import comparanda, data, shards, store
 from .config import ScoreConfig
 from .lease import Lease
 from .model import load_checkpoint, predict_years, resolve_checkpoint
@@ -55,9 +56,10 @@ class Scorer:
     def ready(self) -> int:
         return os.getpid()
 
-    def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[dict]]:
-        """(rows, skip records) of one shard: together they account for each of its samples."""
-        rows, skips = [], []
+    def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[dict], np.ndarray]:
+        """(rows, skip records, the rows' embeddings) of one shard: rows and skips together account
+        for each of its samples; embedding i (float16, unit length) is row i's."""
+        rows, skips, embeddings = [], [], []
         loader = data.make_loader([data.Slice(shard_url, 0, samples)], None if self.on_device else self.transform,
                                   self.batch_size, loader_workers=self.loader_workers)
         for batch in data.prefetch(loader):
@@ -66,7 +68,8 @@ class Scorer:
             skips += batch["skipped"]
             if batch["image"] is None:
                 continue
-            predicted = predict_years(self.model, self.spec, batch["image"], self.device, self.calibration)
+            predicted = predict_years(self.model, self.spec, batch["image"], self.device, self.calibration,
+                                      embeddings=embeddings)
             years, lows, highs = predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist()
             spreads = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
             for i, key in enumerate(batch["key"]):
@@ -79,7 +82,8 @@ class Scorer:
                     "year_start": int(batch["year_start"][i]), "year_end": int(batch["year_end"][i]),
                     "spread": None if spreads[i] is None else round(spreads[i], 1), "key": key,
                 })
-        return rows, skips
+        features = torch.cat(embeddings).numpy().astype(np.float16) if embeddings else np.zeros((0, 0), np.float16)
+        return rows, skips, features
 
 
 def _part_name(shard_url: str) -> str:
@@ -213,7 +217,7 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
                 continue
             index, url, entry = pool.running.pop(ref)
             try:
-                rows, skips = ray.get(ref)
+                rows, skips, features = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as problem:
                 attempts[url] = attempts.get(url, 0) + 1
                 if attempts[url] > cfg.max_retries:
@@ -227,8 +231,11 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
             if unread or len(rows) + len(skips) != entry["samples"]:
                 incomplete.append(f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)")
             else:
-                if skips:  # written before the rows: a part with rows is a finished shard
+                # Skips and embeddings are written before the rows: a part with rows is a finished shard.
+                if skips:
                     store.write_bytes(store.join(parts, _skips_name(url)), store.csv_bytes(skips, SKIP_COLUMNS))
+                store.write_bytes(store.join(parts, comparanda.features_name(_part_name(url))),
+                                  comparanda.array_bytes(features))
                 store.write_bytes(store.join(parts, _part_name(url)), store.csv_bytes(rows, COLUMNS))
             scored += len(rows)
             skipped += len(skips)
@@ -246,13 +253,14 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
     shard_urls = [store.join(cfg.shards, s["name"]) for s in todo_all]
     rows, unreadable = assemble(parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all},
                                 cfg.out)
+    neighbours = comparanda.write_comparanda(parts, [_part_name(url) for url in shard_urls], cfg.out, checkpoint)
     # _run.json goes last: parts left by a crash half-way through this clean-up still name their
     # checkpoint, so a rerun with another one refuses them instead of mixing them in.
     for name in sorted(set(store.list_names(parts)) - {LEASE_FILE}, key=lambda name: name == RUN_FILE):
         store.delete(store.join(parts, name))
     seconds = time.perf_counter() - started
     steady = (scored - first_result[1]) / max(seconds - first_result[0], 1e-9) if first_result else 0.0
-    return {"rows": rows, "unreadable": unreadable, "shards": len(todo_all), "scored_now": len(todo), "skipped": skipped,
+    return {"rows": rows, "neighbours": neighbours, "unreadable": unreadable, "shards": len(todo_all), "scored_now": len(todo), "skipped": skipped,
             "seconds": seconds, "images_per_second_after_startup": steady, "checkpoint": checkpoint}
 
 

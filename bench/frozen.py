@@ -5,7 +5,8 @@ once with the ImageNet backbone (kept beside the shards), then for each head rec
 fits a linear head on 80% of the other folds' works, calibrates its 80% ranges on the remaining
 20%, and measures the fold's own works. Every work is predicted once by a head that never saw
 it. "both" trains on the two sets together and measures each set's works against its own median
-baseline. Prints MAE, the baseline of always predicting the training median, their ratio, the
+baseline (the median of that set's own training works). Prints MAE, the baseline of always
+predicting the training median, their ratio, the
 ranges' coverage and width, and seconds per fold.
 
     python bench/frozen.py [--folds 10] [--sizes 128 160] [--sets sample public-art both]
@@ -106,7 +107,8 @@ def cross_validate(train_sets: dict[str, Embeddings], measured: str, recipe: dic
         predicted = ranges.apply_calibration(predict(test.features), calibrated, 1200, 1930)
         truth = torch.from_numpy(test.year.astype(np.float32))
         errors += (predicted.year - truth).abs().tolist()
-        baseline_errors += np.abs(test.year - np.median(train.year)).tolist()
+        own = train_sets[measured].subset(fold_ids[measured] != fold)  # the measured set's own training works
+        baseline_errors += np.abs(test.year - np.median(own.year)).tolist()
         inside += ((predicted.low <= truth) & (truth <= predicted.high)).tolist()
         widths += (predicted.high - predicted.low).tolist()
         seconds.append(time.process_time() - started)

@@ -27,7 +27,7 @@ def stored_sample_prediction(checkpoint, store_url, key):
 
 
 def test_a_local_image_is_seen_as_training_saw_its_sample(tiny_checkpoint, sample_store, capsys):
-    predicted, calibrated = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    predicted, calibrated, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
     expected = stored_sample_prediction(tiny_checkpoint, sample_store, "aic_866")
     assert calibrated
     for name in ("year", "low", "high", "spread"):

@@ -174,3 +174,20 @@ def test_images_come_only_from_listed_shards_and_the_csvs_folder(tmp_path, sampl
     found = find_images(rows, str(folder / "results.csv"))
     assert sorted(found) == [0, 3]
     assert found[0] == image
+
+
+def test_comparanda_show_under_the_gallery_and_their_estimate_is_measured(tmp_path):
+    # Two validation works with 3 neighbours each: medians 1610 and 1700, against true 1600 and
+    # 1750 (errors 10 and 50: knn MAE 30); the model's errors there are 20 and 40 (MAE 30 too).
+    results = tmp_path / "results.csv"
+    results.write_text("key,museum,id,year,pred,split\nmet_1,met,1,1600,1620,val\nmet_2,met,2,1750,1710,val\n"
+                       "met_3,met,3,1650,1650,train\n")
+    (tmp_path / "results.neighbours.csv").write_text(
+        "key,rank,neighbour_id,neighbour_museum,neighbour_year,similarity\n"
+        "met_1,1,3,met,1650,0.91\nmet_1,2,7,rijks,1610,0.85\nmet_1,3,8,rijks,1500,0.80\n"
+        "met_2,1,3,met,1650,0.70\nmet_2,2,9,met,1700,0.60\nmet_2,3,10,met,1800,0.50\n")
+    summary = run_report(ReportConfig(results=str(results), out=str(tmp_path / "out")))
+    assert summary["comparanda"] == {"k": 3, "works": "validation works", "n": 2, "knn_mae": 30.0, "model_mae": 30.0}
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "nearest dated works: <span title='met 3 (similarity 0.91)'>1650</span>" in page
+    assert "Their median year alone dates the validation works at a mean error of <b>30.0</b>" in page

@@ -11,14 +11,16 @@ import tarfile
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from artdate import data, shards
-from artdate.config import ScoreConfig
+from artdate.config import PredictConfig, ScoreConfig
+from artdate.predict import predict_year
 from artdate.model import load_checkpoint, predict_years
 from artdate.score import COLUMNS, run_scoring
-from conftest import ROOT, pack_sample
+from conftest import ROOT, SAMPLE_IMAGES, pack_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -45,17 +47,48 @@ def wait_for_parts(out, count, still_running):
         time.sleep(0.05)
 
 
-def expected_predictions(store_url, checkpoint):
-    """Plain single-process predictions: key -> (year, calibrated low, high)."""
+def expected_predictions(store_url, checkpoint, embedded=None):
+    """Plain single-process predictions: key -> (year, calibrated low, high); with a dict
+    `embedded`, key -> the embedding the year head read."""
     model, spec, info = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
     loader = data.make_loader(data.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32,
                               loader_workers=0)
     found = {}
     for batch in loader:
-        predicted = predict_years(model, spec, batch["image"], torch.device("cpu"), info["calibration"])
+        features = []
+        predicted = predict_years(model, spec, batch["image"], torch.device("cpu"), info["calibration"],
+                                  embeddings=features)
         found.update(zip(batch["key"], zip(predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist())))
+        if embedded is not None:
+            embedded.update(zip(batch["key"], features[0].numpy()))
     return found
+
+
+def check_neighbours_against_brute_force(out, rows, embedded):
+    """Each work's 5 neighbours are the 5 training works of largest cosine similarity, itself left out."""
+    with open(out[: -len(".csv")] + ".neighbours.csv") as f:
+        listed = list(csv.DictReader(f))
+    train = [r for r in rows if r["split"] == "train"]
+    train_keys = [r["key"] for r in train]
+    reference = np.stack([embedded[k] for k in train_keys])
+    by_key = {}
+    for n in listed:
+        by_key.setdefault(n["key"], []).append(n)
+    assert set(by_key) == {r["key"] for r in rows} and all(len(v) == 5 for v in by_key.values())
+    same = 0
+    for row in rows:
+        similarity = reference @ embedded[row["key"]]
+        if row["key"] in train_keys:
+            similarity[train_keys.index(row["key"])] = -np.inf
+        best = np.argsort(-similarity)[:5]
+        found = by_key[row["key"]]
+        assert [int(n["rank"]) for n in found] == [1, 2, 3, 4, 5]
+        assert [float(n["similarity"]) for n in found] == pytest.approx(similarity[best].tolist(), abs=5e-3)
+        assert all((n["neighbour_museum"], n["neighbour_id"]) != (row["museum"], row["id"]) for n in found)
+        same += {(n["neighbour_museum"], n["neighbour_id"]) for n in found} == {(train[i]["museum"], train[i]["id"])
+                                                                              for i in best}
+    assert same >= 0.95 * len(rows)  # float16 embeddings may swap a near tie at rank 5
 
 
 def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sample_store, tiny_checkpoint):
@@ -65,7 +98,17 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     manifest = shards.read_manifest(sample_store)
     assert list(rows[0]) == COLUMNS
     assert len(rows) == len({(r["museum"], r["id"]) for r in rows}) == manifest["packed"] == summary["rows"]
-    expected = expected_predictions(sample_store, tiny_checkpoint)
+    embedded = {}
+    expected = expected_predictions(sample_store, tiny_checkpoint, embedded)
+    check_neighbours_against_brute_force(out, rows, embedded)
+    # predict finds a training work's own image as its nearest comparandum, then the works score listed.
+    work = next(r for r in rows if r["split"] == "train" and r["museum"] == "aic")
+    image = os.path.join(SAMPLE_IMAGES, f"{work['museum']}_{work['id']}.jpg")
+    _, _, nearest = predict_year(PredictConfig(image=image, checkpoint=tiny_checkpoint, comparanda=out))
+    assert (nearest[0]["museum"], nearest[0]["id"]) == ("aic", work["id"]) and nearest[0]["similarity"] > 0.99
+    with open(out[: -len(".csv")] + ".neighbours.csv") as f:
+        listed = [n["neighbour_id"] for n in csv.DictReader(f) if n["key"] == work["key"]]
+    assert [n["id"] for n in nearest[1:]] == listed[:4]
     for row in rows:
         year, low, high = expected[row["key"]]
         assert float(row["pred"]) == pytest.approx(year, abs=0.06)
@@ -81,6 +124,7 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val", decode_on="device",
                             loader_workers=1), progress=False)
     assert {r["split"] for r in read_rows(val_only)} == {"val"}
+    assert not os.path.exists(str(tmp_path / "val.neighbours.csv"))  # no training works to compare with
     assert len(read_rows(val_only)) == manifest["splits"]["val"]["samples"]
     by_key = {r["key"]: r["pred"] for r in rows}
     assert all(r["pred"] == by_key[r["key"]] for r in read_rows(val_only))
@@ -97,7 +141,8 @@ def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_c
     manifest = shards.read_manifest(sample_store)
     shard = manifest["shards"][0]
     url = data.store_slices(sample_store, manifest)[0].url
-    rows, skips = Scorer(tiny_checkpoint, batch_size=4).score(url, shard["samples"], shard["split"])
+    rows, skips, features = Scorer(tiny_checkpoint, batch_size=4).score(url, shard["samples"], shard["split"])
+    assert features.shape == (len(rows), 1280) and np.allclose(np.linalg.norm(features.astype(np.float32), axis=1), 1, atol=1e-2)
     assert decoding_threads and threading.get_ident() not in decoding_threads
     keys = [sample["__key__"] for sample in data.read_slice(data.Slice(url, 0, shard["samples"]))]
     assert [row["key"] for row in rows] == keys and len(keys) == shard["samples"] and not skips

@@ -1,0 +1,127 @@
+"""Comparanda: for every scored work, the dated training works nearest to it in the model's own
+embedding space (the features its year head reads), so a curator sees which works a guess rests on.
+
+`score` keeps each shard's embeddings beside its part (`{part}.features.npy`, unit length,
+float16). When the parts are complete, every work is compared with every training work (cosine
+similarity, brute force in blocks: fine to a few hundred thousand works; a million wants an
+approximate index such as faiss) and the k nearest, the work itself left out, go to
+`results.neighbours.csv`. The training works' embeddings are kept as `results.reference.npz`, so
+`predict --comparanda results.csv` finds an image's neighbours with the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+
+from . import store
+
+NEIGHBOUR_COLUMNS = ["key", "rank", "neighbour_id", "neighbour_museum", "neighbour_year", "similarity"]
+K = 5
+QUERY_BLOCK = 1024  # queries compared at once: a block x reference similarity matrix in memory
+
+
+def features_name(part_name: str) -> str:
+    return part_name[: -len(".csv")] + ".features.npy"
+
+
+def array_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def read_array(url: str) -> np.ndarray:
+    return np.load(io.BytesIO(store.read_bytes(url)), allow_pickle=False)
+
+
+def neighbours_url(out: str) -> str:
+    return (out[: -len(".csv")] if out.endswith(".csv") else out) + ".neighbours.csv"
+
+
+def reference_url(out: str) -> str:
+    return (out[: -len(".csv")] if out.endswith(".csv") else out) + ".reference.npz"
+
+
+def part_rows(part: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(part.decode())))
+
+
+def nearest(queries: np.ndarray, reference: np.ndarray, k: int, exclude: np.ndarray | None = None):
+    """(similarities, indices) of the k reference rows nearest each query (unit vectors: cosine
+    similarity); `exclude[i]` is a reference index query i may not take (itself), or -1."""
+    import torch  # here, so that report (which reads the neighbours file) needs no torch
+    k = min(k, len(reference) - (exclude is not None))
+    reference_t = torch.from_numpy(reference.astype(np.float32)).T
+    sims, index = [], []
+    for start in range(0, len(queries), QUERY_BLOCK):
+        block = torch.from_numpy(queries[start:start + QUERY_BLOCK].astype(np.float32)) @ reference_t
+        if exclude is not None:
+            own = torch.from_numpy(exclude[start:start + QUERY_BLOCK])
+            rows = torch.nonzero(own >= 0).squeeze(1)
+            block[rows, own[rows]] = -torch.inf
+        top = block.topk(k, dim=1)
+        sims.append(top.values)
+        index.append(top.indices)
+    return torch.cat(sims).numpy(), torch.cat(index).numpy()
+
+
+def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: str, k: int = K) -> int:
+    """Write `out`'s neighbours file and reference from the parts; returns the rows written (0
+    when the results hold no training works to compare with)."""
+    reference = {"keys": [], "ids": [], "museums": [], "years": [], "features": []}
+    for name in part_names:
+        rows = part_rows(store.read_bytes(store.join(parts, name)))
+        features = read_array(store.join(parts, features_name(name)))
+        train = [i for i, row in enumerate(rows) if row["split"] == "train"]
+        reference["keys"] += [rows[i]["key"] for i in train]
+        reference["ids"] += [rows[i]["id"] for i in train]
+        reference["museums"] += [rows[i]["museum"] for i in train]
+        reference["years"] += [int(rows[i]["year"]) for i in train]
+        if train:
+            reference["features"].append(features[train])
+    if not reference["keys"]:
+        for url in (neighbours_url(out), reference_url(out)):  # an earlier run's, of other works
+            if store.exists(url):
+                store.delete(url)
+        return 0
+    features = np.concatenate(reference["features"])
+    position = {key: i for i, key in enumerate(reference["keys"])}
+    written = 0
+    with store.atomic_output(neighbours_url(out)) as file:
+        file.write(",".join(NEIGHBOUR_COLUMNS).encode() + b"\n")
+        for name in part_names:
+            rows = part_rows(store.read_bytes(store.join(parts, name)))
+            queries = read_array(store.join(parts, features_name(name)))
+            own = np.array([position.get(row["key"], -1) for row in rows], dtype=np.int64)
+            sims, index = nearest(queries, features, k, own)
+            table = [{"key": row["key"], "rank": rank + 1, "neighbour_id": reference["ids"][j],
+                      "neighbour_museum": reference["museums"][j], "neighbour_year": reference["years"][j],
+                      "similarity": round(float(sims[i, rank]), 4)}
+                     for i, row in enumerate(rows) for rank, j in enumerate(index[i])]
+            file.write(store.csv_bytes(table, NEIGHBOUR_COLUMNS, header=False))
+            written += len(table)
+    saved = io.BytesIO()
+    np.savez(saved, keys=np.asarray(reference["keys"]), ids=np.asarray(reference["ids"]),
+             museums=np.asarray(reference["museums"]), years=np.asarray(reference["years"]),
+             features=features, checkpoint=np.asarray(checkpoint))
+    store.write_bytes(reference_url(out), saved.getvalue())
+    return written
+
+
+def image_neighbours(results: str, checkpoint: str, features: np.ndarray, k: int = K) -> list[list[dict]]:
+    """The k training works of `results` nearest to each row of `features` (predict)."""
+    url = reference_url(results)
+    if not store.exists(url):
+        raise FileNotFoundError(f"{url}: no comparanda beside {results} (score writes them when it scores the "
+                                "training split)")
+    with np.load(io.BytesIO(store.read_bytes(url)), allow_pickle=False) as saved:
+        if str(saved["checkpoint"]) != checkpoint:
+            raise ValueError(f"{url} holds embeddings of {saved['checkpoint']}, not of {checkpoint}: neighbours need "
+                             "the same checkpoint")
+        sims, index = nearest(features, saved["features"], k)
+        return [[{"rank": rank + 1, "id": str(saved["ids"][j]), "museum": str(saved["museums"][j]),
+                  "year": int(saved["years"][j]), "similarity": float(sims[i, rank])}
+                 for rank, j in enumerate(index[i])] for i in range(len(features))]
