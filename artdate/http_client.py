@@ -19,7 +19,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
@@ -169,9 +169,9 @@ class HttpClient:
     block_pause: float = 60.0  # seconds a blocking host is left alone (doubling while it stays blocked)
     user_agent: str = USER_AGENT
     allow_link_local: bool = False
-    gates: dict[str, HostGate] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        self.gates: dict[str, HostGate] = {}  # host -> its gate, shared by every thread
         self.gates_lock = threading.Lock()
         self.local = threading.local()  # a requests Session per thread: sessions are not thread-safe
 
