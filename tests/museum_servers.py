@@ -141,7 +141,8 @@ class MuseumApi:
         for server in self.servers.values():
             server.daemon_threads = True
             server.museum_api = self
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers.values()]
+        # A short poll: shutdown() waits for it, once per port.
+        self.threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in self.servers.values()]
 
     def host(self, prefix: str = "") -> str:
         return f"http://127.0.0.1:{self.servers[prefix].server_address[1]}"

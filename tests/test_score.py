@@ -201,7 +201,9 @@ def test_clear_errors(tmp_path, sample_store, tiny_checkpoint):
         f.truncate(os.path.getsize(broken) // 3)
     with pytest.raises(ValueError, match=rf"{manifest['shards'][0]['name']}: \d+ of \d+ samples readable"):
         run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
-    assert len(os.listdir(out + ".parts")) == len(manifest["shards"]) - 1 + 1  # the good parts + _run.json
+    kept = os.listdir(out + ".parts")  # the good parts, their embeddings, and _run.json
+    assert sum(n.endswith(".tar.csv") for n in kept) == sum(n.endswith(".features.npy") for n in kept) == len(
+        manifest["shards"]) - 1 and "_run.json" in kept
     shutil.copy(tmp_path / "good.tar", broken)
     summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
     assert summary["scored_now"] == 1 and summary["rows"] == manifest["packed"]
