@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import data, ranges, shards, store
-from .model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, build_model, feature_extractor
+from .model import LabelEncoding, ModelSpec, build_model, feature_extractor, model_inputs
 
 EMBEDDINGS_DIR = "_embeddings"
 LABELS = ("keys", "ids", "museums", "splits", "year", "year_start", "year_end")
@@ -56,7 +56,7 @@ def embed_store(store_url: str, backbone: str = "efficientnet_lite0", image_size
             return Embeddings(**{name: saved[name] for name in (*LABELS, "features")})
     manifest = shards.read_manifest(store_url)
     model = feature_extractor(build_model(backbone, 1, "imagenet")).eval()
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    spec = ModelSpec(backbone, image_size, LabelEncoding())  # ImageNet normalisation, as training's
     columns: dict[str, list] = {name: [] for name in (*LABELS, "features")}
     for split in ("train", "val"):
         slices = data.store_slices(store_url, manifest, split)
@@ -65,7 +65,7 @@ def embed_store(store_url: str, backbone: str = "efficientnet_lite0", image_size
             if batch["image"] is None:
                 continue
             with torch.no_grad():
-                columns["features"].append(model((batch["image"].float() / 255 - mean) / std).numpy())
+                columns["features"].append(model(model_inputs(batch["image"], spec, torch.device("cpu"))).numpy())
             for name, column in (("keys", "key"), ("ids", "id"), ("museums", "museum")):
                 columns[name] += batch[column]
             columns["splits"] += [split] * len(batch["key"])

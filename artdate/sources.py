@@ -133,7 +133,10 @@ class Originals:
 
     def fetch(self, work: Work) -> Fetched:
         base = store.join(self.url, work.museum, original_name(work.id))
-        record = json.loads(store.read_bytes(base + ".json")) if store.exists(base + ".json") else None
+        try:  # one read, not a look then a read: on S3 each is a request, for every work
+            record = json.loads(store.read_bytes(base + ".json"))
+        except FileNotFoundError:
+            record = None
         if record is not None:
             types, object_type = tuple(record["types"]), record["object_type"]
             self.exclude.check(types, object_type)
