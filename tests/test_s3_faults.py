@@ -39,6 +39,28 @@ def test_a_stream_resumes_at_its_offset_across_a_server_crash(own_server):
     assert len(first) + len(rest) == len(payload) and first + rest == payload
 
 
+def test_a_ray_train_write_started_while_s3_is_down_lands_once_it_is_back(own_server, monkeypatch):
+    # Ray Train writes its checkpoint registry (checkpoint_manager_snapshot.json) and uploads
+    # checkpoints through this pyarrow filesystem; with pyarrow's 3 attempts a run died when S3
+    # restarted at that moment ("Could not connect to server").
+    from artdate.store import pyarrow_filesystem
+
+    for name, value in own_server.environment().items():
+        monkeypatch.setenv(name, value)
+    bucket = own_server.make_bucket("snapshots")
+    filesystem, path = pyarrow_filesystem(f"s3://{bucket}/runs/r")
+    own_server.kill()
+    restart = threading.Timer(3.0, own_server.restart)
+    restart.start()
+    try:
+        with filesystem.open_output_stream(f"{path}/checkpoint_manager_snapshot.json") as out:
+            out.write(b'{"epoch": 0}')
+    finally:
+        restart.join()
+    body = own_server.client().get_object(Bucket=bucket, Key="runs/r/checkpoint_manager_snapshot.json")["Body"].read()
+    assert body == b'{"epoch": 0}'
+
+
 def test_a_replaced_object_is_never_spliced_onto_the_old_one(own_server):
     client = own_server.client()
     bucket = own_server.make_bucket("replaced")
