@@ -52,6 +52,9 @@ class PackConfig:
                                             "singular or plural (e.g. photographs)", nargs="+")
     user_agent: str = option(USER_AGENT, help="User-Agent of every request to a museum or image server")
     museum: str = option("", help="museum of every row, for CSVs without a museum column")
+    coarse_dates: str = option("", help="CSV with an id (and optional museum) column of works whose single year is "
+                               "coarse, e.g. ../shared/public-art/date-flags.csv: they train as the span it stands "
+                               "for (a year ending in 01 its century, another ending in 0 its decade)")
     size: int = option(384, help="shorter side of the stored images in pixels (never upscaled)")
     quality: int = option(90, help="JPEG quality of the stored images")
     samples_per_shard: int = option(1000, help="samples per shard (the last shard of a split may hold fewer)")
@@ -189,6 +192,10 @@ class DemoConfig:
     workdir: str = option("demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True)
     data: str = option("", help="folder with an artworks.csv (id, year, file) and the images it names, e.g. "
                        "../shared/artworks-sample (default: a synthetic corpus the demo generates)", storage=True)
+    fetch: int = option(0, help="take this many works of metadata/met-data.csv from the Met's open-access API instead "
+                        "(needs internet)")
+    api_url: tuple[str, ...] = option((), help="with --fetch: MUSEUM=URL replaces the Met's public API root, as for "
+                                      "pack", action="append")
     # The recipe that cross-validated best on the sample among those that run in a few minutes
     # (bench/recipes.py, bench/RESULTS.md).
     epochs: int = option(20, help="training epochs")

@@ -155,6 +155,28 @@ def parse_years(row: dict) -> tuple[int, int, int]:
     return year, start, end
 
 
+def coarse_span(year: int) -> tuple[int, int]:
+    """The years a coarse year stands for, by the conventions of date precision in Wikidata and
+    museum records: a year ending in 01 stands for its century (1601..1700: the 17th century),
+    another year ending in 0 for its decade (1650..1659); any other year for itself."""
+    if year % 100 == 1:
+        return year, year + 99
+    if year % 10 == 0:
+        return year, year + 9
+    return year, year
+
+
+def read_coarse_dates(path: str) -> frozenset[tuple[str, str]]:
+    """(museum, id) of the works a CSV with an `id` column (and optionally `museum`) marks as
+    coarsely dated, such as ../shared/public-art/date-flags.csv; museum "" matches any museum."""
+    marked = set()
+    for line, row in _read_rows(path, year_needed=False):
+        if not (row.get("id") or "").strip():
+            raise MetadataError(f"{path}:{line}: empty id")
+        marked.add(((row.get("museum") or "").strip().lower(), row["id"].strip()))
+    return frozenset(marked)
+
+
 def museum_from_file_name(path: str) -> str:
     """The museum a whole word of the file name names ("my-metadata.csv" names none)."""
     words = re.split(r"[^a-z0-9]+", os.path.splitext(os.path.basename(path))[0].lower())
@@ -171,9 +193,12 @@ def read_metadata(
     seed: int = 0,
     skip_bad_rows: bool = False,
     catalog_path: str = ":memory:",
+    coarse: frozenset[tuple[str, str]] = frozenset(),
 ) -> MetadataResult:
     """Validate the rows of `paths` into a catalog of works (a file at `catalog_path` for large
-    corpora: then memory does not grow with the number of works)."""
+    corpora: then memory does not grow with the number of works). A work in `coarse` (museum, id;
+    see read_coarse_dates) dated to one year trains as the span that year stands for
+    (coarse_span); its year stays as given, so errors are still measured against it."""
     from .catalog import Catalog  # catalog.py builds on Work, defined here
 
     if not 0 <= val_fraction < 1:
@@ -192,6 +217,8 @@ def read_metadata(
                 if not work_id:
                     raise ValueError("empty id")
                 year, start, end = parse_years(row)
+                if start == end and ((row_museum, work_id) in coarse or ("", work_id) in coarse):
+                    start, end = coarse_span(year)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))
                 continue
@@ -233,8 +260,9 @@ def read_metadata(
     return result
 
 
-def _read_rows(path: str):
-    """Yield (line number, row) for each data row; a file without the needed columns is an error."""
+def _read_rows(path: str, year_needed: bool = True):
+    """Yield (line number, row) for each data row; a file without an id column (or, when a year is
+    needed, any year column) is an error."""
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
     except OSError as problem:
@@ -242,8 +270,9 @@ def _read_rows(path: str):
     with handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
-        if "id" not in columns or not ({"year", "year_start", "year_end"} & set(columns)):
-            raise MetadataError(f"{path}:1: needs an id column and a year (or year_start/year_end) column, has {columns}")
+        if "id" not in columns or (year_needed and not {"year", "year_start", "year_end"} & set(columns)):
+            needed = "an id column and a year (or year_start/year_end) column" if year_needed else "an id column"
+            raise MetadataError(f"{path}:1: needs {needed}, has {columns}")
         try:
             for row in reader:
                 yield reader.line_num, row

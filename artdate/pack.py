@@ -27,7 +27,7 @@ from typing import Iterator
 from . import shards, store
 from .config import PackConfig
 from .catalog import Catalog
-from .metadata import Work, read_metadata, sample_key
+from .metadata import Work, read_coarse_dates, read_metadata, sample_key
 from .fetched import Excluded, Fetched
 from .http_client import FetchError, HttpClient
 from .sources import make_source
@@ -141,6 +141,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
             seed=config.seed,
             skip_bad_rows=config.skip_bad_rows,
             catalog_path=os.path.join(scratch, "works.sqlite"),  # on disk: memory stays flat in the corpus size
+            coarse=read_coarse_dates(config.coarse_dates) if config.coarse_dates else frozenset(),
         )
         catalog = meta.catalog
         stack.callback(catalog.close)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from artdate.metadata import MetadataError, assign_split, read_metadata, sample_key
+from artdate.metadata import MetadataError, assign_split, coarse_span, read_coarse_dates, read_metadata, sample_key
 from conftest import ROOT, SAMPLE_CSV
 
 # metadata/SOURCE.md: 30178 Rijksmuseum rows lie in 1200..1930; 292 of them repeat a row exactly.
@@ -147,3 +147,29 @@ def test_sample_keys_by_hand():
     assert len(key) == 80
     # A museum with '_' could make "a_b" + "c" read like "a" + "b_c": such a museum is hashed.
     assert sample_key("a", "b_c") == "a_b_c" and sample_key("a_b", "c") != "a_b_c"
+
+
+def test_coarse_years_by_hand():
+    assert coarse_span(1601) == (1601, 1700)  # Wikidata's century precision: the 17th century
+    assert coarse_span(1650) == (1650, 1659) and coarse_span(1700) == (1700, 1709)
+    assert coarse_span(1655) == (1655, 1655)  # a year that is not a round number stands for itself
+
+
+def test_works_marked_coarse_train_as_the_span_their_year_stands_for(tmp_path):
+    works = write(tmp_path, "museum,id,year,year_start,year_end\nmet,a,1650,,\nmet,b,1601,,\nrijks,a,1650,,\n"
+                  "met,c,,1640,1660\nmet,d,1650,,\n")
+    flags = write(tmp_path, "museum,id,flag\nmet,a,year ends in 0\n,b,coarse estimate\nmet,c,ranged\n", "flags.csv")
+    marked = read_coarse_dates(flags)
+    assert marked == {("met", "a"), ("", "b"), ("met", "c")}
+    spans = {(w.museum, w.id): (w.year, w.year_start, w.year_end) for w in read_metadata([works], coarse=marked).works}
+    assert spans == {
+        ("met", "a"): (1650, 1650, 1659),  # the decade; the year itself is still what errors are measured on
+        ("met", "b"): (1601, 1601, 1700),  # no museum in the flags: any museum's b
+        ("rijks", "a"): (1650, 1650, 1650),  # another museum's a is not marked
+        ("met", "c"): (1650, 1640, 1660),  # a range the data gives is kept
+        ("met", "d"): (1650, 1650, 1650),  # not marked
+    }
+    with pytest.raises(MetadataError, match=r"bad.csv:1: needs an id column, has \['work', 'flag'\]"):
+        read_coarse_dates(write(tmp_path, "work,flag\na,x\n", "bad.csv"))
+    with pytest.raises(MetadataError, match=r"empty.csv:3: empty id"):
+        read_coarse_dates(write(tmp_path, "id,flag\na,x\n ,y\n", "empty.csv"))

@@ -241,8 +241,9 @@ def test_public_art_packs_as_it_is(tmp_path):
     # It ended with "name is too long" after 60% of the works: a museum's full name made a key
     # longer than a tar header holds.
     out = str(tmp_path / "store")
+    flags = os.path.join(os.path.dirname(PUBLIC_ART), "date-flags.csv")  # its coarse years train as spans
     manifest = run_pack(PackConfig(metadata=(PUBLIC_ART,), out=out, size=32, year_min=-10000, year_max=2100,
-                                   samples_per_shard=2000, jobs=1), progress=False)
+                                   samples_per_shard=2000, jobs=1, coarse_dates=flags), progress=False)
     with open(PUBLIC_ART, newline="") as f:
         rows = list(csv.DictReader(f))
     accounted = manifest["packed"] + manifest["rejected"] + manifest["out_of_window"] + manifest["duplicates_dropped"]
@@ -258,3 +259,11 @@ def test_public_art_packs_as_it_is(tmp_path):
     by_id = {row["id"]: row for row in rows}
     for label in labels.values():  # the original id and museum, whatever the key
         assert label["museum"] == by_id[label["id"]]["museum"].strip().lower()
+    with open(flags, newline="") as f:
+        flagged = {row["id"] for row in csv.DictReader(f)}
+    spans = {label["id"]: (label["year"], label["year_start"], label["year_end"]) for label in labels.values()}
+    assert spans["pa_wikidata-Q20200885"] == (1370, 1370, 1379)  # flagged: "year ends in 0", its decade
+    assert sum(end - start == 99 for _, start, end in spans.values()) >= 50  # the flagged 1601s: centuries
+    for work_id, span in spans.items():
+        if work_id not in flagged:  # as the CSV dates it
+            assert span == tuple(int(by_id[work_id][column]) for column in ("year", "year_start", "year_end"))
