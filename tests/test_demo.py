@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT, SHARED_SAMPLE
+from museum_servers import MuseumApi, have_fixtures, sample_images
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +40,38 @@ def test_demo_beats_the_median_baseline(tmp_path):
 def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
     # The pipeline after pack is the same either way (the test above runs it end to end).
     from artdate.config import DemoConfig
-    from artdate.demo import demo_data
+    from artdate.demo import demo_pack
 
-    metadata, said = demo_data(DemoConfig(workdir=str(tmp_path), data=SHARED_SAMPLE))
-    assert metadata == os.path.join(SHARED_SAMPLE, "artworks.csv") and said == f"the works of {metadata}"
-    metadata, said = demo_data(DemoConfig(workdir=str(tmp_path)))
-    assert said.startswith("synthetic: 300 generated works")
-    with open(metadata) as f:
+    pack, said = demo_pack(DemoConfig(workdir=str(tmp_path), data=SHARED_SAMPLE), "shards")
+    assert pack.metadata == (os.path.join(SHARED_SAMPLE, "artworks.csv"),) and said == f"the works of {pack.metadata[0]}"
+    pack, said = demo_pack(DemoConfig(workdir=str(tmp_path)), "shards")
+    assert said.startswith("synthetic: 300 generated works") and pack.source == ""
+    with open(pack.metadata[0]) as f:
         assert len(f.readlines()) == 301
     with pytest.raises(FileNotFoundError, match="--data needs a folder with an artworks.csv"):
-        demo_data(DemoConfig(workdir=str(tmp_path), data=str(tmp_path)))
+        demo_pack(DemoConfig(workdir=str(tmp_path), data=str(tmp_path)), "shards")
+    with pytest.raises(ValueError, match="--data and --fetch each choose the demo's works"):
+        demo_pack(DemoConfig(workdir=str(tmp_path), data=SHARED_SAMPLE, fetch=5), "shards")
+
+
+@pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")
+def test_demo_fetch_takes_works_of_the_met_list_from_the_met(tmp_path):
+    from artdate.config import DemoConfig
+    from artdate.demo import MET_LIST, demo_pack
+    from artdate.metadata import read_metadata
+    from artdate.pack import run_pack
+
+    api = MuseumApi(sample_images(4)).start()
+    try:
+        cfg = DemoConfig(workdir=str(tmp_path), fetch=6, api_url=(f"met={api.root('met')}",))
+        pack, said = demo_pack(cfg, str(tmp_path / "shards"))
+        assert said == f"6 works of {MET_LIST} from the Met's open-access API" and pack.source == "met"
+        manifest = run_pack(pack, progress=False)
+        assert manifest["packed"] == 6 and api.count("/met/objects/") == 6  # one record each, then its image
+        again, _ = demo_pack(cfg, str(tmp_path / "shards"))
+        assert again.metadata == pack.metadata  # the same works: a rerun resumes the same pack
+    finally:
+        api.stop()
+    met_years = {w.id: w.year for w in read_metadata([MET_LIST], museum="met").works}
+    drawn = read_metadata(list(pack.metadata)).works
+    assert len(drawn) == 6 and all(w.museum == "met" and met_years[w.id] == w.year for w in drawn)
