@@ -15,6 +15,7 @@ ranges' coverage and width, and seconds per fold.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ sys.path.insert(0, ROOT)
 from artdate import ranges  # noqa: E402
 from artdate.config import PackConfig  # noqa: E402
 from artdate.embeddings import Embeddings, embed_store, fit_head  # noqa: E402
-from artdate.metadata import derive_seed  # noqa: E402
+from artdate.metadata import coarse_span, derive_seed, read_coarse_dates  # noqa: E402
 from artdate.model import LabelEncoding  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
 
@@ -37,6 +38,7 @@ SETS = {  # name -> (metadata CSV, image folder)
     "public-art": (os.path.join(SHARED, "public-art", "artworks.csv"), os.path.join(SHARED, "public-art")),
 }
 OUT = os.path.join(ROOT, "bench", "out", "frozen")
+COARSE_DATES = os.path.join(SHARED, "public-art", "date-flags.csv")
 # Head recipes: LabelEncoding and fit_head settings.
 RECIPES = {
     "bins-sigma50": dict(loss="bins", label_sigma=50),
@@ -48,6 +50,10 @@ RECIPES = {
     "bins-sigma50-lr3e-3": dict(loss="bins", label_sigma=50, lr=3e-3),
     "bins-sigma50-100ep": dict(loss="bins", label_sigma=50, epochs=100),
     "l1": dict(loss="l1"),
+    # The works date-flags.csv marks as coarse train as the span their year stands for
+    # (metadata.coarse_span, as `pack --coarse-dates` stores them); measured on the year as given.
+    "bins-sigma50-coarse": dict(loss="bins", label_sigma=50, coarse=True),
+    "bins-sigma0-coarse": dict(loss="bins", label_sigma=0, coarse=True),
     # No head: the median year of the 20 training works nearest in cosine similarity (the
     # comparanda's own estimate), the 10th-90th percentile of their years as the raw range.
     "knn-20": dict(knn=20),
@@ -81,10 +87,18 @@ def knn_predict(train: Embeddings, features: np.ndarray, k: int) -> ranges.Predi
     return ranges.Predictions(median, low, high)
 
 
+def with_coarse_spans(embedded: Embeddings, marked: frozenset[tuple[str, str]]) -> Embeddings:
+    start, end = embedded.year_start.copy(), embedded.year_end.copy()
+    for i, (museum, work_id) in enumerate(zip(embedded.museums, embedded.ids)):
+        if start[i] == end[i] and ((museum, work_id) in marked or ("", work_id) in marked):
+            start[i], end[i] = coarse_span(int(embedded.year[i]))
+    return dataclasses.replace(embedded, year_start=start, year_end=end)
+
+
 def cross_validate(train_sets: dict[str, Embeddings], measured: str, recipe: dict, folds: int, seed: int) -> dict:
     """Each work of `measured` predicted by a head trained on the other folds of every set."""
     fit = {k: recipe[k] for k in ("epochs", "lr", "weight_decay") if k in recipe}
-    encoding_fields = {k: v for k, v in recipe.items() if k not in fit and k != "knn"}
+    encoding_fields = {k: v for k, v in recipe.items() if k not in fit and k not in ("knn", "coarse")}
     errors, baseline_errors, inside, widths, seconds = [], [], [], [], []
     fold_ids = {name: fold_of(embedded, folds, seed) for name, embedded in train_sets.items()}
     for fold in range(folds):
@@ -93,6 +107,8 @@ def cross_validate(train_sets: dict[str, Embeddings], measured: str, recipe: dic
         rest = concatenate(rest) if len(rest) > 1 else rest[0]
         calibrating = np.array([derive_seed(seed, "calibration", key) % 5 == 0 for key in rest.keys])
         train, calibration = rest.subset(~calibrating), rest.subset(calibrating)
+        if recipe.get("coarse"):
+            train = with_coarse_spans(train, read_coarse_dates(COARSE_DATES))
         test = train_sets[measured].subset(fold_ids[measured] == fold)
         if "knn" in recipe:
             def predict(features, train=train):
