@@ -199,8 +199,8 @@ class RayNodes:
             if process.poll() is None:
                 os.killpg(process.pid, 15)
         for process in reversed(self.processes):
-            try:
-                process.wait(20)
+            try:  # a graceful stop took ~15 s a node: past a few seconds, the kill below ends it
+                process.wait(3)
             except subprocess.TimeoutExpired:
                 pass
             try:  # what ray start left behind in the node's group (gcs_server, raylet, workers)
