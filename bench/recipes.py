@@ -1,4 +1,4 @@
-"""Which recipe dates best, and do its year ranges hold: k-fold cross-validation on the sample.
+"""Which recipe dates best, and do its year ranges hold: k-fold cross-validation on real works.
 
 Every in-window work of the bundled sample is predicted once, by a model trained without it. Each
 fold trains on 80% of the other works, calibrates its ranges on the remaining 20%
@@ -9,6 +9,13 @@ and re-encoded as pack does. `--ranks 2` trains as the demo's two DDP workers do
 split in two halves with their own BatchNorm statistics (class Ranks).
 
     python bench/recipes.py [--folds 5] [--ranks 2] [--recipes base,bins,...] [--json bench/out/recipes.json]
+    python bench/recipes.py --sets public-art --split fixed --ranks 2 --recipes bins-10ep-sigma50,...
+
+`--sets sample public-art` trains on both and measures each set on its own works against the
+median of its own training works. `--split fixed` trains one model per recipe and measures it on
+the works `artdate demo` holds out (15%); the row's +-SE (the standard error of the MAE over
+those works) says how far two rows may differ by chance (less for a paired comparison: the same
+works).
 
 Prints one row per recipe and way of reading its model (flip test-time augmentation; for `bins`,
 the mean of the year distribution instead of its median): MAE, median error,
@@ -32,12 +39,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from artdate import data, ranges, shards  # noqa: E402
 from artdate.config import TrainConfig  # noqa: E402
-from artdate.metadata import read_metadata  # noqa: E402
+from artdate.metadata import read_coarse_dates, read_metadata  # noqa: E402
 from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years  # noqa: E402
 from artdate.train import make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")  # the works; their images:
-SAMPLE_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+SETS = {  # name -> (metadata CSV, image folder, coarse-date flags or "")
+    "sample": (os.path.join(ROOT, "metadata", "sample", "artworks.csv"), os.path.join(SHARED, "artworks-sample"), ""),
+    "public-art": (os.path.join(SHARED, "public-art", "artworks.csv"), os.path.join(SHARED, "public-art"),
+                   os.path.join(SHARED, "public-art", "date-flags.csv")),
+}
+FIXED_VAL_FRACTION = 0.15  # --split fixed holds out the works `artdate demo` holds out
 PACK_SIZE = 160  # as the demo packs
 
 # Each recipe: TrainConfig fields that differ from the demo's before this benchmark
@@ -69,6 +81,12 @@ RECIPES = {
     "bins-20ep-sigma50-backbone0.3": {"loss": "bins", "epochs": 20, "label_sigma": 50, "backbone_lr_scale": 0.3},
     "bins-20ep-sigma50-lr4e-3": {"loss": "bins", "epochs": 20, "label_sigma": 50, "lr": 4e-3},
     "bins-20ep-sigma50-batch8": {"loss": "bins", "epochs": 20, "label_sigma": 50, "batch_size": 8},
+    # At public-art's size (3,000 training works): fewer epochs hold as many steps.
+    "bins-5ep-sigma50": {"loss": "bins", "epochs": 5, "label_sigma": 50},
+    "bins-10ep-sigma50": {"loss": "bins", "epochs": 10, "label_sigma": 50},
+    "bins-10ep-sigma25": {"loss": "bins", "epochs": 10, "label_sigma": 25},
+    "bins-10ep-sigma50-lr4e-3": {"loss": "bins", "epochs": 10, "label_sigma": 50, "lr": 4e-3},
+    "bins-10ep-sigma50-160px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 160},
 }
 
 
@@ -83,15 +101,22 @@ class Work:
     year: int
     year_start: int
     year_end: int
+    set: str = "sample"
+    held_out: bool = False  # in the split `artdate demo` validates on (--split fixed)
 
 
-def load_works() -> list[Work]:
-    meta = read_metadata([SAMPLE])  # the default window, 1200..1930: the demo's works
+def load_works(names: list[str], coarse: bool = False) -> list[Work]:
+    """The works of the named sets in the default window, 1200..1930 (the demo's works); with
+    `coarse`, the works a set's flags mark as coarsely dated train as spans (pack --coarse-dates)."""
     works = []
-    for work in meta.catalog.in_file_order():
-        with open(os.path.join(SAMPLE_IMAGES, work.file), "rb") as f:
-            jpg = shards.encode_image(f.read(), PACK_SIZE)[0]
-        works.append(Work(data.decode_image(jpg), work.year, work.year_start, work.year_end))
+    for name in names:
+        metadata, images, flags = SETS[name]
+        marked = read_coarse_dates(flags) if coarse and flags else frozenset()
+        meta = read_metadata([metadata], val_fraction=FIXED_VAL_FRACTION, coarse=marked)
+        for work in meta.catalog.in_file_order():
+            with open(os.path.join(images, work.file), "rb") as f:
+                jpg = shards.encode_image(f.read(), PACK_SIZE)[0]
+            works.append(Work(data.decode_image(jpg), work.year, work.year_start, work.year_end, name, work.split == "val"))
     return works
 
 
@@ -163,13 +188,21 @@ def folds_of(count: int, folds: int, seed: int) -> list[list[int]]:
     return [order[k::folds] for k in range(folds)]
 
 
+def held_out_parts(works: list[Work], folds: int, seed: int, split: str) -> list[list[int]]:
+    """The works each model is measured on: k folds, or (`fixed`) the demo's validation split."""
+    if split == "fixed":
+        return [[i for i, work in enumerate(works) if work.held_out]]
+    return folds_of(len(works), folds, seed)
+
+
 def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibration_share: float = 0.2,
-                   ranks: int = 1) -> list[dict]:
+                   ranks: int = 1, split: str = "folds") -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
     started = time.process_time()
-    truth, outcome = [], {variant: [] for variant, _, _ in VARIANTS}
+    truth, sets, outcome = [], [], {variant: [] for variant, _, _ in VARIANTS}
     baseline_errors, training_works = [], []
-    for k, held_out in enumerate(folds_of(len(works), folds, seed)):
+    parts = held_out_parts(works, folds, seed, split)
+    for k, held_out in enumerate(parts):
         held = set(held_out)
         rest = [i for i in torch.randperm(len(works), generator=torch.Generator().manual_seed(seed + 1 + k)).tolist()
                 if i not in held]
@@ -178,10 +211,13 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
         fit = [works[i] for i in rest[calibrating:]]
         training_works.append(len(fit))
         model, spec = train(cfg, fit, seed + k, ranks)
-        median = float(torch.tensor([w.year for w in fit], dtype=torch.float64).median())
+        # Each set's works against the median of that set's own training works.
+        medians = {s: float(torch.tensor([w.year for w in fit if w.set == s], dtype=torch.float64).median())
+                   for s in {works[i].set for i in held_out}}
         test_years = torch.tensor([works[i].year for i in held_out], dtype=torch.float64)
         truth.append(test_years)
-        baseline_errors.append((test_years - median).abs())
+        sets += [works[i].set for i in held_out]
+        baseline_errors.append(torch.tensor([abs(works[i].year - medians[works[i].set]) for i in held_out], dtype=torch.float64))
         calibration_years = torch.tensor([works[i].year for i in calibration_part], dtype=torch.float64)
         for variant, flip, point in VARIANTS:
             if point != spec.encoding.point and spec.encoding.loss != "bins":
@@ -190,28 +226,29 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
             raw = predict(model, decoding, [works[i] for i in calibration_part], flip)
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
             outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration))
-        print(f"  {name} fold {k + 1}/{folds} ({len(fit)} training, {len(calibration_part)} calibrating, "
+        print(f"  {name} part {k + 1}/{len(parts)} ({len(fit)} training, {len(calibration_part)} calibrating, "
               f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s", file=sys.stderr, flush=True)
     seconds = time.process_time() - started  # the variants share the training: its cost is counted once
-    years = torch.cat(truth)
-    baseline = float(torch.cat(baseline_errors).mean())
+    all_years, all_baseline = torch.cat(truth), torch.cat(baseline_errors)
     rows = []
-    for variant, parts in outcome.items():
-        if not parts:
+    for variant, predictions in outcome.items():
+        if not predictions:
             continue
-        predicted = ranges.Predictions.concat(parts)
-        errors = (predicted.year.double() - years).abs()
-        rows.append({
-            "recipe": name + variant, "n": len(years), "mae": float(errors.mean()),
-            "median_ae": float(errors.median()), "within_50": float((errors <= 50).double().mean()),
-            "baseline_mae": baseline, "vs_baseline": float(errors.mean()) / baseline,
-            "coverage": float(ranges.inside(years, predicted.low.double(), predicted.high.double()).double().mean()),
-            "width": float((predicted.high - predicted.low).double().mean()), "cpu_s": seconds,
-            "training_works": training_works, "ranks": ranks,
-            "fold_coverage": [float(ranges.inside(y, p.low.double(), p.high.double()).double().mean())
-                              for y, p in zip(truth, parts)],
-            "settings": {**DEMO, **RECIPES[name]},
-        })
+        predicted = ranges.Predictions.concat(predictions)
+        for measured in sorted(set(sets)):
+            mask = torch.tensor([s == measured for s in sets])
+            years, low, high = all_years[mask], predicted.low[mask].double(), predicted.high[mask].double()
+            errors = (predicted.year[mask].double() - years).abs()
+            baseline = float(all_baseline[mask].mean())
+            rows.append({
+                "recipe": name + variant, "measured": measured, "n": len(years), "mae": float(errors.mean()),
+                "mae_se": float(errors.std() / len(errors) ** 0.5), "median_ae": float(errors.median()),
+                "within_50": float((errors <= 50).double().mean()), "baseline_mae": baseline,
+                "vs_baseline": float(errors.mean()) / baseline,
+                "coverage": float(ranges.inside(years, low, high).double().mean()),
+                "width": float((high - low).mean()), "cpu_s": seconds, "training_works": training_works,
+                "ranks": ranks, "split": split, "errors": errors.tolist(), "settings": {**DEMO, **RECIPES[name]},
+            })
     return rows
 
 
@@ -225,18 +262,27 @@ def main() -> None:
                         help="emulate this many DDP workers sharing each batch (BatchNorm per worker): 2 as the demo")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "out", "recipes.json"))
+    parser.add_argument("--sets", nargs="+", default=["sample"], choices=list(SETS),
+                        help="train on these sets together; each is measured on its own works")
+    parser.add_argument("--split", default="folds", choices=["folds", "fixed"],
+                        help="k folds, or one model measured on the split `artdate demo` validates on (15%%)")
+    parser.add_argument("--coarse-dates", action="store_true", help="the works a set flags as coarsely dated train as "
+                        "spans (pack --coarse-dates)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    works = load_works()
-    print(f"{len(works)} works, {args.folds} folds, {os.cpu_count()} cores", flush=True)
-    header = f"{'recipe':<20}{'MAE':>7}{'median':>8}{'<=50y':>7}{'vs median':>10}{'coverage':>9}{'width':>7}{'CPU s':>7}"
+    works = load_works(args.sets, args.coarse_dates)
+    print(f"{len(works)} works of {' + '.join(args.sets)}, split {args.split} ({args.folds} folds), "
+          f"coarse dates as spans: {args.coarse_dates}, {os.cpu_count()} cores", flush=True)
+    header = (f"{'recipe':<28}{'set':>11}{'n':>6}{'MAE':>7}{'+-SE':>6}{'median':>8}{'<=50y':>7}{'vs median':>10}"
+              f"{'coverage':>9}{'width':>7}{'CPU s':>7}")
     rows = []
     for name in args.recipes.split(","):
-        rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share, args.ranks)
+        rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share, args.ranks, args.split)
         print(header)
         for row in rows:
-            print(f"{row['recipe']:<20}{row['mae']:>7.1f}{row['median_ae']:>8.1f}{row['within_50']:>7.0%}"
-                  f"{row['vs_baseline']:>10.2f}{row['coverage']:>9.0%}{row['width']:>7.0f}{row['cpu_s']:>7.0f}", flush=True)
+            print(f"{row['recipe']:<28}{row['measured']:>11}{row['n']:>6}{row['mae']:>7.1f}{row['mae_se']:>6.1f}"
+                  f"{row['median_ae']:>8.1f}{row['within_50']:>7.0%}{row['vs_baseline']:>10.2f}{row['coverage']:>9.0%}"
+                  f"{row['width']:>7.0f}{row['cpu_s']:>7.0f}", flush=True)
         os.makedirs(os.path.dirname(args.json), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
