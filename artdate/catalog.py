@@ -15,10 +15,39 @@ from typing import Iterator
 
 from .metadata import Work, derive_seed
 
-COLUMNS = ("key", "museum", "id", "year", "year_start", "year_end", "split", "file", "url", "title", "artist",
-           "csv_dir", "source", "line", "in_window", "rank")
-WORK_FIELDS = ("museum", "id", "year", "year_start", "year_end", "split", "file", "url", "title", "artist",
-               "csv_dir", "source", "line")
+COLUMNS = (
+    "key",
+    "museum",
+    "id",
+    "year",
+    "year_start",
+    "year_end",
+    "split",
+    "file",
+    "url",
+    "title",
+    "artist",
+    "csv_dir",
+    "source",
+    "line",
+    "in_window",
+    "rank",
+)
+WORK_FIELDS = (
+    "museum",
+    "id",
+    "year",
+    "year_start",
+    "year_end",
+    "split",
+    "file",
+    "url",
+    "title",
+    "artist",
+    "csv_dir",
+    "source",
+    "line",
+)
 
 
 def plan_rank(seed: int, split: str, key: str) -> int:
@@ -48,8 +77,11 @@ class Catalog:
             if not name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")):
                 raise
             code = errno.ENOSPC if name == "SQLITE_FULL" else errno.EIO
-            raise OSError(code, f"{problem} ({name}) writing the scratch list of works; "
-                                f"is its disk full? (it goes to TMPDIR)", self.path) from None
+            raise OSError(
+                code,
+                f"{problem} ({name}) writing the scratch list of works; is its disk full? (it goes to TMPDIR)",
+                self.path,
+            ) from None
 
     def _works(self, condition: str, arguments: tuple = ()) -> Iterator[Work]:
         for row in self.db.execute(f"SELECT {', '.join(WORK_FIELDS)} FROM works WHERE {condition}", arguments):
@@ -59,8 +91,12 @@ class Catalog:
         return next(self._works("key = ?", (key,)), None)
 
     def add(self, work: Work, in_window: bool, seed: int) -> None:
-        values = (work.key, *(getattr(work, name) for name in WORK_FIELDS), in_window,
-                  plan_rank(seed, work.split, work.key))
+        values = (
+            work.key,
+            *(getattr(work, name) for name in WORK_FIELDS),
+            in_window,
+            plan_rank(seed, work.split, work.key),
+        )
         with self._writing():
             self.db.execute(f"INSERT INTO works VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
@@ -83,7 +119,10 @@ class Catalog:
         return self._works("in_window ORDER BY rowid")
 
     def any_url_without_file(self) -> bool:
-        return self.db.execute("SELECT 1 FROM works WHERE in_window AND url != '' AND file = '' LIMIT 1").fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM works WHERE in_window AND url != '' AND file = '' LIMIT 1").fetchone()
+            is not None
+        )
 
     def close(self) -> None:
         self.db.close()

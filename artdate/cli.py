@@ -31,9 +31,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     settings = config.from_arguments(config.ScoreConfig, args)
     summary = run_scoring(settings, progress=not args.quiet)
-    unreadable = f", {summary['unreadable']} unreadable listed in {skipped_url(settings.out)}" if summary["unreadable"] else ""
-    print(f"scored {summary['rows']} works in {summary['shards']} shards ({summary['scored_now']} now{unreadable}) "
-          f"with {summary['checkpoint']} -> {settings.out}")
+    unreadable = (
+        f", {summary['unreadable']} unreadable listed in {skipped_url(settings.out)}" if summary["unreadable"] else ""
+    )
+    print(
+        f"scored {summary['rows']} works in {summary['shards']} shards ({summary['scored_now']} now{unreadable}) "
+        f"with {summary['checkpoint']} -> {settings.out}"
+    )
     return 0
 
 
@@ -42,8 +46,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = config.from_arguments(config.ReportConfig, args)
     summary = run_report(settings)
-    print(f"n {summary['n']}, MAE {summary['mae']:.1f} y, median {summary['median_ae']:.1f} y, "
-          f"within 50 y {summary['within_50']:.0%}, bias {summary['bias']:+.1f} y -> {settings.out}/report.html")
+    print(
+        f"n {summary['n']}, MAE {summary['mae']:.1f} y, median {summary['median_ae']:.1f} y, "
+        f"within 50 y {summary['within_50']:.0%}, bias {summary['bias']:+.1f} y -> {settings.out}/report.html"
+    )
     return 0
 
 
@@ -64,12 +70,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     outcome = run_demo(config.from_arguments(config.DemoConfig, args))
     print(f"\ndata:       {outcome['data']}")
-    print(f"validation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
-          f"{outcome['median_baseline_mae']:.1f} years")
+    print(
+        f"validation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
+        f"{outcome['median_baseline_mae']:.1f} years"
+    )
     ranges = outcome["ranges"]
     if ranges:  # the validation works calibrated them: held-out coverage is bench/recipes.py's to measure
-        print(f"{ranges['level']:.0%} year ranges: {ranges['width']:.0f} years wide on average "
-              f"(calibrated on the validation works: {ranges['coverage']:.0%} of them inside)")
+        print(
+            f"{ranges['level']:.0%} year ranges: {ranges['width']:.0f} years wide on average "
+            f"(calibrated on the validation works: {ranges['coverage']:.0%} of them inside)"
+        )
     print(f"results:    {outcome['results']} ({outcome['rows']} works)")
     print(f"report:     {outcome['report']}")
     print(f"checkpoint: {outcome['best_checkpoint']}")
@@ -133,8 +143,11 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
         return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or role)", 2
     if isinstance(problem, botocore.exceptions.ClientError):
         error = problem.response.get("Error", {})
-        return (f"S3 refused {problem.operation_name} {error.get('BucketName', '')}: "
-                f"{error.get('Code', '')} {error.get('Message', '')}".strip(), 2)
+        return (
+            f"S3 refused {problem.operation_name} {error.get('BucketName', '')}: "
+            f"{error.get('Code', '')} {error.get('Message', '')}".strip(),
+            2,
+        )
     if isinstance(problem, (botocore.exceptions.EndpointConnectionError, boto3.exceptions.S3UploadFailedError)):
         return f"{problem} (S3 did not answer through the retries; rerun the same command to resume)", 1
     return None

@@ -53,13 +53,14 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int, exclude: np.ndar
     """(similarities, indices) of the k reference rows nearest each query (unit vectors: cosine
     similarity); `exclude[i]` is a reference index query i may not take (itself), or -1."""
     import torch  # here, so that report (which reads the neighbours file) needs no torch
+
     k = min(k, len(reference) - (exclude is not None))
     reference_t = torch.from_numpy(reference.astype(np.float32)).T
     sims, index = [], []
     for start in range(0, len(queries), QUERY_BLOCK):
-        block = torch.from_numpy(queries[start:start + QUERY_BLOCK].astype(np.float32)) @ reference_t
+        block = torch.from_numpy(queries[start : start + QUERY_BLOCK].astype(np.float32)) @ reference_t
         if exclude is not None:
-            own = torch.from_numpy(exclude[start:start + QUERY_BLOCK])
+            own = torch.from_numpy(exclude[start : start + QUERY_BLOCK])
             rows = torch.nonzero(own >= 0).squeeze(1)
             block[rows, own[rows]] = -torch.inf
         top = block.topk(k, dim=1)
@@ -71,7 +72,7 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int, exclude: np.ndar
 def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: str, k: int = K) -> int:
     """Write `out`'s neighbours file and reference from the parts; returns the rows written (0
     when the results hold no training works to compare with)."""
-    reference = {"keys": [], "ids": [], "museums": [], "years": [], "features": []}
+    reference: dict[str, list] = {"keys": [], "ids": [], "museums": [], "years": [], "features": []}
     for name in part_names:
         rows = part_rows(store.read_bytes(store.join(parts, name)))
         features = read_array(store.join(parts, features_name(name)))
@@ -97,16 +98,30 @@ def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: st
             queries = read_array(store.join(parts, features_name(name)))
             own = np.array([position.get(row["key"], -1) for row in rows], dtype=np.int64)
             sims, index = nearest(queries, features, k, own)
-            table = [{"key": row["key"], "rank": rank + 1, "neighbour_id": reference["ids"][j],
-                      "neighbour_museum": reference["museums"][j], "neighbour_year": reference["years"][j],
-                      "similarity": round(float(sims[i, rank]), 4)}
-                     for i, row in enumerate(rows) for rank, j in enumerate(index[i])]
+            table = [
+                {
+                    "key": row["key"],
+                    "rank": rank + 1,
+                    "neighbour_id": reference["ids"][j],
+                    "neighbour_museum": reference["museums"][j],
+                    "neighbour_year": reference["years"][j],
+                    "similarity": round(float(sims[i, rank]), 4),
+                }
+                for i, row in enumerate(rows)
+                for rank, j in enumerate(index[i])
+            ]
             file.write(store.csv_bytes(table, NEIGHBOUR_COLUMNS, header=False))
             written += len(table)
     saved = io.BytesIO()
-    np.savez(saved, keys=np.asarray(reference["keys"]), ids=np.asarray(reference["ids"]),
-             museums=np.asarray(reference["museums"]), years=np.asarray(reference["years"]),
-             features=features, checkpoint=np.asarray(checkpoint))
+    np.savez(
+        saved,
+        keys=np.asarray(reference["keys"]),
+        ids=np.asarray(reference["ids"]),
+        museums=np.asarray(reference["museums"]),
+        years=np.asarray(reference["years"]),
+        features=features,
+        checkpoint=np.asarray(checkpoint),
+    )
     store.write_bytes(reference_url(out), saved.getvalue())
     return written
 
@@ -115,13 +130,26 @@ def image_neighbours(results: str, checkpoint: str, features: np.ndarray, k: int
     """The k training works of `results` nearest to each row of `features` (predict)."""
     url = reference_url(results)
     if not store.exists(url):
-        raise FileNotFoundError(f"{url}: no comparanda beside {results} (score writes them when it scores the "
-                                "training split)")
+        raise FileNotFoundError(
+            f"{url}: no comparanda beside {results} (score writes them when it scores the training split)"
+        )
     with np.load(io.BytesIO(store.read_bytes(url)), allow_pickle=False) as saved:
         if str(saved["checkpoint"]) != checkpoint:
-            raise ValueError(f"{url} holds embeddings of {saved['checkpoint']}, not of {checkpoint}: neighbours need "
-                             "the same checkpoint")
+            raise ValueError(
+                f"{url} holds embeddings of {saved['checkpoint']}, not of {checkpoint}: neighbours need "
+                "the same checkpoint"
+            )
         sims, index = nearest(features, saved["features"], k)
-        return [[{"rank": rank + 1, "id": str(saved["ids"][j]), "museum": str(saved["museums"][j]),
-                  "year": int(saved["years"][j]), "similarity": float(sims[i, rank])}
-                 for rank, j in enumerate(index[i])] for i in range(len(features))]
+        return [
+            [
+                {
+                    "rank": rank + 1,
+                    "id": str(saved["ids"][j]),
+                    "museum": str(saved["museums"][j]),
+                    "year": int(saved["years"][j]),
+                    "similarity": float(sims[i, rank]),
+                }
+                for rank, j in enumerate(index[i])
+            ]
+            for i in range(len(features))
+        ]

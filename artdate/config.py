@@ -15,8 +15,10 @@ from typing import Any, get_type_hints
 from . import USER_AGENT
 
 REQUIRED = dataclasses.MISSING
-DECODE_ON_HELP = ("where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, "
-                  "for nodes whose CPUs cannot keep up)")
+DECODE_ON_HELP = (
+    "where JPEGs are decoded and transformed: cpu (loader processes) or device (on the GPU with nvJPEG, "
+    "for nodes whose CPUs cannot keep up)"
+)
 
 
 def option(default: Any = REQUIRED, help: str = "", storage: bool = False, **argparse_extras: Any) -> Any:
@@ -37,24 +39,41 @@ class PackConfig:
         nargs="+",
     )
     out: str = option(help="store URL: a local directory or s3://bucket/prefix", storage=True)
-    images: str = option("", help="image folder (local or s3://) for the CSV's file column, or a pattern like DIR/{id}.jpg")
-    source: str = option(
-        "", help="fetch images from the museums: auto (met works from the Met, rijks works from the Rijksmuseum, "
-        "others from their file or url column), met or rijks", choices=["", "auto", "met", "rijks"]
+    images: str = option(
+        "", help="image folder (local or s3://) for the CSV's file column, or a pattern like DIR/{id}.jpg"
     )
-    api_url: tuple[str, ...] = option((), help="MUSEUM=URL: replace a museum's public API root (repeatable), e.g. "
-                                      "met=http://127.0.0.1:9000/met", action="append")
-    originals: str = option("", help="directory or s3:// URL that keeps every downloaded image under its museum and id; "
-                            "a later pack takes them from there and asks the museums only for what is missing",
-                            storage=True)
-    exclude_types: tuple[str, ...] = option((), help="leave out works whose object type (Met classification, objectName "
-                                            "or department; Rijksmuseum type of work) is one of these names, any case, "
-                                            "singular or plural (e.g. photographs)", nargs="+")
+    source: str = option(
+        "",
+        help="fetch images from the museums: auto (met works from the Met, rijks works from the Rijksmuseum, "
+        "others from their file or url column), met or rijks",
+        choices=["", "auto", "met", "rijks"],
+    )
+    api_url: tuple[str, ...] = option(
+        (),
+        help="MUSEUM=URL: replace a museum's public API root (repeatable), e.g. met=http://127.0.0.1:9000/met",
+        action="append",
+    )
+    originals: str = option(
+        "",
+        help="directory or s3:// URL that keeps every downloaded image under its museum and id; "
+        "a later pack takes them from there and asks the museums only for what is missing",
+        storage=True,
+    )
+    exclude_types: tuple[str, ...] = option(
+        (),
+        help="leave out works whose object type (Met classification, objectName "
+        "or department; Rijksmuseum type of work) is one of these names, any case, "
+        "singular or plural (e.g. photographs)",
+        nargs="+",
+    )
     user_agent: str = option(USER_AGENT, help="User-Agent of every request to a museum or image server")
     museum: str = option("", help="museum of every row, for CSVs without a museum column")
-    coarse_dates: str = option("", help="CSV with an id (and optional museum) column of works whose single year is "
-                               "coarse, e.g. ../shared/public-art/date-flags.csv: they train as the span it stands "
-                               "for (a year ending in 01 its century, another ending in 0 its decade)")
+    coarse_dates: str = option(
+        "",
+        help="CSV with an id (and optional museum) column of works whose single year is "
+        "coarse, e.g. ../shared/public-art/date-flags.csv: they train as the span it stands "
+        "for (a year ending in 01 its century, another ending in 0 its decade)",
+    )
     size: int = option(384, help="shorter side of the stored images in pixels (never upscaled)")
     quality: int = option(90, help="JPEG quality of the stored images")
     samples_per_shard: int = option(1000, help="samples per shard (the last shard of a split may hold fewer)")
@@ -69,11 +88,17 @@ class PackConfig:
     concurrency: int = option(8, help="downloads in flight at once (museum APIs)")
     rate: float = option(2.0, help="request starts per second at most to each host (museum APIs, image servers)")
     timeout: float = option(30.0, help="seconds to wait for a museum API or image server")
-    retries: int = option(3, help="retries of a download after a block (403 page, 429), 5xx, a timeout or a broken "
-                          "connection")
-    block_pause: float = option(60.0, help="seconds a host that blocks (a 403 block page, 429 without Retry-After) is "
-                                "left alone before a retry; doubles while the block lasts")
-    allow_link_local: bool = option(False, help="allow downloads from link-local and cloud metadata addresses (169.254.0.0/16)")
+    retries: int = option(
+        3, help="retries of a download after a block (403 page, 429), 5xx, a timeout or a broken connection"
+    )
+    block_pause: float = option(
+        60.0,
+        help="seconds a host that blocks (a 403 block page, 429 without Retry-After) is "
+        "left alone before a retry; doubles while the block lasts",
+    )
+    allow_link_local: bool = option(
+        False, help="allow downloads from link-local and cloud metadata addresses (169.254.0.0/16)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -93,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
             continue
         if kind == tuple[str, ...]:
             kind = str
-        default = None if required else (f.default_factory() if f.default is REQUIRED else f.default)
+        default = None if required else (f.default_factory() if f.default is REQUIRED else f.default)  # type: ignore[operator]
         if extras.get("action") == "append":
             default = None  # argparse appends to its default: from_arguments puts the field's default back
         parser.add_argument(flag, type=kind, default=default, required=required, **extras)
@@ -120,32 +145,49 @@ class TrainConfig:
     shards: str = option(help="store URL written by artdate pack (a directory or s3://...)", storage=True)
     storage: str = option(help="URL of this run's checkpoints and results (a directory or s3://...)", storage=True)
     backbone: str = option("resnet152", help="torchvision model name, or efficientnet_lite0/1/2 (offline weights)")
-    weights: str = option("imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone", storage=True)
+    weights: str = option(
+        "imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone", storage=True
+    )
     epochs: int = option(10, help="passes over the training split")
     batch_size: int = option(32, help="images per step on each worker")
     image_size: int = option(224, help="side of the square crops fed to the model")
     workers: int = option(1, help="training workers (one DDP rank each)")
-    gpus_per_worker: float = option(-1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs or can autoscale to them, else 0")
+    gpus_per_worker: float = option(
+        -1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs or can autoscale to them, else 0"
+    )
     cpus_per_worker: float = option(1.0, help="CPUs reserved per worker")
-    loss: str = option("mse", help="mse (2017), l1, huber, or bins (soft year-bin classification)", choices=["mse", "l1", "huber", "bins"])
+    loss: str = option(
+        "mse",
+        help="mse (2017), l1, huber, or bins (soft year-bin classification)",
+        choices=["mse", "l1", "huber", "bins"],
+    )
     resume: bool = option(False, help="continue the run in --storage from its latest checkpoint")
     lr: float = option(1e-3, help="peak learning rate of the head (AdamW)")
     backbone_lr_scale: float = option(0.1, help="backbone learning rate as a fraction of --lr")
     weight_decay: float = option(0.05, help="AdamW weight decay")
     warmup_epochs: float = option(1.0, help="linear warm-up length before the cosine decay")
-    freeze_epochs: int = option(0, help="epochs that train the year head alone (backbone learning rate 0) before fine-tuning")
+    freeze_epochs: int = option(
+        0, help="epochs that train the year head alone (backbone learning rate 0) before fine-tuning"
+    )
     grad_clip: float = option(1.0, help="clip the gradient norm to this (0: off)")
     bin_width: int = option(25, help="years per bin for --loss bins")
-    label_sigma: float = option(0.0, help="--loss bins: spread each target to the neighbouring bins as a Gaussian of "
-                                "this many years (0: only the bins of the work's date range)")
-    range_level: float = option(0.8, help="share of true years each calibrated year range should hold (calibrated on the "
-                                "validation split)")
+    label_sigma: float = option(
+        0.0,
+        help="--loss bins: spread each target to the neighbouring bins as a Gaussian of "
+        "this many years (0: only the bins of the work's date range)",
+    )
+    range_level: float = option(
+        0.8, help="share of true years each calibrated year range should hold (calibrated on the validation split)"
+    )
     loader_workers: int = option(2, help="DataLoader processes per training worker")
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     shuffle_buffer: int = option(500, help="samples in each loader's shuffle buffer")
     keep_checkpoints: int = option(3, help="best checkpoints kept (by val MAE), besides the latest")
-    max_failures: int = option(10, help="times the run restarts from its latest checkpoint after a worker or node is "
-                               "lost, before it fails (spot nodes: see README)")
+    max_failures: int = option(
+        10,
+        help="times the run restarts from its latest checkpoint after a worker or node is "
+        "lost, before it fails (spot nodes: see README)",
+    )
     seed: int = option(0, help="seed of the shard order and the head's initialisation")
     log_every: int = option(20, help="print a progress line every this many steps")
 
@@ -158,20 +200,29 @@ class ScoreConfig:
     actors: int = option(2, help="scoring actors (one GPU each when there are GPUs)")
     split: str = option("all", help="which split(s) to score", choices=["all", "train", "val"])
     batch_size: int = option(64, help="images per forward pass")
-    gpus_per_actor: float = option(-1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0")
+    gpus_per_actor: float = option(
+        -1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0"
+    )
     cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
     max_retries: int = option(3, help="times a shard is retried after its actor died")
-    loader_workers: int = option(0, help="processes per actor (started per shard) that decode the next images while the "
-                                 "model runs; 0: a thread of the actor does")
+    loader_workers: int = option(
+        0,
+        help="processes per actor (started per shard) that decode the next images while the "
+        "model runs; 0: a thread of the actor does",
+    )
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
-    start_timeout: float = option(900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up")
+    start_timeout: float = option(
+        900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up"
+    )
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     results: str = option(help="results CSV with year and pred columns", positional=True, storage=True)
     out: str = option(help="directory for summary.json, the plots and report.html", storage=True)
-    shards: str = option("", help="store URL to find gallery images in (default: the results' shard column)", storage=True)
+    shards: str = option(
+        "", help="store URL to find gallery images in (default: the results' shard column)", storage=True
+    )
     gallery: int = option(8, help="images in each gallery")
 
 
@@ -183,26 +234,46 @@ class PredictConfig:
     max_bytes: int = option(50_000_000, help="largest image download accepted")
     max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")
     allow_link_local: bool = option(False, help="allow a download from a link-local or cloud metadata address")
-    comparanda: str = option("", help="a results CSV that score wrote with this checkpoint: also list the training works "
-                             "nearest to the image, with their years", storage=True)
+    comparanda: str = option(
+        "",
+        help="a results CSV that score wrote with this checkpoint: also list the training works "
+        "nearest to the image, with their years",
+        storage=True,
+    )
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    workdir: str = option("demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True)
-    data: str = option("", help="folder with an artworks.csv (id, year, file) and the images it names, e.g. "
-                       "../shared/artworks-sample (default: a synthetic corpus the demo generates)", storage=True)
-    fetch: int = option(0, help="take this many works of metadata/met-data.csv from the Met's open-access API instead "
-                        "(needs internet)")
-    api_url: tuple[str, ...] = option((), help="with --fetch: MUSEUM=URL replaces the Met's public API root, as for "
-                                      "pack", action="append")
+    workdir: str = option(
+        "demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True
+    )
+    data: str = option(
+        "",
+        help="folder with an artworks.csv (id, year, file) and the images it names, e.g. "
+        "../shared/artworks-sample (default: a synthetic corpus the demo generates)",
+        storage=True,
+    )
+    fetch: int = option(
+        0, help="take this many works of metadata/met-data.csv from the Met's open-access API instead (needs internet)"
+    )
+    api_url: tuple[str, ...] = option(
+        (), help="with --fetch: MUSEUM=URL replaces the Met's public API root, as for pack", action="append"
+    )
     # The recipe that cross-validated best on the sample among those that run in a few minutes
     # (bench/recipes.py, bench/RESULTS.md).
-    epochs: int = option(0, help="training epochs (0: the measured recipe's: 8 on the synthetic corpus, 20 on fewer "
-                         "than 1,000 real training works, 10 on more)")
+    epochs: int = option(
+        0,
+        help="training epochs (0: the measured recipe's: 8 on the synthetic corpus, 20 on fewer "
+        "than 1,000 real training works, 10 on more)",
+    )
     image_size: int = option(128, help="model input size")
     workers: int = option(2, help="training workers")
-    batch_size: int = option(16, help="images per optimizer step, split among the workers, so the recipe "
-                             "bench/recipes.py measured in one process is the one trained")
+    batch_size: int = option(
+        16,
+        help="images per optimizer step, split among the workers, so the recipe "
+        "bench/recipes.py measured in one process is the one trained",
+    )
     loss: str = option("bins", help="training loss", choices=["mse", "l1", "huber", "bins"])
-    label_sigma: float = option(50.0, help="--loss bins: Gaussian spread of each target over the neighbouring bins, in years")
+    label_sigma: float = option(
+        50.0, help="--loss bins: Gaussian spread of each target over the neighbouring bins, in years"
+    )

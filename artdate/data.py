@@ -66,7 +66,9 @@ class Slice:
 
 def manifest_shards(store_url: str, manifest: dict, split: str | None = None) -> list[Shard]:
     """The store's shards of one split (or all of them)."""
-    return [Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if split in (None, s["split"])]
+    return [
+        Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if split in (None, s["split"])
+    ]
 
 
 def store_slices(store_url: str, manifest: dict, split: str | None = None) -> list[Slice]:
@@ -137,7 +139,7 @@ def decode_image(jpg: bytes) -> torch.Tensor:
     replaces torchvision's image decoders, deprecated since torchvision 0.29."""
     from torchcodec.decoders import decode_jpeg
 
-    return decode_jpeg(jpg, mode="RGB")
+    return decode_jpeg(jpg, mode="RGB")  # type: ignore[return-value]  # one JPEG: one tensor
 
 
 def read_slice(piece: Slice):
@@ -166,7 +168,9 @@ def read_slice(piece: Slice):
             stream.close()
     missing = piece.samples - delivered
     if missing:
-        reason = f"shard ended after {piece.start + delivered} samples: {problem or 'fewer samples than the manifest says'}"
+        reason = (
+            f"shard ended after {piece.start + delivered} samples: {problem or 'fewer samples than the manifest says'}"
+        )
         log.warning("%s: %d sample(s) not read: %s", piece.url, missing, reason)
         for _ in range(missing):
             yield {"__skip__": reason, "__url__": piece.url, "__key__": ""}
@@ -186,8 +190,9 @@ def decode_on_device(batch: dict, transform, device: torch.device) -> dict:
     jpegs = batch["image"]
     if jpegs is None:  # every sample of it was skipped already
         return batch
+    images: list  # a decoded image, or why it did not decode
     try:
-        images = decode_jpeg(jpegs, mode="RGB", device=device)
+        images = list(decode_jpeg(jpegs, mode="RGB", device=device))
     except Exception:  # noqa: BLE001 -- one bad JPEG fails the whole call: find it one by one
         images = []
         for jpeg in jpegs:
@@ -196,8 +201,11 @@ def decode_on_device(batch: dict, transform, device: torch.device) -> dict:
             except Exception as problem:  # noqa: BLE001
                 images.append(f"undecodable: {problem}"[:300])
     keep = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
-    skipped = batch["skipped"] + [{"shard": batch["shard"][i], "key": batch["key"][i], "reason": images[i]}
-                                  for i in range(len(images)) if i not in keep]
+    skipped = batch["skipped"] + [
+        {"shard": batch["shard"][i], "key": batch["key"][i], "reason": images[i]}
+        for i in range(len(images))
+        if i not in keep
+    ]
     picked = {name: [batch[name][i] for i in keep] for name in ("key", "shard", "id", "museum")}
     labels = {name: batch[name][keep] for name in ("year", "year_start", "year_end")}
     stacked = torch.stack([transform(images[i]) for i in keep]) if keep else None
@@ -239,9 +247,9 @@ class Decoder:
 def collate(items: list[dict], skipped: list[dict]) -> dict:
     """A batch; `image` is None when every sample since the last batch was skipped, and a list of
     encoded JPEGs when the loader leaves decoding to the device."""
-    images = [i["image"] for i in items]
-    if images and images[0].dim() == 3:  # decoded; 1-dimensional ones are encoded JPEGs
-        images = torch.stack(images)
+    images: list | torch.Tensor = [i["image"] for i in items]
+    if items and items[0]["image"].dim() == 3:  # decoded; 1-dimensional ones are encoded JPEGs
+        images = torch.stack(images)  # type: ignore[arg-type]
     return {
         "image": images if items else None,
         "year": torch.tensor([i["year"] for i in items], dtype=torch.int64),
@@ -271,8 +279,16 @@ class SliceDataset(torch.utils.data.IterableDataset):
     """Batches from a rank's slices. Each DataLoader worker takes its own cut of the slices, and
     draws its random numbers (shuffle buffer, augmentation) from its own seed."""
 
-    def __init__(self, slices: list[Slice], transform, batch_size: int, *,
-                 shuffle_buffer: int = 0, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        slices: list[Slice],
+        transform,
+        batch_size: int,
+        *,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
         self.slices, self.transform = slices, transform
         self.batch_size, self.shuffle_buffer, self.seed, self.drop_last = batch_size, shuffle_buffer, seed, drop_last
         self.passes = 0  # counted in each (persistent) worker: a wrap-around pass draws new numbers
@@ -287,20 +303,34 @@ class SliceDataset(torch.utils.data.IterableDataset):
         torch.manual_seed(worker_seed)  # the random crops and flips of the transforms
         samples = (sample for piece in cut(self.slices, workers)[worker] for sample in read_slice(piece))
         if self.shuffle_buffer:
-            samples = shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=random.Random(worker_seed))(samples)
+            samples = shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=random.Random(worker_seed))(
+                samples
+            )
         yield from batches(Decoder(self.transform)(samples), self.batch_size, self.drop_last)
 
 
-def make_loader(slices: list[Slice], transform, batch_size: int, *, loader_workers: int = 2,
-                shuffle_buffer: int = 0, seed: int = 0, drop_last: bool = False,
-                persistent: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(
+    slices: list[Slice],
+    transform,
+    batch_size: int,
+    *,
+    loader_workers: int = 2,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    persistent: bool = False,
+) -> torch.utils.data.DataLoader:
     """A DataLoader of uint8 image batches over `slices`; `persistent` keeps its worker processes
     between passes. On CUDA machines the batches come in pinned memory (faster, asynchronous copies)."""
     dataset = SliceDataset(slices, transform, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, drop_last=drop_last)
     workers = min(loader_workers, sum(s.samples for s in slices))  # a worker without samples would sit idle
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, persistent_workers=persistent and workers > 0,
-        prefetch_factor=4 if workers else None, pin_memory=torch.cuda.is_available(),
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available(),
     )
 
 

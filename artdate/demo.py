@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 from . import store
 from .config import DemoConfig, PackConfig, ReportConfig, ScoreConfig, TrainConfig
@@ -63,25 +64,34 @@ def recipe_epochs(synthetic: bool, training_works: int) -> int:
 def demo_pack(cfg: DemoConfig, shards_url: str) -> tuple[PackConfig, str]:
     """(what pack does, what the data is in words): --data's artworks.csv, --fetch's works from
     the Met, or a synthetic corpus."""
-    common = dict(out=shards_url, size=160, samples_per_shard=24, val_fraction=0.15)
+    common: dict[str, Any] = dict(out=shards_url, size=160, samples_per_shard=24, val_fraction=0.15)
     local = tempfile.gettempdir() if store.is_s3(cfg.workdir) else cfg.workdir  # pack reads local files
     if cfg.data and cfg.fetch:
         raise ValueError("--data and --fetch each choose the demo's works: give one")
     if cfg.data:
         metadata = os.path.join(cfg.data, "artworks.csv")
         if not os.path.exists(metadata):
-            raise FileNotFoundError(f"{metadata}: --data needs a folder with an artworks.csv (id, year, file) "
-                                    "and the images it names")
+            raise FileNotFoundError(
+                f"{metadata}: --data needs a folder with an artworks.csv (id, year, file) and the images it names"
+            )
         return PackConfig(metadata=(metadata,), **common), f"the works of {metadata}"
     if cfg.fetch:  # works without an image the Met may share are rejects (rejects.csv), not an error
         metadata = met_works(cfg.fetch, os.path.join(local, "met"))
-        return (PackConfig(metadata=(metadata,), source="met", api_url=cfg.api_url,
-                           originals=store.join(cfg.workdir, "originals"), **common),
-                f"{cfg.fetch} works of {MET_LIST} from the Met's open-access API")
+        return (
+            PackConfig(
+                metadata=(metadata,),
+                source="met",
+                api_url=cfg.api_url,
+                originals=store.join(cfg.workdir, "originals"),
+                **common,
+            ),
+            f"{cfg.fetch} works of {MET_LIST} from the Met's open-access API",
+        )
     metadata = generate(SYNTHETIC_WORKS, os.path.join(local, "synthetic"))
     return PackConfig(metadata=(metadata,), **common), (
         f"synthetic: {SYNTHETIC_WORKS} generated works whose colour and stripes carry the year, not real art "
-        "(--data DIR for real images)")
+        "(--data DIR for real images)"
+    )
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -98,11 +108,22 @@ def run_demo(cfg: DemoConfig) -> dict:
     epochs = cfg.epochs or recipe_epochs(not (cfg.data or cfg.fetch), manifest["labels"]["train"]["count"])
     step(f"2/4 train efficientnet_lite0 with {cfg.workers} workers on CPU for {epochs} epochs")
     cores = os.cpu_count() or 1
-    train = TrainConfig(shards=shards_url, storage=run_url, backbone="efficientnet_lite0", epochs=epochs,
-                        batch_size=max(1, cfg.batch_size // cfg.workers), image_size=cfg.image_size, workers=cfg.workers,
-                        cpus_per_worker=max(1, cores // cfg.workers), gpus_per_worker=0, loss=cfg.loss,
-                        label_sigma=cfg.label_sigma, lr=2e-3,
-                        loader_workers=1, log_every=5)
+    train = TrainConfig(
+        shards=shards_url,
+        storage=run_url,
+        backbone="efficientnet_lite0",
+        epochs=epochs,
+        batch_size=max(1, cfg.batch_size // cfg.workers),
+        image_size=cfg.image_size,
+        workers=cfg.workers,
+        cpus_per_worker=max(1, cores // cfg.workers),
+        gpus_per_worker=0,
+        loss=cfg.loss,
+        label_sigma=cfg.label_sigma,
+        lr=2e-3,
+        loader_workers=1,
+        log_every=5,
+    )
     best = run_training(train)
 
     step("3/4 score every work with 2 actors")
@@ -110,6 +131,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     step("4/4 report")
     summary = run_report(ReportConfig(results=results, out=report))
     mae, baseline = median_baseline_mae(results, manifest)  # the manifest run_pack returned
-    return {"data": data, "best_checkpoint": best, "results": results, "report": os.path.join(report, "report.html"),
-            "val_mae": mae, "median_baseline_mae": baseline, "all_mae": summary["mae"], "rows": scored["rows"],
-            "ranges": summary.get("ranges")}
+    return {
+        "data": data,
+        "best_checkpoint": best,
+        "results": results,
+        "report": os.path.join(report, "report.html"),
+        "val_mae": mae,
+        "median_baseline_mae": baseline,
+        "all_mae": summary["mae"],
+        "rows": scored["rows"],
+        "ranges": summary.get("ranges"),
+    }

@@ -46,8 +46,9 @@ def embeddings_url(store_url: str, backbone: str, image_size: int) -> str:
     return store.join(store_url, EMBEDDINGS_DIR, f"{backbone}-{image_size}.npz")
 
 
-def embed_store(store_url: str, backbone: str = "efficientnet_lite0", image_size: int = 128,
-                batch_size: int = 64) -> Embeddings:
+def embed_store(
+    store_url: str, backbone: str = "efficientnet_lite0", image_size: int = 128, batch_size: int = 64
+) -> Embeddings:
     """The embeddings of every work of the store (both splits), from the cache beside the shards
     when it holds them, else computed (ImageNet weights, the evaluation transform) and kept there."""
     url = embeddings_url(store_url, backbone, image_size)
@@ -71,8 +72,10 @@ def embed_store(store_url: str, backbone: str = "efficientnet_lite0", image_size
             columns["splits"] += [split] * len(batch["key"])
             for name in ("year", "year_start", "year_end"):
                 columns[name] += batch[name].tolist()
-    embeddings = Embeddings(**{name: np.asarray(values) for name, values in columns.items() if name != "features"},
-                            features=np.concatenate(columns["features"]).astype(np.float32))
+    embeddings = Embeddings(
+        **{name: np.asarray(values) for name, values in columns.items() if name != "features"},
+        features=np.concatenate(columns["features"]).astype(np.float32),
+    )
     out = io.BytesIO()
     np.savez(out, **{name: getattr(embeddings, name) for name in (*LABELS, "features")})
     store.write_bytes(url, out.getvalue())
@@ -96,15 +99,25 @@ class Head:
         return ranges.Predictions(*self.encoding.decode(self.outputs(features), level))
 
 
-def fit_head(train: Embeddings, encoding: LabelEncoding, epochs: int = 300, lr: float = 1e-2,
-             weight_decay: float = 1e-3, seed: int = 0) -> Head:
+def fit_head(
+    train: Embeddings,
+    encoding: LabelEncoding,
+    epochs: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> Head:
     """Full-batch AdamW on the head alone, with the same targets and loss as fine-tuning."""
     torch.manual_seed(seed)
     features = torch.from_numpy(train.features)
     mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
     inputs = (features - mean) / std
-    targets = encoding.targets(*(torch.from_numpy(np.asarray(getattr(train, name), dtype=np.int64))
-                                 for name in ("year", "year_start", "year_end")))
+    targets = encoding.targets(
+        *(
+            torch.from_numpy(np.asarray(getattr(train, name), dtype=np.int64))
+            for name in ("year", "year_start", "year_end")
+        )
+    )
     layer = nn.Linear(inputs.shape[1], encoding.num_outputs)
     optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / epochs)))

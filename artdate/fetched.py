@@ -9,8 +9,12 @@ type the user left out with --exclude-types.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from .http_client import FetchError
+
+if TYPE_CHECKING:
+    from .metadata import Work
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,12 @@ class Fetched:
     object_type: str = ""  # as the source reported it ("Painting", "drawing"); kept in the shard JSON
     types: tuple[str, ...] = ()  # every type name the source gave, for --exclude-types
     largest: bool = True  # no larger image of this work can be had (False: a reduced size was asked for)
+
+
+class Source(Protocol):
+    """Where a work's image comes from: a folder, a URL, a museum, a cache in front of one."""
+
+    def fetch(self, work: Work) -> Fetched: ...
 
 
 class NotAvailable(FetchError):
@@ -59,5 +69,6 @@ class TypeFilter:
         wanted = {singular(name): name for name in self.names}
         for value in types:
             if singular(value) in wanted:
-                raise Excluded(f"object type {value!r} is excluded (--exclude-types {wanted[singular(value)]})",
-                               types, object_type)
+                raise Excluded(
+                    f"object type {value!r} is excluded (--exclude-types {wanted[singular(value)]})", types, object_type
+                )

@@ -77,8 +77,11 @@ class HostGate:
             while True:
                 now = time.monotonic()
                 if self.blocks_in_a_row and max(now, self.paused_until) - self.blocked_since > self.give_up_after:
-                    raise FetchError(f"{self.host} has blocked requests for over {self.give_up_after:g} s; rerun "
-                                     "later to fetch the works it held back", transient=True)
+                    raise FetchError(
+                        f"{self.host} has blocked requests for over {self.give_up_after:g} s; rerun "
+                        "later to fetch the works it held back",
+                        transient=True,
+                    )
                 if now < self.paused_until:
                     self.changed.wait(self.paused_until - now)
                 elif now < self.probe_until:
@@ -122,7 +125,7 @@ def refused_address(url: str) -> str:
     except (socket.gaierror, UnicodeError):
         return ""  # the request itself will fail and say so
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         address = getattr(address, "ipv4_mapped", None) or address
         if any(address in network for network in REFUSED_NETWORKS):
             return str(address)
@@ -151,8 +154,10 @@ class GuardedAdapter(HTTPAdapter):
         if not self.client.allow_link_local:
             address = refused_address(request.url)
             if address:
-                raise FetchError(f"refused {redact(request.url)}: it resolves to {address}, a link-local or cloud "
-                                 "metadata address (--allow-link-local permits it)")
+                raise FetchError(
+                    f"refused {redact(request.url)}: it resolves to {address}, a link-local or cloud "
+                    "metadata address (--allow-link-local permits it)"
+                )
         gate = self.client.gate(request.url)
         self.client.local.started = gate.wait(self.client.timeout)
         self.client.local.gates.append(gate)
@@ -186,8 +191,14 @@ class HttpClient:
 
     def session(self) -> requests.Session:
         if not hasattr(self.local, "session"):
-            retry = CappedRetry(total=self.attempts - 1, backoff_factor=self.backoff, backoff_jitter=self.backoff / 2,
-                                status_forcelist=RETRIED_STATUSES, allowed_methods={"GET"}, raise_on_status=False)
+            retry = CappedRetry(
+                total=self.attempts - 1,
+                backoff_factor=self.backoff,
+                backoff_jitter=self.backoff / 2,
+                status_forcelist=RETRIED_STATUSES,
+                allowed_methods={"GET"},
+                raise_on_status=False,
+            )
             session = requests.Session()
             session.max_redirects = MAX_REDIRECTS
             session.headers["User-Agent"] = self.user_agent
@@ -243,8 +254,9 @@ class HttpClient:
                         raise _Blocked(f"HTTP {response.status_code} (a block)", retry_after(response))
                     transient = response.status_code in RETRIED_STATUSES
                     gave_up = f" (gave up after {self.attempts} attempts)" if transient else ""
-                    raise FetchError(f"HTTP {response.status_code} from {redact(url)}{gave_up}", transient,
-                                     response.status_code)
+                    raise FetchError(
+                        f"HTTP {response.status_code} from {redact(url)}{gave_up}", transient, response.status_code
+                    )
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > self.max_bytes:
                     raise FetchError(f"{redact(url)} is {int(declared)} bytes, over the cap of {self.max_bytes}")
@@ -265,7 +277,9 @@ class HttpClient:
         except requests.exceptions.TooManyRedirects:
             raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects") from None
         except requests.exceptions.RequestException as error:
-            raise FetchError(f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)", True) from None
+            raise FetchError(
+                f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)", True
+            ) from None
 
 
 def blocked(response: requests.Response) -> bool:

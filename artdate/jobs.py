@@ -92,7 +92,9 @@ def connect_client(address: str):
     try:
         return JobSubmissionClient(address)
     except Exception as problem:  # ConnectionError, timeouts, HTTP errors: all mean "not reachable"
-        raise ClusterUnreachable(f"cannot reach the Ray cluster at {address}: {str(problem).splitlines()[0][:300]}") from None
+        raise ClusterUnreachable(
+            f"cannot reach the Ray cluster at {address}: {str(problem).splitlines()[0][:300]}"
+        ) from None
 
 
 def alive_nodes(address: str) -> int:
@@ -117,21 +119,30 @@ def submit(address: str, argv: list[str], wait: bool = True, install: bool = Fal
         client = connect_client(address)
         local = local_storage(argv)
         if local and alive_nodes(address) > 1:
-            print(f"launch: the cluster at {address} has several nodes, so storage must be shared (s3://); "
-                  f"local paths: {', '.join(local)}", file=sys.stderr)
+            print(
+                f"launch: the cluster at {address} has several nodes, so storage must be shared (s3://); "
+                f"local paths: {', '.join(local)}",
+                file=sys.stderr,
+            )
             return NOT_SHARED
     except ClusterUnreachable as problem:
         print(f"launch: {problem}", file=sys.stderr)
         return UNREACHABLE
     excludes = upload_excludes(argv)
     files, size = upload_size(ROOT, excludes)
-    print(f"launch: uploading {files} files, {size / 1e6:.1f} MB of {ROOT} as the job's working directory "
-          f"({', '.join(UPLOADED)}; data, outputs and .env files stay here)", file=sys.stderr)
+    print(
+        f"launch: uploading {files} files, {size / 1e6:.1f} MB of {ROOT} as the job's working directory "
+        f"({', '.join(UPLOADED)}; data, outputs and .env files stay here)",
+        file=sys.stderr,
+    )
     runtime_env = {"working_dir": ROOT, "excludes": excludes}
     if install:
         runtime_env["pip"] = pip_requirements()
-    job_id = client.submit_job(entrypoint="python launch.py " + shlex.join(argv), runtime_env=runtime_env,
-                               metadata={"artdate_command": argv[0] if argv else ""})
+    job_id = client.submit_job(
+        entrypoint="python launch.py " + shlex.join(argv),
+        runtime_env=runtime_env,
+        metadata={"artdate_command": argv[0] if argv else ""},
+    )
     print(f"submitted {job_id} to {address}", file=sys.stderr)
     if not wait:
         print(job_id)
@@ -164,7 +175,9 @@ def _interrupted(client, address: str, job_id: str) -> int:
         client.stop_job(job_id)
         print(f"stopping {job_id}", file=sys.stderr)
     else:
-        print(f"\n{job_id} goes on; follow it with: python launch.py --address {address} logs {job_id}", file=sys.stderr)
+        print(
+            f"\n{job_id} goes on; follow it with: python launch.py --address {address} logs {job_id}", file=sys.stderr
+        )
     return INTERRUPTED
 
 

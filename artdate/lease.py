@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from typing import IO
 
 from . import store
 
@@ -46,7 +47,9 @@ class Lease:
     def __init__(self, url: str, what: str):
         self.url, self.what = url, what
         self.record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
-        self.etag, self.handle, self.renewed = None, None, 0.0
+        self.etag: str | None = None
+        self.handle: IO[str] | None = None
+        self.renewed = 0.0
 
     def acquire(self) -> "Lease":
         if store.is_s3(self.url):
@@ -94,8 +97,10 @@ class Lease:
         current = client.get_object(Bucket=bucket, Key=key)
         earlier = json.loads(current["Body"].read())
         if time.time() < earlier.get("expires", 0) and not _process_gone(earlier):
-            raise LeaseHeld(f"another run ({_holder_text(earlier)}) is writing {self.what}; wait for it to end, "
-                            f"or delete {self.url} if that run is gone")
+            raise LeaseHeld(
+                f"another run ({_holder_text(earlier)}) is writing {self.what}; wait for it to end, "
+                f"or delete {self.url} if that run is gone"
+            )
         try:
             self._put(IfMatch=current["ETag"])  # take over the stale lease, unless someone else just did
         except ClientError as error:
@@ -104,7 +109,9 @@ class Lease:
     def _put(self, **condition) -> None:
         bucket, key = store.split_s3(self.url)
         self.record["expires"] = time.time() + LEASE_SECONDS
-        response = store.s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(self.record).encode(), **condition)
+        response = store.s3_client().put_object(
+            Bucket=bucket, Key=key, Body=json.dumps(self.record).encode(), **condition
+        )
         self.etag, self.renewed = response["ETag"], time.monotonic()
 
     def renew(self) -> None:

@@ -146,8 +146,11 @@ def parse_years(row: dict) -> tuple[int, int, int]:
         if year is None:
             raise ValueError("no year")
         return year, year, year
-    start = start if start is not None else end
-    end = end if end is not None else start
+    if start is None:
+        start = end
+    if end is None:
+        end = start
+    assert start is not None and end is not None  # one of the two was given
     if start > end:
         raise ValueError(f"year_start {start} is after year_end {end}")
     if year is None:
@@ -209,7 +212,9 @@ def read_metadata(
         csv_dir = os.path.dirname(os.path.abspath(path))  # one string shared by the file's works
         for line, row in _read_rows(path):
             where = f"{path}:{line}"
-            row_museum = sys.intern((row.get("museum") or museum or museum_from_file_name(path) or DEFAULT_MUSEUM).strip().lower())
+            row_museum = sys.intern(
+                (row.get("museum") or museum or museum_from_file_name(path) or DEFAULT_MUSEUM).strip().lower()
+            )
             work_id = (row.get("id") or "").strip()
             try:
                 if row.get(None) is not None or None in row.values():

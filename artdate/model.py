@@ -69,8 +69,10 @@ class LabelEncoding:
     def targets(self, year: torch.Tensor, year_start: torch.Tensor, year_end: torch.Tensor) -> torch.Tensor:
         if self.loss != "bins":
             return (year.float() - self.mean) / self.std
+
         def bin_of(y):
             return ((y.clamp(self.year_min, self.year_max) - self.year_min) // self.bin_width).long()
+
         first, last = bin_of(year_start), bin_of(year_end)
         index = torch.arange(self.num_bins, device=year.device)
         covered = (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
@@ -108,7 +110,9 @@ class LabelEncoding:
         expected = probabilities @ centers
         spread = torch.sqrt((probabilities * (centers[None, :] - expected[:, None]) ** 2).sum(dim=1))
         lower, upper = ranges.central_shares(level)
-        low, median, high = ranges.bin_quantiles(probabilities, self.year_min, self.bin_width, (lower, 0.5, upper)).unbind(1)
+        low, median, high = ranges.bin_quantiles(
+            probabilities, self.year_min, self.bin_width, (lower, 0.5, upper)
+        ).unbind(1)
         return (median if self.point == "median" else expected), low, high, spread
 
 
@@ -124,9 +128,15 @@ def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) 
     return inputs
 
 
-def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, device: torch.device,
-                  calibration: ranges.RangeCalibration | None = None, flip: bool = False,
-                  embeddings: list | None = None) -> ranges.Predictions:
+def predict_years(
+    model: nn.Module,
+    spec: "ModelSpec",
+    images: torch.Tensor,
+    device: torch.device,
+    calibration: ranges.RangeCalibration | None = None,
+    flip: bool = False,
+    embeddings: list | None = None,
+) -> ranges.Predictions:
     """Years and year ranges of a batch of uint8 images, on the CPU: the one images-to-years step
     of evaluation, scoring and predict. The ranges are raw without a `calibration` (as validation
     needs them to calibrate). `flip` averages the outputs for the images and their mirror images.
@@ -150,8 +160,11 @@ def predict_years(model: nn.Module, spec: "ModelSpec", images: torch.Tensor, dev
     if embeddings is not None:  # the first forward's: the images as they are, not mirrored
         embeddings.append(nn.functional.normalize(head_inputs[0].float(), dim=1).cpu())
     encoding = spec.encoding
-    raw = ranges.Predictions(*(None if t is None else t.cpu() for t in encoding.decode(outputs, spec.range_level)))
-    return raw if calibration is None else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max)
+    year, low, high, spread = encoding.decode(outputs, spec.range_level)
+    raw = ranges.Predictions(year.cpu(), low.cpu(), high.cpu(), None if spread is None else spread.cpu())
+    return (
+        raw if calibration is None else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max)
+    )
 
 
 @dataclass(frozen=True)
@@ -193,7 +206,9 @@ def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> n
         import torchvision
 
         if backbone not in torchvision.models.list_models(torchvision.models):
-            raise ValueError(f"unknown backbone {backbone!r}: use a torchvision classification model or {OFFLINE_BACKBONES}")
+            raise ValueError(
+                f"unknown backbone {backbone!r}: use a torchvision classification model or {OFFLINE_BACKBONES}"
+            )
         tv_weights = torchvision.models.get_model_weights(backbone).DEFAULT if weights == "imagenet" else None
         model = torchvision.models.get_model(backbone, weights=tv_weights)
     _replace_head(model, num_outputs)  # always a fresh fp32 year head
@@ -220,8 +235,11 @@ def state_mismatch(expected: dict, got) -> str:
     missing = [name for name in expected if name not in got]
     unexpected = [name for name in got if name not in expected]
     reshaped = [name for name in expected if name in got and getattr(got[name], "shape", None) != expected[name].shape]
-    parts = [f"{len(names)} {what} (e.g. {names[0]})" for names, what in
-             ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if names]
+    parts = [
+        f"{len(names)} {what} (e.g. {names[0]})"
+        for names, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+        if names
+    ]
     return ", ".join(parts) + " tensors" if parts else ""
 
 
@@ -264,8 +282,8 @@ def _swap_last_linear(model: nn.Module, make) -> None:
     """Replace the classifier's last nn.Linear (fc, classifier[-1], heads.head, ...) by make(old)."""
     path = _last_linear_name(model).split(".")
     parent = model.get_submodule(".".join(path[:-1])) if len(path) > 1 else model
-    if path[-1].isdigit():
-        parent[int(path[-1])] = make(parent[int(path[-1])])
+    if path[-1].isdigit():  # an nn.Sequential
+        parent[int(path[-1])] = make(parent[int(path[-1])])  # type: ignore[index, operator]
     else:
         setattr(parent, path[-1], make(getattr(parent, path[-1])))
 
@@ -288,9 +306,15 @@ def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], 
     return head, backbone
 
 
-def save_checkpoint(directory: str, spec: ModelSpec, model: nn.Module, metrics: dict,
-                    training_state: dict | None = None, identity: dict | None = None,
-                    calibration: ranges.RangeCalibration | None = None) -> None:
+def save_checkpoint(
+    directory: str,
+    spec: ModelSpec,
+    model: nn.Module,
+    metrics: dict,
+    training_state: dict | None = None,
+    identity: dict | None = None,
+    calibration: ranges.RangeCalibration | None = None,
+) -> None:
     """Write checkpoint.pt, metrics.json and, for training runs, training_state.pt and run.json
     into a local `directory`. Scoring reads checkpoint.pt alone: the weights, not the optimizer,
     and the calibration of the year ranges measured on the validation split."""
@@ -318,8 +342,12 @@ def run_checkpoints(run_url: str) -> dict[str, dict]:
     for name in store.list_names(run_url):
         metrics_url = store.join(run_url, name, METRICS_FILE)
         # Both files: a run killed while Ray copied a checkpoint leaves a directory holding some of them.
-        if (name.startswith("checkpoint_") and not name.endswith(".json") and store.exists(metrics_url)
-                and store.exists(store.join(run_url, name, CHECKPOINT_FILE))):
+        if (
+            name.startswith("checkpoint_")
+            and not name.endswith(".json")
+            and store.exists(metrics_url)
+            and store.exists(store.join(run_url, name, CHECKPOINT_FILE))
+        ):
             found[name] = json.loads(store.read_bytes(metrics_url))
     return found
 
@@ -344,7 +372,9 @@ def load_tensors(url: str) -> dict:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as problem:
         if "GLOBAL" in str(problem) or "Unsupported global" in str(problem):  # the unpickler met a callable
-            raise ValueError(f"{url} was refused: it holds code or objects other than tensors and plain values") from None
+            raise ValueError(
+                f"{url} was refused: it holds code or objects other than tensors and plain values"
+            ) from None
         raise ValueError(f"{url} is not a readable checkpoint (truncated, or not a file torch.save wrote)") from None
     if not isinstance(state, dict):
         raise ValueError(f"{url} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
@@ -364,13 +394,21 @@ def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
     except (KeyError, TypeError, ValueError) as problem:
         raise ValueError(f"{path} has no usable model spec: {type(problem).__name__} {problem}") from None
     model = build_model(spec.backbone, spec.encoding.num_outputs, weights="none")
-    problem = state_mismatch(model.state_dict(), state.get("model"))
-    if problem:
-        raise ValueError(f"{path} does not fit backbone {spec.backbone}: {problem}")
+    mismatch = state_mismatch(model.state_dict(), state.get("model"))
+    if mismatch:
+        raise ValueError(f"{path} does not fit backbone {spec.backbone}: {mismatch}")
     model.load_state_dict(state["model"])
     try:
         calibration = ranges.RangeCalibration.from_dict(state.get("calibration"))
     except TypeError as problem:
         raise ValueError(f"{path} has an unusable range calibration: {problem}") from None
-    return model.eval(), spec, {"metrics": state.get("metrics", {}), "epoch": state.get("epoch"), "url": directory,
-                                "calibration": calibration}
+    return (
+        model.eval(),
+        spec,
+        {
+            "metrics": state.get("metrics", {}),
+            "epoch": state.get("epoch"),
+            "url": directory,
+            "calibration": calibration,
+        },
+    )

@@ -111,7 +111,9 @@ class RijksSource:
             if object_number in numbers:
                 return record
             found += numbers
-        raise NotAvailable(f"the Rijksmuseum's search for {object_number} found only {', '.join(found) or 'records without one'}")
+        raise NotAvailable(
+            f"the Rijksmuseum's search for {object_number} found only {', '.join(found) or 'records without one'}"
+        )
 
     def linked_art(self, url: str, object_number: str) -> dict:
         try:
@@ -147,8 +149,8 @@ def type_names(record: dict) -> tuple[tuple[str, ...], str]:
                 english = names[-1]
         if kind.get("_label"):
             names.append(str(kind["_label"]))
-    names = tuple(name for name in names if name)
-    return names, english or (names[0] if names else "")
+    known = tuple(name for name in names if name)
+    return known, english or (known[0] if known else "")
 
 
 def rights_of(visual: dict) -> str:

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from . import shards, store
-from .config import PackConfig
 from .catalog import Catalog
-from .metadata import Work, read_coarse_dates, read_metadata, sample_key
+from .config import PackConfig
 from .fetched import Excluded, Fetched
 from .http_client import FetchError, HttpClient
+from .metadata import Work, read_coarse_dates, read_metadata, sample_key
 from .sources import make_source
 
 PACK_DIR = "_pack"
@@ -71,7 +71,7 @@ def fingerprint(catalog: Catalog, settings: dict) -> str:
 def bounded_map(function, items, executor: Executor, window: int):
     """Like executor.map, in order, but with at most `window` calls in flight (executor.map submits
     everything at once, which would hold a whole corpus of images in memory)."""
-    pending = deque()
+    pending: deque[Future] = deque()
     for item in items:
         pending.append(executor.submit(function, item))
         if len(pending) >= window:
@@ -91,15 +91,21 @@ EXCLUDED = "excluded"  # the stage of works left out by --exclude-types
 
 def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dict:
     """A row of rejects.csv; `transient` ones (the server or network failed) are retried by a rerun."""
-    return {"museum": work.museum, "id": work.id, "stage": stage, "reason": reason, "transient": "yes" if transient else "",
-            "where": work.where}
+    return {
+        "museum": work.museum,
+        "id": work.id,
+        "stage": stage,
+        "reason": reason,
+        "transient": "yes" if transient else "",
+        "where": work.where,
+    }
 
 
 def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int, quality: int, max_pixels: int):
     """Runs in a worker process: (work, jpg, labels, None) or (work, None, None, reject). The labels
     add what the source said (object type) and the size of the image the sample was made from."""
     work, image, reject = fetched
-    if reject:
+    if reject or image is None:
         return work, None, None, reject
     try:
         jpg = shards.encode_image(image.data, size, quality, max_pixels)[0]
@@ -147,27 +153,49 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         stack.callback(catalog.close)
         total = catalog.count()
         if not total:
-            raise ValueError(f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}")
+            raise ValueError(
+                f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}"
+            )
         print_id = fingerprint(catalog, settings)
         done = _start_or_resume(config.out, print_id, settings)
         _unfinish_to_retry(config.out)
 
-        client = HttpClient(rate=config.rate, timeout=config.timeout, max_bytes=config.max_bytes, attempts=config.retries + 1,
-                            block_pause=config.block_pause, user_agent=config.user_agent,
-                            allow_link_local=config.allow_link_local)
+        client = HttpClient(
+            rate=config.rate,
+            timeout=config.timeout,
+            max_bytes=config.max_bytes,
+            attempts=config.retries + 1,
+            block_pause=config.block_pause,
+            user_agent=config.user_agent,
+            allow_link_local=config.allow_link_local,
+        )
         source = make_source(config, client)
         jobs = config.jobs or os.cpu_count() or 1
         # Threads pay only while fetches wait on the network; for local files they contend for the GIL.
-        network = bool(config.source) or store.is_s3(config.images) or (not config.images and catalog.any_url_without_file())
+        network = (
+            bool(config.source) or store.is_s3(config.images) or (not config.images and catalog.any_url_without_file())
+        )
         fetchers = stack.enter_context(ThreadPoolExecutor(config.concurrency) if network else InlineExecutor())
         encoders = stack.enter_context(_encoders(jobs))
         # One upload in flight while the next shard is encoded; its record is written after it.
         uploader = stack.enter_context(ThreadPoolExecutor(1))
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
-        rejects_out.write(store.csv_bytes([
-            {"museum": r.museum, "id": r.id, "stage": "metadata", "reason": r.reason, "transient": "", "where": r.where}
-            for r in meta.rejected
-        ], REJECT_COLUMNS))
+        rejects_out.write(
+            store.csv_bytes(
+                [
+                    {
+                        "museum": r.museum,
+                        "id": r.id,
+                        "stage": "metadata",
+                        "reason": r.reason,
+                        "transient": "",
+                        "where": r.where,
+                    }
+                    for r in meta.rejected
+                ],
+                REJECT_COLUMNS,
+            )
+        )
         bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
         entries, totals, upload = [], shards.LabelTotals(), None
         rejected, excluded, transient = len(meta.rejected), 0, 0
@@ -248,11 +276,13 @@ def transient_rejects(record: shards.ShardRecord) -> int:
     return sum(bool(reject.get("transient")) for reject in record.rejects)
 
 
-def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
-                earlier: shards.ShardRecord | None = None) -> tuple[shards.ShardRecord, str]:
+def _pack_shard(
+    shard, source, fetchers, encoders, config, scratch, bar, jobs, earlier: shards.ShardRecord | None = None
+) -> tuple[shards.ShardRecord, str]:
     """Fetch, encode and write one shard to a local tar; (its record, the tar's path). With the
     `earlier` record of this shard, its published samples and final rejects are kept and only the
     works that failed for a passing reason are fetched again."""
+
     def fetch(work: Work):
         try:
             return work, source.fetch(work), None
@@ -268,9 +298,12 @@ def _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs,
     settled = {key for key, _, _ in kept} | {sample_key(r["museum"], r["id"]) for r in rejects}
     bar.update(len(settled))
     encode = functools.partial(_encode_fetched, size=config.size, quality=config.quality, max_pixels=config.max_pixels)
-    fetched = bounded_map(fetch, (work for work in shard.works if work.key not in settled), fetchers, 4 * config.concurrency)
+    fetched = bounded_map(
+        fetch, (work for work in shard.works if work.key not in settled), fetchers, 4 * config.concurrency
+    )
     encoded = bounded_map(encode, fetched, encoders, 4 * jobs)
-    years, museums = Counter(), Counter()
+    years: Counter = Counter()  # year -> works; str(year) once the manifest is JSON
+    museums: Counter[str] = Counter()
 
     def samples():
         for key, jpg, labels in kept:
@@ -317,5 +350,6 @@ def summary_line(manifest: dict, out: str) -> str:
     return (
         f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}{excluded}, "
         f"{len(manifest['shards'])} shards, {mb:.1f} MB -> {out}"
-        f" (dropped {manifest['duplicates_dropped']} duplicate rows, {manifest['out_of_window']} outside the year window)"
+        f" (dropped {manifest['duplicates_dropped']} duplicate rows,"
+        f" {manifest['out_of_window']} outside the year window)"
     )

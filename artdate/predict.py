@@ -6,15 +6,16 @@ import torch
 
 from . import comparanda, data, shards, store
 from .config import PredictConfig
+from .http_client import FetchError, HttpClient
 from .model import load_checkpoint, predict_years, resolve_checkpoint
 from .ranges import Predictions
-from .http_client import FetchError, HttpClient
 
 
 def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_local: bool = False) -> bytes:
     if location.startswith(("http://", "https://")):
-        client = HttpClient(rate=0, timeout=timeout, max_bytes=max_bytes, attempts=2, backoff=0.5,
-                            allow_link_local=allow_link_local)
+        client = HttpClient(
+            rate=0, timeout=timeout, max_bytes=max_bytes, attempts=2, backoff=0.5, allow_link_local=allow_link_local
+        )
         return client.get(location)
     if "://" in location and not store.is_s3(location):
         raise ValueError(f"{location}: only local paths, s3:// and http(s):// URLs are supported")
@@ -48,7 +49,7 @@ def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool, list[dict]]:
     model, spec, info = load_checkpoint(cfg.checkpoint)
     image = as_training_saw(raw, cfg.image, cfg.max_pixels, spec)
     inputs = data.eval_transform(spec.image_size)(image).unsqueeze(0)
-    embeddings = []
+    embeddings: list[torch.Tensor] = []
     predicted = predict_years(model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings)
     nearest = []
     if cfg.comparanda:

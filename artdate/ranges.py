@@ -35,7 +35,9 @@ class RangeCalibration:
         return cls(**data) if data else None
 
 
-def bin_quantiles(probabilities: torch.Tensor, year_min: int, bin_width: int, shares: tuple[float, ...]) -> torch.Tensor:
+def bin_quantiles(
+    probabilities: torch.Tensor, year_min: int, bin_width: int, shares: tuple[float, ...]
+) -> torch.Tensor:
     """Years at which each row's year distribution reaches each share, the probability of a bin
     spread evenly over its years: bin k holds the years year_min + k*width .. year_min + (k+1)*width - 1,
     so on the continuous scale it spans half a year beyond each (its centre is the one
@@ -68,8 +70,9 @@ def conformal_margin(years: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
 
 
 def calibrate(years: torch.Tensor, low: torch.Tensor, high: torch.Tensor, level: float) -> RangeCalibration:
-    return RangeCalibration(level=level, margin=conformal_margin(years.float(), low.float(), high.float(), level),
-                            n=len(years))
+    return RangeCalibration(
+        level=level, margin=conformal_margin(years.float(), low.float(), high.float(), level), n=len(years)
+    )
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,18 @@ class Predictions:
 
     @classmethod
     def concat(cls, parts: list["Predictions"]) -> "Predictions":
-        spreads = [p.spread for p in parts]
-        return cls(torch.cat([p.year for p in parts]), torch.cat([p.low for p in parts]), torch.cat([p.high for p in parts]),
-                   None if any(s is None for s in spreads) else torch.cat(spreads))
+        spreads = [p.spread for p in parts if p.spread is not None]
+        return cls(
+            torch.cat([p.year for p in parts]),
+            torch.cat([p.low for p in parts]),
+            torch.cat([p.high for p in parts]),
+            torch.cat(spreads) if len(spreads) == len(parts) else None,
+        )
 
 
-def apply_calibration(raw: Predictions, calibration: RangeCalibration | None, year_min: int, year_max: int) -> Predictions:
+def apply_calibration(
+    raw: Predictions, calibration: RangeCalibration | None, year_min: int, year_max: int
+) -> Predictions:
     """Calibrated ranges, inside the label window (no work's year lies outside it). Without a
     calibration (a checkpoint from before ranges existed) the raw ranges are kept."""
     low, high = raw.low, raw.high

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -25,7 +26,7 @@ def connect(address: str = "") -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or None, dashboard_host="127.0.0.1", logging_level="WARNING")
+        ray.init(address=address or None, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
 
 
 # Backbones that train at a usable speed on CPU (the demo's and the tests'); anything else on CPU
@@ -58,10 +59,16 @@ def resolve_gpus(requested: float, count: int, unit: str, backbone: str) -> floa
         where = f"{now:g} GPU(s) in the cluster now" + (f", up to {most:g} with autoscaling" if most > now else "")
         print(f"device: GPU, {count} {unit}(s) x {gpus:g} GPU ({where})", file=sys.stderr, flush=True)
     else:
-        why = "as asked (--gpus-per-* 0)" if requested == 0 else "the cluster has no GPUs and its autoscaler can add none"
+        why = (
+            "as asked (--gpus-per-* 0)" if requested == 0 else "the cluster has no GPUs and its autoscaler can add none"
+        )
         print(f"device: CPU, {count} {unit}(s), {why}", file=sys.stderr, flush=True)
         if requested < 0 and backbone not in CPU_FRIENDLY_BACKBONES:
-            print(f"WARNING: {backbone} on CPU runs at a few images per second per core (bench/RESULTS.md): a full "
-                  "corpus would take weeks. Start GPU nodes, or pass --gpus-per-worker 0 / --gpus-per-actor 0 "
-                  "to choose CPU deliberately.", file=sys.stderr, flush=True)
+            print(
+                f"WARNING: {backbone} on CPU runs at a few images per second per core (bench/RESULTS.md): a full "
+                "corpus would take weeks. Start GPU nodes, or pass --gpus-per-worker 0 / --gpus-per-actor 0 "
+                "to choose CPU deliberately.",
+                file=sys.stderr,
+                flush=True,
+            )
     return gpus

@@ -116,7 +116,7 @@ def per_museum(frame: pd.DataFrame) -> dict:
     largest = names if len(names) <= LARGEST_MUSEUMS else names[: LARGEST_MUSEUMS - 1]
     museums = frame["museum"].astype(str)
     figures = {name: error_summary(frame[museums == name]) for name in largest}
-    rest = names[len(largest):]
+    rest = names[len(largest) :]
     if rest:
         figures[f"other museums ({len(rest)})"] = error_summary(frame[museums.isin(rest)])
     return figures
@@ -137,9 +137,18 @@ def summarize(frame: pd.DataFrame) -> dict:
     summary["centuries"] = century_confusion(rows)
     if "inside" in frame.columns:
         summary["ranges"] = {
-            "level": range_level(frame), "coverage": float(rows["inside"].mean()), "width": float(rows["width"].mean()),
-            "per_bin": [{"bin_start": int(start), "n": int(len(group)), "coverage": float(group["inside"].mean()),
-                         "width": float(group["width"].mean())} for start, group in rows.groupby("bin", sort=True)],
+            "level": range_level(frame),
+            "coverage": float(rows["inside"].mean()),
+            "width": float(rows["width"].mean()),
+            "per_bin": [
+                {
+                    "bin_start": int(start),
+                    "n": int(len(group)),
+                    "coverage": float(group["inside"].mean()),
+                    "width": float(group["width"].mean()),
+                }
+                for start, group in rows.groupby("bin", sort=True)
+            ],
         }
     return summary
 
@@ -192,8 +201,12 @@ def reliability_plot(frame: pd.DataFrame, out: str, plt) -> str:
     figure, (by_bin, by_width) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [2, 1]})
     coverage = rows.groupby("bin")["inside"].mean()
     by_bin.bar([str(b) for b in coverage.index], coverage.to_numpy(), color="#4a6fa5")
-    by_bin.set(title=f"Share inside its range per bin ({which})", xlabel="true year (bin start)", ylabel="share",
-               ylim=(0, 1.05))
+    by_bin.set(
+        title=f"Share inside its range per bin ({which})",
+        xlabel="true year (bin start)",
+        ylabel="share",
+        ylim=(0, 1.05),
+    )
     by_bin.tick_params(axis="x", rotation=60)
     fifths = pd.qcut(rows["width"].rank(method="first"), min(5, len(rows)), labels=False)
     grouped = rows.groupby(fifths).agg(width=("width", "mean"), inside=("inside", "mean"))
@@ -261,7 +274,9 @@ def shard_images(url: str, wanted: dict[str, int]) -> dict[int, bytes]:
     """The members of one shard named in `wanted` (member name -> row index), streamed."""
     found = {}
     try:
-        for name, data in shards.tar_members(url, lambda member: member.name in wanted and member.size <= MAX_IMAGE_BYTES):
+        for name, data in shards.tar_members(
+            url, lambda member: member.name in wanted and member.size <= MAX_IMAGE_BYTES
+        ):
             found[wanted[name]] = data
     except (OSError, tarfile.TarError, ValueError):
         pass  # a gallery without some images is still a report
@@ -294,8 +309,13 @@ def comparanda_summary(frame: pd.DataFrame, neighbours: dict[str, pd.DataFrame])
     rows, which = held_out(frame)
     rows = rows[rows["key"].isin(neighbours.keys())]
     knn = rows["key"].map(lambda key: float(neighbours[key]["neighbour_year"].median()))
-    return {"k": int(max(len(n) for n in neighbours.values())), "works": which, "n": int(len(rows)),
-            "knn_mae": float((knn - rows["year"]).abs().mean()), "model_mae": float(rows["abs_error"].mean())}
+    return {
+        "k": int(max(len(n) for n in neighbours.values())),
+        "works": which,
+        "n": int(len(rows)),
+        "knn_mae": float((knn - rows["year"]).abs().mean()),
+        "model_mae": float(rows["abs_error"].mean()),
+    }
 
 
 def run_report(cfg: ReportConfig) -> dict:
@@ -329,8 +349,11 @@ def _comparanda_text(rows: pd.DataFrame | None) -> str:
     """The dated training works a prediction rests on, nearest first."""
     if rows is None:
         return ""
-    works = ", ".join(f"<span title='{html.escape(str(r.neighbour_museum))} {html.escape(str(r.neighbour_id))} "
-                      f"(similarity {r.similarity:.2f})'>{r.neighbour_year}</span>" for r in rows.itertuples())
+    works = ", ".join(
+        f"<span title='{html.escape(str(r.neighbour_museum))} {html.escape(str(r.neighbour_id))} "
+        f"(similarity {r.similarity:.2f})'>{r.neighbour_year}</span>"
+        for r in rows.itertuples()
+    )
     return f"<br><small class='comparanda'>nearest dated works: {works}</small>"
 
 
@@ -341,9 +364,12 @@ def _range_text(row) -> str:
 def _confusion_table(confusion: dict) -> str:
     centuries = confusion["centuries"]
     head = "<th>true \\ predicted</th>" + "".join(f"<th>{c}s</th>" for c in centuries)
-    body = "".join(f"<tr><th>{c}s</th>" + "".join(f"<td{' class=diag' if i == j else ''}>{n or ''}</td>"
-                                                  for j, n in enumerate(row)) + "</tr>"
-                   for i, (c, row) in enumerate(zip(centuries, confusion["counts"])))
+    body = "".join(
+        f"<tr><th>{c}s</th>"
+        + "".join(f"<td{' class=diag' if i == j else ''}>{n or ''}</td>" for j, n in enumerate(row))
+        + "</tr>"
+        for i, (c, row) in enumerate(zip(centuries, confusion["counts"]))
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -355,8 +381,16 @@ def _cell(value, key: str) -> str:
     return html.escape(str(value))
 
 
-FIGURES = [("n", "works"), ("mae", "MAE (years)"), ("median_ae", "median AE"), ("rmse", "RMSE"), ("bias", "bias"),
-           ("within_25", "within 25 y"), ("within_50", "within 50 y"), ("within_100", "within 100 y")]
+FIGURES = [
+    ("n", "works"),
+    ("mae", "MAE (years)"),
+    ("median_ae", "median AE"),
+    ("rmse", "RMSE"),
+    ("bias", "bias"),
+    ("within_25", "within 25 y"),
+    ("within_50", "within 50 y"),
+    ("within_100", "within 100 y"),
+]
 RANGE_FIGURES = [("coverage", "inside range"), ("range_width", "range width")]
 
 STYLE = """
@@ -371,51 +405,72 @@ td.diag{background:#e3ecd9}
 """
 
 
-def render_html(results_url: str, summary: dict, plots: list[str], galleries: dict, images: dict, out: str,
-                neighbours: dict[str, pd.DataFrame]) -> str:
-    cards = "".join(f'<div class="card">{html.escape(title)}<b>{_cell(summary[key], key)}</b></div>' for key, title in FIGURES)
-    parts = [f"<h1>artdate report</h1><p>{html.escape(results_url)}: bias is the mean of predicted - true "
-             f"(positive: predicted too late).</p><div class='cards'>{cards}</div>"]
+def render_html(
+    results_url: str,
+    summary: dict,
+    plots: list[str],
+    galleries: dict,
+    images: dict,
+    out: str,
+    neighbours: dict[str, pd.DataFrame],
+) -> str:
+    cards = "".join(
+        f'<div class="card">{html.escape(title)}<b>{_cell(summary[key], key)}</b></div>' for key, title in FIGURES
+    )
+    parts = [
+        f"<h1>artdate report</h1><p>{html.escape(results_url)}: bias is the mean of predicted - true "
+        f"(positive: predicted too late).</p><div class='cards'>{cards}</div>"
+    ]
     for name in plots:
         with open(os.path.join(out, name), "rb") as f:
-            uri = "data:image/png;base64," + base64.b64encode(f.read()).decode()
-        parts.append(f'<img class="plot" alt="{html.escape(name)}" src="{uri}">')
+            plot = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+        parts.append(f'<img class="plot" alt="{html.escape(name)}" src="{plot}">')
     figures = FIGURES + (RANGE_FIGURES if "ranges" in summary else [])
     if "ranges" in summary:
         ranges = summary["ranges"]
         level = f"{ranges['level']:.0%}" if ranges["level"] is not None else "their"
-        parts.append(f"<h2>Year ranges</h2><p>Each prediction carries a range calibrated to hold the true year for "
-                     f"{level} of works. On the {html.escape(summary['held_out'])}: <b>{ranges['coverage']:.0%}</b> "
-                     f"inside, ranges <b>{ranges['width']:.0f}</b> years wide on average. When artdate trained the "
-                     f"model, these validation works also calibrated the ranges, so overall they hold the level by "
-                     f"construction; what to read here is where they hold it (per bin, per range width below). "
-                     f"Coverage on works no part of training saw is measured by cross-validation (bench/recipes.py)."
-                     f"</p>")
+        parts.append(
+            f"<h2>Year ranges</h2><p>Each prediction carries a range calibrated to hold the true year for "
+            f"{level} of works. On the {html.escape(summary['held_out'])}: <b>{ranges['coverage']:.0%}</b> "
+            f"inside, ranges <b>{ranges['width']:.0f}</b> years wide on average. When artdate trained the "
+            f"model, these validation works also calibrated the ranges, so overall they hold the level by "
+            f"construction; what to read here is where they hold it (per bin, per range width below). "
+            f"Coverage on works no part of training saw is measured by cross-validation (bench/recipes.py)."
+            f"</p>"
+        )
     if "comparanda" in summary:
         c = summary["comparanda"]
-        parts.append(f"<h2>Comparanda</h2><p>Under each image below: the {c['k']} training works nearest to it in "
-                     f"the model's own embedding space, with their years: the dated works a guess rests on. Their "
-                     f"median year alone dates the {html.escape(c['works'])} at a mean error of "
-                     f"<b>{c['knn_mae']:.1f}</b> years; the model's prediction: <b>{c['model_mae']:.1f}</b> "
-                     f"({c['n']} works).</p>")
+        parts.append(
+            f"<h2>Comparanda</h2><p>Under each image below: the {c['k']} training works nearest to it in "
+            f"the model's own embedding space, with their years: the dated works a guess rests on. Their "
+            f"median year alone dates the {html.escape(c['works'])} at a mean error of "
+            f"<b>{c['knn_mae']:.1f}</b> years; the model's prediction: <b>{c['model_mae']:.1f}</b> "
+            f"({c['n']} works).</p>"
+        )
     bins = [("bin_start", "from"), ("bin_end", "to")] + figures
     parts.append("<h2>Per 50-year bin</h2>" + _table(summary["per_bin"], bins))
-    parts.append(f"<h2>Centuries: true (rows) vs predicted (columns), {html.escape(summary['held_out'])}</h2>"
-                 + _confusion_table(summary["centuries"]))
+    parts.append(
+        f"<h2>Centuries: true (rows) vs predicted (columns), {html.escape(summary['held_out'])}</h2>"
+        + _confusion_table(summary["centuries"])
+    )
     for key, title in (("per_museum", "Per museum"), ("per_split", "Per split")):
         if key in summary:
             rows = [{"name": name, **values} for name, values in summary[key].items()]
             parts.append(f"<h2>{title}</h2>" + _table(rows, [("name", key.split("_")[1])] + figures))
     for title, rows in galleries.items():
-        figures = []
+        captions = []
         for index, row in rows.iterrows():
             uri = thumbnail_uri(images[index]) if index in images else None
             label = html.escape(" ".join(str(row[c]) for c in ("museum", "id") if c in row and pd.notna(row[c])))
             picture = f'<img alt="{label}" src="{uri}">' if uri else "<div>(image not found)</div>"
-            figures.append(f"<figure>{picture}<figcaption>{label}<br>true <b>{row['year']:.0f}</b>, "
-                           f"predicted <b>{row['pred']:.0f}</b>{_range_text(row)} ({row['error']:+.0f} y)"
-                           f"{_comparanda_text(neighbours.get(row.get('key')))}</figcaption></figure>")
-        parts.append(f"<h2>{html.escape(title)}</h2><div class='gallery'>{''.join(figures) or 'none'}</div>")
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
-            f"content='width=device-width'><title>artdate report</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(parts)}</body></html>")
+            captions.append(
+                f"<figure>{picture}<figcaption>{label}<br>true <b>{row['year']:.0f}</b>, "
+                f"predicted <b>{row['pred']:.0f}</b>{_range_text(row)} ({row['error']:+.0f} y)"
+                f"{_comparanda_text(neighbours.get(row.get('key')))}</figcaption></figure>"
+            )
+        parts.append(f"<h2>{html.escape(title)}</h2><div class='gallery'>{''.join(captions) or 'none'}</div>")
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+        f"content='width=device-width'><title>artdate report</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )

@@ -53,7 +53,7 @@ class ResumableObject(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        if self.offset >= self.size or not len(buffer):
+        if self.offset >= (self.size or 0) or not len(buffer):  # size: known after the first request
             return 0
         deadline, delay = None, 0.5
         while True:
@@ -71,9 +71,13 @@ class ResumableObject(io.RawIOBase):
                     raise
                 deadline = deadline or time.monotonic() + self.resume_seconds
                 if time.monotonic() > deadline:
-                    raise OSError(f"s3://{self.bucket}/{self.key}: reading broke at byte {self.offset} of "
-                                  f"{self.size} and could not resume for {self.resume_seconds:.0f} s: {error}") from error
-                log.warning("s3://%s/%s: read broke at byte %d (%s); resuming", self.bucket, self.key, self.offset, error)
+                    raise OSError(
+                        f"s3://{self.bucket}/{self.key}: reading broke at byte {self.offset} of "
+                        f"{self.size} and could not resume for {self.resume_seconds:.0f} s: {error}"
+                    ) from error
+                log.warning(
+                    "s3://%s/%s: read broke at byte %d (%s); resuming", self.bucket, self.key, self.offset, error
+                )
                 self._close_body()
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -29,8 +29,22 @@ from .raycluster import connect, resolve_gpus
 
 # pred_low..pred_high: the calibrated range meant to hold range_level of true years (empty for a
 # checkpoint trained before ranges were calibrated).
-COLUMNS = ["id", "museum", "year", "pred", "pred_low", "pred_high", "diff", "split", "shard", "year_start", "year_end",
-           "spread", "range_level", "key"]
+COLUMNS = [
+    "id",
+    "museum",
+    "year",
+    "pred",
+    "pred_low",
+    "pred_high",
+    "diff",
+    "split",
+    "shard",
+    "year_start",
+    "year_end",
+    "spread",
+    "range_level",
+    "key",
+]
 SKIP_COLUMNS = ["shard", "key", "reason"]
 RUN_FILE = "_run.json"
 LEASE_FILE = "_lease"
@@ -59,29 +73,52 @@ class Scorer:
     def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[dict], np.ndarray]:
         """(rows, skip records, the rows' embeddings) of one shard: rows and skips together account
         for each of its samples; embedding i (float16, unit length) is row i's."""
-        rows, skips, embeddings = [], [], []
-        loader = data.make_loader([data.Slice(shard_url, 0, samples)], None if self.on_device else self.transform,
-                                  self.batch_size, loader_workers=self.loader_workers)
+        rows: list[dict] = []
+        skips: list[dict] = []
+        embeddings: list[torch.Tensor] = []
+        loader = data.make_loader(
+            [data.Slice(shard_url, 0, samples)],
+            None if self.on_device else self.transform,
+            self.batch_size,
+            loader_workers=self.loader_workers,
+        )
         for batch in data.prefetch(loader):
             if self.on_device:
                 batch = data.decode_on_device(batch, self.transform, self.device)
             skips += batch["skipped"]
             if batch["image"] is None:
                 continue
-            predicted = predict_years(self.model, self.spec, batch["image"], self.device, self.calibration,
-                                      embeddings=embeddings)
+            predicted = predict_years(
+                self.model, self.spec, batch["image"], self.device, self.calibration, embeddings=embeddings
+            )
             years, lows, highs = predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist()
-            spreads = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
+            spreads: list = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
             for i, key in enumerate(batch["key"]):
                 year = int(batch["year"][i])
-                rows.append({
-                    "id": batch["id"][i], "museum": batch["museum"][i], "year": year, "pred": round(years[i], 1),
-                    **({"pred_low": round(lows[i]), "pred_high": round(highs[i]), "range_level": self.calibration.level}
-                       if self.calibration else {}),
-                    "diff": round(years[i] - year, 1), "split": split, "shard": shard_url,
-                    "year_start": int(batch["year_start"][i]), "year_end": int(batch["year_end"][i]),
-                    "spread": None if spreads[i] is None else round(spreads[i], 1), "key": key,
-                })
+                rows.append(
+                    {
+                        "id": batch["id"][i],
+                        "museum": batch["museum"][i],
+                        "year": year,
+                        "pred": round(years[i], 1),
+                        **(
+                            {
+                                "pred_low": round(lows[i]),
+                                "pred_high": round(highs[i]),
+                                "range_level": self.calibration.level,
+                            }
+                            if self.calibration
+                            else {}
+                        ),
+                        "diff": round(years[i] - year, 1),
+                        "split": split,
+                        "shard": shard_url,
+                        "year_start": int(batch["year_start"][i]),
+                        "year_end": int(batch["year_end"][i]),
+                        "spread": None if spreads[i] is None else round(spreads[i], 1),
+                        "key": key,
+                    }
+                )
         features = torch.cat(embeddings).numpy().astype(np.float16) if embeddings else np.zeros((0, 0), np.float16)
         return rows, skips, features
 
@@ -148,8 +185,9 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds)."""
     from dataclasses import replace
 
-    cfg = replace(cfg, shards=store.absolute(cfg.shards), checkpoint=store.absolute(cfg.checkpoint),
-                  out=store.absolute(cfg.out))
+    cfg = replace(
+        cfg, shards=store.absolute(cfg.shards), checkpoint=store.absolute(cfg.checkpoint), out=store.absolute(cfg.out)
+    )
 
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
@@ -170,8 +208,9 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     return summary
 
 
-def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts: str, lease: Lease,
-           progress: bool) -> dict:
+def _score(
+    cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts: str, lease: Lease, progress: bool
+) -> dict:
     """Score the shards of `todo_all` that have no part yet, then assemble cfg.out from the parts."""
     from tqdm import tqdm
 
@@ -211,7 +250,9 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
                 except ray.exceptions.RayActorError as problem:
                     failed_starts += 1
                     if failed_starts > cfg.max_retries:
-                        raise RuntimeError(f"scoring actors failed to start {failed_starts} times; last: {problem}") from None
+                        raise RuntimeError(
+                            f"scoring actors failed to start {failed_starts} times; last: {problem}"
+                        ) from None
                     print(f"a scoring actor failed to start ({str(problem)[:200]}); starting another", file=sys.stderr)
                     pool.replace(index)
                 continue
@@ -229,21 +270,27 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
             pool.idle.append(index)
             unread = [s for s in skips if s["reason"].startswith(READ_FAILURE)]
             if unread or len(rows) + len(skips) != entry["samples"]:
-                incomplete.append(f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)")
+                incomplete.append(
+                    f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)"
+                )
             else:
                 # Skips and embeddings are written before the rows: a part with rows is a finished shard.
                 if skips:
                     store.write_bytes(store.join(parts, _skips_name(url)), store.csv_bytes(skips, SKIP_COLUMNS))
-                store.write_bytes(store.join(parts, comparanda.features_name(_part_name(url))),
-                                  comparanda.array_bytes(features))
+                store.write_bytes(
+                    store.join(parts, comparanda.features_name(_part_name(url))), comparanda.array_bytes(features)
+                )
                 store.write_bytes(store.join(parts, _part_name(url)), store.csv_bytes(rows, COLUMNS))
             scored += len(rows)
             skipped += len(skips)
             if first_result is None:
                 first_result = (time.perf_counter() - started, len(rows))
             bar.update(entry["samples"])
-            bar.set_postfix(shards=f"{len(todo) - len(queue) - len(pool.running)}/{len(todo)}",
-                            img_s=f"{scored / (time.perf_counter() - started):.1f}", refresh=False)
+            bar.set_postfix(
+                shards=f"{len(todo) - len(queue) - len(pool.running)}/{len(todo)}",
+                img_s=f"{scored / (time.perf_counter() - started):.1f}",
+                refresh=False,
+            )
     finally:
         bar.close()
         pool.shutdown()
@@ -251,8 +298,9 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
         raise ValueError("some shards could not be read whole; their rows were not kept:\n  " + "\n  ".join(incomplete))
 
     shard_urls = [store.join(cfg.shards, s["name"]) for s in todo_all]
-    rows, unreadable = assemble(parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all},
-                                cfg.out)
+    rows, unreadable = assemble(
+        parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all}, cfg.out
+    )
     neighbours = comparanda.write_comparanda(parts, [_part_name(url) for url in shard_urls], cfg.out, checkpoint)
     # _run.json goes last: parts left by a crash half-way through this clean-up still name their
     # checkpoint, so a rerun with another one refuses them instead of mixing them in.
@@ -260,8 +308,17 @@ def _score(cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts:
         store.delete(store.join(parts, name))
     seconds = time.perf_counter() - started
     steady = (scored - first_result[1]) / max(seconds - first_result[0], 1e-9) if first_result else 0.0
-    return {"rows": rows, "neighbours": neighbours, "unreadable": unreadable, "shards": len(todo_all), "scored_now": len(todo), "skipped": skipped,
-            "seconds": seconds, "images_per_second_after_startup": steady, "checkpoint": checkpoint}
+    return {
+        "rows": rows,
+        "neighbours": neighbours,
+        "unreadable": unreadable,
+        "shards": len(todo_all),
+        "scored_now": len(todo),
+        "skipped": skipped,
+        "seconds": seconds,
+        "images_per_second_after_startup": steady,
+        "checkpoint": checkpoint,
+    }
 
 
 def _report_waiting(pool: ActorPool, cfg: ScoreConfig, gpus: float, waiting_since: float) -> None:
@@ -269,12 +326,17 @@ def _report_waiting(pool: ActorPool, cfg: ScoreConfig, gpus: float, waiting_sinc
     if not pool.starting:
         return
     ask = f"{cfg.cpus_per_actor:g} CPU" + (f" + {gpus:g} GPU" if gpus else "")
-    print(f"{len(pool.starting)} of {len(pool.actors)} scoring actor(s) ({ask} each) are waiting for the cluster "
-          f"to place them (the autoscaler may be adding nodes); {pool.started()} started and scoring",
-          file=sys.stderr, flush=True)
+    print(
+        f"{len(pool.starting)} of {len(pool.actors)} scoring actor(s) ({ask} each) are waiting for the cluster "
+        f"to place them (the autoscaler may be adding nodes); {pool.started()} started and scoring",
+        file=sys.stderr,
+        flush=True,
+    )
     if pool.started() == 0 and time.monotonic() - waiting_since > cfg.start_timeout:
-        raise RuntimeError(f"no scoring actor ({ask}) could start within {cfg.start_timeout:g} s: the cluster lacks "
-                           "the resources; lower --cpus-per-actor/--gpus-per-actor, or add nodes")
+        raise RuntimeError(
+            f"no scoring actor ({ask}) could start within {cfg.start_timeout:g} s: the cluster lacks "
+            "the resources; lower --cpus-per-actor/--gpus-per-actor, or add nodes"
+        )
 
 
 def assemble(parts: str, shard_urls: list[str], samples: dict[str, int], out: str) -> tuple[int, int]:
@@ -292,8 +354,10 @@ def assemble(parts: str, shard_urls: list[str], samples: dict[str, int], out: st
             if _skips_name(url) in names:
                 skips, skip_count = _csv_body(store.read_bytes(store.join(parts, _skips_name(url))))
             if count + skip_count != samples[url]:
-                raise ValueError(f"{parts}/{_part_name(url)} accounts for {count + skip_count} of the "
-                                 f"{samples[url]} samples of {url}: delete it and score again")
+                raise ValueError(
+                    f"{parts}/{_part_name(url)} accounts for {count + skip_count} of the "
+                    f"{samples[url]} samples of {url}: delete it and score again"
+                )
             results.write(body)
             skip_file.write(skips)
             rows += count

@@ -12,8 +12,8 @@ import io
 import json
 import math
 import tarfile
-from collections import Counter
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -126,7 +126,7 @@ def tar_members(url: str, wanted=lambda member: True):
     with store.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if member.isfile() and wanted(member):
-                yield member.name, tar.extractfile(member).read()
+                yield member.name, tar.extractfile(member).read()  # type: ignore[union-attr]  # a file has a body
 
 
 def write_tar(path: str, samples) -> tuple[int, int, str]:
@@ -136,7 +136,7 @@ def write_tar(path: str, samples) -> tuple[int, int, str]:
     count = 0
     with store.naming(path), open(path, "wb") as file:
         hashed = _HashingWriter(file)
-        with tarfile.open(fileobj=hashed, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        with tarfile.open(fileobj=hashed, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
             for key, jpg, labels in samples:
                 for extension, data in (("jpg", jpg), ("json", json.dumps(labels).encode())):
                     member = tarfile.TarInfo(f"{key}.{extension}")
@@ -169,8 +169,14 @@ def year_statistics(histogram: Counter) -> dict:
     years = sorted(histogram)
     mean = sum(year * n for year, n in histogram.items()) / count
     variance = sum(n * (year - mean) ** 2 for year, n in histogram.items()) / count
-    return {"count": count, "min": years[0], "max": years[-1], "mean": mean, "std": math.sqrt(variance),
-            "median": _median(years, histogram, count)}
+    return {
+        "count": count,
+        "min": years[0],
+        "max": years[-1],
+        "mean": mean,
+        "std": math.sqrt(variance),
+        "median": _median(years, histogram, count),
+    }
 
 
 def _median(years: list[int], histogram: Counter, count: int) -> float:
@@ -182,6 +188,7 @@ def _median(years: list[int], histogram: Counter, count: int) -> float:
         if low is None and seen > low_rank:
             low = year
         if seen > high_rank:
+            assert low is not None  # low_rank <= high_rank
             return (low + year) / 2 if low != year else year
     raise AssertionError("unreachable: the ranks lie within the count")
 
@@ -214,7 +221,9 @@ def read_manifest(url: str) -> dict:
     try:
         manifest = json.loads(store.read_bytes(manifest_url))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{manifest_url} not found: {url} is not a finished artdate store (run artdate pack)") from None
+        raise FileNotFoundError(
+            f"{manifest_url} not found: {url} is not a finished artdate store (run artdate pack)"
+        ) from None
     except ValueError as problem:
         raise ValueError(f"{manifest_url} is not valid JSON: {problem}") from None
     if manifest.get("format") != FORMAT:

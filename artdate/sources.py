@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from . import store
 from .config import PackConfig
-from .fetched import Excluded, Fetched, NotAvailable, TypeFilter
+from .fetched import Excluded, Fetched, NotAvailable, Source, TypeFilter
 from .http_client import FetchError, HttpClient
 from .metadata import Work
 from .museums import MET_API, RIJKS_API, MetSource, RijksSource
@@ -74,7 +74,7 @@ class FolderOrUrl:
     """A row's file (or --images) when it has one, else its url."""
 
     folder: FolderSource
-    url: UrlSource
+    url: Source
 
     def fetch(self, work: Work) -> Fetched:
         if work.url and not (work.file or self.folder.images):
@@ -102,12 +102,13 @@ class OneMuseum:
     """--source met or rijks: every work to that museum, except those another museum holds."""
 
     name: str
-    museum: object
+    museum: Source
 
     def fetch(self, work: Work) -> Fetched:
         if work.museum in MUSEUM_NAMES and work.museum != self.name:
-            raise FetchError(f"a work of {MUSEUM_NAMES[work.museum]}, not {MUSEUM_NAMES[self.name]}: "
-                             "pack with --source auto")
+            raise FetchError(
+                f"a work of {MUSEUM_NAMES[work.museum]}, not {MUSEUM_NAMES[self.name]}: pack with --source auto"
+            )
         return self.museum.fetch(work)
 
 
@@ -126,7 +127,7 @@ class Originals:
     answered (object type, final refusals) and names the image beside it. The record is written
     after the image, so a record always means a complete image."""
 
-    inner: object
+    inner: Source
     url: str
     size: int
     exclude: TypeFilter
@@ -161,10 +162,28 @@ class Originals:
         self._record(base, work, fetched.types, fetched.object_type, image, fetched.largest, image_size(fetched.data))
         return fetched
 
-    def _record(self, base: str, work: Work, types, object_type: str, image: str = "", largest: bool = False,
-                size: tuple[int, int] = (0, 0), refused: str = "") -> None:
-        record = {"museum": work.museum, "id": work.id, "types": list(types), "object_type": object_type,
-                  "image": image, "largest": largest, "width": size[0], "height": size[1], "refused": refused}
+    def _record(
+        self,
+        base: str,
+        work: Work,
+        types,
+        object_type: str,
+        image: str = "",
+        largest: bool = False,
+        size: tuple[int, int] = (0, 0),
+        refused: str = "",
+    ) -> None:
+        record = {
+            "museum": work.museum,
+            "id": work.id,
+            "types": list(types),
+            "object_type": object_type,
+            "image": image,
+            "largest": largest,
+            "width": size[0],
+            "height": size[1],
+            "refused": refused,
+        }
         store.write_bytes(base + ".json", json.dumps(record).encode())
 
 
@@ -183,9 +202,15 @@ def make_source(config: PackConfig, client: HttpClient):
     """The source for `artdate pack --source/--images/--originals/--exclude-types`."""
     roots = api_roots(config.api_url)
     exclude = TypeFilter(config.exclude_types)
-    keep = (lambda source: Originals(source, config.originals, config.size, exclude)) if config.originals else (lambda s: s)
-    museums = {"met": keep(MetSource(client, roots["met"], config.size, exclude)),
-               "rijks": keep(RijksSource(client, roots["rijks"], config.size, exclude))}
+    keep = (
+        (lambda source: Originals(source, config.originals, config.size, exclude))
+        if config.originals
+        else (lambda s: s)
+    )
+    museums = {
+        "met": keep(MetSource(client, roots["met"], config.size, exclude)),
+        "rijks": keep(RijksSource(client, roots["rijks"], config.size, exclude)),
+    }
     files = FolderOrUrl(FolderSource(config.images, config.max_bytes), keep(UrlSource(client)))
     if config.source == "auto":
         return AutoSource(museums, files)

@@ -201,9 +201,9 @@ def list_names(url: str) -> Iterator[str]:
     paginator = s3_client().get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         for item in page.get("Contents", []):
-            yield item["Key"][len(prefix):]
+            yield item["Key"][len(prefix) :]
         for item in page.get("CommonPrefixes", []):
-            yield item["Prefix"][len(prefix):].rstrip("/")
+            yield item["Prefix"][len(prefix) :].rstrip("/")
 
 
 def delete(url: str) -> None:

@@ -22,19 +22,44 @@ import torch
 from . import data, ranges, shards, store
 from .config import TrainConfig
 from .metadata import derive_seed
+from .model import (
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    TRAINING_FILE,
+    LabelEncoding,
+    ModelSpec,
+    build_model,
+    head_and_backbone_parameters,
+    load_tensors,
+    model_inputs,
+    predict_years,
+    run_checkpoints,
+    save_checkpoint,
+)
 from .raycluster import connect, resolve_gpus
-from .model import (CHECKPOINT_FILE, RUN_FILE, TRAINING_FILE, LabelEncoding, ModelSpec, build_model,
-                    head_and_backbone_parameters, load_tensors, model_inputs, predict_years, run_checkpoints, save_checkpoint)
 
 
-def train_one_epoch(model, spec: ModelSpec, optimizer, scheduler, batches, device, epoch: int, *,
-                    grad_clip: float = 1.0, autocast_dtype=None, log_every: int = 0, steps: int = 0,
-                    device_transform=None) -> dict:
+def train_one_epoch(
+    model,
+    spec: ModelSpec,
+    optimizer,
+    scheduler,
+    batches,
+    device,
+    epoch: int,
+    *,
+    grad_clip: float = 1.0,
+    autocast_dtype=None,
+    log_every: int = 0,
+    steps: int = 0,
+    device_transform=None,
+) -> dict:
     """One pass over `batches`; returns the mean loss, images, seconds and skipped samples. With a
     `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device."""
     model.train()
     encoding = spec.encoding
-    total_loss, images, skipped, started = 0.0, 0, 0, time.perf_counter()
+    total_loss: torch.Tensor | float = 0.0
+    images, skipped, started = 0, 0, time.perf_counter()
     step = 0
     for batch in batches:
         if device_transform is not None:
@@ -61,8 +86,11 @@ def train_one_epoch(model, spec: ModelSpec, optimizer, scheduler, batches, devic
         if log_every and step % log_every == 0:
             mean_loss = _finite_loss(total_loss, images, epoch, step)
             rate = images / (time.perf_counter() - started)
-            print(f"  epoch {epoch} step {step}/{steps or '?'} loss {mean_loss:.4f} {rate:.1f} img/s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  epoch {epoch} step {step}/{steps or '?'} loss {mean_loss:.4f} {rate:.1f} img/s",
+                file=sys.stderr,
+                flush=True,
+            )
     mean_loss = _finite_loss(total_loss, images, epoch, step)
     seconds = time.perf_counter() - started
     return {"loss": mean_loss, "images": images, "seconds": seconds, "skipped": skipped}
@@ -75,7 +103,9 @@ def _finite_loss(total_loss, images: int, epoch: int, step: int) -> float:
     return mean
 
 
-def evaluate(model, spec: ModelSpec, batches, device, device_transform=None) -> tuple[ranges.Predictions, torch.Tensor, int]:
+def evaluate(
+    model, spec: ModelSpec, batches, device, device_transform=None
+) -> tuple[ranges.Predictions, torch.Tensor, int]:
     """(predictions with raw ranges, true years, skipped samples) for every sample in `batches`."""
     model.eval()
     predictions, years, skipped = [], [], 0
@@ -104,16 +134,21 @@ def error_metrics(errors: torch.Tensor) -> dict:
     }
 
 
-def validation_metrics(predictions: ranges.Predictions, years: torch.Tensor,
-                       spec: ModelSpec) -> tuple[dict, ranges.RangeCalibration]:
+def validation_metrics(
+    predictions: ranges.Predictions, years: torch.Tensor, spec: ModelSpec
+) -> tuple[dict, ranges.RangeCalibration]:
     """The error figures of the validation predictions, and the calibration of the year ranges
     measured on them (validation works were not trained on: conformal calibration needs that)."""
     encoding = spec.encoding
     calibration = ranges.calibrate(years, predictions.low, predictions.high, spec.range_level)
     calibrated = ranges.apply_calibration(predictions, calibration, encoding.year_min, encoding.year_max)
     width = (calibrated.high - calibrated.low).mean().item() if len(years) else math.inf
-    metrics = {**error_metrics((predictions.year - years).abs()), "range_level": calibration.level,
-               "range_margin": calibration.margin, "val_range_width": width}
+    metrics = {
+        **error_metrics((predictions.year - years).abs()),
+        "range_level": calibration.level,
+        "range_margin": calibration.margin,
+        "val_range_width": width,
+    }
     return metrics, calibration
 
 
@@ -121,8 +156,13 @@ def label_encoding(manifest: dict, loss: str, bin_width: int, label_sigma: float
     labels = manifest["labels"]["train"]
     window = manifest["settings"]
     return LabelEncoding(
-        loss=loss, mean=float(labels["mean"]), std=float(labels["std"]) or 1.0,
-        year_min=int(window["year_min"]), year_max=int(window["year_max"]), bin_width=bin_width, label_sigma=label_sigma,
+        loss=loss,
+        mean=float(labels["mean"]),
+        std=float(labels["std"]) or 1.0,
+        year_min=int(window["year_min"]),
+        year_max=int(window["year_max"]),
+        bin_width=bin_width,
+        label_sigma=label_sigma,
     )
 
 
@@ -156,7 +196,8 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoc
     def backbone_factor(step: int) -> float:
         return 0.0 if step + offset < frozen else factor(step)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor] + [backbone_factor] * (len(optimizer.param_groups) - 1))
+    factors: list = [factor] + [backbone_factor] * (len(optimizer.param_groups) - 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
 def _gather(value):
@@ -188,7 +229,7 @@ def train_func(config: dict) -> None:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
-    plain_model = model.module if hasattr(model, "module") else model
+    plain_model: torch.nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
 
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
     val_shards = data.manifest_shards(cfg.shards, manifest, "val")
@@ -218,22 +259,52 @@ def train_func(config: dict) -> None:
         # One loader per epoch; its worker processes persist across the wrap-around passes.
         if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
             torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank))
-        loader = data.make_loader(mine, loader_train_tf, cfg.batch_size, loader_workers=cfg.loader_workers,
-                                  shuffle_buffer=cfg.shuffle_buffer, seed=derive_seed(cfg.seed, "train", epoch, rank),
-                                  drop_last=True, persistent=True)
-        stats = train_one_epoch(model, spec, optimizer, scheduler, data.take_steps(loader.__iter__, steps),
-                                device, epoch, grad_clip=cfg.grad_clip, autocast_dtype=autocast_dtype,
-                                log_every=cfg.log_every if rank == 0 else 0, steps=steps,
-                                device_transform=train_tf if on_device else None)
+        loader = data.make_loader(
+            mine,
+            loader_train_tf,
+            cfg.batch_size,
+            loader_workers=cfg.loader_workers,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=derive_seed(cfg.seed, "train", epoch, rank),
+            drop_last=True,
+            persistent=True,
+        )
+        stats = train_one_epoch(
+            model,
+            spec,
+            optimizer,
+            scheduler,
+            data.take_steps(loader.__iter__, steps),
+            device,
+            epoch,
+            grad_clip=cfg.grad_clip,
+            autocast_dtype=autocast_dtype,
+            log_every=cfg.log_every if rank == 0 else 0,
+            steps=steps,
+            device_transform=train_tf if on_device else None,
+        )
         del loader  # its worker processes end here
         share_rank0_buffers(model)
         val_loader = data.make_loader(my_val, loader_eval_tf, cfg.batch_size, loader_workers=cfg.loader_workers)
-        predictions, years, val_skipped = evaluate(plain_model, spec, val_loader, device, eval_tf if on_device else None)
+        predictions, years, val_skipped = evaluate(
+            plain_model, spec, val_loader, device, eval_tf if on_device else None
+        )
 
-        everyone = _gather({"predictions": predictions, "years": years, "train": stats, "val_skipped": val_skipped,
-                            "slices": [[s.url, s.start, s.stop] for s in mine], "node": ray.util.get_node_ip_address()})
-        validation, calibration = validation_metrics(ranges.Predictions.concat([r["predictions"] for r in everyone]),
-                                                     torch.cat([r["years"] for r in everyone]), spec)
+        everyone = _gather(
+            {
+                "predictions": predictions,
+                "years": years,
+                "train": stats,
+                "val_skipped": val_skipped,
+                "slices": [[s.url, s.start, s.stop] for s in mine],
+                "node": ray.util.get_node_ip_address(),
+            }
+        )
+        validation, calibration = validation_metrics(
+            ranges.Predictions.concat([r["predictions"] for r in everyone]),
+            torch.cat([r["years"] for r in everyone]),
+            spec,
+        )
         metrics = {
             "epoch": epoch,
             "start_epoch": start_epoch,  # where this attempt began: a resume and a restart differ here
@@ -249,14 +320,30 @@ def train_func(config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             saved = None
             if rank == 0:
-                training_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "train_config": dataclasses.asdict(cfg)}
-                save_checkpoint(directory, spec, plain_model, metrics, training_state,
-                                identity=run_identity(spec, manifest, cfg.seed), calibration=calibration)
+                training_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "train_config": dataclasses.asdict(cfg),
+                }
+                save_checkpoint(
+                    directory,
+                    spec,
+                    plain_model,
+                    metrics,
+                    training_state,
+                    identity=run_identity(spec, manifest, cfg.seed),
+                    calibration=calibration,
+                )
                 saved = ray.train.Checkpoint.from_directory(directory)
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}, val MAE {metrics['val_mae']:.1f} y, "
-                      f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
-                      f"{calibration.level:.0%} ranges {metrics['val_range_width']:.0f} y wide, "
-                      f"{metrics['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}, "
+                    f"val MAE {metrics['val_mae']:.1f} y, "
+                    f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
+                    f"{calibration.level:.0%} ranges {metrics['val_range_width']:.0f} y wide, "
+                    f"{metrics['images_per_second']:.1f} img/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             ray.train.report(metrics, checkpoint=saved)
 
 
@@ -276,12 +363,17 @@ def run_identity(spec: ModelSpec, manifest: dict, seed: int) -> dict:
     """What a resumed run must share with the run it continues (saved as run.json per checkpoint)."""
     encoding = spec.encoding
     return {
-        "backbone": spec.backbone, "image_size": spec.image_size, "loss": encoding.loss,
-        "bin_width": encoding.bin_width, "label_sigma": encoding.label_sigma,
+        "backbone": spec.backbone,
+        "image_size": spec.image_size,
+        "loss": encoding.loss,
+        "bin_width": encoding.bin_width,
+        "label_sigma": encoding.label_sigma,
         "year_window": [encoding.year_min, encoding.year_max],
-        "label_mean": encoding.mean, "label_std": encoding.std,
+        "label_mean": encoding.mean,
+        "label_std": encoding.std,
         "normalisation": [list(spec.mean), list(spec.std)],
-        "shards_fingerprint": manifest["fingerprint"], "seed": seed,
+        "shards_fingerprint": manifest["fingerprint"],
+        "seed": seed,
     }
 
 
@@ -292,14 +384,22 @@ def check_resume(storage: str, identity: dict) -> None:
     latest = max(checkpoints, key=lambda name: checkpoints[name].get("epoch", -1))
     run_url = store.join(storage, latest, RUN_FILE)
     if not store.exists(run_url):
-        raise ValueError(f"{storage}/{latest} has no {RUN_FILE} (an older artdate wrote it): train into another --storage")
+        raise ValueError(
+            f"{storage}/{latest} has no {RUN_FILE} (an older artdate wrote it): train into another --storage"
+        )
     earlier = json.loads(store.read_bytes(run_url))
     earlier = {**ADDED_SINCE, **earlier}  # a run from before a setting existed had its default
-    differences = [f"{name} {earlier.get(name)} then, {value} now" for name, value in identity.items()
-                   if earlier.get(name) != value]
+    differences = [
+        f"{name} {earlier.get(name)} then, {value} now"
+        for name, value in identity.items()
+        if earlier.get(name) != value
+    ]
     if differences:
-        raise ValueError(f"--resume: the run in {storage} differs from this command: " + "; ".join(differences)
-                         + ". Repeat the run's settings, or train into another --storage")
+        raise ValueError(
+            f"--resume: the run in {storage} differs from this command: "
+            + "; ".join(differences)
+            + ". Repeat the run's settings, or train into another --storage"
+        )
 
 
 def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
@@ -310,7 +410,9 @@ def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
 def run_training(cfg: TrainConfig) -> str:
     """Train; return the URL of the best checkpoint (by validation MAE)."""
     weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
-    cfg = dataclasses.replace(cfg, shards=store.absolute(cfg.shards), storage=store.absolute(cfg.storage), weights=weights)
+    cfg = dataclasses.replace(
+        cfg, shards=store.absolute(cfg.shards), storage=store.absolute(cfg.storage), weights=weights
+    )
     manifest = shards.read_manifest(cfg.shards)
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
     val_shards = data.manifest_shards(cfg.shards, manifest, "val")
@@ -323,13 +425,21 @@ def run_training(cfg: TrainConfig) -> str:
     storage = cfg.storage.rstrip("/")
     existing = run_checkpoints(storage)
     if existing and not cfg.resume:
-        raise ValueError(f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, or use another --storage")
+        raise ValueError(
+            f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, "
+            "or use another --storage"
+        )
 
     encoding = label_encoding(manifest, cfg.loss, cfg.bin_width, cfg.label_sigma)
     settings = manifest.get("settings", {})
-    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding,
-                     pack_size=settings.get("size", 0), pack_quality=settings.get("quality", 90),
-                     range_level=cfg.range_level)
+    spec = ModelSpec(
+        backbone=cfg.backbone,
+        image_size=cfg.image_size,
+        encoding=encoding,
+        pack_size=settings.get("size", 0),
+        pack_quality=settings.get("quality", 90),
+        range_level=cfg.range_level,
+    )
     if existing:
         check_resume(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
@@ -350,18 +460,26 @@ def run_training(cfg: TrainConfig) -> str:
         storage_path=parent,
         storage_filesystem=filesystem,
         checkpoint_config=ray.train.CheckpointConfig(
-            num_to_keep=cfg.keep_checkpoints, checkpoint_score_attribute="val_mae", checkpoint_score_order="min",
+            num_to_keep=cfg.keep_checkpoints,
+            checkpoint_score_attribute="val_mae",
+            checkpoint_score_order="min",
         ),
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
     )
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"train": dataclasses.asdict(cfg), "manifest": manifest, "spec": spec.to_dict()},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources
+        ),
         run_config=run_config,
     )
-    print(f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
-          f"{cfg.epochs} epochs -> {storage}", file=sys.stderr, flush=True)
+    print(
+        f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
+        f"{cfg.epochs} epochs -> {storage}",
+        file=sys.stderr,
+        flush=True,
+    )
     result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
     if best is None:

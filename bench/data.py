@@ -25,8 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from artdate import data, shards, store  # noqa: E402
 from artdate.config import PackConfig  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
 from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs  # noqa: E402
+from artdate.pack import run_pack  # noqa: E402
 
 SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
 
@@ -49,8 +49,14 @@ class JpegFolder(torch.utils.data.Dataset):
 def classic_transform():
     from torchvision import transforms as T
 
-    return T.Compose([T.RandomResizedCrop(224, scale=(0.35, 1.0), antialias=True), T.RandomHorizontalFlip(),
-                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(224, scale=(0.35, 1.0), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 SPEC = ModelSpec("resnet152", 224, LabelEncoding())
@@ -87,7 +93,9 @@ def main():
             writer = csv.writer(f)
             writer.writerow(["museum", "id", "year", "file"])
             for copy in range(args.copies):
-                writer.writerows([f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SAMPLE, r["file"])] for r in rows)
+                writer.writerows(
+                    [f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SAMPLE, r["file"])] for r in rows
+                )
         local = os.path.join(directory, "shards")
         pack = dict(metadata=(metadata,), samples_per_shard=50, val_fraction=0.0, year_min=-1000, year_max=2100)
         run_pack(PackConfig(out=local, **pack), progress=False)
@@ -103,16 +111,32 @@ def main():
             for index, path in enumerate(files):
                 objects.append(f"s3://bench/images/{index}.jpg")
                 store.write_bytes(objects[-1], store.read_bytes(path))
-            folder = torch.utils.data.DataLoader(JpegFolder(files, years, classic_transform()),
-                                                 batch_size=args.batch_size, num_workers=workers, shuffle=True)
-            per_object = torch.utils.data.DataLoader(JpegFolder(objects, years, classic_transform()),
-                                                     batch_size=args.batch_size, num_workers=workers, shuffle=True)
+            folder = torch.utils.data.DataLoader(
+                JpegFolder(files, years, classic_transform()),
+                batch_size=args.batch_size,
+                num_workers=workers,
+                shuffle=True,
+            )
+            per_object = torch.utils.data.DataLoader(
+                JpegFolder(objects, years, classic_transform()),
+                batch_size=args.batch_size,
+                num_workers=workers,
+                shuffle=True,
+            )
             local_shards = lambda: data.make_loader(  # noqa: E731
-                data.store_slices(local, shards.read_manifest(local)), transform, args.batch_size,
-                loader_workers=workers, shuffle_buffer=200)
+                data.store_slices(local, shards.read_manifest(local)),
+                transform,
+                args.batch_size,
+                loader_workers=workers,
+                shuffle_buffer=200,
+            )
             s3_shards = lambda: data.make_loader(  # noqa: E731
-                data.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")), transform,
-                args.batch_size, loader_workers=workers, shuffle_buffer=200)
+                data.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")),
+                transform,
+                args.batch_size,
+                loader_workers=workers,
+                shuffle_buffer=200,
+            )
             for name, make, normalise in [
                 ("JPEG files, torchvision Dataset", lambda: folder, True),
                 ("JPEG objects in S3, one GET each", lambda: per_object, True),

@@ -111,12 +111,14 @@ def cross_validate(train_sets: dict[str, Embeddings], measured: str, recipe: dic
             train = with_coarse_spans(train, read_coarse_dates(COARSE_DATES))
         test = train_sets[measured].subset(fold_ids[measured] == fold)
         if "knn" in recipe:
+
             def predict(features, train=train):
                 return knn_predict(train, features, recipe["knn"])
         else:
             years = train.year.astype(np.float32)
-            encoding = LabelEncoding(mean=float(years.mean()), std=float(years.std()) or 1.0, year_min=1200,
-                                     year_max=1930, **encoding_fields)
+            encoding = LabelEncoding(
+                mean=float(years.mean()), std=float(years.std()) or 1.0, year_min=1200, year_max=1930, **encoding_fields
+            )
             predict = fit_head(train, encoding, seed=seed, **fit).predict
         cal = predict(calibration.features)
         calibrated = ranges.calibrate(torch.from_numpy(calibration.year.astype(np.float32)), cal.low, cal.high, 0.8)
@@ -129,9 +131,16 @@ def cross_validate(train_sets: dict[str, Embeddings], measured: str, recipe: dic
         widths += (predicted.high - predicted.low).tolist()
         seconds.append(time.process_time() - started)
     mae, baseline = float(np.mean(errors)), float(np.mean(baseline_errors))
-    return {"n": len(errors), "mae": mae, "baseline": baseline, "ratio": mae / baseline, "coverage": float(np.mean(inside)),
-            "width": float(np.mean(widths)), "within_50": float(np.mean(np.array(errors) <= 50)),
-            "seconds": float(np.mean(seconds))}
+    return {
+        "n": len(errors),
+        "mae": mae,
+        "baseline": baseline,
+        "ratio": mae / baseline,
+        "coverage": float(np.mean(inside)),
+        "width": float(np.mean(widths)),
+        "within_50": float(np.mean(np.array(errors) <= 50)),
+        "seconds": float(np.mean(seconds)),
+    }
 
 
 def in_window(embedded: Embeddings) -> Embeddings:
@@ -147,7 +156,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    print("| set | measured on | px | head | n | MAE | median baseline | ratio | within 50 y | 80% coverage | width | s/fold |")
+    print(
+        "| set | measured on | px | head | n | MAE | median baseline | ratio | within 50 y | 80% coverage | width "
+        "| s/fold |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         started = time.time()
@@ -158,9 +170,13 @@ def main() -> None:
             for measured in train_sets:
                 for name in args.recipes:
                     r = cross_validate(train_sets, measured, RECIPES[name], args.folds, args.seed)
-                    print(f"| {chosen} | {measured} | {size} | {name} | {r['n']} | {r['mae']:.1f} | {r['baseline']:.1f} | "
-                          f"**{r['ratio']:.2f}x** | {r['within_50']:.0%} | {r['coverage']:.0%} | {r['width']:.0f} | "
-                          f"{r['seconds']:.1f} |", flush=True)
+                    print(
+                        f"| {chosen} | {measured} | {size} | {name} | {r['n']} | {r['mae']:.1f} "
+                        f"| {r['baseline']:.1f} | "
+                        f"**{r['ratio']:.2f}x** | {r['within_50']:.0%} | {r['coverage']:.0%} | {r['width']:.0f} | "
+                        f"{r['seconds']:.1f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,16 @@ def pack_copies(directory: str, copies: int) -> str:
         writer = csv.writer(f)
         writer.writerow(["museum", "id", "year", "file"])
         for copy in range(copies):
-            writer.writerows([f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SAMPLE, r["file"])] for r in rows)
+            writer.writerows(
+                [f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SAMPLE, r["file"])] for r in rows
+            )
     out = os.path.join(directory, "shards")
-    run_pack(PackConfig(metadata=(metadata,), out=out, samples_per_shard=250, val_fraction=0.0, year_min=-1000,
-                        year_max=2100), progress=False)
+    run_pack(
+        PackConfig(
+            metadata=(metadata,), out=out, samples_per_shard=250, val_fraction=0.0, year_min=-1000, year_max=2100
+        ),
+        progress=False,
+    )
     return out
 
 
@@ -84,16 +90,31 @@ def main():
         total = sum(s.samples for s in slices)
         steps = total // args.batch
         years = torch.randint(1300, 1900, (args.batch,))
-        synthetic = {"image": torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8,
-                                            device=device),
-                     "year": years, "year_start": years, "year_end": years, "skipped": []}
+        synthetic = {
+            "image": torch.randint(
+                0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device
+            ),
+            "year": years,
+            "year_start": years,
+            "year_end": years,
+            "skipped": [],
+        }
 
         def loader(transform):
             return data.make_loader(slices, transform, args.batch, loader_workers=args.loader_workers, drop_last=True)
 
         def train(batches, device_transform=None):
-            stats = train_one_epoch(model, spec, optimizer, scheduler, batches, device, 0, autocast_dtype=autocast,
-                                    device_transform=device_transform)
+            stats = train_one_epoch(
+                model,
+                spec,
+                optimizer,
+                scheduler,
+                batches,
+                device,
+                0,
+                autocast_dtype=autocast,
+                device_transform=device_transform,
+            )
             return stats["images"]
 
         def score(batches, device_transform=None):
@@ -102,16 +123,22 @@ def main():
         rows = []
         for mode, run in (("train", train), ("score", score)):
             run([synthetic] * 3)  # warm-up: cudnn autotuning, allocator
-            ceiling = timed(lambda: run([synthetic] * steps))
-            cpu = timed(lambda: run(itertools.islice(loader(train_tf if mode == "train" else eval_tf), steps)))
-            on_device = timed(lambda: run(itertools.islice(loader(None), steps),
-                                          train_tf if mode == "train" else eval_tf))
-            rows += [(mode, "model only (tensors on the device)", ceiling, 1.0),
-                     (mode, f"shards, CPU decode ({args.loader_workers} loader processes)", cpu, cpu / ceiling),
-                     (mode, "shards, device decode", on_device, on_device / ceiling)]
+            transform = train_tf if mode == "train" else eval_tf
+            ceiling = timed(lambda run=run: run([synthetic] * steps))
+            cpu = timed(lambda run=run, transform=transform: run(itertools.islice(loader(transform), steps)))
+            on_device = timed(
+                lambda run=run, transform=transform: run(itertools.islice(loader(None), steps), transform)
+            )
+            rows += [
+                (mode, "model only (tensors on the device)", ceiling, 1.0),
+                (mode, f"shards, CPU decode ({args.loader_workers} loader processes)", cpu, cpu / ceiling),
+                (mode, "shards, device decode", on_device, on_device / ceiling),
+            ]
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{name}, {args.backbone} at {args.image_size} px, batch {args.batch}, {total} images of 384 px, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"{name}, {args.backbone} at {args.image_size} px, batch {args.batch}, {total} images of 384 px, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'mode':<7}{'input':<46}{'img/s':>9}{'vs model only':>15}")
     for mode, label, rate, ratio in rows:
         print(f"{mode:<7}{label:<46}{rate:>9.0f}{ratio:>15.2f}")

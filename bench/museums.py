@@ -13,17 +13,22 @@ import collections
 import os
 import sys
 import tempfile
-from urllib.parse import urlparse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import museum_servers  # noqa: E402
+
 from artdate.config import PackConfig  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
 
 FULL_LISTS = {"met": 41_876, "rijks": 30_742}  # rows of metadata/met-data.csv and rijksmuseum-data.csv
-HOSTS = {"/met/": "collectionapi (Met)", "/met-images/": "images.metmuseum.org", "/rijks/": "data.rijksmuseum.nl",
-         "/rijks-id/": "id.rijksmuseum.nl", "/iiif/": "iiif.micr.io"}
+HOSTS = {
+    "/met/": "collectionapi (Met)",
+    "/met-images/": "images.metmuseum.org",
+    "/rijks/": "data.rijksmuseum.nl",
+    "/rijks-id/": "id.rijksmuseum.nl",
+    "/iiif/": "iiif.micr.io",
+}
 
 
 def host_of(path: str) -> str:
@@ -44,10 +49,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             metadata = os.path.join(scratch, "works.csv")
             with open(metadata, "w") as f:
-                f.write("id,year,museum\n" + "".join(f"{i},1650,met\n" for i in images)
-                        + "".join(f"BENCH-{n},1650,rijks\n" for n in range(args.works)))
-            config = PackConfig(metadata=(metadata,), out=os.path.join(scratch, "store"), source="auto", size=args.size,
-                                api_url=(f"met={api.root('met')}", f"rijks={api.root('rijks')}"), rate=200, jobs=1)
+                f.write(
+                    "id,year,museum\n"
+                    + "".join(f"{i},1650,met\n" for i in images)
+                    + "".join(f"BENCH-{n},1650,rijks\n" for n in range(args.works))
+                )
+            config = PackConfig(
+                metadata=(metadata,),
+                out=os.path.join(scratch, "store"),
+                source="auto",
+                size=args.size,
+                api_url=(f"met={api.root('met')}", f"rijks={api.root('rijks')}"),
+                rate=200,
+                jobs=1,
+            )
             manifest = run_pack(config, progress=False)
         assert manifest["packed"] == 2 * args.works, manifest
         requests, sent = collections.Counter(), collections.Counter()
@@ -69,11 +84,15 @@ def main() -> None:
     for museum, works in FULL_LISTS.items():
         busiest = max(requests[h] for h in HOSTS.values() if museum_of[h] == museum) / args.works
         total = sum(requests[h] for h in HOSTS.values() if museum_of[h] == museum) / args.works
-        print(f"  {museum}: {total:.2f} requests/work, busiest host {busiest:.2f}/work -> "
-              f"{works * busiest / args.rate / 3600:.1f} h for {works:,} works, {works * total:,.0f} requests")
+        print(
+            f"  {museum}: {total:.2f} requests/work, busiest host {busiest:.2f}/work -> "
+            f"{works * busiest / args.rate / 3600:.1f} h for {works:,} works, {works * total:,.0f} requests"
+        )
     iiif = sent["iiif.micr.io"] / args.works
-    print(f"\nRijksmuseum image bytes per work: {iiif / 1e3:.1f} KB sized by IIIF vs {full / 1e6:.2f} MB for full/max "
-          f"({full / iiif:.0f}x; the full image is the sample upscaled, which compresses better than a real 24 MP scan)")
+    print(
+        f"\nRijksmuseum image bytes per work: {iiif / 1e3:.1f} KB sized by IIIF vs {full / 1e6:.2f} MB for full/max "
+        f"({full / iiif:.0f}x; the full image is the sample upscaled, which compresses better than a real 24 MP scan)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def repeated_metadata(directory: str, copies: int) -> tuple[str, list[str]]:
         for copy in range(copies):
             for row in rows:
                 file = os.path.join(SAMPLE_DIR, row["file"])
-                writer.writerow({"museum": f"{row['museum']}{copy}", "id": row["id"], "year": row["year"], "file": file})
+                writer.writerow(
+                    {"museum": f"{row['museum']}{copy}", "id": row["id"], "year": row["year"], "file": file}
+                )
                 files.append(file)
     return path, files
 
@@ -61,8 +63,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         metadata, files = repeated_metadata(directory, args.copies)
         naive(files[:20], args.size)  # warm up: imports and file cache
-        run_pack(PackConfig(metadata=(metadata,), out=os.path.join(directory, "warm"), jobs=1, year_min=-1000,
-                            year_max=2100), progress=False)
+        run_pack(
+            PackConfig(
+                metadata=(metadata,), out=os.path.join(directory, "warm"), jobs=1, year_min=-1000, year_max=2100
+            ),
+            progress=False,
+        )
         started = time.perf_counter()
         naive(files, args.size)
         baseline = len(files) / (time.perf_counter() - started)
@@ -71,8 +77,15 @@ def main() -> None:
         print(f"{'naive PIL loop, 1 process':<28}{baseline:>8.1f}{baseline:>12.1f}{1.0:>10.2f}")
         for jobs in sorted({1, cores}):
             out = os.path.join(directory, f"store-{jobs}")
-            settings = PackConfig(metadata=(metadata,), out=out, size=args.size, year_min=-1000, year_max=2100,
-                                  samples_per_shard=500, jobs=jobs)
+            settings = PackConfig(
+                metadata=(metadata,),
+                out=out,
+                size=args.size,
+                year_min=-1000,
+                year_max=2100,
+                samples_per_shard=500,
+                jobs=jobs,
+            )
             started = time.perf_counter()
             manifest = run_pack(settings, progress=False)
             rate = manifest["packed"] / (time.perf_counter() - started)

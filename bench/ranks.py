@@ -38,27 +38,69 @@ def main() -> None:
             storage = f"s3://{bucket}/runs/w{workers}"
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "launch.py", "--address", nodes.dashboard_url, "train", "--shards", store_url,
-                 "--storage", storage, "--backbone", "efficientnet_lite0", "--epochs", "1", "--batch-size", "4",
-                 "--image-size", "48", "--workers", str(workers), "--cpus-per-worker", f"{4 / workers:g}",
-                 "--gpus-per-worker", "0", "--loader-workers", "0"],
-                cwd=ROOT, env=nodes.environment(), capture_output=True, text=True, timeout=1200)
+                [
+                    sys.executable,
+                    "launch.py",
+                    "--address",
+                    nodes.dashboard_url,
+                    "train",
+                    "--shards",
+                    store_url,
+                    "--storage",
+                    storage,
+                    "--backbone",
+                    "efficientnet_lite0",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "4",
+                    "--image-size",
+                    "48",
+                    "--workers",
+                    str(workers),
+                    "--cpus-per-worker",
+                    f"{4 / workers:g}",
+                    "--gpus-per-worker",
+                    "0",
+                    "--loader-workers",
+                    "0",
+                ],
+                cwd=ROOT,
+                env=nodes.environment(),
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
             seconds = time.perf_counter() - started
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-3000:] + done.stdout[-3000:])
             (metrics,) = run_checkpoints(storage).values()
             loads = [sum(stop - start for _, start, stop in rank) for rank in metrics["slices_per_rank"]]
-            rows.append((workers, seconds, min(loads), max(loads), sorted(set(metrics["node_per_rank"])),
-                         metrics["val_n"], manifest["splits"]["val"]["samples"], manifest["splits"]["val"]["shards"]))
+            rows.append(
+                (
+                    workers,
+                    seconds,
+                    min(loads),
+                    max(loads),
+                    sorted(set(metrics["node_per_rank"])),
+                    metrics["val_n"],
+                    manifest["splits"]["val"]["samples"],
+                    manifest["splits"]["val"]["shards"],
+                )
+            )
     finally:
         nodes.stop()
         s3.stop()
-    print("| ranks | CPUs per rank | wall s (job) | train samples per rank (min-max) | nodes | val_n / val split "
-          "| validation shards |")
+    print(
+        "| ranks | CPUs per rank | wall s (job) | train samples per rank (min-max) | nodes | val_n / val split "
+        "| validation shards |"
+    )
     print("|---|---|---|---|---|---|---|")
     for workers, seconds, low, high, node_ips, val_n, val_total, val_shards in rows:
-        print(f"| {workers} | {4 / workers:g} | {seconds:.0f} | {low}-{high} | {', '.join(node_ips)} "
-              f"| {val_n} / {val_total} | {val_shards} |")
+        print(
+            f"| {workers} | {4 / workers:g} | {seconds:.0f} | {low}-{high} | {', '.join(node_ips)} "
+            f"| {val_n} / {val_total} | {val_shards} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,11 @@ from artdate.train import make_optimizer, make_scheduler, train_one_epoch  # noq
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SETS = {  # name -> (metadata CSV, image folder, coarse-date flags or "")
     "sample": (os.path.join(ROOT, "metadata", "sample", "artworks.csv"), os.path.join(SHARED, "artworks-sample"), ""),
-    "public-art": (os.path.join(SHARED, "public-art", "artworks.csv"), os.path.join(SHARED, "public-art"),
-                   os.path.join(SHARED, "public-art", "date-flags.csv")),
+    "public-art": (
+        os.path.join(SHARED, "public-art", "artworks.csv"),
+        os.path.join(SHARED, "public-art"),
+        os.path.join(SHARED, "public-art", "date-flags.csv"),
+    ),
 }
 FIXED_VAL_FRACTION = 0.15  # --split fixed holds out the works `artdate demo` holds out
 PACK_SIZE = 160  # as the demo packs
@@ -116,7 +119,9 @@ def load_works(names: list[str], coarse: bool = False) -> list[Work]:
         for work in meta.catalog.in_file_order():
             with open(os.path.join(images, work.file), "rb") as f:
                 jpg = shards.encode_image(f.read(), PACK_SIZE)[0]
-            works.append(Work(data.decode_image(jpg), work.year, work.year_start, work.year_end, name, work.split == "val"))
+            works.append(
+                Work(data.decode_image(jpg), work.year, work.year_start, work.year_end, name, work.split == "val")
+            )
     return works
 
 
@@ -125,10 +130,12 @@ def batches_of(works: list[Work], transform, batch_size: int, generator: torch.G
     order = list(order)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
-        chosen = [works[i] for i in order[start:start + batch_size]]
-        yield {"image": torch.stack([transform(w.image) for w in chosen]),
-               **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in ("year", "year_start", "year_end")},
-               "skipped": []}
+        chosen = [works[i] for i in order[start : start + batch_size]]
+        yield {
+            "image": torch.stack([transform(w.image) for w in chosen]),
+            **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in ("year", "year_start", "year_end")},
+            "skipped": [],
+        }
 
 
 class Ranks(torch.nn.Module):
@@ -157,8 +164,13 @@ class Ranks(torch.nn.Module):
 
 def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple[torch.nn.Module, ModelSpec]:
     years = torch.tensor([w.year for w in fit], dtype=torch.float64)
-    encoding = LabelEncoding(loss=cfg.loss, mean=float(years.mean()), std=float(years.std()),
-                             bin_width=cfg.bin_width, label_sigma=cfg.label_sigma)
+    encoding = LabelEncoding(
+        loss=cfg.loss,
+        mean=float(years.mean()),
+        std=float(years.std()),
+        bin_width=cfg.bin_width,
+        label_sigma=cfg.label_sigma,
+    )
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=PACK_SIZE)
     torch.manual_seed(seed)
     model = build_model(cfg.backbone, encoding.num_outputs)
@@ -170,17 +182,29 @@ def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple
     device = torch.device("cpu")
     trained = Ranks(model, ranks) if ranks > 1 else model
     for epoch in range(cfg.epochs):
-        train_one_epoch(trained, spec, optimizer, scheduler, batches_of(fit, transform, cfg.batch_size, generator, True),
-                        device, epoch, grad_clip=cfg.grad_clip)
+        train_one_epoch(
+            trained,
+            spec,
+            optimizer,
+            scheduler,
+            batches_of(fit, transform, cfg.batch_size, generator, True),
+            device,
+            epoch,
+            grad_clip=cfg.grad_clip,
+        )
     return model.eval(), spec
 
 
-def predict(model, spec: ModelSpec, works: list[Work], flip: bool,
-            calibration: ranges.RangeCalibration | None = None) -> ranges.Predictions:
+def predict(
+    model, spec: ModelSpec, works: list[Work], flip: bool, calibration: ranges.RangeCalibration | None = None
+) -> ranges.Predictions:
     transform = data.eval_transform(spec.image_size)
-    return ranges.Predictions.concat([
-        predict_years(model, spec, batch["image"], torch.device("cpu"), calibration, flip=flip)
-        for batch in batches_of(works, transform, 64, None, False)])
+    return ranges.Predictions.concat(
+        [
+            predict_years(model, spec, batch["image"], torch.device("cpu"), calibration, flip=flip)
+            for batch in batches_of(works, transform, 64, None, False)
+        ]
+    )
 
 
 def folds_of(count: int, folds: int, seed: int) -> list[list[int]]:
@@ -195,8 +219,15 @@ def held_out_parts(works: list[Work], folds: int, seed: int, split: str) -> list
     return folds_of(len(works), folds, seed)
 
 
-def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibration_share: float = 0.2,
-                   ranks: int = 1, split: str = "folds") -> list[dict]:
+def cross_validate(
+    name: str,
+    works: list[Work],
+    folds: int,
+    seed: int,
+    calibration_share: float = 0.2,
+    ranks: int = 1,
+    split: str = "folds",
+) -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
     started = time.process_time()
     truth, sets, outcome = [], [], {variant: [] for variant, _, _ in VARIANTS}
@@ -204,20 +235,27 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
     parts = held_out_parts(works, folds, seed, split)
     for k, held_out in enumerate(parts):
         held = set(held_out)
-        rest = [i for i in torch.randperm(len(works), generator=torch.Generator().manual_seed(seed + 1 + k)).tolist()
-                if i not in held]
+        rest = [
+            i
+            for i in torch.randperm(len(works), generator=torch.Generator().manual_seed(seed + 1 + k)).tolist()
+            if i not in held
+        ]
         calibrating = int(len(rest) * calibration_share)
         calibration_part = rest[:calibrating]
         fit = [works[i] for i in rest[calibrating:]]
         training_works.append(len(fit))
         model, spec = train(cfg, fit, seed + k, ranks)
         # Each set's works against the median of that set's own training works.
-        medians = {s: float(torch.tensor([w.year for w in fit if w.set == s], dtype=torch.float64).median())
-                   for s in {works[i].set for i in held_out}}
+        medians = {
+            s: float(torch.tensor([w.year for w in fit if w.set == s], dtype=torch.float64).median())
+            for s in {works[i].set for i in held_out}
+        }
         test_years = torch.tensor([works[i].year for i in held_out], dtype=torch.float64)
         truth.append(test_years)
         sets += [works[i].set for i in held_out]
-        baseline_errors.append(torch.tensor([abs(works[i].year - medians[works[i].set]) for i in held_out], dtype=torch.float64))
+        baseline_errors.append(
+            torch.tensor([abs(works[i].year - medians[works[i].set]) for i in held_out], dtype=torch.float64)
+        )
         calibration_years = torch.tensor([works[i].year for i in calibration_part], dtype=torch.float64)
         for variant, flip, point in VARIANTS:
             if point != spec.encoding.point and spec.encoding.loss != "bins":
@@ -226,8 +264,12 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
             raw = predict(model, decoding, [works[i] for i in calibration_part], flip)
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
             outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration))
-        print(f"  {name} part {k + 1}/{len(parts)} ({len(fit)} training, {len(calibration_part)} calibrating, "
-              f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s", file=sys.stderr, flush=True)
+        print(
+            f"  {name} part {k + 1}/{len(parts)} ({len(fit)} training, {len(calibration_part)} calibrating, "
+            f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s",
+            file=sys.stderr,
+            flush=True,
+        )
     seconds = time.process_time() - started  # the variants share the training: its cost is counted once
     all_years, all_baseline = torch.cat(truth), torch.cat(baseline_errors)
     rows = []
@@ -240,15 +282,27 @@ def cross_validate(name: str, works: list[Work], folds: int, seed: int, calibrat
             years, low, high = all_years[mask], predicted.low[mask].double(), predicted.high[mask].double()
             errors = (predicted.year[mask].double() - years).abs()
             baseline = float(all_baseline[mask].mean())
-            rows.append({
-                "recipe": name + variant, "measured": measured, "n": len(years), "mae": float(errors.mean()),
-                "mae_se": float(errors.std() / len(errors) ** 0.5), "median_ae": float(errors.median()),
-                "within_50": float((errors <= 50).double().mean()), "baseline_mae": baseline,
-                "vs_baseline": float(errors.mean()) / baseline,
-                "coverage": float(ranges.inside(years, low, high).double().mean()),
-                "width": float((high - low).mean()), "cpu_s": seconds, "training_works": training_works,
-                "ranks": ranks, "split": split, "errors": errors.tolist(), "settings": {**DEMO, **RECIPES[name]},
-            })
+            rows.append(
+                {
+                    "recipe": name + variant,
+                    "measured": measured,
+                    "n": len(years),
+                    "mae": float(errors.mean()),
+                    "mae_se": float(errors.std() / len(errors) ** 0.5),
+                    "median_ae": float(errors.median()),
+                    "within_50": float((errors <= 50).double().mean()),
+                    "baseline_mae": baseline,
+                    "vs_baseline": float(errors.mean()) / baseline,
+                    "coverage": float(ranges.inside(years, low, high).double().mean()),
+                    "width": float((high - low).mean()),
+                    "cpu_s": seconds,
+                    "training_works": training_works,
+                    "ranks": ranks,
+                    "split": split,
+                    "errors": errors.tolist(),
+                    "settings": {**DEMO, **RECIPES[name]},
+                }
+            )
     return rows
 
 
@@ -256,33 +310,61 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration-share", type=float, default=0.2,
-                        help="share of each fold's other works that calibrates the ranges instead of training")
-    parser.add_argument("--ranks", type=int, default=1,
-                        help="emulate this many DDP workers sharing each batch (BatchNorm per worker): 2 as the demo")
+    parser.add_argument(
+        "--calibration-share",
+        type=float,
+        default=0.2,
+        help="share of each fold's other works that calibrates the ranges instead of training",
+    )
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        default=1,
+        help="emulate this many DDP workers sharing each batch (BatchNorm per worker): 2 as the demo",
+    )
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "out", "recipes.json"))
-    parser.add_argument("--sets", nargs="+", default=["sample"], choices=list(SETS),
-                        help="train on these sets together; each is measured on its own works")
-    parser.add_argument("--split", default="folds", choices=["folds", "fixed"],
-                        help="k folds, or one model measured on the split `artdate demo` validates on (15%%)")
-    parser.add_argument("--coarse-dates", action="store_true", help="the works a set flags as coarsely dated train as "
-                        "spans (pack --coarse-dates)")
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=["sample"],
+        choices=list(SETS),
+        help="train on these sets together; each is measured on its own works",
+    )
+    parser.add_argument(
+        "--split",
+        default="folds",
+        choices=["folds", "fixed"],
+        help="k folds, or one model measured on the split `artdate demo` validates on (15%%)",
+    )
+    parser.add_argument(
+        "--coarse-dates",
+        action="store_true",
+        help="the works a set flags as coarsely dated train as spans (pack --coarse-dates)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     works = load_works(args.sets, args.coarse_dates)
-    print(f"{len(works)} works of {' + '.join(args.sets)}, split {args.split} ({args.folds} folds), "
-          f"coarse dates as spans: {args.coarse_dates}, {os.cpu_count()} cores", flush=True)
-    header = (f"{'recipe':<28}{'set':>11}{'n':>6}{'MAE':>7}{'+-SE':>6}{'median':>8}{'<=50y':>7}{'vs median':>10}"
-              f"{'coverage':>9}{'width':>7}{'CPU s':>7}")
+    print(
+        f"{len(works)} works of {' + '.join(args.sets)}, split {args.split} ({args.folds} folds), "
+        f"coarse dates as spans: {args.coarse_dates}, {os.cpu_count()} cores",
+        flush=True,
+    )
+    header = (
+        f"{'recipe':<28}{'set':>11}{'n':>6}{'MAE':>7}{'+-SE':>6}{'median':>8}{'<=50y':>7}{'vs median':>10}"
+        f"{'coverage':>9}{'width':>7}{'CPU s':>7}"
+    )
     rows = []
     for name in args.recipes.split(","):
         rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share, args.ranks, args.split)
         print(header)
         for row in rows:
-            print(f"{row['recipe']:<28}{row['measured']:>11}{row['n']:>6}{row['mae']:>7.1f}{row['mae_se']:>6.1f}"
-                  f"{row['median_ae']:>8.1f}{row['within_50']:>7.0%}{row['vs_baseline']:>10.2f}{row['coverage']:>9.0%}"
-                  f"{row['width']:>7.0f}{row['cpu_s']:>7.0f}", flush=True)
+            print(
+                f"{row['recipe']:<28}{row['measured']:>11}{row['n']:>6}{row['mae']:>7.1f}{row['mae_se']:>6.1f}"
+                f"{row['median_ae']:>8.1f}{row['within_50']:>7.0%}{row['vs_baseline']:>10.2f}{row['coverage']:>9.0%}"
+                f"{row['width']:>7.0f}{row['cpu_s']:>7.0f}",
+                flush=True,
+            )
         os.makedirs(os.path.dirname(args.json), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -19,14 +19,15 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "bench")]
-from artdate import data, shards  # noqa: E402
-from artdate.config import PackConfig, ScoreConfig  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
-from artdate.model import ModelSpec, build_model, load_checkpoint, predict_years, save_checkpoint  # noqa: E402
-from artdate.score import run_scoring  # noqa: E402
-from artdate.train import label_encoding  # noqa: E402
 from conftest import pack_sample  # noqa: E402
 from synth import generate  # noqa: E402
+
+from artdate import data, shards  # noqa: E402
+from artdate.config import PackConfig, ScoreConfig  # noqa: E402
+from artdate.model import ModelSpec, build_model, load_checkpoint, predict_years, save_checkpoint  # noqa: E402
+from artdate.pack import run_pack  # noqa: E402
+from artdate.score import run_scoring  # noqa: E402
+from artdate.train import label_encoding  # noqa: E402
 
 
 def plain_loop(store_url, checkpoint, read_ahead: bool = False) -> float:
@@ -46,14 +47,17 @@ def plain_loop(store_url, checkpoint, read_ahead: bool = False) -> float:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--works", type=int, default=0, help="a synthetic corpus of this many works instead of the sample")
+    parser.add_argument(
+        "--works", type=int, default=0, help="a synthetic corpus of this many works instead of the sample"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         store_url = os.path.join(directory, "shards")
         if args.works:
             works_csv = generate(args.works, os.path.join(directory, "synth"))
-            manifest = run_pack(PackConfig(metadata=(works_csv,), out=store_url, size=64, samples_per_shard=250),
-                                progress=False)
+            manifest = run_pack(
+                PackConfig(metadata=(works_csv,), out=store_url, size=64, samples_per_shard=250), progress=False
+            )
         else:
             manifest = pack_sample(store_url, samples_per_shard=25, size=160)
         spec = ModelSpec("efficientnet_lite0", 128, label_encoding(manifest, "mse", 25))
@@ -69,15 +73,24 @@ def main():
         # each (the scaling figure: 2 one-CPU actors against 1).
         for actors, cpus in ((1, cores), (1, 1), (2, 1)):
             out = os.path.join(directory, f"results-{actors}-{cpus}.csv")
-            settings = ScoreConfig(shards=store_url, checkpoint=checkpoint, out=out, actors=actors,
-                                   cpus_per_actor=cpus, batch_size=64)
+            settings = ScoreConfig(
+                shards=store_url, checkpoint=checkpoint, out=out, actors=actors, cpus_per_actor=cpus, batch_size=64
+            )
             started = time.perf_counter()
             summary = run_scoring(settings, progress=False)
             wall = time.perf_counter() - started
-            rows.append((f"Ray actors x{actors} ({cpus} CPU)", summary["images_per_second_after_startup"],
-                         summary["rows"] / summary["seconds"], wall))
-    print(f"{manifest['packed']} images ({'synthetic' if args.works else 'the sample'}), efficientnet_lite0 at 128 px, "
-          f"batch 64, CPU, {cores} cores")
+            rows.append(
+                (
+                    f"Ray actors x{actors} ({cpus} CPU)",
+                    summary["images_per_second_after_startup"],
+                    summary["rows"] / summary["seconds"],
+                    wall,
+                )
+            )
+    print(
+        f"{manifest['packed']} images ({'synthetic' if args.works else 'the sample'}), efficientnet_lite0 at 128 px, "
+        f"batch 64, CPU, {cores} cores"
+    )
     print("steady: after the first shard came back (actor start-up and model load excluded)")
     print(f"{'run':<24}{'steady img/s':>13}{'vs plain':>10}{'end-to-end img/s':>18}{'wall s':>8}")
     for name, steady, whole, wall in rows:

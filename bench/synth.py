@@ -1,6 +1,6 @@
 """Write a synthetic corpus of dated works (artdate/synthetic.py) for the benchmarks.
 
-    python bench/synth.py --works 20000 --out bench/out/synth-20000
+python bench/synth.py --works 20000 --out bench/out/synth-20000
 """
 
 import argparse

@@ -18,11 +18,12 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from conftest import pack_sample  # noqa: E402
+
 from artdate import data, shards  # noqa: E402
 from artdate.config import TrainConfig  # noqa: E402
 from artdate.model import ModelSpec, build_model, run_checkpoints  # noqa: E402
 from artdate.train import label_encoding, make_optimizer, make_scheduler, run_training, train_one_epoch  # noqa: E402
-from conftest import pack_sample  # noqa: E402
 
 
 def plain_loop(store_url, cfg) -> float:
@@ -37,8 +38,14 @@ def plain_loop(store_url, cfg) -> float:
     transform = data.train_transform(cfg.image_size)
     rates = []
     for epoch in range(cfg.epochs):
-        loader = data.make_loader(slices, transform, cfg.batch_size, loader_workers=cfg.loader_workers,
-                                  shuffle_buffer=cfg.shuffle_buffer, drop_last=True)
+        loader = data.make_loader(
+            slices,
+            transform,
+            cfg.batch_size,
+            loader_workers=cfg.loader_workers,
+            shuffle_buffer=cfg.shuffle_buffer,
+            drop_last=True,
+        )
         stats = train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
         rates.append(stats["images"] / stats["seconds"])
     return max(rates)
@@ -74,8 +81,15 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         store_url = os.path.join(directory, "shards")
         pack_sample(store_url, samples_per_shard=20, size=160)
-        common = dict(shards=store_url, backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
-                      batch_size=16, loader_workers=1, log_every=0)
+        common = dict(
+            shards=store_url,
+            backbone=args.backbone,
+            image_size=args.image_size,
+            epochs=args.epochs,
+            batch_size=16,
+            loader_workers=1,
+            log_every=0,
+        )
         baseline = plain_loop(store_url, TrainConfig(storage="", **common))
         rows = [("plain PyTorch loop, 1 process", baseline, 0.0, 0.0)]
         for workers in (1, 2):

@@ -14,7 +14,9 @@ SAMPLE_CSV = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
 SHARED_SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")
 SAMPLE_IMAGES = os.path.join(SHARED_SAMPLE, "images")
 EXIT_STATUS = pytest.StashKey[int]()
-requires_sample = pytest.mark.skipif(not os.path.isdir(SAMPLE_IMAGES), reason="needs the sample's images in ../shared/artworks-sample")
+requires_sample = pytest.mark.skipif(
+    not os.path.isdir(SAMPLE_IMAGES), reason="needs the sample's images in ../shared/artworks-sample"
+)
 
 
 def need_sample() -> None:
@@ -52,8 +54,16 @@ def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96) -> dict:
     from artdate.pack import run_pack
 
     need_sample()
-    settings = PackConfig(metadata=(SAMPLE_CSV,), images=SHARED_SAMPLE, out=out, size=size,
-                          samples_per_shard=samples_per_shard, year_min=-1000, year_max=2100, jobs=1)
+    settings = PackConfig(
+        metadata=(SAMPLE_CSV,),
+        images=SHARED_SAMPLE,
+        out=out,
+        size=size,
+        samples_per_shard=samples_per_shard,
+        year_min=-1000,
+        year_max=2100,
+        jobs=1,
+    )
     return run_pack(settings, progress=False)
 
 
@@ -73,12 +83,24 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     from artdate import data, shards
     from artdate.config import TrainConfig
     from artdate.model import ModelSpec, build_model, save_checkpoint
-    from artdate.train import evaluate, label_encoding, make_optimizer, make_scheduler, train_one_epoch, validation_metrics
+    from artdate.train import (
+        evaluate,
+        label_encoding,
+        make_optimizer,
+        make_scheduler,
+        train_one_epoch,
+        validation_metrics,
+    )
 
     torch.manual_seed(0)
     manifest = shards.read_manifest(sample_store)
-    spec = ModelSpec("efficientnet_lite0", 64, label_encoding(manifest, "bins", 50), pack_size=manifest["settings"]["size"],
-                     pack_quality=manifest["settings"]["quality"])
+    spec = ModelSpec(
+        "efficientnet_lite0",
+        64,
+        label_encoding(manifest, "bins", 50),
+        pack_size=manifest["settings"]["size"],
+        pack_quality=manifest["settings"]["quality"],
+    )
     model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
@@ -87,7 +109,9 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     for epoch in range(2):
         loader = data.make_loader(two_shards, data.train_transform(64), 16, loader_workers=0)
         train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
-    val = data.make_loader(data.store_slices(sample_store, manifest, "val"), data.eval_transform(64), 32, loader_workers=0)
+    val = data.make_loader(
+        data.store_slices(sample_store, manifest, "val"), data.eval_transform(64), 32, loader_workers=0
+    )
     metrics, calibration = validation_metrics(*evaluate(model, spec, val, torch.device("cpu"))[:2], spec)
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
@@ -112,7 +136,6 @@ def ray_nodes(s3_server):
     """A two-node Ray cluster on 127.0.0.2 and 127.0.0.3 whose nodes see the test's S3 settings
     in their environment (as cluster nodes would hold their own credentials)."""
     import ray
-
     from servers import RayNodes
 
     if ray.is_initialized():

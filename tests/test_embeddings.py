@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import pytest
 import torch
 
 from artdate import data, embeddings, shards, store
@@ -23,7 +22,8 @@ def test_embeddings_are_the_backbones_features_and_are_kept_beside_the_shards(sa
     first = data.store_slices(sample_store, manifest, "val")[0]
     batch = next(iter(data.make_loader([first], data.eval_transform(64), 8, loader_workers=0)))
     inputs = (batch["image"].float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-        IMAGENET_STD).view(1, 3, 1, 1)
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = model(inputs).numpy()
     rows = [list(computed.keys).index(key) for key in batch["key"]]

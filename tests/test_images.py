@@ -4,10 +4,10 @@ import struct
 import zlib
 
 import pytest
+from conftest import SAMPLE_IMAGES, requires_sample
 from PIL import Image
 
 from artdate.shards import ImageRejected, encode_image
-from conftest import SAMPLE_IMAGES, requires_sample
 
 SAMPLE_IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")  # 419x512
 
@@ -39,16 +39,28 @@ def test_never_upscales():
 
 def png_bomb(width: int = 200_000, height: int = 200_000) -> bytes:
     """A 100-byte PNG whose header declares width x height pixels (40 gigapixels by default)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 # Every kind of image Pillow reads becomes RGB: grey, CMYK, palette, 16-bit grey, grey + alpha.
-@pytest.mark.parametrize("mode, color", [("L", 128), ("CMYK", (0, 255, 255, 0)), ("P", 3), ("I;16", 40000),
-                                         ("LA", (100, 128)), ("RGBA", (10, 20, 30, 255))])
+@pytest.mark.parametrize(
+    "mode, color",
+    [
+        ("L", 128),
+        ("CMYK", (0, 255, 255, 0)),
+        ("P", 3),
+        ("I;16", 40000),
+        ("LA", (100, 128)),
+        ("RGBA", (10, 20, 30, 255)),
+    ],
+)
 def test_converts_to_rgb(mode, color):
     fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
     jpg, _, _ = encode_image(image_bytes((64, 64), mode, color, fmt), size=32)

@@ -4,25 +4,38 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, pack_sample
 
 from artdate import store
 from artdate.model import run_checkpoints
-from conftest import ROOT, pack_sample
 
 pytestmark = pytest.mark.slow
 
 
 def launch(nodes, *argv, timeout=600):
-    return subprocess.run([sys.executable, "launch.py", "--address", nodes.dashboard_url, *argv], cwd=ROOT,
-                          env=nodes.environment(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "launch.py", "--address", nodes.dashboard_url, *argv],
+        cwd=ROOT,
+        env=nodes.environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def jobs_on(nodes):
     """How many jobs the cluster has seen (asked with the cluster's token settings)."""
-    count = ("import sys; from ray.job_submission import JobSubmissionClient; "
-             "print(len(JobSubmissionClient(sys.argv[1]).list_jobs()))")
-    done = subprocess.run([sys.executable, "-c", count, nodes.dashboard_url], env=nodes.environment(),
-                          capture_output=True, text=True, timeout=120)
+    count = (
+        "import sys; from ray.job_submission import JobSubmissionClient; "
+        "print(len(JobSubmissionClient(sys.argv[1]).list_jobs()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", count, nodes.dashboard_url],
+        env=nodes.environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return int(done.stdout.strip().splitlines()[-1])
 
 
@@ -30,17 +43,50 @@ def test_train_and_score_jobs_run_across_both_nodes(ray_nodes, s3_url):
     manifest = pack_sample(s3_url)
     root = s3_url.rsplit("/", 1)[0]
     storage, results = root + "/runs/job", root + "/results.csv"
-    trained = launch(ray_nodes, "train", "--shards", s3_url, "--storage", storage, "--backbone", "efficientnet_lite0",
-                     "--epochs", "1", "--batch-size", "16", "--image-size", "64", "--workers", "2",
-                     "--cpus-per-worker", "2", "--loader-workers", "1")
+    trained = launch(
+        ray_nodes,
+        "train",
+        "--shards",
+        s3_url,
+        "--storage",
+        storage,
+        "--backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--image-size",
+        "64",
+        "--workers",
+        "2",
+        "--cpus-per-worker",
+        "2",
+        "--loader-workers",
+        "1",
+    )
     assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
     assert "submitted raysubmit_" in trained.stderr
     assert "epoch 1/1: loss" in trained.stdout  # the job's logs streamed to this terminal
     (metrics,) = run_checkpoints(storage).values()
     assert sorted(metrics["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
 
-    submitted = launch(ray_nodes, "--no-wait", "score", "--shards", s3_url, "--checkpoint", storage, "--out", results,
-                       "--actors", "2", "--cpus-per-actor", "2", "--quiet")
+    submitted = launch(
+        ray_nodes,
+        "--no-wait",
+        "score",
+        "--shards",
+        s3_url,
+        "--checkpoint",
+        storage,
+        "--out",
+        results,
+        "--actors",
+        "2",
+        "--cpus-per-actor",
+        "2",
+        "--quiet",
+    )
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = submitted.stdout.strip()
     assert job_id.startswith("raysubmit_")
@@ -60,16 +106,29 @@ def test_local_storage_on_a_multi_node_cluster_is_refused_before_submission(ray_
 
 
 def test_a_failing_job_returns_its_exit_code(ray_nodes, s3_url):
-    failed = launch(ray_nodes, "score", "--shards", s3_url + "/nothing-here", "--checkpoint", s3_url + "/none",
-                    "--out", s3_url + "/r.csv")
+    failed = launch(
+        ray_nodes,
+        "score",
+        "--shards",
+        s3_url + "/nothing-here",
+        "--checkpoint",
+        s3_url + "/none",
+        "--out",
+        s3_url + "/r.csv",
+    )
     assert failed.returncode == 2  # artdate's exit code for bad input, passed through from the job
     assert "not a finished artdate store" in failed.stdout
     assert "FAILED" in failed.stderr
 
 
 def test_an_unreachable_address_is_a_clear_error():
-    unreachable = subprocess.run([sys.executable, "launch.py", "--address", "http://127.0.0.9:9", "status", "x"],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+    unreachable = subprocess.run(
+        [sys.executable, "launch.py", "--address", "http://127.0.0.9:9", "status", "x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert unreachable.returncode == 3
     assert "cannot reach the Ray cluster at http://127.0.0.9:9" in unreachable.stderr
 
@@ -86,9 +145,28 @@ def test_ctrl_c_leaves_the_job_running_and_logs_follows_it(ray_nodes, s3_url, ti
     results = s3_url.rsplit("/", 1)[0] + "/results.csv"
     errors = open(tmp_path / "stderr", "w+")
     process = subprocess.Popen(
-        [sys.executable, "launch.py", "--address", ray_nodes.dashboard_url, "score", "--shards", s3_url,
-         "--checkpoint", checkpoint, "--out", results, "--actors", "1", "--quiet"],
-        cwd=ROOT, env=ray_nodes.environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+        [
+            sys.executable,
+            "launch.py",
+            "--address",
+            ray_nodes.dashboard_url,
+            "score",
+            "--shards",
+            s3_url,
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            results,
+            "--actors",
+            "1",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=ray_nodes.environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
     deadline = time.monotonic() + 120
     while "submitted raysubmit_" not in (tmp_path / "stderr").read_text():
         assert process.poll() is None and time.monotonic() < deadline
@@ -98,7 +176,9 @@ def test_ctrl_c_leaves_the_job_running_and_logs_follows_it(ray_nodes, s3_url, ti
     assert process.wait(60) == 130
     said = (tmp_path / "stderr").read_text()
     job_id = said.split("submitted ")[1].split()[0]
-    assert f"{job_id} goes on; follow it with: python launch.py --address {ray_nodes.dashboard_url} logs {job_id}" in said
+    assert (
+        f"{job_id} goes on; follow it with: python launch.py --address {ray_nodes.dashboard_url} logs {job_id}" in said
+    )
     followed = launch(ray_nodes, "logs", job_id)  # no stdin: it was not stopped, it finishes
     assert followed.returncode == 0 and f"scored {manifest['packed']} works" in followed.stdout
 
@@ -107,9 +187,30 @@ def test_eight_ranks_with_fewer_validation_shards_than_ranks_validate_every_work
     manifest = pack_sample(s3_url)  # 32 per shard: 2 validation shards for 8 ranks
     assert manifest["splits"]["val"]["shards"] < 8
     storage = s3_url.rsplit("/", 1)[0] + "/runs/eight"
-    trained = launch(ray_nodes, "train", "--shards", s3_url, "--storage", storage, "--backbone", "efficientnet_lite0",
-                     "--epochs", "1", "--batch-size", "8", "--image-size", "48", "--workers", "8",
-                     "--cpus-per-worker", "0.25", "--gpus-per-worker", "0", "--loader-workers", "0")
+    trained = launch(
+        ray_nodes,
+        "train",
+        "--shards",
+        s3_url,
+        "--storage",
+        storage,
+        "--backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "48",
+        "--workers",
+        "8",
+        "--cpus-per-worker",
+        "0.25",
+        "--gpus-per-worker",
+        "0",
+        "--loader-workers",
+        "0",
+    )
     assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
     assert "device: CPU, 8 worker(s)" in trained.stdout + trained.stderr
     (metrics,) = run_checkpoints(storage).values()
@@ -126,11 +227,21 @@ def test_the_job_upload_holds_the_code_and_no_data_outputs_or_secrets(tmp_path, 
     from artdate import jobs
 
     checkout = tmp_path / "checkout"
-    files = {"artdate/cli.py": "code", "launch.py": "code", "pyproject.toml": "[project]", "metadata/met-data.csv": "id,year",
-             "my-works.csv": "id,year", ".env": "AWS_SECRET_ACCESS_KEY=x", "metadata/.env": "KEY=x",
-             "shards/train-000000.tar": "data", "runs/r/checkpoint_1/checkpoint.pt": "weights",
-             "results.csv": "id,pred", "demo-run/results.csv": "id,pred", "artdate/__pycache__/cli.pyc": "bytes",
-             "notes/secret.txt": "mine"}
+    files = {
+        "artdate/cli.py": "code",
+        "launch.py": "code",
+        "pyproject.toml": "[project]",
+        "metadata/met-data.csv": "id,year",
+        "my-works.csv": "id,year",
+        ".env": "AWS_SECRET_ACCESS_KEY=x",
+        "metadata/.env": "KEY=x",
+        "shards/train-000000.tar": "data",
+        "runs/r/checkpoint_1/checkpoint.pt": "weights",
+        "results.csv": "id,pred",
+        "demo-run/results.csv": "id,pred",
+        "artdate/__pycache__/cli.pyc": "bytes",
+        "notes/secret.txt": "mine",
+    }
     for name, content in files.items():
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         (checkout / name).write_text(content)
@@ -156,6 +267,11 @@ def test_every_storage_option_must_be_shared_and_options_are_never_abbreviated()
     assert local_storage(["predict", "https://x.org/a.jpg", "--checkpoint", "s3://b/run"]) == []
     assert local_storage(["report", "s3://b/results.csv", "--out", "report"]) == ["--out report"]
     assert local_storage(["demo"]) == ["--workdir demo-run"]  # the default counts too
-    abbreviated = subprocess.run([sys.executable, "launch.py", "train", *shared, "--weig", "./r152.pt"],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+    abbreviated = subprocess.run(
+        [sys.executable, "launch.py", "train", *shared, "--weig", "./r152.pt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert abbreviated.returncode == 2 and "unrecognized arguments: --weig ./r152.pt" in abbreviated.stderr

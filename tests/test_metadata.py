@@ -1,9 +1,9 @@
 import os
 
 import pytest
+from conftest import ROOT, SAMPLE_CSV
 
 from artdate.metadata import MetadataError, assign_split, coarse_span, read_coarse_dates, read_metadata, sample_key
-from conftest import ROOT, SAMPLE_CSV
 
 # metadata/SOURCE.md: 30178 Rijksmuseum rows lie in 1200..1930; 292 of them repeat a row exactly.
 RIJKS_IN_WINDOW = 29886
@@ -130,7 +130,14 @@ def test_split_is_deterministic_and_independent_of_row_order(tmp_path):
     assert 0.17 < sum(s == "val" for s in first.values()) / len(first) < 0.23
     # Pinned values: the split must not change between versions or machines.
     assert [assign_split("met", str(i), 0, 0.5) for i in range(8)] == [
-        "train", "train", "train", "val", "train", "val", "val", "train"
+        "train",
+        "train",
+        "train",
+        "val",
+        "train",
+        "val",
+        "val",
+        "train",
     ]
 
 
@@ -156,8 +163,11 @@ def test_coarse_years_by_hand():
 
 
 def test_works_marked_coarse_train_as_the_span_their_year_stands_for(tmp_path):
-    works = write(tmp_path, "museum,id,year,year_start,year_end\nmet,a,1650,,\nmet,b,1601,,\nrijks,a,1650,,\n"
-                  "met,c,,1640,1660\nmet,d,1650,,\n")
+    works = write(
+        tmp_path,
+        "museum,id,year,year_start,year_end\nmet,a,1650,,\nmet,b,1601,,\nrijks,a,1650,,\n"
+        "met,c,,1640,1660\nmet,d,1650,,\n",
+    )
     flags = write(tmp_path, "museum,id,flag\nmet,a,year ends in 0\n,b,coarse estimate\nmet,c,ranged\n", "flags.csv")
     marked = read_coarse_dates(flags)
     assert marked == {("met", "a"), ("", "b"), ("met", "c")}

@@ -4,13 +4,13 @@ import os
 
 import pytest
 import torch
+from conftest import SAMPLE_IMAGES
 
 from artdate import data, shards
-from artdate.model import LabelEncoding, ModelSpec, build_model, load_checkpoint, resolve_checkpoint, save_checkpoint
-from artdate.train import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 from artdate.cli import main
 from artdate.config import TrainConfig
-from conftest import SAMPLE_IMAGES
+from artdate.model import LabelEncoding, ModelSpec, build_model, load_checkpoint, resolve_checkpoint, save_checkpoint
+from artdate.train import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 
 
 @pytest.mark.parametrize("backbone, outputs", [("efficientnet_lite0", 1), ("resnet18", 30), ("mobilenet_v3_small", 1)])
@@ -87,14 +87,19 @@ def test_bins_with_a_label_sigma_reach_the_neighbouring_bins_as_a_gaussian():
     assert target.sum().item() == pytest.approx(1.0)
     # 1612 lies in 1600-1649 (centre 1624.5); the bins around it weigh exp(-d^2 / (2 * 50^2)), d
     # the distance from 1612 to their centre.
-    weights = {8: 1.0, 7: math.exp(-0.5 * (37.5 / 50) ** 2), 9: math.exp(-0.5 * (62.5 / 50) ** 2),
-               6: math.exp(-0.5 * (87.5 / 50) ** 2)}
+    weights = {
+        8: 1.0,
+        7: math.exp(-0.5 * (37.5 / 50) ** 2),
+        9: math.exp(-0.5 * (62.5 / 50) ** 2),
+        6: math.exp(-0.5 * (87.5 / 50) ** 2),
+    }
     for index, weight in weights.items():
         assert target[index].item() / target[8].item() == pytest.approx(weight, rel=1e-5)
     assert target.argmax().item() == 8 and target[0].item() < 1e-10
     sharp = LabelEncoding(loss="bins", year_min=1200, year_max=1929, bin_width=50)
     assert sharp.targets(torch.tensor([1612]), torch.tensor([1612]), torch.tensor([1612]))[0].tolist() == [
-        1.0 if i == 8 else 0.0 for i in range(15)]
+        1.0 if i == 8 else 0.0 for i in range(15)
+    ]
 
 
 def test_error_metrics():
@@ -210,8 +215,12 @@ def test_hostile_and_broken_checkpoints_are_one_line_errors_and_run_no_code(tmp_
     empty = tmp_path / "empty"
     empty.mkdir()
     image = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
-    for directory, message in [(hostile, "was refused: it holds code"), (truncated, "not a readable checkpoint"),
-                               (other, "does not fit backbone resnet18"), (empty, "no checkpoint at")]:
+    for directory, message in [
+        (hostile, "was refused: it holds code"),
+        (truncated, "not a readable checkpoint"),
+        (other, "does not fit backbone resnet18"),
+        (empty, "no checkpoint at"),
+    ]:
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             load_checkpoint(str(directory))
         assert main(["predict", image, "--checkpoint", str(directory)]) == 2
@@ -244,8 +253,9 @@ def test_a_training_step_can_decode_and_augment_on_the_device(sample_store):
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=30)
-    stats = train_one_epoch(model, spec, optimizer, scheduler, encoded, torch.device("cpu"), 0,
-                            device_transform=data.train_transform(64))
+    stats = train_one_epoch(
+        model, spec, optimizer, scheduler, encoded, torch.device("cpu"), 0, device_transform=data.train_transform(64)
+    )
     assert stats["images"] == first_shard[0].samples and stats["skipped"] == 0
     predictions, years, skipped = evaluate(model, spec, encoded, torch.device("cpu"), data.eval_transform(64))
     assert len(predictions.year) == len(years) == first_shard[0].samples and skipped == 0

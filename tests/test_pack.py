@@ -10,21 +10,28 @@ import time
 
 import pytest
 import webdataset as wds
+from conftest import ROOT, SAMPLE_CSV, SAMPLE_IMAGES, SHARED_SAMPLE, need_sample, requires_sample
+from museum_servers import MuseumApi, have_fixtures, sample_images
 
 from artdate import shards, store
 from artdate.config import PackConfig
 from artdate.data import register_s3
 from artdate.metadata import read_metadata
 from artdate.pack import run_pack
-from conftest import ROOT, SAMPLE_CSV, SAMPLE_IMAGES, SHARED_SAMPLE, need_sample, requires_sample
-from museum_servers import MuseumApi, have_fixtures, sample_images
-
 
 
 def pack(out, **settings):
     need_sample()
-    defaults = dict(metadata=(SAMPLE_CSV,), images=SHARED_SAMPLE, out=out, size=96, samples_per_shard=40,
-                    year_min=-1000, year_max=2100, jobs=1)
+    defaults = dict(
+        metadata=(SAMPLE_CSV,),
+        images=SHARED_SAMPLE,
+        out=out,
+        size=96,
+        samples_per_shard=40,
+        year_min=-1000,
+        year_max=2100,
+        jobs=1,
+    )
     return run_pack(PackConfig(**{**defaults, **settings}), progress=False)
 
 
@@ -57,7 +64,9 @@ def check_round_trip(url, manifest, expected_works):
         assert samples[work.key]["id"] == work.id and samples[work.key]["museum"] == work.museum
     register_s3()
     urls = shards.shard_urls(url, manifest)
-    decoded = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil").to_tuple("__key__", "jpg", "json"))
+    decoded = list(
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil").to_tuple("__key__", "jpg", "json")
+    )
     assert sorted(k for k, _, _ in decoded) == sorted(samples)
     assert all(min(image.size) <= 96 for _, image, _ in decoded)
     assert manifest["packed"] == len(expected_works)
@@ -74,7 +83,9 @@ def test_round_trip_local(tmp_path):
     assert len(manifest["shards"]) == 8  # ceil(~265 / 40) train + 1 val
     assert manifest["labels"]["train"]["count"] == manifest["splits"]["train"]["samples"]
     assert not any(".partial-" in name for name in os.listdir(out))
-    assert sorted(os.listdir(out)) == sorted([s["name"] for s in manifest["shards"]] + ["_pack", "manifest.json", "rejects.csv"])
+    assert sorted(os.listdir(out)) == sorted(
+        [s["name"] for s in manifest["shards"]] + ["_pack", "manifest.json", "rejects.csv"]
+    )
 
 
 def test_round_trip_s3_with_parallel_encoding(s3_url):
@@ -87,7 +98,7 @@ def test_round_trip_s3_with_parallel_encoding(s3_url):
     for entry in (e for e in manifest["shards"] if e["samples"] >= 30):
         with tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, entry["name"])))) as tar:
             labels = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
-        assert len({l["museum"] for l in labels}) > 1 and len({l["year"] // 100 for l in labels}) > 2
+        assert len({label["museum"] for label in labels}) > 1 and len({label["year"] // 100 for label in labels}) > 2
 
 
 def test_default_year_window_and_shard_size(tmp_path):
@@ -124,7 +135,9 @@ def test_bad_images_are_skipped_and_recorded(tmp_path):
     assert rejects["truncated"][1].startswith("corrupt or truncated image")
     assert rejects["missing"][0] == "fetch" and "missing.jpg" in rejects["missing"][1]
     assert rejects["bad"] == ("metadata", "year '16x0' is not a number")
-    assert where == {name: f"{metadata}:{line}" for line, name in enumerate(["empty", "truncated", "text", "missing", "bad"], 3)}
+    assert where == {
+        name: f"{metadata}:{line}" for line, name in enumerate(["empty", "truncated", "text", "missing", "bad"], 3)
+    }
 
 
 def test_rerun_of_a_finished_pack_does_nothing_and_other_settings_are_refused(tmp_path):
@@ -145,9 +158,29 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
     try:
         metadata = tmp_path / "met.csv"
         metadata.write_text("id,year\n" + "".join(f"{i},{1500 + n}\n" for n, i in enumerate(images)))
-        command = [sys.executable, "-m", "artdate.cli", "pack", "--metadata", str(metadata), "--out", s3_url,
-                   "--source", "met", "--api-url", f"met={api.root('met')}", "--rate", "40", "--samples-per-shard", "6",
-                   "--size", "64", "--jobs", "1", "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "artdate.cli",
+            "pack",
+            "--metadata",
+            str(metadata),
+            "--out",
+            s3_url,
+            "--source",
+            "met",
+            "--api-url",
+            f"met={api.root('met')}",
+            "--rate",
+            "40",
+            "--samples-per-shard",
+            "6",
+            "--size",
+            "64",
+            "--jobs",
+            "1",
+            "--quiet",
+        ]
         process = subprocess.Popen(command, env=os.environ.copy())
         records = store.join(s3_url, "_pack")
         deadline = time.monotonic() + 60
@@ -163,14 +196,26 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
 
         api.requests.clear()
         manifest = run_pack(
-            PackConfig(metadata=(str(metadata),), out=s3_url, source="met", api_url=(f"met={api.root('met')}",), rate=40,
-                       samples_per_shard=6, size=64, jobs=1),
+            PackConfig(
+                metadata=(str(metadata),),
+                out=s3_url,
+                source="met",
+                api_url=(f"met={api.root('met')}",),
+                rate=40,
+                samples_per_shard=6,
+                size=64,
+                jobs=1,
+            ),
             progress=False,
         )
         # Nothing of the finished shards was fetched again; everything else was fetched once.
-        finished_ids = {json.load(tar.extractfile(member))["id"] for name in finished
-                        for tar in [tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, name))))]
-                        for member in tar.getmembers() if member.name.endswith(".json")}
+        finished_ids = {
+            json.load(tar.extractfile(member))["id"]
+            for name in finished
+            for tar in [tarfile.open(fileobj=io.BytesIO(store.read_bytes(store.join(s3_url, name))))]
+            for member in tar.getmembers()
+            if member.name.endswith(".json")
+        }
         refetched = {path.rsplit("/", 1)[1][: -len(".jpg")] for path in api.requests if path.startswith("/met-images/")}
         assert refetched.isdisjoint(finished_ids)
         assert refetched | finished_ids == set(images)
@@ -183,10 +228,36 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
 
 def pack_cli(out, preexec_fn=None):
     need_sample()
-    return subprocess.run([sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--images", SHARED_SAMPLE, "--out", str(out),
-                           "--size", "96", "--samples-per-shard", "64", "--year-min", "-1000", "--year-max", "2100",
-                           "--jobs", "1", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          preexec_fn=preexec_fn)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "artdate.cli",
+            "pack",
+            "--metadata",
+            SAMPLE_CSV,
+            "--images",
+            SHARED_SAMPLE,
+            "--out",
+            str(out),
+            "--size",
+            "96",
+            "--samples-per-shard",
+            "64",
+            "--year-min",
+            "-1000",
+            "--year-max",
+            "2100",
+            "--jobs",
+            "1",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=preexec_fn,
+    )
 
 
 def assert_nothing_looks_finished(out):
@@ -196,10 +267,13 @@ def assert_nothing_looks_finished(out):
     assert all(f"{n}.json" in records for n in names if n.endswith(".tar")), (names, records)
 
 
-@pytest.mark.parametrize("file_limit, full_file", [
-    (30_000, "works.sqlite"),  # the scratch list of works (about 95 KB for the sample) fills the disk
-    (300_000, ".tar"),  # a shard (about 450 KB) fills it
-])
+@pytest.mark.parametrize(
+    "file_limit, full_file",
+    [
+        (30_000, "works.sqlite"),  # the scratch list of works (about 95 KB for the sample) fills the disk
+        (300_000, ".tar"),  # a shard (about 450 KB) fills it
+    ],
+)
 def test_a_full_disk_is_a_clear_error_leaves_nothing_finished_and_the_rerun_completes(tmp_path, file_limit, full_file):
     import resource
 
@@ -242,8 +316,19 @@ def test_public_art_packs_as_it_is(tmp_path):
     # longer than a tar header holds.
     out = str(tmp_path / "store")
     flags = os.path.join(os.path.dirname(PUBLIC_ART), "date-flags.csv")  # its coarse years train as spans
-    manifest = run_pack(PackConfig(metadata=(PUBLIC_ART,), out=out, size=32, year_min=-10000, year_max=2100,
-                                   samples_per_shard=2000, jobs=1, coarse_dates=flags), progress=False)
+    manifest = run_pack(
+        PackConfig(
+            metadata=(PUBLIC_ART,),
+            out=out,
+            size=32,
+            year_min=-10000,
+            year_max=2100,
+            samples_per_shard=2000,
+            jobs=1,
+            coarse_dates=flags,
+        ),
+        progress=False,
+    )
     with open(PUBLIC_ART, newline="") as f:
         rows = list(csv.DictReader(f))
     accounted = manifest["packed"] + manifest["rejected"] + manifest["out_of_window"] + manifest["duplicates_dropped"]

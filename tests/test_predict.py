@@ -3,15 +3,15 @@ import tarfile
 
 import pytest
 import torch
+from conftest import SAMPLE_IMAGES
+from museum_servers import MuseumApi
 
 from artdate import shards
 from artdate.cli import main
 from artdate.config import PredictConfig
-from artdate.data import eval_transform, decode_image
+from artdate.data import decode_image, eval_transform
 from artdate.model import load_checkpoint, predict_years
 from artdate.predict import predict_year
-from conftest import SAMPLE_IMAGES
-from museum_servers import MuseumApi
 
 IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
 
@@ -23,7 +23,9 @@ def stored_sample_prediction(checkpoint, store_url, key):
         with tarfile.open(url) as tar:
             if f"{key}.jpg" in tar.getnames():
                 image = decode_image(tar.extractfile(f"{key}.jpg").read())
-    return predict_years(model, spec, eval_transform(spec.image_size)(image)[None], torch.device("cpu"), info["calibration"])
+    return predict_years(
+        model, spec, eval_transform(spec.image_size)(image)[None], torch.device("cpu"), info["calibration"]
+    )
 
 
 def test_a_local_image_is_seen_as_training_saw_its_sample(tiny_checkpoint, sample_store, capsys):
@@ -62,12 +64,15 @@ def api():
     server.stop()
 
 
-@pytest.mark.parametrize("path, settings, message", [
-    ("/img/notimage", {}, "not an image"),
-    ("/nothing/here", {}, "HTTP 404 from http://127.0.0.1"),
-    ("/img/huge", {"max_bytes": 1_000_000}, "over the cap of 1000000"),
-    ("/img/866", {"max_pixels": 1000}, "over the limit of 1000 pixels"),
-])
+@pytest.mark.parametrize(
+    "path, settings, message",
+    [
+        ("/img/notimage", {}, "not an image"),
+        ("/nothing/here", {}, "HTTP 404 from http://127.0.0.1"),
+        ("/img/huge", {"max_bytes": 1_000_000}, "over the cap of 1000000"),
+        ("/img/866", {"max_pixels": 1000}, "over the limit of 1000 pixels"),
+    ],
+)
 def test_bad_urls_are_clear_errors(tiny_checkpoint, api, path, settings, message):
     with pytest.raises(ValueError, match=message):
         predict_year(PredictConfig(image=f"{api.url}{path}", checkpoint=tiny_checkpoint, **settings))
@@ -84,20 +89,24 @@ def test_bad_paths_are_clear_errors(tiny_checkpoint, tmp_path, capsys):
 
 def test_image_kinds_predict_and_hostile_images_are_one_line_errors(tiny_checkpoint, tmp_path, capsys):
     from PIL import Image
-
     from test_images import image_bytes, png_bomb
 
-    for name, data in [("cmyk.jpg", image_bytes((80, 60), "CMYK", (0, 255, 255, 0))),
-                       ("grey16.png", image_bytes((80, 60), "I;16", 40000, "PNG")),
-                       ("palette.png", image_bytes((80, 60), "P", 3, "PNG")),
-                       ("alpha.png", image_bytes((80, 60), "RGBA", (200, 10, 10, 0), "PNG"))]:
+    for name, data in [
+        ("cmyk.jpg", image_bytes((80, 60), "CMYK", (0, 255, 255, 0))),
+        ("grey16.png", image_bytes((80, 60), "I;16", 40000, "PNG")),
+        ("palette.png", image_bytes((80, 60), "P", 3, "PNG")),
+        ("alpha.png", image_bytes((80, 60), "RGBA", (200, 10, 10, 0), "PNG")),
+    ]:
         (tmp_path / name).write_bytes(data)
         assert main(["predict", str(tmp_path / name), "--checkpoint", tiny_checkpoint]) == 0, name
     whole = open(IMAGE, "rb").read()
-    for name, data, message in [("bomb.png", png_bomb(), "too many pixels"), ("empty.jpg", b"", "empty file"),
-                                ("cut.jpg", whole[: len(whole) // 2], "corrupt or truncated"),
-                                ("page.jpg", b"<html>moved</html>", "not an image"),
-                                ("big.jpg", whole, "over the cap of 1000 bytes")]:
+    for name, data, message in [
+        ("bomb.png", png_bomb(), "too many pixels"),
+        ("empty.jpg", b"", "empty file"),
+        ("cut.jpg", whole[: len(whole) // 2], "corrupt or truncated"),
+        ("page.jpg", b"<html>moved</html>", "not an image"),
+        ("big.jpg", whole, "over the cap of 1000 bytes"),
+    ]:
         (tmp_path / name).write_bytes(data)
         capsys.readouterr()
         settings = ["--max-bytes", "1000"] if name == "big.jpg" else []

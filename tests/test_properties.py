@@ -6,16 +6,17 @@ import string
 import tempfile
 
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from artdate.metadata import MAX_KEY, MetadataError, read_metadata, sample_key
+from artdate.model import LabelEncoding
 
 # In CI (CI=true) the examples are derived from the test names, so a submission's run is
 # reproducible; elsewhere each run explores new ones.
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
-
-from artdate.metadata import MAX_KEY, MetadataError, read_metadata, sample_key
-from artdate.model import LabelEncoding
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
 
@@ -32,8 +33,10 @@ def read_text_as_metadata(content: str, **options):
 
 
 @settings(max_examples=200, deadline=None)
-@given(header=st.sampled_from(["id,year\n", "id,year_start,year_end\n", "museum,id,year,title\n", "x,y\n", ""]),
-       body=st.text(st.characters(blacklist_categories=("Cs",)), max_size=200))
+@given(
+    header=st.sampled_from(["id,year\n", "id,year_start,year_end\n", "museum,id,year,title\n", "x,y\n", ""]),
+    body=st.text(st.characters(blacklist_categories=("Cs",)), max_size=200),
+)
 def test_any_file_is_read_or_refused_with_file_and_line(header, body):
     path, result, problem = read_text_as_metadata(header + body, museum="met", year_min=-10000, year_max=2100)
     if problem is not None:
@@ -47,8 +50,12 @@ def test_any_file_is_read_or_refused_with_file_and_line(header, body):
         assert all(work.id and work.year_start <= work.year <= work.year_end for work in result.works)
 
 
-ROW = st.tuples(st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=12),
-                st.integers(1200, 1930), st.integers(0, 80), TEXT)
+ROW = st.tuples(
+    st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=12),
+    st.integers(1200, 1930),
+    st.integers(0, 80),
+    TEXT,
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -62,13 +69,14 @@ def test_rows_written_by_a_csv_writer_round_trip(rows):
             writer.writerows([(work_id, start, start + length, title) for work_id, start, length, title in rows])
         works = read_metadata([path], museum="met", year_min=1000, year_max=2100).works
     assert [(w.id, w.year_start, w.year_end, w.title) for w in works] == [
-        (work_id, start, start + length, title.strip()) for work_id, start, length, title in rows]
+        (work_id, start, start + length, title.strip()) for work_id, start, length, title in rows
+    ]
     assert all(w.year == (w.year_start + w.year_end + 1) // 2 for w in works)
 
 
-ENCODING = st.builds(LabelEncoding, loss=st.just("bins"), year_min=st.integers(-500, 1500),
-                     bin_width=st.integers(1, 100)).map(
-    lambda e: LabelEncoding("bins", year_min=e.year_min, year_max=e.year_min + 700, bin_width=e.bin_width))
+ENCODING = st.builds(
+    LabelEncoding, loss=st.just("bins"), year_min=st.integers(-500, 1500), bin_width=st.integers(1, 100)
+).map(lambda e: LabelEncoding("bins", year_min=e.year_min, year_max=e.year_min + 700, bin_width=e.bin_width))
 
 
 @settings(max_examples=200, deadline=None)
@@ -85,9 +93,13 @@ def test_bin_targets_sum_to_one_and_cover_the_date_range(encoding, start, length
 
 
 @settings(max_examples=200, deadline=None)
-@given(encoding=ENCODING, offset=st.integers(0, 700),
-       regression=st.builds(LabelEncoding, loss=st.sampled_from(["mse", "l1", "huber"]),
-                            mean=st.floats(1000, 2000), std=st.floats(1, 500)))
+@given(
+    encoding=ENCODING,
+    offset=st.integers(0, 700),
+    regression=st.builds(
+        LabelEncoding, loss=st.sampled_from(["mse", "l1", "huber"]), mean=st.floats(1000, 2000), std=st.floats(1, 500)
+    ),
+)
 def test_years_round_trip_through_the_encodings(encoding, offset, regression):
     year = torch.tensor([encoding.year_min + offset])
     decoded, _, _, spread = encoding.decode(torch.log(encoding.targets(year, year, year)))
@@ -110,7 +122,10 @@ def test_sample_keys_are_bounded_safe_and_unique(museum, work_id, other_museum, 
         assert key != sample_key(other_museum, other_id)
 
 
-@given(st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=20), st.sampled_from([".", "/", " ", "é"]))
+@given(
+    st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=20),
+    st.sampled_from([".", "/", " ", "é"]),
+)
 def test_ids_that_differ_only_in_punctuation_get_distinct_keys(stem, mark):
     ids = {stem + "-1", stem + mark + "1", stem + "_1"}
     assert len({sample_key("met", i) for i in ids}) == len(ids)
@@ -127,7 +142,8 @@ def tiny_jpeg() -> bytes:
 
 
 CSV_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=120).filter(
-    lambda text: text.strip() == text)
+    lambda text: text.strip() == text
+)
 
 
 @given(st.lists(st.tuples(CSV_TEXT, CSV_TEXT), min_size=1, max_size=4, unique=True))

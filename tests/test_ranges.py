@@ -12,7 +12,9 @@ from artdate.model import LabelEncoding, ModelSpec, predict_years
 def test_bin_quantiles_spread_each_bin_over_its_years():
     # Four 10-year bins from 1600: 1600-1609, 1610-1619, ... i.e. 1599.5..1639.5 on the continuous scale.
     uniform = torch.full((1, 4), 0.25)
-    assert ranges.bin_quantiles(uniform, 1600, 10, (0.0, 0.1, 0.5, 0.9, 1.0)).tolist() == [[1599.5, 1603.5, 1619.5, 1635.5, 1639.5]]
+    assert ranges.bin_quantiles(uniform, 1600, 10, (0.0, 0.1, 0.5, 0.9, 1.0)).tolist() == [
+        [1599.5, 1603.5, 1619.5, 1635.5, 1639.5]
+    ]
     # All in the second bin: its 10% and 90% points lie 1 year inside its ends.
     single = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
     assert ranges.bin_quantiles(single, 1600, 10, (0.1, 0.9)).tolist() == [[1610.5, 1618.5]]
@@ -38,8 +40,11 @@ def test_conformal_margin_is_the_finite_sample_quantile_of_the_misses():
 
 
 def test_applying_a_calibration_widens_shrinks_and_keeps_inside_the_window():
-    raw = ranges.Predictions(year=torch.tensor([1500.0, 1250.0, 1700.0]), low=torch.tensor([1480.0, 1240.0, 1690.0]),
-                             high=torch.tensor([1520.0, 1260.0, 1702.0]))
+    raw = ranges.Predictions(
+        year=torch.tensor([1500.0, 1250.0, 1700.0]),
+        low=torch.tensor([1480.0, 1240.0, 1690.0]),
+        high=torch.tensor([1520.0, 1260.0, 1702.0]),
+    )
     wider = ranges.apply_calibration(raw, ranges.RangeCalibration(0.8, 30.0, 100), 1200, 1930)
     assert wider.low.tolist() == [1450, 1210, 1660] and wider.high.tolist() == [1550, 1290, 1732]
     clamped = ranges.apply_calibration(raw, ranges.RangeCalibration(0.8, 60.0, 100), 1200, 1930)
@@ -94,8 +99,13 @@ def test_predict_years_applies_the_calibration_and_flip_averages_mirror_images()
         def forward(self, x):
             return x[:, :1, :, : x.shape[3] // 2].mean(dim=(1, 2, 3))[:, None]
 
-    spec = ModelSpec(backbone="test", image_size=4, encoding=LabelEncoding(loss="mse", mean=1500, std=100),
-                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    spec = ModelSpec(
+        backbone="test",
+        image_size=4,
+        encoding=LabelEncoding(loss="mse", mean=1500, std=100),
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
     images = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
     images[..., :2] = 255  # the left half white: 1.0 there, 0.0 in the mirror image
     cpu = torch.device("cpu")

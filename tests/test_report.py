@@ -7,16 +7,22 @@ import tarfile
 
 import pandas as pd
 import pytest
+from conftest import SAMPLE_IMAGES, requires_sample
 from PIL import Image
 
 from artdate import shards
 from artdate.config import ReportConfig
 from artdate.report import read_results, run_report
-from conftest import ROOT, SAMPLE_IMAGES, requires_sample
 
 # Hand-built: errors (pred - year) of -120, -30, 0, 10, 60 and 200.
-ROWS = [("met", 1, 1500, 1380), ("met", 2, 1520, 1490), ("rijks", 3, 1610, 1610),
-        ("rijks", 4, 1640, 1650), ("rijks", 5, 1700, 1760), ("met", 6, 1890, 2090)]
+ROWS = [
+    ("met", 1, 1500, 1380),
+    ("met", 2, 1520, 1490),
+    ("rijks", 3, 1610, 1610),
+    ("rijks", 4, 1640, 1650),
+    ("rijks", 5, 1700, 1760),
+    ("met", 6, 1890, 2090),
+]
 
 
 def write_csv(tmp_path, rows=ROWS):
@@ -40,8 +46,13 @@ def test_summary_matches_the_hand_computed_figures(tmp_path):
     assert summary["per_museum"]["met"]["n"] == 3
     on_disk = json.load(open(tmp_path / "out" / "summary.json"))
     assert on_disk == json.loads(json.dumps(summary))
-    assert sorted(os.listdir(tmp_path / "out")) == ["error_per_bin.png", "pred_vs_year.png", "report.html",
-                                                    "summary.json", "works_per_bin.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "error_per_bin.png",
+        "pred_vs_year.png",
+        "report.html",
+        "summary.json",
+        "works_per_bin.png",
+    ]
 
 
 def test_many_museums_show_the_largest_and_group_the_rest(tmp_path):
@@ -62,24 +73,35 @@ def test_many_museums_show_the_largest_and_group_the_rest(tmp_path):
 
 def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figures(tmp_path):
     # (split, year, pred, low, high): the validation works' years fall inside 3 of 4 ranges.
-    rows = [("train", 1500, 1380, 1300, 1450), ("train", 1610, 1610, 1600, 1620),
-            ("val", 1520, 1490, 1450, 1530), ("val", 1540, 1620, 1600, 1700), ("val", 1700, 1760, 1700, 1800),
-            ("val", 1890, 1810, 1750, 1890)]
+    rows = [
+        ("train", 1500, 1380, 1300, 1450),
+        ("train", 1610, 1610, 1600, 1620),
+        ("val", 1520, 1490, 1450, 1530),
+        ("val", 1540, 1620, 1600, 1700),
+        ("val", 1700, 1760, 1700, 1800),
+        ("val", 1890, 1810, 1750, 1890),
+    ]
     path = tmp_path / "results.csv"
-    path.write_text("split,year,pred,pred_low,pred_high,range_level\n"
-                    + "".join(f"{s},{y},{p},{lo},{hi},0.8\n" for s, y, p, lo, hi in rows))
+    path.write_text(
+        "split,year,pred,pred_low,pred_high,range_level\n"
+        + "".join(f"{s},{y},{p},{lo},{hi},0.8\n" for s, y, p, lo, hi in rows)
+    )
     summary = run_report(ReportConfig(results=str(path), out=str(tmp_path / "out")))
     assert summary["held_out"] == "validation works"
     ranges = summary["ranges"]
     assert ranges["level"] == 0.8 and ranges["coverage"] == 3 / 4 and ranges["width"] == (80 + 100 + 100 + 140) / 4
-    assert [(b["bin_start"], b["n"], b["coverage"]) for b in ranges["per_bin"]] == [(1500, 2, 0.5), (1700, 1, 1.0),
-                                                                                     (1850, 1, 1.0)]
+    assert [(b["bin_start"], b["n"], b["coverage"]) for b in ranges["per_bin"]] == [
+        (1500, 2, 0.5),
+        (1700, 1, 1.0),
+        (1850, 1, 1.0),
+    ]
     assert summary["per_split"]["train"]["coverage"] == 1 / 2  # 1500 is outside 1300-1450
     assert summary["coverage"] == 4 / 6
     # Validation works: true 1500s -> predicted 1400s and 1600s, 1700s -> 1700s, 1800s -> 1800s.
-    assert summary["centuries"] == {"centuries": [1400, 1500, 1600, 1700, 1800],
-                                    "counts": [[0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0],
-                                               [0, 0, 0, 0, 1]]}
+    assert summary["centuries"] == {
+        "centuries": [1400, 1500, 1600, 1700, 1800],
+        "counts": [[0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]],
+    }
     assert "range_reliability.png" in os.listdir(tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<b>75%</b> inside" in page and "(1600-1700)" in page
@@ -96,8 +118,10 @@ def test_the_2017_file_format_with_image_paths(tmp_path):
     for name in names:
         shutil.copy(os.path.join(sample, name), tmp_path / "img" / name)
     csv = tmp_path / "results.csv"
-    csv.write_text("year,diff,pred,path\n" + "".join(f"{1600 + 40 * i},{abs(40 * i - 50)},{1650},img/{n}\n"
-                                                     for i, n in enumerate(names)))
+    csv.write_text(
+        "year,diff,pred,path\n"
+        + "".join(f"{1600 + 40 * i},{abs(40 * i - 50)},{1650},img/{n}\n" for i, n in enumerate(names))
+    )
     out = tmp_path / "out"
     summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=2))
     assert summary["mae"] == (50 + 10 + 30 + 70) / 4
@@ -106,11 +130,14 @@ def test_the_2017_file_format_with_image_paths(tmp_path):
     assert "per_museum" not in summary
 
 
-@pytest.mark.parametrize("content, message", [
-    ("year,guess\n1500,1600\n", r"needs columns year and pred; missing \['pred'\]"),
-    ("year,pred\n1500,1600\n1600,soon\n", r"line 3: pred 'soon' is not a number"),
-    ("", "not a readable CSV"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("year,guess\n1500,1600\n", r"needs columns year and pred; missing \['pred'\]"),
+        ("year,pred\n1500,1600\n1600,soon\n", r"line 3: pred 'soon' is not a number"),
+        ("", "not a readable CSV"),
+    ],
+)
 def test_unusable_results_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "r.csv"
     path.write_text(content)
@@ -132,24 +159,46 @@ def test_report_renders_in_chromium(tmp_path, sample_store):
                 rows.append((labels["museum"], labels["id"], labels["year"], member.name[:-5]))
     csv = tmp_path / "results.csv"
     shard = shards.shard_urls(sample_store, manifest)[0]
-    csv.write_text("museum,id,year,pred,shard,key\n" + "".join(
-        f"{m},{i},{y},{y + (k % 7 - 3) * 40},{shard},{key}\n" for k, (m, i, y, key) in enumerate(rows)))
+    csv.write_text(
+        "museum,id,year,pred,shard,key\n"
+        + "".join(f"{m},{i},{y},{y + (k % 7 - 3) * 40},{shard},{key}\n" for k, (m, i, y, key) in enumerate(rows))
+    )
     out = tmp_path / "out"
     summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=4))
     # Chromium loads the page; a script added to a copy counts the images that actually decoded.
     page = (out / "report.html").read_text()
     probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", "<script>document.title = 'loaded ' + "
-                     "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length + ' of ' + "
-                     "document.images.length</script></body>"))
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    probe.write_text(
+        page.replace(
+            "</body>",
+            "<script>document.title = 'loaded ' + "
+            "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length + ' of ' + "
+            "document.images.length</script></body>",
+        )
+    )
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert re.search(r"<title>loaded 15 of 15</title>", dom), dom[:300]  # 3 plots + 3 galleries x 4
     assert f"<b>{summary['mae']:.1f}</b>" in dom and "Per 50-year bin" in dom and "Per museum" in dom
     screenshot = tmp_path / "page.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1280,900", f"--screenshot={screenshot}", (out / "report.html").as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,900",
+            f"--screenshot={screenshot}",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     image = Image.open(screenshot).convert("L")
     assert image.size == (1280, 900) and image.getextrema()[0] < 100  # something dark was drawn: text, plots
 
@@ -168,9 +217,15 @@ def test_images_come_only_from_listed_shards_and_the_csvs_folder(tmp_path, sampl
         key = next(m.name for m in tar if m.name.endswith(".jpg"))[:-4]
     unlisted = tmp_path / "copy.tar"  # the same bytes, but not a shard of any store
     unlisted.write_bytes(open(shard, "rb").read())
-    rows = pd.DataFrame({"year": [1600] * 5, "pred": [1600] * 5,
-                         "path": ["inside.jpg", "../outside.jpg", str(tmp_path / "outside.jpg"), "", ""],
-                         "shard": ["", "", "", shard, str(unlisted)], "key": ["", "", "", key, key]})
+    rows = pd.DataFrame(
+        {
+            "year": [1600] * 5,
+            "pred": [1600] * 5,
+            "path": ["inside.jpg", "../outside.jpg", str(tmp_path / "outside.jpg"), "", ""],
+            "shard": ["", "", "", shard, str(unlisted)],
+            "key": ["", "", "", key, key],
+        }
+    )
     found = find_images(rows, str(folder / "results.csv"))
     assert sorted(found) == [0, 3]
     assert found[0] == image
@@ -180,12 +235,15 @@ def test_comparanda_show_under_the_gallery_and_their_estimate_is_measured(tmp_pa
     # Two validation works with 3 neighbours each: medians 1610 and 1700, against true 1600 and
     # 1750 (errors 10 and 50: knn MAE 30); the model's errors there are 20 and 40 (MAE 30 too).
     results = tmp_path / "results.csv"
-    results.write_text("key,museum,id,year,pred,split\nmet_1,met,1,1600,1620,val\nmet_2,met,2,1750,1710,val\n"
-                       "met_3,met,3,1650,1650,train\n")
+    results.write_text(
+        "key,museum,id,year,pred,split\nmet_1,met,1,1600,1620,val\nmet_2,met,2,1750,1710,val\n"
+        "met_3,met,3,1650,1650,train\n"
+    )
     (tmp_path / "results.neighbours.csv").write_text(
         "key,rank,neighbour_id,neighbour_museum,neighbour_year,similarity\n"
         "met_1,1,3,met,1650,0.91\nmet_1,2,7,rijks,1610,0.85\nmet_1,3,8,rijks,1500,0.80\n"
-        "met_2,1,3,met,1650,0.70\nmet_2,2,9,met,1700,0.60\nmet_2,3,10,met,1800,0.50\n")
+        "met_2,1,3,met,1650,0.70\nmet_2,2,9,met,1700,0.60\nmet_2,3,10,met,1800,0.50\n"
+    )
     summary = run_report(ReportConfig(results=str(results), out=str(tmp_path / "out")))
     assert summary["comparanda"] == {"k": 3, "works": "validation works", "n": 2, "knn_mae": 30.0, "model_mae": 30.0}
     page = (tmp_path / "out" / "report.html").read_text()

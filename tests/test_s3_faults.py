@@ -11,10 +11,10 @@ import threading
 import time
 
 import pytest
-
-from artdate.s3stream import ResumableObject
 from conftest import SAMPLE_CSV, SHARED_SAMPLE
 from servers import SeaweedS3
+
+from artdate.s3stream import ResumableObject
 
 
 @pytest.fixture
@@ -75,8 +75,29 @@ def test_a_replaced_object_is_never_spliced_onto_the_old_one(own_server):
 
 
 def pack_command(out: str) -> list[str]:
-    return [sys.executable, "-m", "artdate.cli", "pack", "--metadata", SAMPLE_CSV, "--images", SHARED_SAMPLE, "--out", out, "--size", "48",
-            "--samples-per-shard", "8", "--year-min", "-1000", "--year-max", "2100", "--jobs", "1", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "artdate.cli",
+        "pack",
+        "--metadata",
+        SAMPLE_CSV,
+        "--images",
+        SHARED_SAMPLE,
+        "--out",
+        out,
+        "--size",
+        "48",
+        "--samples-per-shard",
+        "8",
+        "--year-min",
+        "-1000",
+        "--year-max",
+        "2100",
+        "--jobs",
+        "1",
+        "--quiet",
+    ]
 
 
 def wait_for_objects(server, bucket: str, prefix: str, suffix: str, count: int, process, timeout: float = 180) -> int:
@@ -140,9 +161,23 @@ def test_pack_rides_out_a_short_s3_outage_and_a_rerun_finishes_after_a_long_one(
 
 
 def score_command(bucket: str, checkpoint: str, batch_size: int = 64) -> list[str]:
-    return [sys.executable, "-m", "artdate.cli", "score", "--shards", f"s3://{bucket}/shards", "--checkpoint",
-            checkpoint, "--out", f"s3://{bucket}/results.csv", "--actors", "2", "--batch-size", str(batch_size),
-            "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "artdate.cli",
+        "score",
+        "--shards",
+        f"s3://{bucket}/shards",
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        f"s3://{bucket}/results.csv",
+        "--actors",
+        "2",
+        "--batch-size",
+        str(batch_size),
+        "--quiet",
+    ]
 
 
 def wait_for_parts(server, bucket: str, count: int, process) -> int:
@@ -161,8 +196,12 @@ def assert_every_work_once(server, bucket: str) -> None:
 def scoring_actors(driver_group: int) -> list[int]:
     """Process ids of the scoring actors of the Ray that a driver (in its own process group) started:
     the children of that group's raylet."""
-    table = [line.split(None, 3) for line in subprocess.run(["ps", "-e", "-o", "pid=,pgid=,ppid=,args="],
-                                                            capture_output=True, text=True).stdout.splitlines()]
+    table = [
+        line.split(None, 3)
+        for line in subprocess.run(
+            ["ps", "-e", "-o", "pid=,pgid=,ppid=,args="], capture_output=True, text=True
+        ).stdout.splitlines()
+    ]
     group = {int(pid) for pid, pgid, _, _ in table if int(pgid) == driver_group}
     return [int(pid) for pid, _, ppid, args in table if int(ppid) in group and args.startswith("ray::Scorer")]
 
@@ -177,8 +216,9 @@ def packed(own_server):
 
 def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
     bucket, env = packed
-    process = subprocess.Popen(score_command(bucket, tiny_checkpoint, batch_size=1), env=env, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        score_command(bucket, tiny_checkpoint, batch_size=1), env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_parts(own_server, bucket, 3, process)
         own_server.kill()
@@ -191,13 +231,19 @@ def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
     assert_every_work_once(own_server, bucket)
 
 
-def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_rerun(own_server, packed,
-                                                                                   tiny_checkpoint):
+def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_rerun(
+    own_server, packed, tiny_checkpoint
+):
     bucket, env = packed
     # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
     # One image per batch keeps the tiny model busy long enough for every fault to land mid-run.
-    process = subprocess.Popen(score_command(bucket, tiny_checkpoint, batch_size=1), env=env, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        score_command(bucket, tiny_checkpoint, batch_size=1),
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         before = wait_for_parts(own_server, bucket, 2, process)
         os.kill(scoring_actors(process.pid)[0], 9)  # an actor dies ...
@@ -218,11 +264,35 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
 def test_training_rides_out_an_s3_restart_without_losing_a_sample(own_server, packed):
     bucket, env = packed
     storage = f"s3://{bucket}/runs/outage"
-    command = [sys.executable, "-m", "artdate.cli", "train", "--shards", f"s3://{bucket}/shards", "--storage", storage,
-               "--backbone", "efficientnet_lite0", "--epochs", "3", "--batch-size", "16", "--image-size", "48",
-               "--workers", "2", "--loader-workers", "1", "--log-every", "0", "--keep-checkpoints", "10"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "artdate.cli",
+        "train",
+        "--shards",
+        f"s3://{bucket}/shards",
+        "--storage",
+        storage,
+        "--backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--image-size",
+        "48",
+        "--workers",
+        "2",
+        "--loader-workers",
+        "1",
+        "--log-every",
+        "0",
+        "--keep-checkpoints",
+        "10",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     client = own_server.client()
     try:
         deadline = time.monotonic() + 300

@@ -14,13 +14,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, SAMPLE_IMAGES, pack_sample
 
 from artdate import data, shards
 from artdate.config import PredictConfig, ScoreConfig
-from artdate.predict import predict_year
 from artdate.model import load_checkpoint, predict_years
+from artdate.predict import predict_year
 from artdate.score import COLUMNS, run_scoring
-from conftest import ROOT, SAMPLE_IMAGES, pack_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -33,8 +33,23 @@ def read_rows(path):
 def start_score_command(store_url, checkpoint, out, **popen):
     """`artdate score` with one actor, as a user would start it, in a process of its own. One image
     per batch keeps the tiny model busy long enough for a test to act mid-run on a fast machine."""
-    command = [sys.executable, "-m", "artdate.cli", "score", "--shards", store_url, "--checkpoint", checkpoint,
-               "--out", out, "--actors", "1", "--batch-size", "1", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "artdate.cli",
+        "score",
+        "--shards",
+        store_url,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        out,
+        "--actors",
+        "1",
+        "--batch-size",
+        "1",
+        "--quiet",
+    ]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, **{"stderr": subprocess.DEVNULL, **popen})
 
 
@@ -52,13 +67,15 @@ def expected_predictions(store_url, checkpoint, embedded=None):
     `embedded`, key -> the embedding the year head read."""
     model, spec, info = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
-    loader = data.make_loader(data.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32,
-                              loader_workers=0)
+    loader = data.make_loader(
+        data.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32, loader_workers=0
+    )
     found = {}
     for batch in loader:
         features = []
-        predicted = predict_years(model, spec, batch["image"], torch.device("cpu"), info["calibration"],
-                                  embeddings=features)
+        predicted = predict_years(
+            model, spec, batch["image"], torch.device("cpu"), info["calibration"], embeddings=features
+        )
         found.update(zip(batch["key"], zip(predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist())))
         if embedded is not None:
             embedded.update(zip(batch["key"], features[0].numpy()))
@@ -86,14 +103,17 @@ def check_neighbours_against_brute_force(out, rows, embedded):
         assert [int(n["rank"]) for n in found] == [1, 2, 3, 4, 5]
         assert [float(n["similarity"]) for n in found] == pytest.approx(similarity[best].tolist(), abs=5e-3)
         assert all((n["neighbour_museum"], n["neighbour_id"]) != (row["museum"], row["id"]) for n in found)
-        same += {(n["neighbour_museum"], n["neighbour_id"]) for n in found} == {(train[i]["museum"], train[i]["id"])
-                                                                              for i in best}
+        same += {(n["neighbour_museum"], n["neighbour_id"]) for n in found} == {
+            (train[i]["museum"], train[i]["id"]) for i in best
+        }
     assert same >= 0.95 * len(rows)  # float16 embeddings may swap a near tie at rank 5
 
 
 def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sample_store, tiny_checkpoint):
     out = str(tmp_path / "results.csv")
-    summary = run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)
+    summary = run_scoring(
+        ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False
+    )
     rows = read_rows(out)
     manifest = shards.read_manifest(sample_store)
     assert list(rows[0]) == COLUMNS
@@ -121,8 +141,17 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     # Only the validation split, with JPEGs decoded where the model runs (nvJPEG on a GPU; here the
     # same code on the CPU) and read by a loader process: the same predictions as before.
     val_only = str(tmp_path / "val.csv")
-    run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=val_only, split="val", decode_on="device",
-                            loader_workers=1), progress=False)
+    run_scoring(
+        ScoreConfig(
+            shards=sample_store,
+            checkpoint=tiny_checkpoint,
+            out=val_only,
+            split="val",
+            decode_on="device",
+            loader_workers=1,
+        ),
+        progress=False,
+    )
     assert {r["split"] for r in read_rows(val_only)} == {"val"}
     assert not os.path.exists(str(tmp_path / "val.neighbours.csv"))  # no training works to compare with
     assert len(read_rows(val_only)) == manifest["splits"]["val"]["samples"]
@@ -142,7 +171,9 @@ def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_c
     shard = manifest["shards"][0]
     url = data.store_slices(sample_store, manifest)[0].url
     rows, skips, features = Scorer(tiny_checkpoint, batch_size=4).score(url, shard["samples"], shard["split"])
-    assert features.shape == (len(rows), 1280) and np.allclose(np.linalg.norm(features.astype(np.float32), axis=1), 1, atol=1e-2)
+    assert features.shape == (len(rows), 1280) and np.allclose(
+        np.linalg.norm(features.astype(np.float32), axis=1), 1, atol=1e-2
+    )
     assert decoding_threads and threading.get_ident() not in decoding_threads
     keys = [sample["__key__"] for sample in data.read_slice(data.Slice(url, 0, shard["samples"]))]
     assert [row["key"] for row in rows] == keys and len(keys) == shard["samples"] and not skips
@@ -155,8 +186,13 @@ def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_chec
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(
-        summary=run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)))
+    thread = threading.Thread(
+        target=lambda: outcome.update(
+            summary=run_scoring(
+                ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False
+            )
+        )
+    )
     thread.start()
     wait_for_parts(out, 3, thread.is_alive)  # kill mid-run: some shards done, most still to come
     (victim, *_) = [a for a in list_actors(filters=[("class_name", "=", "Scorer"), ("state", "=", "ALIVE")])]
@@ -202,27 +238,42 @@ def test_clear_errors(tmp_path, sample_store, tiny_checkpoint):
     with pytest.raises(ValueError, match=rf"{manifest['shards'][0]['name']}: \d+ of \d+ samples readable"):
         run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
     kept = os.listdir(out + ".parts")  # the good parts, their embeddings, and _run.json
-    assert sum(n.endswith(".tar.csv") for n in kept) == sum(n.endswith(".features.npy") for n in kept) == len(
-        manifest["shards"]) - 1 and "_run.json" in kept
+    assert (
+        sum(n.endswith(".tar.csv") for n in kept)
+        == sum(n.endswith(".features.npy") for n in kept)
+        == len(manifest["shards"]) - 1
+        and "_run.json" in kept
+    )
     shutil.copy(tmp_path / "good.tar", broken)
     summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out), progress=False)
     assert summary["scored_now"] == 1 and summary["rows"] == manifest["packed"]
 
 
-def test_more_actors_than_the_cluster_can_place_score_with_those_that_started(tmp_path, sample_store, tiny_checkpoint,
-                                                                              capfd, monkeypatch):
+def test_more_actors_than_the_cluster_can_place_score_with_those_that_started(
+    tmp_path, sample_store, tiny_checkpoint, capfd, monkeypatch
+):
     from artdate import score
 
     monkeypatch.setattr(score, "WAIT_REPORT_SECONDS", 1)
     out = str(tmp_path / "results.csv")
     # 4 actors of 1 CPU on this 2-CPU Ray: two can never be placed. Before, their shards waited forever.
-    summary = run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=4), progress=False)
+    summary = run_scoring(
+        ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=4), progress=False
+    )
     assert summary["rows"] == len({r["key"] for r in read_rows(out)}) == shards.read_manifest(sample_store)["packed"]
     assert "of 4 scoring actor(s) (1 CPU each) are waiting for the cluster to place them" in capfd.readouterr().err
 
     with pytest.raises(RuntimeError, match=r"no scoring actor \(64 CPU\) could start within 2 s"):
-        run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=str(tmp_path / "never.csv"),
-                                cpus_per_actor=64, start_timeout=2), progress=False)
+        run_scoring(
+            ScoreConfig(
+                shards=sample_store,
+                checkpoint=tiny_checkpoint,
+                out=str(tmp_path / "never.csv"),
+                cpus_per_actor=64,
+                start_timeout=2,
+            ),
+            progress=False,
+        )
 
 
 def corrupt_last_image(shard_path):
@@ -253,8 +304,9 @@ def test_an_undecodable_sample_is_recorded_and_the_run_completes(tmp_path, tiny_
     assert skip["key"] == bad_key and skip["shard"] == shard and "undecodable" in skip["reason"]
 
 
-def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(tmp_path, sample_store, tiny_checkpoint,
-                                                                              monkeypatch):
+def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(
+    tmp_path, sample_store, tiny_checkpoint, monkeypatch
+):
     from artdate import score, store
 
     out = str(tmp_path / "results.csv")

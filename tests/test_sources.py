@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from museum_servers import SAMPLE, MuseumApi, have_fixtures, sample_images
 
 from artdate import USER_AGENT
 from artdate.config import PackConfig
@@ -16,9 +17,10 @@ from artdate.http_client import FetchError, HttpClient, redact
 from artdate.museums import iiif_size
 from artdate.pack import run_pack
 from artdate.sources import api_roots, original_name
-from museum_servers import SAMPLE, MuseumApi, have_fixtures, sample_images
 
-pytestmark = pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")
+pytestmark = pytest.mark.skipif(
+    not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample"
+)
 
 
 @pytest.fixture
@@ -47,9 +49,18 @@ def labels_of(out, manifest):
 def pack(tmp_path, api, rows, name="works.csv", out="store", **settings):
     metadata = tmp_path / name
     columns = sorted({column for row in rows for column in row}, key=["id", "year", "museum", "file"].index)
-    metadata.write_text(",".join(columns) + "\n" + "".join(",".join(row.get(c, "") for c in columns) + "\n" for row in rows))
-    defaults = dict(api_url=(f"met={api.root('met')}", f"rijks={api.root('rijks')}"), rate=100, jobs=1, size=64,
-                    year_min=-5000, retries=1, block_pause=0.2)
+    metadata.write_text(
+        ",".join(columns) + "\n" + "".join(",".join(row.get(c, "") for c in columns) + "\n" for row in rows)
+    )
+    defaults = dict(
+        api_url=(f"met={api.root('met')}", f"rijks={api.root('rijks')}"),
+        rate=100,
+        jobs=1,
+        size=64,
+        year_min=-5000,
+        retries=1,
+        block_pause=0.2,
+    )
     config = PackConfig(metadata=(str(metadata),), out=str(tmp_path / out), **{**defaults, **settings})
     return run_pack(config, progress=False), str(tmp_path / out)
 
@@ -57,8 +68,15 @@ def pack(tmp_path, api, rows, name="works.csv", out="store", **settings):
 def test_met_api_with_failures(tmp_path, api):
     good = list(api.images)
     ids = good + ["404", "915129", "flaky429", "flaky500", "slow", "truncated", "huge", "notimage"]
-    manifest, out = pack(tmp_path, api, [{"id": i, "year": "1600"} for i in ids], name="met-data.csv", source="met",
-                         timeout=0.5, max_bytes=5_000_000)
+    manifest, out = pack(
+        tmp_path,
+        api,
+        [{"id": i, "year": "1600"} for i in ids],
+        name="met-data.csv",
+        source="met",
+        timeout=0.5,
+        max_bytes=5_000_000,
+    )
     rejects = {i: row["reason"] for i, row in rejects_of(out).items()}
     assert manifest["packed"] == len(good) + 2  # the flaky ones succeed on their retry
     assert set(rejects) == {"404", "915129", "slow", "truncated", "huge", "notimage"}
@@ -76,8 +94,9 @@ def test_the_met_web_large_image_unless_the_work_is_long_and_narrow(tmp_path, ap
     # The Wheat Field (4:5 or so) is stored from web-large; the screen (wide) and the hanging scroll
     # (tall) would be under 384 px on their short side there, so their originals are fetched.
     ids = ["436535", "53426", "45734"]
-    manifest, out = pack(tmp_path, api, [{"id": i, "year": "1700"} for i in ids], name="met-data.csv",
-                         source="met", size=384)
+    manifest, out = pack(
+        tmp_path, api, [{"id": i, "year": "1700"} for i in ids], name="met-data.csv", source="met", size=384
+    )
     assert manifest["packed"] == 3
     paths = [p for p in api.requests if p.startswith("/met-images/")]
     assert sum("/web-large/" in p for p in paths) == 3
@@ -93,13 +112,16 @@ def test_the_met_web_large_image_unless_the_work_is_long_and_narrow(tmp_path, ap
 def test_rijksmuseum_through_its_keyless_services(tmp_path, api, monkeypatch):
     monkeypatch.delenv("RIJKSMUSEUM_API_KEY", raising=False)
     ids = ["SK-A-2344", "RP-T-1930-54(V)", "RP-T-1981-182-1", "TEST-ELSKEN-IN-COPYRIGHT", "SK-X-0000"]
-    manifest, out = pack(tmp_path, api, [{"id": i, "year": "1650"} for i in ids], name="rijksmuseum-data.csv",
-                         source="rijks", size=64)
+    manifest, out = pack(
+        tmp_path, api, [{"id": i, "year": "1650"} for i in ids], name="rijksmuseum-data.csv", source="rijks", size=64
+    )
     assert manifest["packed"] == 2 and manifest["museums"] == {"rijks": 2}
     rejects = {i: row["reason"] for i, row in rejects_of(out).items()}
     assert rejects == {
         "RP-T-1981-182-1": "the Rijksmuseum has no image of RP-T-1981-182-1 (its VisualItem has no digitally_shown_by)",
-        "TEST-ELSKEN-IN-COPYRIGHT": "the Rijksmuseum marks the image of TEST-ELSKEN-IN-COPYRIGHT not downloadable (Copyright)",
+        "TEST-ELSKEN-IN-COPYRIGHT": (
+            "the Rijksmuseum marks the image of TEST-ELSKEN-IN-COPYRIGHT not downloadable (Copyright)"
+        ),
         "SK-X-0000": "the Rijksmuseum's search finds no object number SK-X-0000",
     }
     # The chain as the museum serves it: search, object, VisualItem, DigitalObject, info.json, image.
@@ -128,12 +150,15 @@ def test_one_pack_over_both_museums_and_a_folder_through_a_403_block(tmp_path, a
     sample_file = sorted(os.listdir(os.path.join(SAMPLE, "images")))[0]
     met_good = list(api.images)
     api.met_changes["777"] = {"classification": "Photographs", "objectName": "Photograph", "department": "Photographs"}
-    rows = ([{"id": i, "year": "1600", "museum": "met"} for i in met_good + ["436535", "915129", "404", "777"]]
-            + [{"id": i, "year": "1650", "museum": "rijks"} for i in ["SK-A-2344", "RP-T-1930-54(V)", "RP-T-1981-182-1"]]
-            + [{"id": "local-1", "year": "1700", "museum": "aic", "file": os.path.join(SAMPLE, "images", sample_file)}])
+    rows = (
+        [{"id": i, "year": "1600", "museum": "met"} for i in met_good + ["436535", "915129", "404", "777"]]
+        + [{"id": i, "year": "1650", "museum": "rijks"} for i in ["SK-A-2344", "RP-T-1930-54(V)", "RP-T-1981-182-1"]]
+        + [{"id": "local-1", "year": "1700", "museum": "aic", "file": os.path.join(SAMPLE, "images", sample_file)}]
+    )
     api.block_met(after=2, seconds=1.5)
-    manifest, out = pack(tmp_path, api, rows, source="auto", exclude_types=("photographs",), retries=4,
-                         block_pause=0.5, concurrency=4)
+    manifest, out = pack(
+        tmp_path, api, rows, source="auto", exclude_types=("photographs",), retries=4, block_pause=0.5, concurrency=4
+    )
     assert api.blocked_answers >= 1  # the block happened ...
     # ... and the host was left alone while it lasted: the requests in flight when it began, then one
     # probe after each pause (0.5 s, 1 s), not every waiting download at once.
@@ -143,7 +168,11 @@ def test_one_pack_over_both_museums_and_a_folder_through_a_403_block(tmp_path, a
     assert manifest["excluded"] == 1 and manifest["rejected"] == 3
     rejects = rejects_of(out)
     assert {i: (row["stage"], row["transient"]) for i, row in rejects.items()} == {
-        "915129": ("fetch", ""), "404": ("fetch", ""), "RP-T-1981-182-1": ("fetch", ""), "777": ("excluded", "")}
+        "915129": ("fetch", ""),
+        "404": ("fetch", ""),
+        "RP-T-1981-182-1": ("fetch", ""),
+        "777": ("excluded", ""),
+    }
     assert rejects["777"]["reason"] == "object type 'Photographs' is excluded (--exclude-types photographs)"
     assert not [p for p in api.requests if p.endswith("/777.jpg")]  # excluded before its image was asked for
     assert all(h["User-Agent"] == USER_AGENT for h in api.headers)
@@ -221,8 +250,14 @@ def test_types_match_whole_any_case_singular_or_plural():
 
 
 def test_exclude_types_reads_the_rijksmuseum_type_of_work(tmp_path, api):
-    manifest, out = pack(tmp_path, api, [{"id": "RP-T-1930-54(V)", "year": "1640"}, {"id": "SK-A-2344", "year": "1658"}],
-                         name="rijksmuseum-data.csv", source="rijks", exclude_types=("Drawings",))
+    manifest, out = pack(
+        tmp_path,
+        api,
+        [{"id": "RP-T-1930-54(V)", "year": "1640"}, {"id": "SK-A-2344", "year": "1658"}],
+        name="rijksmuseum-data.csv",
+        source="rijks",
+        exclude_types=("Drawings",),
+    )
     assert manifest["packed"] == 1 and manifest["excluded"] == 1
     assert rejects_of(out)["RP-T-1930-54(V)"]["stage"] == "excluded"
     assert api.count("/rijks-id/202117708") == 0  # nothing past the record was asked for
@@ -246,18 +281,31 @@ def test_api_url_names_its_museum():
 
 def test_a_repack_from_originals_asks_no_museum(tmp_path, api):
     api.met_changes["777"] = {"classification": "Photographs"}
-    rows = ([{"id": i, "year": "1600", "museum": "met"} for i in list(api.images) + ["436535", "915129", "777"]]
-            + [{"id": i, "year": "1650", "museum": "rijks"} for i in ["SK-A-2344", "RP-T-1981-182-1"]])
+    rows = [{"id": i, "year": "1600", "museum": "met"} for i in list(api.images) + ["436535", "915129", "777"]] + [
+        {"id": i, "year": "1650", "museum": "rijks"} for i in ["SK-A-2344", "RP-T-1981-182-1"]
+    ]
     originals = str(tmp_path / "originals")
     first, first_out = pack(tmp_path, api, rows, source="auto", originals=originals, size=96, out="first")
     assert first["packed"] == len(api.images) + 3
     assert os.path.exists(os.path.join(originals, "met", "436535.json"))
     api.stop()  # every request would fail now, as a passing failure
-    second, second_out = pack(tmp_path, api, rows, source="auto", originals=originals, size=64, out="second",
-                              exclude_types=("photograph",), retries=0)
+    second, second_out = pack(
+        tmp_path,
+        api,
+        rows,
+        source="auto",
+        originals=originals,
+        size=64,
+        out="second",
+        exclude_types=("photograph",),
+        retries=0,
+    )
     assert second["transient"] == 0 and second["packed"] == first["packed"] - 1 and second["excluded"] == 1
     assert {i: r["stage"] for i, r in rejects_of(second_out).items()} == {
-        "915129": "fetch", "RP-T-1981-182-1": "fetch", "777": "excluded"}
+        "915129": "fetch",
+        "RP-T-1981-182-1": "fetch",
+        "777": "excluded",
+    }
     first_labels, second_labels = labels_of(first_out, first), labels_of(second_out, second)
     assert second_labels["SK-A-2344"]["object_type"] == first_labels["SK-A-2344"]["object_type"]
 
@@ -268,8 +316,9 @@ def test_a_larger_size_than_the_originals_hold_is_fetched_again(tmp_path, api):
     pack(tmp_path, api, rows, name="rijksmuseum-data.csv", source="rijks", originals=originals, size=64, out="a")
     pack(tmp_path, api, rows, name="rijksmuseum-data.csv", source="rijks", originals=originals, size=48, out="b")
     assert api.count("/iiif/QkOGy/full/") == 1  # 64 px serves a 48 px pack
-    manifest, out = pack(tmp_path, api, rows, name="rijksmuseum-data.csv", source="rijks", originals=originals,
-                         size=128, out="c")
+    manifest, out = pack(
+        tmp_path, api, rows, name="rijksmuseum-data.csv", source="rijks", originals=originals, size=128, out="c"
+    )
     assert api.requests[-1] == "/iiif/QkOGy/full/128,/0/default.jpg"
     assert labels_of(out, manifest)["SK-A-2344"]["source_width"] == 128
 
@@ -290,8 +339,9 @@ def test_images_from_an_s3_folder(tmp_path, s3_server, s3_url):
     metadata.write_text("id,year\n" + "".join(f"{i},1600\n" for i in images) + "missing,1600\n")
     for images_url in (f"s3://{bucket}/imgs", f"s3://{bucket}/imgs/{{id}}.jpg"):
         out = str(tmp_path / images_url.rsplit("/", 1)[1].replace("{", "").replace("}", ""))
-        manifest = run_pack(PackConfig(metadata=(str(metadata),), out=out, images=images_url, jobs=1, size=64),
-                            progress=False)
+        manifest = run_pack(
+            PackConfig(metadata=(str(metadata),), out=out, images=images_url, jobs=1, size=64), progress=False
+        )
         assert manifest["packed"] == 3
         assert rejects_of(out)["missing"]["reason"] == f"cannot read s3://{bucket}/imgs/missing.jpg: no such file"
 
@@ -337,8 +387,12 @@ def test_redirects_stay_on_http_and_off_metadata_addresses(api, loopback_only):
     client = HttpClient(attempts=1)
     with pytest.raises(FetchError, match="redirected to a URL that is not http"):
         client.get(f"{api.url}/redirect?to=file:///etc/passwd")
-    for url in (f"{api.url}/redirect?to=http://169.254.169.254/latest/meta-data/", "http://169.254.169.254/",
-                "http://[fd00:ec2::254]/latest/", "http://[::ffff:169.254.169.254]/"):
+    for url in (
+        f"{api.url}/redirect?to=http://169.254.169.254/latest/meta-data/",
+        "http://169.254.169.254/",
+        "http://[fd00:ec2::254]/latest/",
+        "http://[::ffff:169.254.169.254]/",
+    ):
         with pytest.raises(FetchError, match="link-local or cloud metadata address"):
             client.get(url)
     assert loopback_only == []  # refused before connecting
@@ -396,10 +450,31 @@ def test_the_2017_lists_in_one_pack_from_the_command_line(tmp_path, api, capsys)
     (tmp_path / "met-data.csv").write_text("id,year\n436535,1889\n915129,1970\n")
     (tmp_path / "rijksmuseum-data.csv").write_text("id,year\nSK-A-2344,1658\n")
     out = tmp_path / "store"
-    code = main(["pack", "--metadata", str(tmp_path / "met-data.csv"), str(tmp_path / "rijksmuseum-data.csv"),
-                 "--source", "auto", "--api-url", f"met={api.root('met')}", "--api-url", f"rijks={api.root('rijks')}",
-                 "--exclude-types", "photographs", "--size", "64", "--jobs", "1", "--year-max", "2000", "--quiet",
-                 "--out", str(out)])
+    code = main(
+        [
+            "pack",
+            "--metadata",
+            str(tmp_path / "met-data.csv"),
+            str(tmp_path / "rijksmuseum-data.csv"),
+            "--source",
+            "auto",
+            "--api-url",
+            f"met={api.root('met')}",
+            "--api-url",
+            f"rijks={api.root('rijks')}",
+            "--exclude-types",
+            "photographs",
+            "--size",
+            "64",
+            "--jobs",
+            "1",
+            "--year-max",
+            "2000",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.startswith("packed 2, rejected 1, ")
     manifest = json.loads((out / "manifest.json").read_text())

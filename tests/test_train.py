@@ -9,20 +9,31 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, pack_sample
 
 from artdate import data, ranges, shards, store
 from artdate.config import TrainConfig
 from artdate.model import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, load_tensors, run_checkpoints
 from artdate.train import evaluate, make_scheduler, run_training
-from conftest import ROOT, pack_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def small(shards_url, storage, **overrides):
-    settings = dict(shards=shards_url, storage=storage, backbone="efficientnet_lite0", epochs=2, batch_size=16,
-                    image_size=64, workers=2, loader_workers=1, lr=2e-3, warmup_epochs=0.5, log_every=0,
-                    keep_checkpoints=10)
+    settings = dict(
+        shards=shards_url,
+        storage=storage,
+        backbone="efficientnet_lite0",
+        epochs=2,
+        batch_size=16,
+        image_size=64,
+        workers=2,
+        loader_workers=1,
+        lr=2e-3,
+        warmup_epochs=0.5,
+        log_every=0,
+        keep_checkpoints=10,
+    )
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -59,9 +70,13 @@ def test_two_workers_from_s3_to_s3(s3_url):
     metrics = epoch_metrics(storage)
     assert sorted(metrics) == [0, 1, 2]
     assert metrics[2]["train_loss"] < metrics[0]["train_loss"]
-    train_samples = sorted((s.url, i) for s in data.manifest_shards(shards_url, manifest, "train") for i in range(s.samples))
+    train_samples = sorted(
+        (s.url, i) for s in data.manifest_shards(shards_url, manifest, "train") for i in range(s.samples)
+    )
     for epoch in metrics.values():
-        ranks = [[(url, i) for url, start, stop in rank for i in range(start, stop)] for rank in epoch["slices_per_rank"]]
+        ranks = [
+            [(url, i) for url, start, stop in rank for i in range(start, stop)] for rank in epoch["slices_per_rank"]
+        ]
         assert len(ranks) == 2 and abs(len(ranks[0]) - len(ranks[1])) <= 1  # balanced by sample
         assert sorted(ranks[0] + ranks[1]) == train_samples  # every training sample once per epoch
         assert epoch["val_n"] == manifest["splits"]["val"]["samples"]  # the whole val split, across ranks
@@ -73,15 +88,17 @@ def test_two_workers_from_s3_to_s3(s3_url):
     assert state["metrics"]["val_mae"] == min(m["val_mae"] for m in metrics.values())
     # Validation across both ranks evaluated exactly the weights that were saved (both ranks use
     # rank 0's BatchNorm statistics), so one process evaluating the checkpoint finds the same MAE.
-    loader = data.make_loader(data.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8,
-                              loader_workers=0)
+    loader = data.make_loader(
+        data.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8, loader_workers=0
+    )
     predictions, years, _ = evaluate(model, spec, loader, torch.device("cpu"))
     assert (predictions.year - years).abs().mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
     # The checkpoint's year ranges were calibrated on those same validation works, by the rule.
     calibration = state["calibration"]
     assert (calibration.level, calibration.n) == (0.8, len(years))
-    assert calibration.margin == pytest.approx(ranges.conformal_margin(years, predictions.low, predictions.high, 0.8),
-                                               abs=1e-2)
+    assert calibration.margin == pytest.approx(
+        ranges.conformal_margin(years, predictions.low, predictions.high, 0.8), abs=1e-2
+    )
     # Inference reads the weights alone; the optimizer state is in a file of its own.
     assert "optimizer" not in load_tensors(store.join(best, CHECKPOINT_FILE))
     assert "optimizer" in load_tensors(store.join(best, TRAINING_FILE))
@@ -147,12 +164,38 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
 
 def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path, sample_store):
     storage = str(tmp_path / "run")
-    command = [sys.executable, "-m", "artdate.cli", "train", "--shards", sample_store, "--storage", storage,
-               "--backbone", "efficientnet_lite0", "--epochs", "3", "--batch-size", "16", "--image-size", "64",
-               "--workers", "2", "--loader-workers", "1", "--lr", "2e-3", "--warmup-epochs", "0.5", "--log-every", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "artdate.cli",
+        "train",
+        "--shards",
+        sample_store,
+        "--storage",
+        storage,
+        "--backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--image-size",
+        "64",
+        "--workers",
+        "2",
+        "--loader-workers",
+        "1",
+        "--lr",
+        "2e-3",
+        "--warmup-epochs",
+        "0.5",
+        "--log-every",
+        "0",
+    ]
     # Its own session: SIGKILL to the group takes the driver, its Ray and the workers, as a lost machine would.
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     wait_for_epoch_0(storage, lambda: process.poll() is None)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(60)
@@ -174,12 +217,25 @@ def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
 
 
 def test_no_val_split_is_a_clear_error(tmp_path):
-    from artdate.config import PackConfig
-    from artdate.pack import run_pack
     from conftest import SAMPLE_CSV, SHARED_SAMPLE
 
+    from artdate.config import PackConfig
+    from artdate.pack import run_pack
+
     no_val = str(tmp_path / "noval")
-    run_pack(PackConfig(metadata=(SAMPLE_CSV,), images=SHARED_SAMPLE, out=no_val, size=64, val_fraction=0.0, samples_per_shard=50,
-                        year_min=-1000, year_max=2100, jobs=1), progress=False)
+    run_pack(
+        PackConfig(
+            metadata=(SAMPLE_CSV,),
+            images=SHARED_SAMPLE,
+            out=no_val,
+            size=64,
+            val_fraction=0.0,
+            samples_per_shard=50,
+            year_min=-1000,
+            year_max=2100,
+            jobs=1,
+        ),
+        progress=False,
+    )
     with pytest.raises(ValueError, match="has no validation shards"):
         run_training(small(no_val, str(tmp_path / "r2")))
