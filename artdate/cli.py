@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (config_class, function, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         config.add_arguments(sub, config_class)
-        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
         sub.set_defaults(function=function)
     return parser
 

@@ -114,14 +114,27 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
             parser.add_argument(f.name, type=kind, help=extras.pop("help", ""), **extras)
             continue
         if kind is bool:
-            parser.add_argument(flag, action="store_true", help=extras.pop("help", ""))
+            parser.add_argument(flag, action="store_true", help=extras.pop("help", "") + " (default: off)")
             continue
         if kind == tuple[str, ...]:
             kind = str
         default = None if required else (f.default_factory() if f.default is REQUIRED else f.default)  # type: ignore[operator]
+        if not required:
+            extras["help"] = extras.get("help", "") + f" (default: {shown_default(default)})"
         if extras.get("action") == "append":
             default = None  # argparse appends to its default: from_arguments puts the field's default back
         parser.add_argument(flag, type=kind, default=default, required=required, **extras)
+
+
+def shown_default(value) -> str:
+    """A default as --help shows it ('%' doubled: argparse formats help strings)."""
+    if value in ("", (), None):
+        text = "none"
+    elif isinstance(value, tuple):
+        text = " ".join(map(str, value))
+    else:
+        text = str(value)
+    return text.replace("%", "%%")
 
 
 def storage_fields(config_class: type) -> list[dataclasses.Field]:

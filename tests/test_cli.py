@@ -1,5 +1,6 @@
 """Every command: bad input gives exit 2 and one line naming the file, row, URL or option; no traceback."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -61,3 +62,20 @@ def test_bad_input_to_every_command_is_one_line_and_exit_2(
         "predict", f"s3://{bucket}/a.jpg", "--checkpoint", tiny_checkpoint, env={"AWS_SECRET_ACCESS_KEY": "wrong"}
     )
     assert code == 2 and error.startswith("artdate predict: error: S3 refused") and len(error.splitlines()) == 1, error
+
+
+def test_help_shows_every_default():
+    from artdate.cli import COMMANDS, build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in COMMANDS:
+        command = subparsers.choices[name]
+        command.format_help()  # renders (a '%' in a default would break it)
+        for action in command._actions:
+            if action.option_strings and not action.required and action.dest != "help":
+                assert "(default: " in action.help, (
+                    f"artdate {name} --help: {action.option_strings[0]} shows no default"
+                )
+    train = " ".join(subparsers.choices["train"].format_help().split())
+    assert "--epochs EPOCHS passes over the training split (default: 10)" in train
+    assert "--resume continue the run in --storage" in train and "(default: off)" in train
