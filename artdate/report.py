@@ -134,6 +134,7 @@ def summarize(frame: pd.DataFrame) -> dict:
         summary["per_split"] = {str(s): error_summary(g) for s, g in frame.groupby("split", sort=True)}
     rows, which = held_out(frame)
     summary["held_out"] = which
+    summary["headline"] = error_summary(rows)  # the page's top figures: works the model never trained on
     summary["centuries"] = century_confusion(rows)
     if "inside" in frame.columns:
         summary["ranges"] = {
@@ -414,12 +415,16 @@ def render_html(
     out: str,
     neighbours: dict[str, pd.DataFrame],
 ) -> str:
+    headline = summary["headline"]
     cards = "".join(
-        f'<div class="card">{html.escape(title)}<b>{_cell(summary[key], key)}</b></div>' for key, title in FIGURES
+        f'<div class="card">{html.escape(title)}<b>{_cell(headline[key], key)}</b></div>' for key, title in FIGURES
     )
+    covered = f"These figures are those of the {headline['n']} {summary['held_out']}"
+    if summary["held_out"] != "all works":
+        covered += f" (the model never trained on them; all {summary['n']} works: MAE {summary['mae']:.1f} y)"
     parts = [
         f"<h1>artdate report</h1><p>{html.escape(results_url)}: bias is the mean of predicted - true "
-        f"(positive: predicted too late).</p><div class='cards'>{cards}</div>"
+        f"(positive: predicted too late).</p><p>{covered}.</p><div class='cards'>{cards}</div>"
     ]
     for name in plots:
         with open(os.path.join(out, name), "rb") as f:
@@ -448,12 +453,12 @@ def render_html(
             f"({c['n']} works).</p>"
         )
     bins = [("bin_start", "from"), ("bin_end", "to")] + figures
-    parts.append("<h2>Per 50-year bin</h2>" + _table(summary["per_bin"], bins))
+    parts.append("<h2>Per 50-year bin, all works</h2>" + _table(summary["per_bin"], bins))
     parts.append(
         f"<h2>Centuries: true (rows) vs predicted (columns), {html.escape(summary['held_out'])}</h2>"
         + _confusion_table(summary["centuries"])
     )
-    for key, title in (("per_museum", "Per museum"), ("per_split", "Per split")):
+    for key, title in (("per_museum", "Per museum, all works"), ("per_split", "Per split")):
         if key in summary:
             rows = [{"name": name, **values} for name, values in summary[key].items()]
             parts.append(f"<h2>{title}</h2>" + _table(rows, [("name", key.split("_")[1])] + figures))

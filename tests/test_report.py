@@ -88,6 +88,8 @@ def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figure
     )
     summary = run_report(ReportConfig(results=str(path), out=str(tmp_path / "out")))
     assert summary["held_out"] == "validation works"
+    # The headline is the held-out works' (errors 30, 80, 60, 80), not all six works' (61.7).
+    assert summary["headline"]["mae"] == 250 / 4 and summary["headline"]["n"] == 4
     ranges = summary["ranges"]
     assert ranges["level"] == 0.8 and ranges["coverage"] == 3 / 4 and ranges["width"] == (80 + 100 + 100 + 140) / 4
     assert [(b["bin_start"], b["n"], b["coverage"]) for b in ranges["per_bin"]] == [
@@ -105,6 +107,8 @@ def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figure
     assert "range_reliability.png" in os.listdir(tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<b>75%</b> inside" in page and "(1600-1700)" in page
+    assert "These figures are those of the 4 validation works (the model never trained on them; all 6" in page
+    assert '<div class="card">MAE (years)<b>62.5</b></div>' in page
     path.write_text(path.read_text().replace("1600,1700", "1600,soon"))
     with pytest.raises(ValueError, match="line 5: pred_high 'soon' is not a number"):
         read_results(str(path))
