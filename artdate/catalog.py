@@ -15,24 +15,6 @@ from typing import Iterator
 
 from .metadata import Work, derive_seed
 
-COLUMNS = (
-    "key",
-    "museum",
-    "id",
-    "year",
-    "year_start",
-    "year_end",
-    "split",
-    "file",
-    "url",
-    "title",
-    "artist",
-    "csv_dir",
-    "source",
-    "line",
-    "in_window",
-    "rank",
-)
 WORK_FIELDS = (
     "museum",
     "id",
@@ -48,6 +30,7 @@ WORK_FIELDS = (
     "source",
     "line",
 )
+COLUMNS = ("key", *WORK_FIELDS, "in_window", "rank")
 
 
 def plan_rank(seed: int, split: str, key: str) -> int:

@@ -169,6 +169,16 @@ def coarse_span(year: int) -> tuple[int, int]:
     return year, year
 
 
+def training_span(
+    coarse: frozenset[tuple[str, str]], museum: str, work_id: str, year: int, start: int, end: int
+) -> tuple[int, int]:
+    """The years a work trains on: start..end, or the span of its year (coarse_span) when `coarse`
+    (see read_coarse_dates) marks the work and it is dated to one year."""
+    if start == end and ((museum, work_id) in coarse or ("", work_id) in coarse):
+        return coarse_span(year)
+    return start, end
+
+
 def read_coarse_dates(path: str) -> frozenset[tuple[str, str]]:
     """(museum, id) of the works a CSV with an `id` column (and optionally `museum`) marks as
     coarsely dated, such as ../shared/public-art/date-flags.csv; museum "" matches any museum."""
@@ -222,8 +232,7 @@ def read_metadata(
                 if not work_id:
                     raise ValueError("empty id")
                 year, start, end = parse_years(row)
-                if start == end and ((row_museum, work_id) in coarse or ("", work_id) in coarse):
-                    start, end = coarse_span(year)
+                start, end = training_span(coarse, row_museum, work_id, year, start, end)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))
                 continue

@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 from artdate import ranges  # noqa: E402
 from artdate.config import PackConfig  # noqa: E402
 from artdate.embeddings import Embeddings, embed_store, fit_head  # noqa: E402
-from artdate.metadata import coarse_span, derive_seed, read_coarse_dates  # noqa: E402
+from artdate.metadata import derive_seed, read_coarse_dates, training_span  # noqa: E402
 from artdate.model import LabelEncoding  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
 
@@ -90,8 +90,7 @@ def knn_predict(train: Embeddings, features: np.ndarray, k: int) -> ranges.Predi
 def with_coarse_spans(embedded: Embeddings, marked: frozenset[tuple[str, str]]) -> Embeddings:
     start, end = embedded.year_start.copy(), embedded.year_end.copy()
     for i, (museum, work_id) in enumerate(zip(embedded.museums, embedded.ids)):
-        if start[i] == end[i] and ((museum, work_id) in marked or ("", work_id) in marked):
-            start[i], end[i] = coarse_span(int(embedded.year[i]))
+        start[i], end[i] = training_span(marked, museum, work_id, int(embedded.year[i]), int(start[i]), int(end[i]))
     return dataclasses.replace(embedded, year_start=start, year_end=end)
 
 
@@ -101,14 +100,15 @@ def cross_validate(train_sets: dict[str, Embeddings], measured: str, recipe: dic
     encoding_fields = {k: v for k, v in recipe.items() if k not in fit and k not in ("knn", "coarse")}
     errors, baseline_errors, inside, widths, seconds = [], [], [], [], []
     fold_ids = {name: fold_of(embedded, folds, seed) for name, embedded in train_sets.items()}
+    coarse = read_coarse_dates(COARSE_DATES) if recipe.get("coarse") else None  # once, not per fold
     for fold in range(folds):
         started = time.process_time()
         rest = [e.subset(fold_ids[name] != fold) for name, e in train_sets.items()]
         rest = concatenate(rest) if len(rest) > 1 else rest[0]
         calibrating = np.array([derive_seed(seed, "calibration", key) % 5 == 0 for key in rest.keys])
         train, calibration = rest.subset(~calibrating), rest.subset(calibrating)
-        if recipe.get("coarse"):
-            train = with_coarse_spans(train, read_coarse_dates(COARSE_DATES))
+        if coarse is not None:
+            train = with_coarse_spans(train, coarse)
         test = train_sets[measured].subset(fold_ids[measured] == fold)
         if "knn" in recipe:
 
