@@ -218,7 +218,6 @@ def pyarrow_filesystem(url: str):
     """(filesystem, path) for Ray Train's RunConfig: pyarrow needs the endpoint passed explicitly."""
     if not is_s3(url):
         return None, os.path.abspath(url)
-    import pyarrow.fs
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     kwargs = {}
@@ -231,9 +230,22 @@ def pyarrow_filesystem(url: str):
     if region:
         kwargs["region"] = region
     bucket, key = split_s3(url)
-    # Ray Train writes its checkpoint registry and uploads checkpoints through this filesystem, and
-    # one failed write ends the run: pyarrow's default (3 attempts) gave up 2 s into an S3 restart.
-    # 8 attempts of the AWS standard strategy wait out 47 s of a server that does not answer
-    # (measured: 12 attempts wait 117 s).
-    retries = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=8)
-    return pyarrow.fs.S3FileSystem(retry_strategy=retries, **kwargs), f"{bucket}/{key}".rstrip("/")
+    return _retrying_s3_filesystem(kwargs), f"{bucket}/{key}".rstrip("/")
+
+
+def _retrying_s3_filesystem(kwargs: dict):
+    """A pyarrow S3FileSystem that retries for 47 s, and still does after Ray pickles it to another process.
+
+    Ray Train writes its checkpoint registry and uploads checkpoints through this filesystem, and
+    one failed write ends the run: pyarrow's default (3 attempts) gave up 2 s into an S3 restart.
+    8 attempts of the AWS standard strategy wait out 47 s of a server that does not answer
+    (measured: 12 attempts wait 117 s). pyarrow's own pickling drops the retry strategy, and the
+    TrainController gets its filesystem by pickle: this subclass pickles as the call that builds it.
+    """
+    import pyarrow.fs
+
+    class RetryingS3FileSystem(pyarrow.fs.S3FileSystem):
+        def __reduce__(self):
+            return _retrying_s3_filesystem, (kwargs,)
+
+    return RetryingS3FileSystem(retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=8), **kwargs)
