@@ -21,7 +21,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import run_training
 
-    best = run_training(config.from_arguments(config.TrainConfig, args))
+    best = run_training(config.from_arguments(config.TrainConfig, args), progress=not args.quiet, verbose=args.verbose)
     print(best)  # the last line: scripts take the best checkpoint's URL from here
     return 0
 
@@ -30,7 +30,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .score import run_scoring, skipped_url
 
     settings = config.from_arguments(config.ScoreConfig, args)
-    summary = run_scoring(settings, progress=not args.quiet)
+    summary = run_scoring(settings, progress=not args.quiet, verbose=args.verbose)
     unreadable = (
         f", {summary['unreadable']} unreadable listed in {skipped_url(settings.out)}" if summary["unreadable"] else ""
     )
@@ -68,7 +68,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    outcome = run_demo(config.from_arguments(config.DemoConfig, args))
+    outcome = run_demo(config.from_arguments(config.DemoConfig, args), progress=not args.quiet, verbose=args.verbose)
     print(f"\ndata:       {outcome['data']}")
     print(
         f"validation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
@@ -103,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (config_class, function, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         config.add_arguments(sub, config_class)
-        sub.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+        sub.add_argument(
+            "--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway) (default: off)"
+        )
+        sub.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also show the Ray workers' output and Ray's own reporting and warnings (default: off)",
+        )
         sub.set_defaults(function=function)
     return parser
 

@@ -202,7 +202,7 @@ class TrainConfig:
         "lost, before it fails (spot nodes: see README)",
     )
     seed: int = option(0, help="seed of the shard order and the head's initialisation")
-    log_every: int = option(20, help="print a progress line every this many steps")
+    log_every: int = option(20, help="update the progress bar every this many steps")
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,9 @@ class ReportConfig:
         "", help="store URL to find gallery images in (default: the results' shard column)", storage=True
     )
     gallery: int = option(8, help="images in each gallery")
+    run: str = option(
+        "", help="a training run's --storage URL (or one of its checkpoints): draw its learning curves", storage=True
+    )
 
 
 @dataclass(frozen=True)

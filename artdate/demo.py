@@ -95,7 +95,7 @@ def demo_pack(cfg: DemoConfig, shards_url: str) -> tuple[PackConfig, str]:
     )
 
 
-def run_demo(cfg: DemoConfig) -> dict:
+def run_demo(cfg: DemoConfig, progress: bool = True, verbose: bool = False) -> dict:
     # A rerun reuses the packed shards (pack resumes) and trains a new run beside the old ones.
     shards_url = store.join(cfg.workdir, "shards")
     run_url = store.join(cfg.workdir, "runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -103,7 +103,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     pack, data = demo_pack(cfg, shards_url)
     step(f"1/4 pack into shards: {data}")
-    manifest = run_pack(pack)
+    manifest = run_pack(pack, progress=progress)
     print(summary_line(manifest, shards_url), file=sys.stderr)
 
     epochs = cfg.epochs or recipe_epochs(not (cfg.data or cfg.fetch), manifest["labels"]["train"]["count"])
@@ -125,12 +125,14 @@ def run_demo(cfg: DemoConfig) -> dict:
         loader_workers=1,
         log_every=5,
     )
-    best = run_training(train)
+    best = run_training(train, progress, verbose)
 
     step("3/4 score every work with 2 actors")
-    scored = run_scoring(ScoreConfig(shards=shards_url, checkpoint=best, out=results, actors=2, gpus_per_actor=0))
+    scored = run_scoring(
+        ScoreConfig(shards=shards_url, checkpoint=best, out=results, actors=2, gpus_per_actor=0), progress, verbose
+    )
     step("4/4 report")
-    summary = run_report(ReportConfig(results=results, out=report))
+    summary = run_report(ReportConfig(results=results, out=report, run=run_url))
     mae, baseline = median_baseline_mae(results, manifest)  # the manifest run_pack returned
     return {
         "data": data,

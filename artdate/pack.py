@@ -196,7 +196,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
                 REJECT_COLUMNS,
             )
         )
-        bar = tqdm(total=total, unit="img", desc="pack", disable=not progress, file=sys.stderr)
+        bar = tqdm(total=total, unit="img", desc="pack", disable=None if progress else True, file=sys.stderr)
         entries, totals, upload = [], shards.LabelTotals(), None
         rejected, excluded, transient = len(meta.rejected), 0, 0
         for shard in planned_shards(catalog, config.samples_per_shard):

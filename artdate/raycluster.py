@@ -18,15 +18,24 @@ def prepare_environment() -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def connect(address: str = "") -> None:
-    """Join the cluster at `address` or RAY_ADDRESS, else start the embedded local Ray."""
+def connect(address: str = "", verbose: bool = False) -> None:
+    """Join the cluster at `address` or RAY_ADDRESS, else start the embedded local Ray.
+
+    Unless `verbose`, the workers' and actors' output stays in the Ray session's log files (the
+    driver prints what a run shows: artdate/console.py) and so do Ray's own warnings about itself
+    (token authentication, internal actors): a user can act on neither."""
     if address:
         os.environ["RAY_ADDRESS"] = address
     prepare_environment()
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or None, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+        ray.init(
+            address=address or None,
+            dashboard_host="127.0.0.1",
+            logging_level=logging.INFO if verbose else logging.ERROR,
+            log_to_driver=verbose,
+        )
 
 
 # Backbones that train at a usable speed on CPU (the demo's and the tests'); anything else on CPU

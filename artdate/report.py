@@ -6,7 +6,7 @@ self-contained page (images inlined) with the figures, tables and galleries of t
 the worst misses each way. Coverage and the century table are measured on the validation works
 when the CSV has a `split` column (the model trained on the others), else on every row. Gallery
 images come from the shards (`shard` + `key` columns) or from image paths (`path` or `file`
-columns, under the CSV's folder).
+columns, under the CSV's folder). With --run, the training run's learning curves lead the page.
 """
 
 from __future__ import annotations
@@ -193,6 +193,40 @@ def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
     return names
 
 
+def learning_curve(run_url: str) -> list[dict]:
+    """The run's metrics per epoch, from its latest checkpoint's history (train.CURVE). `run_url`
+    is a run's --storage URL or one of its checkpoints."""
+    from .model import CHECKPOINT_FILE, run_checkpoints  # here: a report without --run needs no torch
+
+    run_url = run_url.rstrip("/")
+    if store.exists(store.join(run_url, CHECKPOINT_FILE)):
+        run_url = run_url.rsplit("/", 1)[0]
+    checkpoints = run_checkpoints(run_url)
+    if not checkpoints:
+        raise FileNotFoundError(f"--run {run_url}: no checkpoints of a training run there")
+    return max(checkpoints.values(), key=lambda metrics: metrics["epoch"])["history"]
+
+
+def learning_curve_plot(curve: list[dict], out: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [entry["epoch"] + 1 for entry in curve]
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    panels = (
+        ("train_loss", "Training loss (training works)", "loss"),
+        ("val_mae", "Val MAE (validation works)", "years"),
+        ("val_range_width", "Range width (validation works)", "years"),
+    )
+    for axis, (name, title, unit) in zip(axes, panels):
+        axis.plot(epochs, [entry[name] for entry in curve], marker="o", color="#4a6fa5")
+        axis.set(title=title, xlabel="epoch", ylabel=unit)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    return _save(figure, out, "learning_curves.png")
+
+
 def reliability_plot(frame: pd.DataFrame, out: str, plt) -> str:
     """Do the ranges hold what they promise? The share of true years inside their range per
     50-year bin, and per fifth of the works ordered by how wide their range is (a model that
@@ -326,9 +360,13 @@ def run_report(cfg: ReportConfig) -> dict:
     neighbours = read_neighbours(cfg.results, frame)
     if neighbours:
         summary["comparanda"] = comparanda_summary(frame, neighbours)
+    if cfg.run:
+        summary["learning_curve"] = learning_curve(cfg.run)
     with open(os.path.join(cfg.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plots = make_plots(frame, cfg.out)
+    if cfg.run:
+        plots.insert(0, learning_curve_plot(summary["learning_curve"], cfg.out))
     galleries = pick_galleries(frame, cfg.gallery)
     wanted = pd.concat(list(galleries.values()))
     images = find_images(wanted[~wanted.index.duplicated()], cfg.results, cfg.shards)

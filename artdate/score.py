@@ -181,8 +181,9 @@ class ActorPool:
             self.ray.kill(actor)
 
 
-def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
-    """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds)."""
+def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) -> dict:
+    """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds).
+    `verbose` forwards the actors' and Ray's own output to this console."""
     from dataclasses import replace
 
     cfg = replace(
@@ -196,6 +197,7 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True) -> dict:
     if not todo_all:
         raise ValueError(f"{cfg.shards} has no {cfg.split} shards to score")
     parts = cfg.out.rstrip("/") + ".parts"
+    connect(verbose=verbose)
     # One run at a time per --out: a second would score everything again and delete the parts the
     # first still needs.
     lease = Lease(store.join(parts, LEASE_FILE), f"--out {cfg.out}").acquire()
@@ -218,13 +220,18 @@ def _score(
     done = set(store.list_names(parts))
     todo = [s for s in todo_all if _part_name(store.join(cfg.shards, s["name"])) not in done]
 
-    connect()
     import ray
 
     actors = min(cfg.actors, len(todo))
     gpus = resolve_gpus(cfg.gpus_per_actor, actors, "actor", spec.backbone)
     actor_class = ray.remote(Scorer).options(num_cpus=cfg.cpus_per_actor, num_gpus=gpus, scheduling_strategy="SPREAD")
-    bar = tqdm(total=sum(s["samples"] for s in todo), unit="img", desc="score", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=sum(s["samples"] for s in todo),
+        unit="img",
+        desc="score",
+        disable=None if progress else True,
+        file=sys.stderr,
+    )
     started, scored, skipped, incomplete = time.perf_counter(), 0, 0, []
     first_result = None  # (seconds, rows): actor start-up and model loading end here
     queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]

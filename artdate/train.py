@@ -16,11 +16,13 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 
 from . import data, ranges, shards, store
 from .config import TrainConfig
+from .console import TrainingConsole
 from .metadata import derive_seed
 from .model import (
     CHECKPOINT_FILE,
@@ -50,12 +52,13 @@ def train_one_epoch(
     *,
     grad_clip: float = 1.0,
     autocast_dtype=None,
-    log_every: int = 0,
-    steps: int = 0,
+    report_every: int = 0,
+    on_progress: Callable[[int, float, float], None] | None = None,
     device_transform=None,
 ) -> dict:
     """One pass over `batches`; returns the mean loss, images, seconds and skipped samples. With a
-    `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device."""
+    `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device.
+    Every `report_every` steps `on_progress(step, mean loss, images per second)` is called."""
     model.train()
     encoding = spec.encoding
     total_loss: torch.Tensor | float = 0.0
@@ -83,14 +86,8 @@ def train_one_epoch(
         # wait for the GPU every step. It is read at log intervals and at the end of the epoch.
         total_loss = total_loss + loss.detach() * len(inputs)
         images += len(inputs)
-        if log_every and step % log_every == 0:
-            mean_loss = _finite_loss(total_loss, images, epoch, step)
-            rate = images / (time.perf_counter() - started)
-            print(
-                f"  epoch {epoch} step {step}/{steps or '?'} loss {mean_loss:.4f} {rate:.1f} img/s",
-                file=sys.stderr,
-                flush=True,
-            )
+        if on_progress is not None and report_every and step % report_every == 0:
+            on_progress(step, _finite_loss(total_loss, images, epoch, step), images / (time.perf_counter() - started))
     mean_loss = _finite_loss(total_loss, images, epoch, step)
     seconds = time.perf_counter() - started
     return {"loss": mean_loss, "images": images, "seconds": seconds, "skipped": skipped}
@@ -224,6 +221,11 @@ def train_func(config: dict) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)  # the same fresh head on every rank (DDP also broadcasts rank 0's)
+    events = config["events"] if rank == 0 else None  # the driver's console (artdate/console.py)
+
+    def tell(event: str, **fields) -> None:
+        if events is not None:
+            events.put_nowait({"event": event, **fields})
 
     model = build_model(spec.backbone, spec.encoding.num_outputs, cfg.weights)
     if device.type == "cuda":
@@ -236,7 +238,7 @@ def train_func(config: dict) -> None:
     steps = data.steps_per_epoch(train_shards, world, cfg.batch_size)
     optimizer = make_optimizer(plain_model, cfg)
 
-    start_epoch = 0
+    start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -244,9 +246,8 @@ def train_func(config: dict) -> None:
             training_state = load_tensors(os.path.join(directory, TRAINING_FILE))
         plain_model.load_state_dict(state["model"])
         optimizer.load_state_dict(training_state["optimizer"])
-        start_epoch = state["epoch"] + 1
-        if rank == 0:
-            print(f"resuming after epoch {state['epoch']} from {checkpoint.path}", file=sys.stderr, flush=True)
+        start_epoch, history = state["epoch"] + 1, state["metrics"]["history"]
+        tell("resume", epoch=state["epoch"], path=checkpoint.path)
     scheduler = make_scheduler(optimizer, cfg, steps, start_epoch)
 
     train_tf = data.train_transform(spec.image_size)
@@ -269,6 +270,7 @@ def train_func(config: dict) -> None:
             drop_last=True,
             persistent=True,
         )
+        tell("start", epoch=epoch, steps=steps)
         stats = train_one_epoch(
             model,
             spec,
@@ -279,8 +281,8 @@ def train_func(config: dict) -> None:
             epoch,
             grad_clip=cfg.grad_clip,
             autocast_dtype=autocast_dtype,
-            log_every=cfg.log_every if rank == 0 else 0,
-            steps=steps,
+            report_every=cfg.log_every,
+            on_progress=lambda step, loss, rate: tell("step", step=step, loss=loss, images_per_second=rate),
             device_transform=train_tf if on_device else None,
         )
         del loader  # its worker processes end here
@@ -317,6 +319,9 @@ def train_func(config: dict) -> None:
             "node_per_rank": [r["node"] for r in everyone],
             **validation,
         }
+        # The learning curve so far rides in every checkpoint: Ray deletes all but the best few.
+        history = history + [{name: metrics[name] for name in CURVE}]
+        metrics["history"] = history
         with tempfile.TemporaryDirectory() as directory:
             saved = None
             if rank == 0:
@@ -335,16 +340,13 @@ def train_func(config: dict) -> None:
                     calibration=calibration,
                 )
                 saved = ray.train.Checkpoint.from_directory(directory)
-                print(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}, "
-                    f"val MAE {metrics['val_mae']:.1f} y, "
-                    f"median {metrics['val_median_ae']:.1f} y, within 50 y {metrics['val_within_50']:.0%}, "
-                    f"{calibration.level:.0%} ranges {metrics['val_range_width']:.0f} y wide, "
-                    f"{metrics['images_per_second']:.1f} img/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
             ray.train.report(metrics, checkpoint=saved)
+            shown = ("epoch", "train_loss", "val_mae", "range_level", "val_range_width", "images_per_second")
+            tell("epoch", **{name: metrics[name] for name in shown})
+
+
+# Per epoch in each checkpoint's metrics["history"]: what `artdate report --run` draws.
+CURVE = ("epoch", "train_loss", "val_mae", "val_median_ae", "val_range_width")
 
 
 def share_rank0_buffers(model) -> None:
@@ -407,8 +409,9 @@ def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
     return f"s3://{checkpoint_path}" if store.is_s3(storage) else checkpoint_path
 
 
-def run_training(cfg: TrainConfig) -> str:
-    """Train; return the URL of the best checkpoint (by validation MAE)."""
+def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False) -> str:
+    """Train; return the URL of the best checkpoint (by validation MAE). The console shows a bar
+    per epoch (unless not `progress`) and a line per epoch; `verbose` adds Ray's own output."""
     weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
     cfg = dataclasses.replace(
         cfg, shards=store.absolute(cfg.shards), storage=store.absolute(cfg.storage), weights=weights
@@ -421,7 +424,7 @@ def run_training(cfg: TrainConfig) -> str:
     world = cfg.workers
     if not val_shards:
         raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")
-    data.steps_per_epoch(train_shards, world, cfg.batch_size)
+    steps = data.steps_per_epoch(train_shards, world, cfg.batch_size)
     storage = cfg.storage.rstrip("/")
     existing = run_checkpoints(storage)
     if existing and not cfg.resume:
@@ -446,10 +449,11 @@ def run_training(cfg: TrainConfig) -> str:
     # fetched by the workers only: the driver (often a CPU head node) has no use for them.
     build_model(cfg.backbone, encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
 
-    connect()  # before importing ray.train: ray reads its network settings on import
+    connect(verbose=verbose)  # before importing ray.train: ray reads its network settings on import
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
 
     gpus = resolve_gpus(cfg.gpus_per_worker, cfg.workers, "worker", cfg.backbone)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})}
@@ -465,10 +469,18 @@ def run_training(cfg: TrainConfig) -> str:
             checkpoint_score_order="min",
         ),
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        # Ray Train's per-report and worker-group messages, unless asked for.
+        logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),  # type: ignore[call-arg]
     )
+    events = Queue(actor_options={"num_cpus": 0})  # rank 0 -> this console; it lives as long as this driver
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"train": dataclasses.asdict(cfg), "manifest": manifest, "spec": spec.to_dict()},
+        train_loop_config={
+            "train": dataclasses.asdict(cfg),
+            "manifest": manifest,
+            "spec": spec.to_dict(),
+            "events": events,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources
         ),
@@ -476,11 +488,12 @@ def run_training(cfg: TrainConfig) -> str:
     )
     print(
         f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
-        f"{cfg.epochs} epochs -> {storage}",
+        f"{cfg.epochs} epochs of {steps} steps -> {storage}",
         file=sys.stderr,
         flush=True,
     )
-    result = trainer.fit()
+    with TrainingConsole(events, cfg.epochs, progress):
+        result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
     if best is None:
         raise RuntimeError(f"training ended without a checkpoint in {storage}")

@@ -84,6 +84,7 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     from artdate.config import TrainConfig
     from artdate.model import ModelSpec, build_model, save_checkpoint
     from artdate.train import (
+        CURVE,
         evaluate,
         label_encoding,
         make_optimizer,
@@ -106,16 +107,18 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, 20)
     two_shards = data.store_slices(sample_store, manifest, "train")[:2]
-    for epoch in range(2):
+    val_slices = data.store_slices(sample_store, manifest, "val")
+    history = []
+    for epoch in range(2):  # validated after each epoch, as artdate train does: its learning curve
         loader = data.make_loader(two_shards, data.train_transform(64), 16, loader_workers=0)
-        train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
-    val = data.make_loader(
-        data.store_slices(sample_store, manifest, "val"), data.eval_transform(64), 32, loader_workers=0
-    )
-    metrics, calibration = validation_metrics(*evaluate(model, spec, val, torch.device("cpu"))[:2], spec)
+        trained = train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
+        val = data.make_loader(val_slices, data.eval_transform(64), 32, loader_workers=0)
+        metrics, calibration = validation_metrics(*evaluate(model, spec, val, torch.device("cpu"))[:2], spec)
+        metrics = {"epoch": epoch, "train_loss": trained["loss"], **metrics}
+        history.append({name: metrics[name] for name in CURVE})
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
-    save_checkpoint(str(directory), spec, model, {"epoch": 1, **metrics}, {"epoch": 1}, calibration=calibration)
+    save_checkpoint(str(directory), spec, model, {**metrics, "history": history}, {"epoch": 1}, calibration=calibration)
     return str(directory)
 
 

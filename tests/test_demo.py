@@ -27,11 +27,15 @@ def test_demo_beats_the_median_baseline(tmp_path):
     assert lines.pop(0).startswith("data:       synthetic: 300 generated works")
     mae, baseline = (float(part.split(" years")[0].split()[-1]) for part in lines[0].split(";"))
     assert mae < baseline, done.stdout
-    assert "== 4/4 report" in done.stderr and "epoch 8/8" in done.stderr  # progress shown throughout
+    assert "== 4/4 report" in done.stderr and "epoch 8/8: loss" in done.stderr  # progress shown throughout
+    # A console a person reads: a screenful, each line once, none of Ray's own reporting.
+    console = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(console) <= 40 and len(set(console)) == len(console), done.stderr
+    assert not any(noise in done.stderr for noise in ("pid=", "Reporting training result", "WARNING")), done.stderr
     # The recipe bench/recipes.py measured takes steps of 16 images, however many workers share them.
     with open(workdir / "shards" / "manifest.json") as f:
         training_works = json.load(f)["labels"]["train"]["count"]
-    assert f"step 5/{training_works // 16} loss" in done.stderr, done.stderr[-3000:]
+    assert f"8 epochs of {training_works // 16} steps" in done.stderr, done.stderr[-3000:]
     assert lines[1].startswith("80% year ranges: ") and "of them inside" in lines[1]
     with open(workdir / "results.csv") as f:
         rows = list(csv.DictReader(f))

@@ -67,7 +67,8 @@ def test_train_and_score_jobs_run_across_both_nodes(ray_nodes, s3_url):
     )
     assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
     assert "submitted raysubmit_" in trained.stderr
-    assert "epoch 1/1: loss" in trained.stdout  # the job's logs streamed to this terminal
+    assert trained.stdout.count("epoch 1/1: loss") == 1  # the job's logs streamed to this terminal, once
+    assert "RayTrainWorker" not in trained.stdout and "Reporting training result" not in trained.stdout
     (metrics,) = run_checkpoints(storage).values()
     assert sorted(metrics["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
 
@@ -210,9 +211,11 @@ def test_eight_ranks_with_fewer_validation_shards_than_ranks_validate_every_work
         "0",
         "--loader-workers",
         "0",
+        "--verbose",
     )
     assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
     assert "device: CPU, 8 worker(s)" in trained.stdout + trained.stderr
+    assert "(RayTrainWorker pid=" in trained.stdout  # --verbose: the workers' own output too
     (metrics,) = run_checkpoints(storage).values()
     assert len(metrics["slices_per_rank"]) == 8
     assert metrics["val_n"] == manifest["splits"]["val"]["samples"]

@@ -152,7 +152,7 @@ def test_unusable_results_are_clear_errors(tmp_path, content, message):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (apt-get install chromium; .ci/run does)")
-def test_report_renders_in_chromium(tmp_path, sample_store):
+def test_report_renders_in_chromium(tmp_path, sample_store, tiny_checkpoint):
     # Results that point into the shards, as artdate score writes them: galleries come from the tars.
     manifest = shards.read_manifest(sample_store)
     rows = []
@@ -168,7 +168,9 @@ def test_report_renders_in_chromium(tmp_path, sample_store):
         + "".join(f"{m},{i},{y},{y + (k % 7 - 3) * 40},{shard},{key}\n" for k, (m, i, y, key) in enumerate(rows))
     )
     out = tmp_path / "out"
-    summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=4))
+    # --run: the training run's learning curves lead the page (a checkpoint URL finds its run).
+    summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=4, run=tiny_checkpoint))
+    assert [entry["epoch"] for entry in summary["learning_curve"]] == [0, 1]
     # Chromium loads the page; a script added to a copy counts the images that actually decoded.
     page = (out / "report.html").read_text()
     probe = tmp_path / "probe.html"
@@ -186,7 +188,8 @@ def test_report_renders_in_chromium(tmp_path, sample_store):
         text=True,
         timeout=120,
     ).stdout
-    assert re.search(r"<title>loaded 15 of 15</title>", dom), dom[:300]  # 3 plots + 3 galleries x 4
+    assert re.search(r"<title>loaded 16 of 16</title>", dom), dom[:300]  # 4 plots + 3 galleries x 4
+    assert 'alt="learning_curves.png"' in dom
     assert f"<b>{summary['mae']:.1f}</b>" in dom and "Per 50-year bin" in dom and "Per museum" in dom
     screenshot = tmp_path / "page.png"
     subprocess.run(
@@ -253,3 +256,8 @@ def test_comparanda_show_under_the_gallery_and_their_estimate_is_measured(tmp_pa
     page = (tmp_path / "out" / "report.html").read_text()
     assert "nearest dated works: <span title='met 3 (similarity 0.91)'>1650</span>" in page
     assert "Their median year alone dates the validation works at a mean error of <b>30.0</b>" in page
+
+
+def test_a_run_without_checkpoints_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--run .*nothing: no checkpoints of a training run there"):
+        run_report(ReportConfig(results=write_csv(tmp_path), out=str(tmp_path / "out"), run=str(tmp_path / "nothing")))

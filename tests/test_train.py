@@ -14,7 +14,7 @@ from conftest import ROOT, pack_sample
 from artdate import data, ranges, shards, store
 from artdate.config import TrainConfig
 from artdate.model import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, load_tensors, run_checkpoints
-from artdate.train import evaluate, make_scheduler, run_training
+from artdate.train import CURVE, evaluate, make_scheduler, run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -48,6 +48,10 @@ def assert_resumed_after_epoch_0(storage, epochs=3):
     checkpoints = run_checkpoints(storage)
     assert sorted(m["epoch"] for m in checkpoints.values()) == list(range(epochs))
     assert [epoch_metrics(storage)[e]["start_epoch"] for e in range(epochs)] == [0] + [1] * (epochs - 1)
+    # The learning curve went on from the checkpoint: epoch 0 as the first attempt measured it.
+    last = epoch_metrics(storage)[epochs - 1]["history"]
+    assert [h["epoch"] for h in last] == list(range(epochs))
+    assert last[0] == {name: epoch_metrics(storage)[0][name] for name in CURVE}
 
 
 def wait_for_epoch_0(storage, still_running, timeout=240):
@@ -70,6 +74,8 @@ def test_two_workers_from_s3_to_s3(s3_url):
     metrics = epoch_metrics(storage)
     assert sorted(metrics) == [0, 1, 2]
     assert metrics[2]["train_loss"] < metrics[0]["train_loss"]
+    # Every checkpoint carries the learning curve up to its epoch.
+    assert metrics[2]["history"] == [{name: metrics[e][name] for name in CURVE} for e in range(3)]
     train_samples = sorted(
         (s.url, i) for s in data.manifest_shards(shards_url, manifest, "train") for i in range(s.samples)
     )
