@@ -203,6 +203,11 @@ class TrainConfig:
     )
     seed: int = option(0, help="seed of the shard order and the head's initialisation")
     log_every: int = option(20, help="update the progress bar every this many steps")
+    mlflow: str = option(
+        "",
+        help="MLflow tracking URI (sqlite:///mlflow.db, or a tracking server's http URL): log the settings, each "
+        "epoch's metrics and the best checkpoint, one MLflow run per --storage across restarts and --resume",
+    )
 
 
 @dataclass(frozen=True)

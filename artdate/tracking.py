@@ -9,6 +9,7 @@ checkpoint's URL at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -33,8 +34,10 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def start_run(uri: str, storage: str, params: dict) -> str:
+def start_run(uri: str, storage: str, params: dict, verbose: bool = False) -> str:
     """The id of the MLflow run of the artdate run in `storage`, created (with `params`) if new."""
+    if not verbose:  # MLflow's notes on creating its tables and the like
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     client = _client(uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)

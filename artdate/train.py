@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import data, ranges, shards, store
+from . import data, ranges, shards, store, tracking
 from .config import TrainConfig
 from .console import TrainingConsole
 from .metadata import derive_seed
@@ -341,6 +341,8 @@ def train_func(config: dict) -> None:
                 )
                 saved = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=saved)
+            if rank == 0 and cfg.mlflow:
+                tracking.log_epoch(cfg.mlflow, config["mlflow_run"], metrics)
             shown = ("epoch", "train_loss", "val_mae", "range_level", "val_range_width", "images_per_second")
             tell("epoch", **{name: metrics[name] for name in shown})
 
@@ -414,7 +416,11 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     per epoch (unless not `progress`) and a line per epoch; `verbose` adds Ray's own output."""
     weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
     cfg = dataclasses.replace(
-        cfg, shards=store.absolute(cfg.shards), storage=store.absolute(cfg.storage), weights=weights
+        cfg,
+        shards=store.absolute(cfg.shards),
+        storage=store.absolute(cfg.storage),
+        weights=weights,
+        mlflow=tracking.absolute_uri(cfg.mlflow) if cfg.mlflow else "",
     )
     manifest = shards.read_manifest(cfg.shards)
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
@@ -473,6 +479,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),  # type: ignore[call-arg]
     )
     events = Queue(actor_options={"num_cpus": 0})  # rank 0 -> this console; it lives as long as this driver
+    mlflow_run = tracking.start_run(cfg.mlflow, storage, dataclasses.asdict(cfg), verbose) if cfg.mlflow else ""
     trainer = TorchTrainer(
         train_func,
         train_loop_config={
@@ -480,6 +487,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
             "manifest": manifest,
             "spec": spec.to_dict(),
             "events": events,
+            "mlflow_run": mlflow_run,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources
@@ -492,9 +500,15 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         file=sys.stderr,
         flush=True,
     )
-    with TrainingConsole(events, cfg.epochs, progress):
-        result = trainer.fit()
-    best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
-    if best is None:
-        raise RuntimeError(f"training ended without a checkpoint in {storage}")
-    return _checkpoint_url(storage, best.path)
+    best_url = None
+    try:
+        with TrainingConsole(events, cfg.epochs, progress):
+            result = trainer.fit()
+        best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
+        if best is None:
+            raise RuntimeError(f"training ended without a checkpoint in {storage}")
+        best_url = _checkpoint_url(storage, best.path)
+    finally:
+        if mlflow_run:
+            tracking.finish_run(cfg.mlflow, mlflow_run, best_url)
+    return best_url

@@ -110,9 +110,24 @@ def test_two_workers_from_s3_to_s3(s3_url):
     assert "optimizer" in load_tensors(store.join(best, TRAINING_FILE))
 
 
+def assert_one_mlflow_run(uri, storage, metrics, best):
+    """One MLflow run for the artdate run: its settings, every epoch's metrics at its step, the best checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("artdate").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["artdate.storage"] == storage
+    assert run.data.tags["artdate.best_checkpoint"] == best
+    assert run.data.params["backbone"] == "efficientnet_lite0" and run.data.params["epochs"] == "1"  # as first run
+    for name in ("train_loss", "val_mae", "val_range_width"):
+        logged = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        assert sorted(logged) == [(epoch, pytest.approx(metrics[epoch][name])) for epoch in sorted(metrics)]
+
+
 def test_resume_continues_the_optimizer_and_schedule_and_refuses_other_settings(tmp_path, sample_store):
     storage = str(tmp_path / "run")
-    run_training(small(sample_store, storage, epochs=1))
+    tracked = f"sqlite:///{tmp_path}/mlflow.db"  # a real MLflow store; the run is tracked across the resume
+    run_training(small(sample_store, storage, epochs=1, mlflow=tracked))
     with pytest.raises(ValueError, match="already holds a run .* pass --resume"):
         run_training(small(sample_store, storage, epochs=2))
     # What would make the checkpoint mean something else is refused, naming what differs.
@@ -126,8 +141,9 @@ def test_resume_continues_the_optimizer_and_schedule_and_refuses_other_settings(
         run_training(small(other_pack, storage, epochs=2, resume=True))
 
     # Another worker count is fine: the schedule continues from the epoch, not a saved step count.
-    best = run_training(small(sample_store, storage, epochs=2, resume=True, workers=1))
+    best = run_training(small(sample_store, storage, epochs=2, resume=True, workers=1, mlflow=tracked))
     assert sorted(epoch_metrics(storage)) == [0, 1] and best.startswith(storage + "/checkpoint_")
+    assert_one_mlflow_run(tracked, storage, epoch_metrics(storage), best)
 
     manifest = shards.read_manifest(sample_store)
     train_shards = data.manifest_shards(sample_store, manifest, "train")
