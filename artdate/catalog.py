@@ -13,7 +13,7 @@ import errno
 import sqlite3
 from typing import Iterator
 
-from .metadata import Work, derive_seed
+from .works import Work, derive_seed
 
 WORK_FIELDS = (
     "museum",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from . import store
-from .metadata import derive_seed
+from .works import derive_seed
 
 log = logging.getLogger(__name__)
 

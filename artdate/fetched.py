@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from .http_client import FetchError
 
 if TYPE_CHECKING:
-    from .metadata import Work
+    from .works import Work
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,14 @@ a hash of the seed, museum and id, so a work lands in the same split on every ru
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .catalog import Catalog
+from .catalog import Catalog
+from .works import Work, assign_split
 
 SANE_YEARS = (-10000, 2100)
 # Whole words of a file name that name a museum: met-data.csv, rijksmuseum-data.csv, rijks_2017.csv.
@@ -30,44 +28,6 @@ class MetadataError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
-    museum: str
-    id: str
-    year: int
-    year_start: int
-    year_end: int
-    split: str
-    file: str = ""  # image path as written in the CSV (relative to the CSV or --images)
-    url: str = ""
-    title: str = ""
-    artist: str = ""
-    csv_dir: str = ""
-    source: str = ""  # the metadata file (one string shared by its works) ...
-    line: int = 0  # ... and the line, for messages
-
-    @property
-    def where(self) -> str:
-        return f"{self.source}:{self.line}"
-
-    @property
-    def key(self) -> str:
-        return sample_key(self.museum, self.id)
-
-    def labels(self) -> dict:
-        """The labels stored with each sample (DESIGN.md)."""
-        return {
-            "id": self.id,
-            "museum": self.museum,
-            "year": self.year,
-            "year_start": self.year_start,
-            "year_end": self.year_end,
-            "split": self.split,
-            "title": self.title,
-            "artist": self.artist,
-        }
-
-
 @dataclass(frozen=True)
 class Rejected:
     museum: str
@@ -78,7 +38,7 @@ class Rejected:
 
 @dataclass
 class MetadataResult:
-    catalog: "Catalog"  # the works, in a table (see catalog.py)
+    catalog: Catalog  # the works, in a table (see catalog.py)
     rejected: list[Rejected] = field(default_factory=list)  # bad rows skipped with skip_bad_rows
     duplicates: int = 0  # exact duplicate rows dropped
     out_of_window: int = 0  # valid rows outside [year_min, year_max]
@@ -87,37 +47,6 @@ class MetadataResult:
     def works(self) -> list[Work]:
         """The works inside the year window, in file order (a list: for small reads)."""
         return list(self.catalog.in_file_order())
-
-
-PLAIN_MUSEUM = re.compile(r"[A-Za-z0-9-]+")
-PLAIN_ID = re.compile(r"[A-Za-z0-9_-]+")
-MAX_KEY = 80  # with ".json" well inside a tar header's 100-character name
-
-
-def sample_key(museum: str, work_id: str) -> str:
-    """The WebDataset key of a work: unique for every (museum, id) and at most MAX_KEY characters
-    of [A-Za-z0-9_~-]. WebDataset keys may not contain dots (they start the extension) or slashes.
-    A plain museum and id give `{museum}_{id}` (the museum has no '_', so the split is
-    unambiguous); anything else (dots, spaces, accents, a long museum name) gives a readable prefix
-    and, after a '~' that no plain key holds, a hash of the exact museum and id."""
-    plain = f"{museum}_{work_id}"
-    if PLAIN_MUSEUM.fullmatch(museum) and PLAIN_ID.fullmatch(work_id) and len(plain) <= MAX_KEY:
-        return plain
-    digest = hashlib.sha256(f"{museum}\0{work_id}".encode()).hexdigest()[:16]
-    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", plain)[: MAX_KEY - len(digest) - 1]
-    return f"{readable}~{digest}"
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit number from (seed, purpose, epoch, rank, ...): distinct for every combination
-    (sums like seed * 1000 + rank collide), and the same on every machine. It seeds the loaders
-    and places works in splits and shard plans (a shuffle that needs no memory)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def assign_split(museum: str, work_id: str, seed: int, val_fraction: float) -> str:
-    return "val" if derive_seed(seed, museum, work_id) / 2**63 < val_fraction else "train"
 
 
 def parse_year(text: str, column: str) -> int | None:
@@ -212,7 +141,6 @@ def read_metadata(
     corpora: then memory does not grow with the number of works). A work in `coarse` (museum, id;
     see read_coarse_dates) dated to one year trains as the span that year stands for
     (coarse_span); its year stays as given, so errors are still measured against it."""
-    from .catalog import Catalog  # catalog.py builds on Work, defined here
 
     if not 0 <= val_fraction < 1:
         raise MetadataError(f"val_fraction must be in [0, 1), got {val_fraction}")

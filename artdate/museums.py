@@ -20,8 +20,8 @@ from urllib.parse import quote, urlencode
 
 from .fetched import Fetched, NotAvailable, TypeFilter
 from .http_client import FetchError, HttpClient
-from .metadata import Work
 from .shards import image_size
+from .works import Work
 
 MET_API = "https://collectionapi.metmuseum.org/public/collection/v1"
 RIJKS_API = "https://data.rijksmuseum.nl"

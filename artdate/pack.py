@@ -29,8 +29,9 @@ from .catalog import Catalog
 from .config import PackConfig
 from .fetched import Excluded, Fetched
 from .http_client import FetchError, HttpClient
-from .metadata import Work, read_coarse_dates, read_metadata, sample_key
+from .metadata import read_coarse_dates, read_metadata
 from .sources import make_source
+from .works import Work, sample_key
 
 PACK_DIR = "_pack"
 PLAN = "plan.json"

@@ -19,9 +19,9 @@ from . import store
 from .config import PackConfig
 from .fetched import Excluded, Fetched, NotAvailable, Source, TypeFilter
 from .http_client import FetchError, HttpClient
-from .metadata import Work
 from .museums import MET_API, RIJKS_API, MetSource, RijksSource
 from .shards import image_size
+from .works import Work
 
 MUSEUM_ROOTS = {"met": MET_API, "rijks": RIJKS_API}
 MUSEUM_NAMES = {"met": "the Met", "rijks": "the Rijksmuseum"}

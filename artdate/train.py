@@ -23,7 +23,6 @@ import torch
 from . import data, ranges, shards, store, tracking
 from .config import TrainConfig
 from .console import TrainingConsole
-from .metadata import derive_seed
 from .model import (
     CHECKPOINT_FILE,
     RUN_FILE,
@@ -39,6 +38,7 @@ from .model import (
     save_checkpoint,
 )
 from .raycluster import connect, resolve_gpus
+from .works import derive_seed
 
 
 def train_one_epoch(

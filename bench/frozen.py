@@ -28,9 +28,10 @@ sys.path.insert(0, ROOT)
 from artdate import ranges  # noqa: E402
 from artdate.config import PackConfig  # noqa: E402
 from artdate.embeddings import Embeddings, embed_store, fit_head  # noqa: E402
-from artdate.metadata import derive_seed, read_coarse_dates, training_span  # noqa: E402
+from artdate.metadata import read_coarse_dates, training_span  # noqa: E402
 from artdate.model import LabelEncoding  # noqa: E402
 from artdate.pack import run_pack  # noqa: E402
+from artdate.works import derive_seed  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SETS = {  # name -> (metadata CSV, image folder)

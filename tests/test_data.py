@@ -6,7 +6,7 @@ from PIL import Image
 
 from artdate import data, shards
 from artdate.data import Shard, Slice, assign_train, assign_val, cut, make_loader, steps_per_epoch, take_steps
-from artdate.metadata import derive_seed
+from artdate.works import derive_seed
 
 
 def shard_list(sizes):

@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artdate.metadata import MAX_KEY, MetadataError, read_metadata, sample_key
+from artdate.metadata import MetadataError, read_metadata
 from artdate.model import LabelEncoding
+from artdate.works import MAX_KEY, sample_key
 
 # In CI (CI=true) the examples are derived from the test names, so a submission's run is
 # reproducible; elsewhere each run explores new ones.
