@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from .fetched import Fetched, NotAvailable, TypeFilter
 from .http_client import FetchError, HttpClient
-from .shards import image_size
+from .images import image_size
 from .works import Work
 
 MET_API = "https://collectionapi.metmuseum.org/public/collection/v1"

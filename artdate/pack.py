@@ -29,6 +29,7 @@ from .catalog import Catalog
 from .config import PackConfig
 from .fetched import Excluded, Fetched
 from .http_client import FetchError, HttpClient
+from .images import ImageRejected, encode_image, image_size
 from .metadata import read_coarse_dates, read_metadata
 from .sources import make_source
 from .works import Work, sample_key
@@ -109,12 +110,12 @@ def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int
     if reject or image is None:
         return work, None, None, reject
     try:
-        jpg = shards.encode_image(image.data, size, quality, max_pixels)[0]
-    except shards.ImageRejected as reason:
+        jpg = encode_image(image.data, size, quality, max_pixels)[0]
+    except ImageRejected as reason:
         return work, None, None, _reject(work, "decode", str(reason))
     except (*MALFORMED, OSError) as problem:  # Pillow's own failures on odd files
         return work, None, None, _reject(work, "decode", f"cannot decode: {type(problem).__name__}: {problem}")
-    width, height = shards.image_size(image.data)
+    width, height = image_size(image.data)
     labels = {**work.labels(), "object_type": image.object_type, "source_width": width, "source_height": height}
     return work, jpg, labels, None
 

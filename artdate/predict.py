@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from . import comparanda, data, shards, store
+from . import comparanda, data, store
 from .config import PredictConfig
 from .http_client import FetchError, HttpClient
+from .images import ImageRejected, encode_image, open_rgb
 from .model import load_checkpoint, predict_years, resolve_checkpoint
 from .ranges import Predictions
 
@@ -30,12 +31,12 @@ def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
     checkpoint knows how), then decoded as the loader decodes shards."""
     try:
         if spec.pack_size:
-            jpg, _, _ = shards.encode_image(raw, spec.pack_size, spec.pack_quality, max_pixels)
+            jpg, _, _ = encode_image(raw, spec.pack_size, spec.pack_quality, max_pixels)
             return data.decode_image(jpg)
         from torchvision.transforms.v2.functional import pil_to_tensor
 
-        return pil_to_tensor(shards.open_rgb(raw, max_pixels))
-    except shards.ImageRejected as problem:
+        return pil_to_tensor(open_rgb(raw, max_pixels))
+    except ImageRejected as problem:
         raise ValueError(f"{location}: {problem}") from None
 
 

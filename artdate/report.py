@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import comparanda, shards, store
 from .config import ReportConfig
+from .images import ImageRejected, open_rgb
 
 BIN_YEARS = 50
 LARGEST_MUSEUMS = 12  # museums with a row of their own in the figures; the rest share one
@@ -320,8 +321,8 @@ def shard_images(url: str, wanted: dict[str, int]) -> dict[int, bytes]:
 
 def thumbnail_uri(data: bytes, size: int = 220) -> str | None:
     try:
-        image = shards.open_rgb(data, MAX_IMAGE_PIXELS, draft_size=size)
-    except shards.ImageRejected:
+        image = open_rgb(data, MAX_IMAGE_PIXELS, draft_size=size)
+    except ImageRejected:
         return None
     image.thumbnail((size, size))
     out = io.BytesIO()

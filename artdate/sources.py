@@ -19,8 +19,8 @@ from . import store
 from .config import PackConfig
 from .fetched import Excluded, Fetched, NotAvailable, Source, TypeFilter
 from .http_client import FetchError, HttpClient
+from .images import image_size
 from .museums import MET_API, RIJKS_API, MetSource, RijksSource
-from .shards import image_size
 from .works import Work
 
 MUSEUM_ROOTS = {"met": MET_API, "rijks": RIJKS_API}

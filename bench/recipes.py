@@ -37,8 +37,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from artdate import data, ranges, shards  # noqa: E402
+from artdate import data, ranges  # noqa: E402
 from artdate.config import TrainConfig  # noqa: E402
+from artdate.images import encode_image  # noqa: E402
 from artdate.metadata import read_coarse_dates, read_metadata  # noqa: E402
 from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years  # noqa: E402
 from artdate.train import make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
@@ -118,7 +119,7 @@ def load_works(names: list[str], coarse: bool = False) -> list[Work]:
         meta = read_metadata([metadata], val_fraction=FIXED_VAL_FRACTION, coarse=marked)
         for work in meta.catalog.in_file_order():
             with open(os.path.join(images, work.file), "rb") as f:
-                jpg = shards.encode_image(f.read(), PACK_SIZE)[0]
+                jpg = encode_image(f.read(), PACK_SIZE)[0]
             works.append(
                 Work(data.decode_image(jpg), work.year, work.year_start, work.year_end, name, work.split == "val")
             )

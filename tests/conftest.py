@@ -5,23 +5,10 @@ import uuid
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from helpers import pack_sample  # noqa: E402
 from servers import SeaweedS3  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The sample's works (facts) ship in metadata/sample; its images stay in ../shared, where they were
-# copied to: a test that needs them skips without it.
-SAMPLE_CSV = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
-SHARED_SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")
-SAMPLE_IMAGES = os.path.join(SHARED_SAMPLE, "images")
 EXIT_STATUS = pytest.StashKey[int]()
-requires_sample = pytest.mark.skipif(
-    not os.path.isdir(SAMPLE_IMAGES), reason="needs the sample's images in ../shared/artworks-sample"
-)
-
-
-def need_sample() -> None:
-    if not os.path.isdir(SAMPLE_IMAGES):
-        pytest.skip("needs the sample's images in ../shared/artworks-sample")
 
 
 @pytest.fixture(scope="session")
@@ -47,24 +34,6 @@ def s3_url(s3_server):
     """A fresh, empty s3:// prefix in a fresh bucket."""
     bucket = s3_server.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
     return f"s3://{bucket}/store"
-
-
-def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96) -> dict:
-    from artdate.config import PackConfig
-    from artdate.pack import run_pack
-
-    need_sample()
-    settings = PackConfig(
-        metadata=(SAMPLE_CSV,),
-        images=SHARED_SAMPLE,
-        out=out,
-        size=size,
-        samples_per_shard=samples_per_shard,
-        year_min=-1000,
-        year_max=2100,
-        jobs=1,
-    )
-    return run_pack(settings, progress=False)
 
 
 @pytest.fixture(scope="session")

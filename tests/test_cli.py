@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SAMPLE_CSV, SAMPLE_IMAGES
+from helpers import ROOT, SAMPLE_CSV, SAMPLE_IMAGES
 
 
 def artdate(*argv, env=None):

@@ -7,7 +7,7 @@ import shlex
 import jsonschema
 import ray
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from artdate.cli import build_parser
 from artdate.jobs import local_storage

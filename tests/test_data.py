@@ -95,7 +95,7 @@ def test_loader_workers_split_a_single_shard(sample_store):
 
 
 def test_loader_streams_from_s3_in_worker_processes(s3_url):
-    from conftest import pack_sample
+    from helpers import pack_sample
 
     manifest = pack_sample(s3_url, samples_per_shard=100)
     slices = data.whole(data.manifest_shards(s3_url, manifest, "val"))

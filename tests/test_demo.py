@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SHARED_SAMPLE
+from helpers import ROOT, SHARED_SAMPLE
 from museum_servers import MuseumApi, have_fixtures, sample_images
 
 pytestmark = pytest.mark.slow

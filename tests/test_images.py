@@ -4,10 +4,10 @@ import struct
 import zlib
 
 import pytest
-from conftest import SAMPLE_IMAGES, requires_sample
+from helpers import SAMPLE_IMAGES, requires_sample
 from PIL import Image
 
-from artdate.shards import ImageRejected, encode_image
+from artdate.images import ImageRejected, encode_image
 
 SAMPLE_IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")  # 419x512
 

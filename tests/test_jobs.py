@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, pack_sample
+from helpers import ROOT, pack_sample
 
 from artdate import store
 from artdate.model import run_checkpoints

@@ -3,7 +3,7 @@
 import ast
 import os
 
-from conftest import ROOT
+from helpers import ROOT
 
 PACKAGE = os.path.join(ROOT, "artdate")
 

@@ -1,7 +1,7 @@
 import os
 
 import pytest
-from conftest import ROOT, SAMPLE_CSV
+from helpers import ROOT, SAMPLE_CSV
 
 from artdate.metadata import MetadataError, coarse_span, read_coarse_dates, read_metadata
 from artdate.works import assign_split, sample_key

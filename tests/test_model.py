@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import SAMPLE_IMAGES
+from helpers import SAMPLE_IMAGES
 
 from artdate import data, shards
 from artdate.cli import main

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, pack_sample
+from helpers import ROOT, pack_sample
 from test_train import wait_for_epoch_0
 
 from artdate import store

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import webdataset as wds
-from conftest import ROOT, SAMPLE_CSV, SAMPLE_IMAGES, SHARED_SAMPLE, need_sample, requires_sample
+from helpers import ROOT, SAMPLE_CSV, SAMPLE_IMAGES, SHARED_SAMPLE, need_sample, requires_sample
 from museum_servers import MuseumApi, have_fixtures, sample_images
 
 from artdate import shards, store

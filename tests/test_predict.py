@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 import torch
-from conftest import SAMPLE_IMAGES
+from helpers import SAMPLE_IMAGES
 from museum_servers import MuseumApi
 
 from artdate import shards

@@ -7,7 +7,7 @@ import tarfile
 
 import pandas as pd
 import pytest
-from conftest import SAMPLE_IMAGES, requires_sample
+from helpers import SAMPLE_IMAGES, requires_sample
 from PIL import Image
 
 from artdate import shards

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import SAMPLE_CSV, SHARED_SAMPLE
+from helpers import SAMPLE_CSV, SHARED_SAMPLE
 from servers import SeaweedS3
 
 from artdate.s3stream import ResumableObject

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SAMPLE_IMAGES, pack_sample
+from helpers import ROOT, SAMPLE_IMAGES, pack_sample
 
 from artdate import data, shards
 from artdate.config import PredictConfig, ScoreConfig

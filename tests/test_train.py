@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, pack_sample
+from helpers import ROOT, pack_sample
 
 from artdate import data, ranges, shards, store
 from artdate.config import TrainConfig
@@ -239,7 +239,7 @@ def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
 
 
 def test_no_val_split_is_a_clear_error(tmp_path):
-    from conftest import SAMPLE_CSV, SHARED_SAMPLE
+    from helpers import SAMPLE_CSV, SHARED_SAMPLE
 
     from artdate.config import PackConfig
     from artdate.pack import run_pack
