@@ -56,10 +56,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_year
 
-    predicted, calibrated, nearest = predict_year(config.from_arguments(config.PredictConfig, args))
-    year = f"{predicted.year.item():.0f}"
+    predicted, nearest = predict_year(config.from_arguments(config.PredictConfig, args))
     # The year, then the calibrated range meant to hold the true year (80% of the time by default).
-    print(f"{year} ({predicted.low.item():.0f}-{predicted.high.item():.0f})" if calibrated else year)
+    print(f"{predicted.year.item():.0f} ({predicted.low.item():.0f}-{predicted.high.item():.0f})")
     for work in nearest:  # --comparanda: the dated works the guess rests on
         print(f"  {work['year']}  {work['museum']} {work['id']}  (similarity {work['similarity']:.2f})")
     return 0

@@ -11,8 +11,8 @@ number of shards, and every rank gets the same number of samples (give or take o
   once, whatever the number of ranks and validation shards.
 - Within a rank, the DataLoader workers cut the rank's slices again the same way.
 A slice in the middle of a shard is reached by reading (not decoding) the samples before it.
-Undecodable samples, and samples a broken shard never delivered, are counted and named in each
-batch's `skipped` list, so a consumer can tell how many of its samples it did not see.
+Undecodable samples, and samples a broken shard never delivered, are named in each `Batch`'s
+`skipped` list (`Skip` records), so a consumer can tell how many of its samples it did not see.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import itertools
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -43,6 +43,46 @@ def register_s3() -> None:
     import webdataset
 
     webdataset.gopen_schemes["s3"] = _open_s3
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A sample the loader did not deliver: why, and whether the shard never delivered it (a
+    broken stream: the samples exist, score reads the shard again) or it did not decode."""
+
+    shard: str
+    key: str
+    reason: str
+    unread: bool = False
+
+    def record(self) -> dict:
+        """The row of results.skipped.csv."""
+        return {"shard": self.shard, "key": self.key, "reason": self.reason}
+
+
+@dataclass
+class Batch:
+    """What a loader yields, train and score read: images and their labels, plus the samples
+    skipped since the previous batch. `image` is uint8 NCHW, a list of encoded JPEGs (decoding
+    left to the device), or None when every sample since the last batch was skipped."""
+
+    image: torch.Tensor | list[torch.Tensor] | None
+    year: torch.Tensor
+    year_start: torch.Tensor
+    year_end: torch.Tensor
+    key: list[str]
+    shard: list[str]
+    id: list[str]
+    museum: list[str]
+    skipped: list[Skip] = field(default_factory=list)
+
+    def pin_memory(self) -> Batch:
+        """DataLoader(pin_memory=True) calls this: page-locked tensors copy to the GPU asynchronously."""
+        image = self.image.pin_memory() if isinstance(self.image, torch.Tensor) else self.image
+        return replace(self, image=image, **{name: getattr(self, name).pin_memory() for name in LABELS})
+
+
+LABELS = ("year", "year_start", "year_end")
 
 
 @dataclass(frozen=True)
@@ -173,7 +213,7 @@ def read_slice(piece: Slice):
         )
         log.warning("%s: %d sample(s) not read: %s", piece.url, missing, reason)
         for _ in range(missing):
-            yield {"__skip__": reason, "__url__": piece.url, "__key__": ""}
+            yield {"__skip__": reason, "__unread__": True, "__url__": piece.url, "__key__": ""}
 
 
 def encoded(jpg: bytes) -> torch.Tensor:
@@ -181,13 +221,13 @@ def encoded(jpg: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(jpg), dtype=torch.uint8)
 
 
-def decode_on_device(batch: dict, transform, device: torch.device) -> dict:
+def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
     """A batch of encoded JPEGs (a loader with transform=None) -> the same batch with uint8 images
     decoded on `device` (nvJPEG on CUDA, in one call for the batch) and `transform`ed there. A
     JPEG that does not decode is dropped from the batch and added to its `skipped` records."""
     from torchcodec.decoders import decode_jpeg
 
-    jpegs = batch["image"]
+    jpegs = batch.image
     if jpegs is None:  # every sample of it was skipped already
         return batch
     images: list  # a decoded image, or why it did not decode
@@ -201,20 +241,26 @@ def decode_on_device(batch: dict, transform, device: torch.device) -> dict:
             except Exception as problem:  # noqa: BLE001
                 images.append(f"undecodable: {problem}"[:300])
     keep = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
-    skipped = batch["skipped"] + [
-        {"shard": batch["shard"][i], "key": batch["key"][i], "reason": images[i]}
-        for i in range(len(images))
-        if i not in keep
+    skipped = batch.skipped + [
+        Skip(batch.shard[i], batch.key[i], images[i]) for i in range(len(images)) if i not in keep
     ]
-    picked = {name: [batch[name][i] for i in keep] for name in ("key", "shard", "id", "museum")}
-    labels = {name: batch[name][keep] for name in ("year", "year_start", "year_end")}
     stacked = torch.stack([transform(images[i]) for i in keep]) if keep else None
-    return {**batch, **picked, **labels, "image": stacked, "skipped": skipped}
+    return Batch(
+        image=stacked,
+        year=batch.year[keep],
+        year_start=batch.year_start[keep],
+        year_end=batch.year_end[keep],
+        key=[batch.key[i] for i in keep],
+        shard=[batch.shard[i] for i in keep],
+        id=[batch.id[i] for i in keep],
+        museum=[batch.museum[i] for i in keep],
+        skipped=skipped,
+    )
 
 
 class Decoder:
-    """Raw tar samples -> dicts of image tensor + labels, or {"skip": record} for a sample that
-    could not be read or decoded (the record names its shard, key and problem). With
+    """Raw tar samples -> dicts of image tensor + labels, or {"skip": Skip} for a sample that
+    could not be read or decoded. With
     transform=None the image stays an encoded JPEG, for decode_on_device."""
 
     def __init__(self, transform):
@@ -224,7 +270,7 @@ class Decoder:
         for sample in samples:
             url, key = sample.get("__url__", ""), sample.get("__key__", "")
             if "__skip__" in sample:
-                yield {"skip": {"shard": url, "key": key, "reason": sample["__skip__"]}}
+                yield {"skip": Skip(url, key, sample["__skip__"], unread=True)}
                 continue
             try:
                 labels = json.loads(sample["json"])
@@ -241,23 +287,25 @@ class Decoder:
                 }
             except Exception as problem:  # noqa: BLE001 -- any undecodable sample is skipped, not fatal
                 log.warning("skipping sample %s in %s: %s", key, url, problem)
-                yield {"skip": {"shard": url, "key": key, "reason": f"undecodable: {problem}"[:300]}}
+                yield {"skip": Skip(url, key, f"undecodable: {problem}"[:300])}
 
 
-def collate(items: list[dict], skipped: list[dict]) -> dict:
-    """A batch; `image` is None when every sample since the last batch was skipped, and a list of
-    encoded JPEGs when the loader leaves decoding to the device."""
+def collate(items: list[dict], skipped: list[Skip]) -> Batch:
     images: list | torch.Tensor = [i["image"] for i in items]
     if items and items[0]["image"].dim() == 3:  # decoded; 1-dimensional ones are encoded JPEGs
         images = torch.stack(images)  # type: ignore[arg-type]
-    return {
-        "image": images if items else None,
-        "year": torch.tensor([i["year"] for i in items], dtype=torch.int64),
-        "year_start": torch.tensor([i["year_start"] for i in items], dtype=torch.int64),
-        "year_end": torch.tensor([i["year_end"] for i in items], dtype=torch.int64),
-        **{name: [i[name] for i in items] for name in ("key", "shard", "id", "museum")},
-        "skipped": skipped,
-    }
+    year, year_start, year_end = (torch.tensor([i[name] for i in items], dtype=torch.int64) for name in LABELS)
+    return Batch(
+        image=images if items else None,
+        year=year,
+        year_start=year_start,
+        year_end=year_end,
+        key=[i["key"] for i in items],
+        shard=[i["shard"] for i in items],
+        id=[i["id"] for i in items],
+        museum=[i["museum"] for i in items],
+        skipped=skipped,
+    )
 
 
 def batches(items, batch_size: int, drop_last: bool):
@@ -357,7 +405,7 @@ def take_steps(make_pass, steps: int):
     while taken < steps:
         got_any = False
         for batch in make_pass():
-            if batch["image"] is None:
+            if batch.image is None:
                 yield batch
                 continue
             got_any = True

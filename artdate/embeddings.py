@@ -63,15 +63,15 @@ def embed_store(
         slices = data.store_slices(store_url, manifest, split)
         loader = data.make_loader(slices, data.eval_transform(image_size), batch_size, loader_workers=0)
         for batch in loader:
-            if batch["image"] is None:
+            if batch.image is None:
                 continue
             with torch.no_grad():
-                columns["features"].append(model(model_inputs(batch["image"], spec, torch.device("cpu"))).numpy())
+                columns["features"].append(model(model_inputs(batch.image, spec, torch.device("cpu"))).numpy())
             for name, column in (("keys", "key"), ("ids", "id"), ("museums", "museum")):
-                columns[name] += batch[column]
-            columns["splits"] += [split] * len(batch["key"])
+                columns[name] += getattr(batch, column)
+            columns["splits"] += [split] * len(batch.key)
             for name in ("year", "year_start", "year_end"):
-                columns[name] += batch[name].tolist()
+                columns[name] += getattr(batch, name).tolist()
     embeddings = Embeddings(
         **{name: np.asarray(values) for name, values in columns.items() if name != "features"},
         features=np.concatenate(columns["features"]).astype(np.float32),

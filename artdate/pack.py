@@ -245,16 +245,12 @@ def _start_or_resume(out: str, print_id: str, settings: dict) -> set[str]:
     """Names of the shards already finished by an earlier run of the same plan; refuses another plan."""
     plan_url = store.join(out, PACK_DIR, PLAN)
     manifest_url = store.join(out, shards.MANIFEST)
-    if store.exists(plan_url):
-        earlier = json.loads(store.read_bytes(plan_url))["fingerprint"]
-        if earlier != print_id:
-            raise ValueError(
-                f"{out} holds a pack of other metadata or settings; pack into an empty --out or delete {out} first"
-            )
-    elif store.exists(manifest_url):
+    if not store.exists(plan_url) and store.exists(manifest_url):
         raise ValueError(f"{out} already holds a finished store made by another pack; use an empty --out")
-    else:
-        store.write_bytes(plan_url, json.dumps({"fingerprint": print_id, "settings": settings}).encode())
+    if store.claim(plan_url, {"fingerprint": print_id, "settings": settings}):
+        raise ValueError(
+            f"{out} holds a pack of other metadata or settings; pack into an empty --out or delete {out} first"
+        )
     if not store.is_s3(out) and os.path.isdir(out):
         for name in os.listdir(out):  # leftovers of a killed run: never visible as finished, but clutter
             if ".partial-" in name:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from . import comparanda, data, store
+from .checkpoints import load_checkpoint, resolve_checkpoint
 from .config import PredictConfig
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, open_rgb
-from .model import load_checkpoint, predict_years, resolve_checkpoint
+from .model import predict_years
 from .ranges import Predictions
 
 
@@ -40,9 +41,8 @@ def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
         raise ValueError(f"{location}: {problem}") from None
 
 
-def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool, list[dict]]:
-    """(the image's prediction, whether its range is calibrated: a checkpoint trained before
-    ranges were calibrated has none, and with --comparanda the nearest training works)."""
+def predict_year(cfg: PredictConfig) -> tuple[Predictions, list[dict]]:
+    """(the image's prediction with its calibrated range, and with --comparanda the nearest training works)."""
     try:
         raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
     except FetchError as problem:
@@ -56,4 +56,4 @@ def predict_year(cfg: PredictConfig) -> tuple[Predictions, bool, list[dict]]:
     if cfg.comparanda:
         checkpoint = resolve_checkpoint(store.absolute(cfg.checkpoint))
         nearest = comparanda.image_neighbours(store.absolute(cfg.comparanda), checkpoint, embeddings[0].numpy())[0]
-    return predicted, info["calibration"] is not None, nearest
+    return predicted, nearest

@@ -31,8 +31,8 @@ class RangeCalibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "RangeCalibration | None":
-        return cls(**data) if data else None
+    def from_dict(cls, data: dict) -> "RangeCalibration":
+        return cls(**data)
 
 
 def bin_quantiles(
@@ -96,17 +96,14 @@ class Predictions:
         )
 
 
-def apply_calibration(
-    raw: Predictions, calibration: RangeCalibration | None, year_min: int, year_max: int
-) -> Predictions:
-    """Calibrated ranges, inside the label window (no work's year lies outside it). Without a
-    calibration (a checkpoint from before ranges existed) the raw ranges are kept."""
+def apply_calibration(raw: Predictions, calibration: RangeCalibration, year_min: int, year_max: int) -> Predictions:
+    """Calibrated ranges, inside the label window (no work's year lies outside it)."""
     low, high = raw.low, raw.high
-    if calibration is not None and math.isfinite(calibration.margin):
+    if math.isfinite(calibration.margin):
         low, high = low - calibration.margin, high + calibration.margin
         middle = (low + high) / 2  # a negative margin shrinks a narrow range to its middle, never inverts it
         low, high = torch.minimum(low, middle), torch.maximum(high, middle)
-    elif calibration is not None:  # too few validation works to promise the level: the whole window
+    else:  # too few validation works to promise the level: the whole window
         low, high = torch.full_like(low, year_min), torch.full_like(high, year_max)
     return Predictions(raw.year, low.clamp(year_min, year_max), high.clamp(year_min, year_max), raw.spread)
 

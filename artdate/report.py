@@ -197,7 +197,7 @@ def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
 def learning_curve(run_url: str) -> list[dict]:
     """The run's metrics per epoch, from its latest checkpoint's history (train.CURVE). `run_url`
     is a run's --storage URL or one of its checkpoints."""
-    from .model import CHECKPOINT_FILE, run_checkpoints  # here: a report without --run needs no torch
+    from .checkpoints import CHECKPOINT_FILE, run_checkpoints  # here: a report without --run needs no torch
 
     run_url = run_url.rstrip("/")
     if store.exists(store.join(run_url, CHECKPOINT_FILE)):

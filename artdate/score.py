@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -22,13 +21,13 @@ import numpy as np
 import torch
 
 from . import comparanda, data, shards, store
+from .checkpoints import load_checkpoint, resolve_checkpoint
 from .config import ScoreConfig
 from .lease import Lease
-from .model import load_checkpoint, predict_years, resolve_checkpoint
+from .model import predict_years
 from .raycluster import connect, resolve_gpus
 
-# pred_low..pred_high: the calibrated range meant to hold range_level of true years (empty for a
-# checkpoint trained before ranges were calibrated).
+# pred_low..pred_high: the calibrated range meant to hold range_level of true years.
 COLUMNS = [
     "id",
     "museum",
@@ -46,9 +45,8 @@ COLUMNS = [
     "key",
 ]
 SKIP_COLUMNS = ["shard", "key", "reason"]
-RUN_FILE = "_run.json"
+CLAIM_FILE = "_run.json"  # which checkpoint and shards the parts are of (store.claim)
 LEASE_FILE = "_lease"
-READ_FAILURE = "shard ended"  # data.read_slice's reason for samples a broken shard never delivered
 WAIT_REPORT_SECONDS = 30
 
 
@@ -70,11 +68,11 @@ class Scorer:
     def ready(self) -> int:
         return os.getpid()
 
-    def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[dict], np.ndarray]:
+    def score(self, shard_url: str, samples: int, split: str) -> tuple[list[dict], list[data.Skip], np.ndarray]:
         """(rows, skip records, the rows' embeddings) of one shard: rows and skips together account
         for each of its samples; embedding i (float16, unit length) is row i's."""
         rows: list[dict] = []
-        skips: list[dict] = []
+        skips: list[data.Skip] = []
         embeddings: list[torch.Tensor] = []
         loader = data.make_loader(
             [data.Slice(shard_url, 0, samples)],
@@ -85,36 +83,30 @@ class Scorer:
         for batch in data.prefetch(loader):
             if self.on_device:
                 batch = data.decode_on_device(batch, self.transform, self.device)
-            skips += batch["skipped"]
-            if batch["image"] is None:
+            skips += batch.skipped
+            if batch.image is None:
                 continue
             predicted = predict_years(
-                self.model, self.spec, batch["image"], self.device, self.calibration, embeddings=embeddings
+                self.model, self.spec, batch.image, self.device, self.calibration, embeddings=embeddings
             )
             years, lows, highs = predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist()
             spreads: list = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
-            for i, key in enumerate(batch["key"]):
-                year = int(batch["year"][i])
+            for i, key in enumerate(batch.key):
+                year = int(batch.year[i])
                 rows.append(
                     {
-                        "id": batch["id"][i],
-                        "museum": batch["museum"][i],
+                        "id": batch.id[i],
+                        "museum": batch.museum[i],
                         "year": year,
                         "pred": round(years[i], 1),
-                        **(
-                            {
-                                "pred_low": round(lows[i]),
-                                "pred_high": round(highs[i]),
-                                "range_level": self.calibration.level,
-                            }
-                            if self.calibration
-                            else {}
-                        ),
+                        "pred_low": round(lows[i]),
+                        "pred_high": round(highs[i]),
+                        "range_level": self.calibration.level,
                         "diff": round(years[i] - year, 1),
                         "split": split,
                         "shard": shard_url,
-                        "year_start": int(batch["year_start"][i]),
-                        "year_end": int(batch["year_end"][i]),
+                        "year_start": int(batch.year_start[i]),
+                        "year_end": int(batch.year_end[i]),
                         "spread": None if spreads[i] is None else round(spreads[i], 1),
                         "key": key,
                     }
@@ -139,17 +131,10 @@ def skipped_url(out: str) -> str:
 
 def _check_or_start_parts(parts: str, checkpoint: str, shards_url: str) -> None:
     """Parts of another checkpoint or store must not be mixed into these results."""
-    run = {"checkpoint": checkpoint, "shards": shards_url}
-    run_url = store.join(parts, RUN_FILE)
-    if store.exists(run_url):
-        earlier = json.loads(store.read_bytes(run_url))
-        if earlier != run:
-            raise ValueError(
-                f"{parts} holds partial results of {earlier['checkpoint']} on {earlier['shards']}; "
-                f"delete it or write to another --out"
-            )
-    else:
-        store.write_bytes(run_url, json.dumps(run).encode())
+    differences = store.claim(store.join(parts, CLAIM_FILE), {"checkpoint": checkpoint, "shards": shards_url})
+    if differences:
+        held = ", ".join(f"{name} {then}" for name, (then, _) in differences.items())
+        raise ValueError(f"{parts} holds partial results of another run ({held}); delete it or write to another --out")
 
 
 class ActorPool:
@@ -275,7 +260,7 @@ def _score(
                 queue.insert(0, (url, entry))
                 continue
             pool.idle.append(index)
-            unread = [s for s in skips if s["reason"].startswith(READ_FAILURE)]
+            unread = [s for s in skips if s.unread]
             if unread or len(rows) + len(skips) != entry["samples"]:
                 incomplete.append(
                     f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)"
@@ -283,7 +268,9 @@ def _score(
             else:
                 # Skips and embeddings are written before the rows: a part with rows is a finished shard.
                 if skips:
-                    store.write_bytes(store.join(parts, _skips_name(url)), store.csv_bytes(skips, SKIP_COLUMNS))
+                    store.write_bytes(
+                        store.join(parts, _skips_name(url)), store.csv_bytes([s.record() for s in skips], SKIP_COLUMNS)
+                    )
                 store.write_bytes(
                     store.join(parts, comparanda.features_name(_part_name(url))), comparanda.array_bytes(features)
                 )
@@ -311,7 +298,7 @@ def _score(
     neighbours = comparanda.write_comparanda(parts, [_part_name(url) for url in shard_urls], cfg.out, checkpoint)
     # _run.json goes last: parts left by a crash half-way through this clean-up still name their
     # checkpoint, so a rerun with another one refuses them instead of mixing them in.
-    for name in sorted(set(store.list_names(parts)) - {LEASE_FILE}, key=lambda name: name == RUN_FILE):
+    for name in sorted(set(store.list_names(parts)) - {LEASE_FILE}, key=lambda name: name == CLAIM_FILE):
         store.delete(store.join(parts, name))
     seconds = time.perf_counter() - started
     steady = (scored - first_result[1]) / max(seconds - first_result[0], 1e-9) if first_result else 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -212,6 +213,20 @@ def delete(url: str) -> None:
         s3_client().delete_object(Bucket=bucket, Key=key)
     elif os.path.exists(url):
         os.remove(url)
+
+
+def claim(url: str, identity: dict) -> dict[str, tuple]:
+    """Claim a store for the run that `identity` describes: write it to `url` when nothing is
+    there. Returns {field: (there, here)} for each field in which the claim already at `url`
+    differs: empty when the store is this run's (pack, score and train each refuse otherwise)."""
+    text = json.dumps(identity, indent=1)
+    if not exists(url):
+        write_bytes(url, text.encode())
+        return {}
+    identity = json.loads(text)  # as it would read back: tuples are lists
+    earlier = json.loads(read_bytes(url))
+    names = list(identity) + [name for name in earlier if name not in identity]
+    return {name: (earlier.get(name), identity.get(name)) for name in names if earlier.get(name) != identity.get(name)}
 
 
 def pyarrow_filesystem(url: str):

@@ -10,32 +10,37 @@ epoch number is the data position.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from . import data, ranges, shards, store, tracking
+from .checkpoints import (
+    CHECKPOINT_FILE,
+    TRAINING_FILE,
+    checkpoint_url,
+    claim_run,
+    load_tensors,
+    run_checkpoints,
+    run_identity,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .console import TrainingConsole
 from .model import (
-    CHECKPOINT_FILE,
-    RUN_FILE,
-    TRAINING_FILE,
     LabelEncoding,
     ModelSpec,
     build_model,
     head_and_backbone_parameters,
-    load_tensors,
     model_inputs,
     predict_years,
-    run_checkpoints,
-    save_checkpoint,
 )
 from .raycluster import connect, resolve_gpus
 from .works import derive_seed
@@ -67,12 +72,12 @@ def train_one_epoch(
     for batch in batches:
         if device_transform is not None:
             batch = data.decode_on_device(batch, device_transform, device)
-        skipped += len(batch["skipped"])
-        if batch["image"] is None:  # every sample of it was unreadable
+        skipped += len(batch.skipped)
+        if batch.image is None:  # every sample of it was unreadable
             continue
         step += 1
-        inputs = model_inputs(batch["image"], spec, device)
-        targets = encoding.targets(*(batch[k].to(device) for k in ("year", "year_start", "year_end")))
+        inputs = model_inputs(batch.image, spec, device)
+        targets = encoding.targets(batch.year.to(device), batch.year_start.to(device), batch.year_end.to(device))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(inputs)
         loss = encoding.loss_fn(outputs, targets)
@@ -109,10 +114,10 @@ def evaluate(
     for batch in batches:
         if device_transform is not None:
             batch = data.decode_on_device(batch, device_transform, device)
-        skipped += len(batch["skipped"])
-        if batch["image"] is not None:
-            predictions.append(predict_years(model, spec, batch["image"], device))
-            years.append(batch["year"].float())
+        skipped += len(batch.skipped)
+        if batch.image is not None:
+            predictions.append(predict_years(model, spec, batch.image, device))
+            years.append(batch.year.float())
     if not predictions:
         empty = torch.zeros(0)
         return ranges.Predictions(empty, empty, empty), empty, skipped
@@ -206,9 +211,59 @@ def _gather(value):
     return values
 
 
+@dataclass
+class Worker:
+    """What the steps of one Ray Train worker share (train_func)."""
+
+    cfg: TrainConfig
+    spec: ModelSpec
+    manifest: dict
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module  # DDP-wrapped when there are several ranks
+    plain_model: torch.nn.Module  # the model itself: what is saved and validated
+    optimizer: torch.optim.Optimizer
+    steps: int  # per epoch, the same on every rank
+    events: Any  # rank 0's line to the driver's console (artdate/console.py); None on the other ranks
+    mlflow_run: str
+
+    def tell(self, event: str, **fields) -> None:
+        """Best effort: the console is never a reason for training to stop."""
+        if self.events is None:
+            return
+        import ray.exceptions
+
+        try:
+            self.events.put_nowait({"event": event, **fields})
+        except ray.exceptions.RayError as problem:
+            print(f"the driver's console is gone ({type(problem).__name__}); training goes on", file=sys.stderr)
+            self.events = None
+
+    def transforms(self) -> tuple:
+        """(train, eval) transforms, and whether the loaders leave decoding to the device."""
+        on_device = self.cfg.decode_on == "device"  # the loaders pass encoded JPEGs, the step decodes them
+        return data.train_transform(self.spec.image_size), data.eval_transform(self.spec.image_size), on_device
+
+
 def train_func(config: dict) -> None:
-    """Runs on every Ray Train worker."""
-    import ray
+    """Runs on every Ray Train worker: resume, then per epoch train, validate, checkpoint."""
+    worker = start_worker(config)
+    start_epoch, history = resume(worker)
+    scheduler = make_scheduler(worker.optimizer, worker.cfg, worker.steps, start_epoch)
+    for epoch in range(start_epoch, worker.cfg.epochs):
+        mine, stats = train_epoch(worker, scheduler, epoch)
+        metrics, calibration = validate(worker, epoch, mine, stats)
+        metrics["start_epoch"] = start_epoch  # where this attempt began: a resume and a restart differ here
+        metrics["lr"] = scheduler.get_last_lr()[0]
+        # The learning curve so far rides in every checkpoint: Ray deletes all but the best few.
+        history = history + [{name: metrics[name] for name in CURVE}]
+        metrics["history"] = history
+        report(worker, epoch, metrics, calibration)
+
+
+def start_worker(config: dict) -> Worker:
+    """This rank's device, model (DDP through Ray Train) and optimizer."""
     import ray.train
     import ray.train.torch
 
@@ -217,134 +272,148 @@ def train_func(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)  # the same fresh head on every rank (DDP also broadcasts rank 0's)
-    events = config["events"] if rank == 0 else None  # the driver's console (artdate/console.py)
-
-    def tell(event: str, **fields) -> None:
-        if events is not None:
-            events.put_nowait({"event": event, **fields})
-
     model = build_model(spec.backbone, spec.encoding.num_outputs, cfg.weights)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     plain_model: torch.nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
-
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
-    val_shards = data.manifest_shards(cfg.shards, manifest, "val")
-    steps = data.steps_per_epoch(train_shards, world, cfg.batch_size)
-    optimizer = make_optimizer(plain_model, cfg)
+    return Worker(
+        cfg=cfg,
+        spec=spec,
+        manifest=manifest,
+        rank=rank,
+        world=world,
+        device=device,
+        model=model,
+        plain_model=plain_model,
+        optimizer=make_optimizer(plain_model, cfg),
+        steps=data.steps_per_epoch(train_shards, world, cfg.batch_size),
+        events=config["events"] if rank == 0 else None,
+        mlflow_run=config["mlflow_run"],
+    )
 
-    start_epoch, history = 0, []
+
+def resume(worker: Worker) -> tuple[int, list[dict]]:
+    """(the first epoch to train, the learning curve so far) from the checkpoint Ray Train hands a
+    restarted or resumed run, whose weights and optimizer state it loads; (0, []) for a new run."""
+    import ray.train
+
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_tensors(os.path.join(directory, CHECKPOINT_FILE))
-            training_state = load_tensors(os.path.join(directory, TRAINING_FILE))
-        plain_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(training_state["optimizer"])
-        start_epoch, history = state["epoch"] + 1, state["metrics"]["history"]
-        tell("resume", epoch=state["epoch"], path=checkpoint.path)
-    scheduler = make_scheduler(optimizer, cfg, steps, start_epoch)
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as directory:
+        state = load_tensors(os.path.join(directory, CHECKPOINT_FILE))
+        training_state = load_tensors(os.path.join(directory, TRAINING_FILE))
+    worker.plain_model.load_state_dict(state["model"])
+    worker.optimizer.load_state_dict(training_state["optimizer"])
+    worker.tell("resume", epoch=state["epoch"], path=checkpoint.path)
+    return state["epoch"] + 1, state["metrics"]["history"]
 
-    train_tf = data.train_transform(spec.image_size)
-    eval_tf = data.eval_transform(spec.image_size)
-    on_device = cfg.decode_on == "device"  # then the loaders pass encoded JPEGs and the step decodes them
-    loader_train_tf, loader_eval_tf = (None, None) if on_device else (train_tf, eval_tf)
-    my_val = data.assign_val(val_shards, world)[rank]
-    for epoch in range(start_epoch, cfg.epochs):
-        mine = data.assign_train(train_shards, world, epoch, cfg.seed)[rank]
-        # One loader per epoch; its worker processes persist across the wrap-around passes.
-        if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
-            torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank))
-        loader = data.make_loader(
-            mine,
-            loader_train_tf,
-            cfg.batch_size,
-            loader_workers=cfg.loader_workers,
-            shuffle_buffer=cfg.shuffle_buffer,
-            seed=derive_seed(cfg.seed, "train", epoch, rank),
-            drop_last=True,
-            persistent=True,
-        )
-        tell("start", epoch=epoch, steps=steps)
-        stats = train_one_epoch(
-            model,
-            spec,
-            optimizer,
-            scheduler,
-            data.take_steps(loader.__iter__, steps),
-            device,
-            epoch,
-            grad_clip=cfg.grad_clip,
-            autocast_dtype=autocast_dtype,
-            report_every=cfg.log_every,
-            on_progress=lambda step, loss, rate: tell("step", step=step, loss=loss, images_per_second=rate),
-            device_transform=train_tf if on_device else None,
-        )
-        del loader  # its worker processes end here
-        share_rank0_buffers(model)
-        val_loader = data.make_loader(my_val, loader_eval_tf, cfg.batch_size, loader_workers=cfg.loader_workers)
-        predictions, years, val_skipped = evaluate(
-            plain_model, spec, val_loader, device, eval_tf if on_device else None
-        )
 
-        everyone = _gather(
-            {
-                "predictions": predictions,
-                "years": years,
-                "train": stats,
-                "val_skipped": val_skipped,
-                "slices": [[s.url, s.start, s.stop] for s in mine],
-                "node": ray.util.get_node_ip_address(),
-            }
-        )
-        validation, calibration = validation_metrics(
-            ranges.Predictions.concat([r["predictions"] for r in everyone]),
-            torch.cat([r["years"] for r in everyone]),
-            spec,
-        )
-        metrics = {
-            "epoch": epoch,
-            "start_epoch": start_epoch,  # where this attempt began: a resume and a restart differ here
-            "train_loss": sum(r["train"]["loss"] for r in everyone) / world,
-            "images_per_second": sum(r["train"]["images"] / r["train"]["seconds"] for r in everyone),
-            "skipped": sum(r["train"]["skipped"] + r["val_skipped"] for r in everyone),
-            "val_skipped": sum(r["val_skipped"] for r in everyone),
-            "lr": scheduler.get_last_lr()[0],
-            "slices_per_rank": [r["slices"] for r in everyone],
-            "node_per_rank": [r["node"] for r in everyone],
-            **validation,
+def train_epoch(worker: Worker, scheduler, epoch: int) -> tuple[list[data.Slice], dict]:
+    """(this rank's slices of the epoch, its training statistics)."""
+    cfg, rank = worker.cfg, worker.rank
+    train_tf, _, on_device = worker.transforms()
+    train_shards = data.manifest_shards(cfg.shards, worker.manifest, "train")
+    mine = data.assign_train(train_shards, worker.world, epoch, cfg.seed)[rank]
+    if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
+        torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank))
+    # One loader per epoch; its worker processes persist across the wrap-around passes.
+    loader = data.make_loader(
+        mine,
+        None if on_device else train_tf,
+        cfg.batch_size,
+        loader_workers=cfg.loader_workers,
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=derive_seed(cfg.seed, "train", epoch, rank),
+        drop_last=True,
+        persistent=True,
+    )
+    worker.tell("start", epoch=epoch, steps=worker.steps)
+    stats = train_one_epoch(
+        worker.model,
+        worker.spec,
+        worker.optimizer,
+        scheduler,
+        data.take_steps(loader.__iter__, worker.steps),
+        worker.device,
+        epoch,
+        grad_clip=cfg.grad_clip,
+        autocast_dtype=torch.bfloat16 if worker.device.type == "cuda" else None,
+        report_every=cfg.log_every,
+        on_progress=lambda step, loss, rate: worker.tell("step", step=step, loss=loss, images_per_second=rate),
+        device_transform=train_tf if on_device else None,
+    )
+    del loader  # its worker processes end here
+    return mine, stats
+
+
+def validate(worker: Worker, epoch: int, mine: list[data.Slice], stats: dict) -> tuple[dict, ranges.RangeCalibration]:
+    """The epoch's metrics over every rank (each validates its share of the split with rank 0's
+    BatchNorm statistics) and the range calibration measured on the whole validation split."""
+    import ray
+
+    share_rank0_buffers(worker.model)
+    _, eval_tf, on_device = worker.transforms()
+    val_shards = data.manifest_shards(worker.cfg.shards, worker.manifest, "val")
+    my_val = data.assign_val(val_shards, worker.world)[worker.rank]
+    loader = data.make_loader(
+        my_val, None if on_device else eval_tf, worker.cfg.batch_size, loader_workers=worker.cfg.loader_workers
+    )
+    predictions, years, val_skipped = evaluate(
+        worker.plain_model, worker.spec, loader, worker.device, eval_tf if on_device else None
+    )
+    everyone = _gather(
+        {
+            "predictions": predictions,
+            "years": years,
+            "train": stats,
+            "val_skipped": val_skipped,
+            "slices": [[s.url, s.start, s.stop] for s in mine],
+            "node": ray.util.get_node_ip_address(),
         }
-        # The learning curve so far rides in every checkpoint: Ray deletes all but the best few.
-        history = history + [{name: metrics[name] for name in CURVE}]
-        metrics["history"] = history
-        with tempfile.TemporaryDirectory() as directory:
-            saved = None
-            if rank == 0:
-                training_state = {
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "train_config": dataclasses.asdict(cfg),
-                }
-                save_checkpoint(
-                    directory,
-                    spec,
-                    plain_model,
-                    metrics,
-                    training_state,
-                    identity=run_identity(spec, manifest, cfg.seed),
-                    calibration=calibration,
-                )
-                saved = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=saved)
-            if rank == 0 and cfg.mlflow:
-                tracking.log_epoch(cfg.mlflow, config["mlflow_run"], metrics)
-            shown = ("epoch", "train_loss", "val_mae", "range_level", "val_range_width", "images_per_second")
-            tell("epoch", **{name: metrics[name] for name in shown})
+    )
+    validation, calibration = validation_metrics(
+        ranges.Predictions.concat([r["predictions"] for r in everyone]),
+        torch.cat([r["years"] for r in everyone]),
+        worker.spec,
+    )
+    metrics = {
+        "epoch": epoch,
+        "train_loss": sum(r["train"]["loss"] for r in everyone) / worker.world,
+        "images_per_second": sum(r["train"]["images"] / r["train"]["seconds"] for r in everyone),
+        "skipped": sum(r["train"]["skipped"] + r["val_skipped"] for r in everyone),
+        "val_skipped": sum(r["val_skipped"] for r in everyone),
+        "slices_per_rank": [r["slices"] for r in everyone],
+        "node_per_rank": [r["node"] for r in everyone],
+        **validation,
+    }
+    return metrics, calibration
+
+
+def report(worker: Worker, epoch: int, metrics: dict, calibration: ranges.RangeCalibration) -> None:
+    """Rank 0 writes the checkpoint; every rank reports to Ray Train; rank 0 tells MLflow and the console."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved = None
+        if worker.rank == 0:
+            training_state = {
+                "optimizer": worker.optimizer.state_dict(),
+                "epoch": epoch,
+                "train_config": dataclasses.asdict(worker.cfg),
+            }
+            save_checkpoint(directory, worker.spec, worker.plain_model, metrics, calibration, training_state)
+            saved = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=saved)
+    if worker.rank == 0 and worker.cfg.mlflow:
+        tracking.log_epoch(worker.cfg.mlflow, worker.mlflow_run, metrics)
+    shown = ("epoch", "train_loss", "val_mae", "range_level", "val_range_width", "images_per_second")
+    worker.tell("epoch", **{name: metrics[name] for name in shown})
 
 
 # Per epoch in each checkpoint's metrics["history"]: what `artdate report --run` draws.
@@ -358,57 +427,6 @@ def share_rank0_buffers(model) -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, src=0)
-
-
-ADDED_SINCE = {"label_sigma": 0.0}  # identity fields added later, with the value earlier runs had
-
-
-def run_identity(spec: ModelSpec, manifest: dict, seed: int) -> dict:
-    """What a resumed run must share with the run it continues (saved as run.json per checkpoint)."""
-    encoding = spec.encoding
-    return {
-        "backbone": spec.backbone,
-        "image_size": spec.image_size,
-        "loss": encoding.loss,
-        "bin_width": encoding.bin_width,
-        "label_sigma": encoding.label_sigma,
-        "year_window": [encoding.year_min, encoding.year_max],
-        "label_mean": encoding.mean,
-        "label_std": encoding.std,
-        "normalisation": [list(spec.mean), list(spec.std)],
-        "shards_fingerprint": manifest["fingerprint"],
-        "seed": seed,
-    }
-
-
-def check_resume(storage: str, identity: dict) -> None:
-    """Refuse a --resume whose model, label encoding, data or seed differ from the run's: the
-    checkpoint's weights would silently mean something else."""
-    checkpoints = run_checkpoints(storage)
-    latest = max(checkpoints, key=lambda name: checkpoints[name].get("epoch", -1))
-    run_url = store.join(storage, latest, RUN_FILE)
-    if not store.exists(run_url):
-        raise ValueError(
-            f"{storage}/{latest} has no {RUN_FILE} (an older artdate wrote it): train into another --storage"
-        )
-    earlier = json.loads(store.read_bytes(run_url))
-    earlier = {**ADDED_SINCE, **earlier}  # a run from before a setting existed had its default
-    differences = [
-        f"{name} {earlier.get(name)} then, {value} now"
-        for name, value in identity.items()
-        if earlier.get(name) != value
-    ]
-    if differences:
-        raise ValueError(
-            f"--resume: the run in {storage} differs from this command: "
-            + "; ".join(differences)
-            + ". Repeat the run's settings, or train into another --storage"
-        )
-
-
-def _checkpoint_url(storage: str, checkpoint_path: str) -> str:
-    """The store URL of a checkpoint Ray wrote (Ray's path has no scheme on S3)."""
-    return f"s3://{checkpoint_path}" if store.is_s3(storage) else checkpoint_path
 
 
 def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False) -> str:
@@ -449,8 +467,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         pack_quality=settings.get("quality", 90),
         range_level=cfg.range_level,
     )
-    if existing:
-        check_resume(storage, run_identity(spec, manifest, cfg.seed))
+    claim_run(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
     # fetched by the workers only: the driver (often a CPU head node) has no use for them.
     build_model(cfg.backbone, encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
@@ -460,6 +477,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     gpus = resolve_gpus(cfg.gpus_per_worker, cfg.workers, "worker", cfg.backbone)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})}
@@ -478,7 +496,9 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         # Ray Train's per-report and worker-group messages, unless asked for.
         logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),  # type: ignore[call-arg]
     )
-    events = Queue(actor_options={"num_cpus": 0})  # rank 0 -> this console; it lives as long as this driver
+    # Rank 0 -> this console. On this driver's node, so a lost worker node does not take it along.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     mlflow_run = tracking.start_run(cfg.mlflow, storage, dataclasses.asdict(cfg), verbose) if cfg.mlflow else ""
     trainer = TorchTrainer(
         train_func,
@@ -507,7 +527,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
         if best is None:
             raise RuntimeError(f"training ended without a checkpoint in {storage}")
-        best_url = _checkpoint_url(storage, best.path)
+        best_url = checkpoint_url(storage, best.path)
     finally:
         if mlflow_run:
             tracking.finish_run(cfg.mlflow, mlflow_run, best_url)

@@ -65,10 +65,10 @@ SPEC = ModelSpec("resnet152", 224, LabelEncoding())
 def rate(loader, normalise: bool) -> float:
     images, started = 0, time.perf_counter()
     for batch in loader:
-        if isinstance(batch, dict):  # artdate's uint8 batches
+        if isinstance(batch, data.Batch):  # artdate's uint8 batches
             if normalise:  # as the training step does, here on the CPU
-                model_inputs(batch["image"], SPEC, torch.device("cpu"))
-            images += len(batch["image"])
+                model_inputs(batch.image, SPEC, torch.device("cpu"))
+            images += len(batch.image)
         else:
             images += len(batch[0])
     return images / (time.perf_counter() - started)

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 16])
     args = parser.parse_args()
 
-    from artdate.model import run_checkpoints
+    from artdate.checkpoints import run_checkpoints
 
     s3 = SeaweedS3().start()
     os.environ.update(s3.environment())

@@ -202,7 +202,7 @@ def predict(
     transform = data.eval_transform(spec.image_size)
     return ranges.Predictions.concat(
         [
-            predict_years(model, spec, batch["image"], torch.device("cpu"), calibration, flip=flip)
+            predict_years(model, spec, batch.image, torch.device("cpu"), calibration, flip=flip)
             for batch in batches_of(works, transform, 64, None, False)
         ]
     )

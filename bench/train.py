@@ -21,8 +21,9 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from conftest import pack_sample  # noqa: E402
 
 from artdate import data, shards  # noqa: E402
+from artdate.checkpoints import run_checkpoints  # noqa: E402
 from artdate.config import TrainConfig  # noqa: E402
-from artdate.model import ModelSpec, build_model, run_checkpoints  # noqa: E402
+from artdate.model import ModelSpec, build_model  # noqa: E402
 from artdate.train import label_encoding, make_optimizer, make_scheduler, run_training, train_one_epoch  # noqa: E402
 
 

@@ -50,8 +50,9 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     import torch
 
     from artdate import data, shards
+    from artdate.checkpoints import save_checkpoint
     from artdate.config import TrainConfig
-    from artdate.model import ModelSpec, build_model, save_checkpoint
+    from artdate.model import ModelSpec, build_model
     from artdate.train import (
         CURVE,
         evaluate,
@@ -87,7 +88,7 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
         history.append({name: metrics[name] for name in CURVE})
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
-    save_checkpoint(str(directory), spec, model, {**metrics, "history": history}, {"epoch": 1}, calibration=calibration)
+    save_checkpoint(str(directory), spec, model, {**metrics, "history": history}, calibration, {"epoch": 1})
     return str(directory)
 
 

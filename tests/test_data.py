@@ -66,7 +66,7 @@ def test_ranks_draw_different_augmentations_reproducibly(sample_store):
 
     def first_batch(seed):
         loader = make_loader(train, transform, batch_size=8, loader_workers=1, seed=seed)
-        return next(iter(loader))["image"]
+        return next(iter(loader)).image
 
     rank0, rank1 = derive_seed(0, "train", 0, 0), derive_seed(0, "train", 0, 1)
     assert torch.equal(first_batch(rank0), first_batch(rank0))  # reproducible from --seed
@@ -79,9 +79,9 @@ def test_loader_reads_each_sample_once_with_two_worker_processes(sample_store):
     transform = data.eval_transform(64)
     keys = []
     for batch in make_loader(slices, transform, batch_size=10, loader_workers=2):
-        assert batch["image"].shape[1:] == (3, 64, 64) and batch["image"].dtype == torch.uint8
-        assert batch["year"].dtype == torch.int64
-        keys += batch["key"]
+        assert batch.image.shape[1:] == (3, 64, 64) and batch.image.dtype == torch.uint8
+        assert batch.year.dtype == torch.int64
+        keys += batch.key
     assert len(keys) == len(set(keys)) == manifest["splits"]["train"]["samples"]
 
 
@@ -90,7 +90,7 @@ def test_loader_workers_split_a_single_shard(sample_store):
     (one, *_) = data.manifest_shards(sample_store, manifest, "train")
     transform = data.eval_transform(32)
     piece = Slice(one.url, 3, one.samples - 2)
-    keys = [k for b in make_loader([piece], transform, batch_size=4, loader_workers=2) for k in b["key"]]
+    keys = [k for b in make_loader([piece], transform, batch_size=4, loader_workers=2) for k in b.key]
     assert len(keys) == len(set(keys)) == piece.samples
 
 
@@ -101,7 +101,7 @@ def test_loader_streams_from_s3_in_worker_processes(s3_url):
     slices = data.whole(data.manifest_shards(s3_url, manifest, "val"))
     transform = data.eval_transform(32)
     loader = make_loader(slices, transform, batch_size=8, loader_workers=2)
-    assert sum(len(b["key"]) for b in loader) == manifest["splits"]["val"]["samples"]
+    assert sum(len(b.key) for b in loader) == manifest["splits"]["val"]["samples"]
 
 
 def write_shard(path, samples):
@@ -125,10 +125,10 @@ def test_corrupt_samples_are_skipped_and_counted_also_at_the_end_of_a_shard(tmp_
     url = write_shard(tmp_path / "a.tar", good[:2] + bad[:1] + good[2:] + bad[1:])  # the last sample is bad
     transform = data.eval_transform(32)
     batches = list(make_loader([Slice(url, 0, 7)], transform, batch_size=3, loader_workers=0))
-    assert sorted(k for b in batches for k in b["key"]) == sorted(k for k, _, _ in good)
-    skipped = [s for b in batches for s in b["skipped"]]
-    assert sorted(s["key"] for s in skipped) == ["met_bad1", "met_bad2"]
-    assert all(s["shard"] == url and "undecodable" in s["reason"] for s in skipped)
+    assert sorted(k for b in batches for k in b.key) == sorted(k for k, _, _ in good)
+    skipped = [s for b in batches for s in b.skipped]
+    assert sorted(s.key for s in skipped) == ["met_bad1", "met_bad2"]
+    assert all(s.shard == url and "undecodable" in s.reason and not s.unread for s in skipped)
 
 
 def test_a_truncated_shard_yields_what_it_can(tmp_path):
@@ -139,10 +139,15 @@ def test_a_truncated_shard_yields_what_it_can(tmp_path):
         f.write(content[: len(content) // 2])
     transform = data.eval_transform(32)
     batches = list(make_loader([Slice(url, 0, 6)], transform, batch_size=2, loader_workers=0))
-    keys = [k for b in batches for k in b["key"]]
-    skipped = [s for b in batches for s in b["skipped"]]
+    keys = [k for b in batches for k in b.key]
+    skipped = [s for b in batches for s in b.skipped]
     assert 0 < len(keys) < 6 and len(keys) + len(skipped) == 6  # what the shard never delivered is counted
-    assert all(s["reason"].startswith("shard ended") for s in skipped)
+    assert all(s.unread and s.reason.startswith("shard ended") for s in skipped)
+
+
+def batch_of(year: int) -> data.Batch:
+    item = {"image": torch.zeros(3, 2, 2, dtype=torch.uint8), "year": year, "year_start": year, "year_end": year}
+    return data.collate([{**item, "key": f"met_{year}", "shard": "a.tar", "id": str(year), "museum": "met"}], [])
 
 
 def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
@@ -150,12 +155,13 @@ def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
 
     def make_pass():
         passes.append(1)
-        return iter([{"image": n} for n in range(3)])
+        return iter([batch_of(n) for n in range(3)])
 
-    assert [b["image"] for b in take_steps(make_pass, 7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert [int(b.year[0]) for b in take_steps(make_pass, 7)] == [0, 1, 2, 0, 1, 2, 0]
     assert len(passes) == 3
+    skipped_only = data.collate([], [data.Skip("a.tar", "met_1", "undecodable")])
     with pytest.raises(RuntimeError, match="no decodable samples"):
-        list(take_steps(lambda: iter([{"image": None, "skipped": [{}]}]), 2))
+        list(take_steps(lambda: iter([skipped_only]), 2))
 
 
 def test_prefetch_reads_ahead_in_another_thread_in_order_and_passes_errors_on():
@@ -185,12 +191,10 @@ def test_decoding_on_the_device_matches_the_loader_and_records_what_does_not_dec
     transform = data.eval_transform(32)
     on_loader = list(make_loader([Slice(url, 0, 5)], transform, batch_size=5, loader_workers=0))
     (encoded_batch,) = make_loader([Slice(url, 0, 5)], None, batch_size=5, loader_workers=0)
-    assert isinstance(encoded_batch["image"], list) and len(encoded_batch["image"]) == 5  # not decoded yet
+    assert isinstance(encoded_batch.image, list) and len(encoded_batch.image) == 5  # not decoded yet
     on_device = data.decode_on_device(encoded_batch, transform, torch.device("cpu"))  # the CUDA path, on the CPU
-    assert on_device["key"] == [k for k, _, _ in good]
-    assert on_device["year"].tolist() == [1500, 1501, 1502, 1503]
-    assert [s["key"] for s in on_device["skipped"]] == ["met_bad"] and "undecodable" in on_device["skipped"][0][
-        "reason"
-    ]
-    decoded_by_loader = torch.cat([b["image"] for b in on_loader])
-    assert torch.equal(on_device["image"], decoded_by_loader)
+    assert on_device.key == [k for k, _, _ in good]
+    assert on_device.year.tolist() == [1500, 1501, 1502, 1503]
+    assert [s.key for s in on_device.skipped] == ["met_bad"] and "undecodable" in on_device.skipped[0].reason
+    decoded_by_loader = torch.cat([b.image for b in on_loader])
+    assert torch.equal(on_device.image, decoded_by_loader)

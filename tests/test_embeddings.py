@@ -21,14 +21,14 @@ def test_embeddings_are_the_backbones_features_and_are_kept_beside_the_shards(sa
     model = feature_extractor(build_model("efficientnet_lite0", 1, "imagenet")).eval()
     first = data.store_slices(sample_store, manifest, "val")[0]
     batch = next(iter(data.make_loader([first], data.eval_transform(64), 8, loader_workers=0)))
-    inputs = (batch["image"].float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+    inputs = (batch.image.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
         IMAGENET_STD
     ).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = model(inputs).numpy()
-    rows = [list(computed.keys).index(key) for key in batch["key"]]
+    rows = [list(computed.keys).index(key) for key in batch.key]
     assert np.allclose(computed.features[rows], expected, atol=1e-4)
-    assert [int(y) for y in computed.year[rows]] == batch["year"].tolist()
+    assert [int(y) for y in computed.year[rows]] == batch.year.tolist()
     assert store.exists(os.path.join(sample_store, "_embeddings", "efficientnet_lite0-64.npz"))
 
     def no_model(*args, **kwargs):

@@ -45,7 +45,7 @@ def test_jpegs_decoded_on_the_gpu_match_the_cpu(tmp_path):
     shards.write_tar(str(tmp_path / "a.tar"), samples)
     (batch,) = data.make_loader([data.Slice(str(tmp_path / "a.tar"), 0, 6)], None, batch_size=6, loader_workers=0)
     transform = data.eval_transform(64)
-    on_gpu = data.decode_on_device(batch, transform, torch.device("cuda"))["image"].cpu().float()
-    on_cpu = data.decode_on_device(batch, transform, torch.device("cpu"))["image"].float()
+    on_gpu = data.decode_on_device(batch, transform, torch.device("cuda")).image.cpu().float()
+    on_cpu = data.decode_on_device(batch, transform, torch.device("cpu")).image.float()
     assert on_gpu.shape == on_cpu.shape == (6, 3, 64, 64)
     assert (on_gpu - on_cpu).abs().mean() < 2  # nvJPEG and libjpeg-turbo may differ by a level or two

@@ -7,7 +7,7 @@ import pytest
 from helpers import ROOT, pack_sample
 
 from artdate import store
-from artdate.model import run_checkpoints
+from artdate.checkpoints import run_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from helpers import ROOT, pack_sample
 from test_train import wait_for_epoch_0
 
 from artdate import store
-from artdate.model import run_checkpoints
+from artdate.checkpoints import run_checkpoints
 
 pytestmark = pytest.mark.slow
 

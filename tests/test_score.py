@@ -17,8 +17,9 @@ import torch
 from helpers import ROOT, SAMPLE_IMAGES, pack_sample
 
 from artdate import data, shards
+from artdate.checkpoints import load_checkpoint
 from artdate.config import PredictConfig, ScoreConfig
-from artdate.model import load_checkpoint, predict_years
+from artdate.model import predict_years
 from artdate.predict import predict_year
 from artdate.score import COLUMNS, run_scoring
 
@@ -74,11 +75,11 @@ def expected_predictions(store_url, checkpoint, embedded=None):
     for batch in loader:
         features = []
         predicted = predict_years(
-            model, spec, batch["image"], torch.device("cpu"), info["calibration"], embeddings=features
+            model, spec, batch.image, torch.device("cpu"), info["calibration"], embeddings=features
         )
-        found.update(zip(batch["key"], zip(predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist())))
+        found.update(zip(batch.key, zip(predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist())))
         if embedded is not None:
-            embedded.update(zip(batch["key"], features[0].numpy()))
+            embedded.update(zip(batch.key, features[0].numpy()))
     return found
 
 
@@ -124,7 +125,7 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     # predict finds a training work's own image as its nearest comparandum, then the works score listed.
     work = next(r for r in rows if r["split"] == "train" and r["museum"] == "aic")
     image = os.path.join(SAMPLE_IMAGES, f"{work['museum']}_{work['id']}.jpg")
-    _, _, nearest = predict_year(PredictConfig(image=image, checkpoint=tiny_checkpoint, comparanda=out))
+    _, nearest = predict_year(PredictConfig(image=image, checkpoint=tiny_checkpoint, comparanda=out))
     assert (nearest[0]["museum"], nearest[0]["id"]) == ("aic", work["id"]) and nearest[0]["similarity"] > 0.99
     with open(out[: -len(".csv")] + ".neighbours.csv") as f:
         listed = [n["neighbour_id"] for n in csv.DictReader(f) if n["key"] == work["key"]]
@@ -321,7 +322,7 @@ def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(
     monkeypatch.setattr(store, "delete", crash_after_two_parts)
     with pytest.raises(KeyboardInterrupt):
         run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=1), progress=False)
-    assert os.path.exists(os.path.join(out + ".parts", score.RUN_FILE))
+    assert os.path.exists(os.path.join(out + ".parts", score.CLAIM_FILE))
     monkeypatch.undo()
     other = os.path.join(os.path.dirname(tiny_checkpoint), "checkpoint_other")
     shutil.copytree(tiny_checkpoint, other)

@@ -1,5 +1,6 @@
 """Storage URLs: region resolution and atomic writes of any size, against a real S3 server."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,3 +43,16 @@ def test_atomic_output_appears_whole_or_not_at_all(where, tmp_path, request):
     assert not store.exists(failed)
     if where == "local":
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv"]  # no leftovers
+
+
+def test_a_claim_is_written_once_and_names_what_differs(tmp_path):
+    url = str(tmp_path / "run.json")
+    identity = {"backbone": "resnet152", "year_window": (1200, 1930)}
+    assert store.claim(url, identity) == {}  # claimed
+    assert store.claim(url, identity) == {}  # the same run again: tuples read back as lists
+    assert store.claim(url, {"backbone": "resnet50", "seed": 1}) == {
+        "backbone": ("resnet152", "resnet50"),
+        "seed": (None, 1),
+        "year_window": ([1200, 1930], None),
+    }
+    assert json.loads(open(url).read())["backbone"] == "resnet152"  # the first claim stays

@@ -12,8 +12,9 @@ import torch
 from helpers import ROOT, pack_sample
 
 from artdate import data, ranges, shards, store
+from artdate.checkpoints import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, run_checkpoints
 from artdate.config import TrainConfig
-from artdate.model import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, load_tensors, run_checkpoints
+from artdate.model import load_tensors
 from artdate.train import CURVE, evaluate, make_scheduler, run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
