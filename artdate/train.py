@@ -432,45 +432,15 @@ def share_rank0_buffers(model) -> None:
 def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False) -> str:
     """Train; return the URL of the best checkpoint (by validation MAE). The console shows a bar
     per epoch (unless not `progress`) and a line per epoch; `verbose` adds Ray's own output."""
-    weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
-    cfg = dataclasses.replace(
-        cfg,
-        shards=store.absolute(cfg.shards),
-        storage=store.absolute(cfg.storage),
-        weights=weights,
-        mlflow=tracking.absolute_uri(cfg.mlflow) if cfg.mlflow else "",
-    )
-    manifest = shards.read_manifest(cfg.shards)
-    train_shards = data.manifest_shards(cfg.shards, manifest, "train")
-    val_shards = data.manifest_shards(cfg.shards, manifest, "val")
-    if cfg.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {cfg.workers}")
-    world = cfg.workers
-    if not val_shards:
-        raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")
-    steps = data.steps_per_epoch(train_shards, world, cfg.batch_size)
+    cfg = with_absolute_urls(cfg)
     storage = cfg.storage.rstrip("/")
-    existing = run_checkpoints(storage)
-    if existing and not cfg.resume:
-        raise ValueError(
-            f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, "
-            "or use another --storage"
-        )
-
-    encoding = label_encoding(manifest, cfg.loss, cfg.bin_width, cfg.label_sigma)
-    settings = manifest.get("settings", {})
-    spec = ModelSpec(
-        backbone=cfg.backbone,
-        image_size=cfg.image_size,
-        encoding=encoding,
-        pack_size=settings.get("size", 0),
-        pack_quality=settings.get("quality", 90),
-        range_level=cfg.range_level,
-    )
+    manifest = shards.read_manifest(cfg.shards)
+    steps = check_settings(cfg, manifest, storage)
+    spec = model_spec(cfg, manifest)
     claim_run(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
     # fetched by the workers only: the driver (often a CPU head node) has no use for them.
-    build_model(cfg.backbone, encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
+    build_model(cfg.backbone, spec.encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
 
     connect(verbose=verbose)  # before importing ray.train: ray reads its network settings on import
     import ray
@@ -481,21 +451,6 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
 
     gpus = resolve_gpus(cfg.gpus_per_worker, cfg.workers, "worker", cfg.backbone)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})}
-    filesystem, path = store.pyarrow_filesystem(storage)
-    parent, name = path.rsplit("/", 1)
-    run_config = ray.train.RunConfig(
-        name=name,
-        storage_path=parent,
-        storage_filesystem=filesystem,
-        checkpoint_config=ray.train.CheckpointConfig(
-            num_to_keep=cfg.keep_checkpoints,
-            checkpoint_score_attribute="val_mae",
-            checkpoint_score_order="min",
-        ),
-        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-        # Ray Train's per-report and worker-group messages, unless asked for.
-        logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),  # type: ignore[call-arg]
-    )
     # Rank 0 -> this console. On this driver's node, so a lost worker node does not take it along.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
@@ -512,7 +467,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources
         ),
-        run_config=run_config,
+        run_config=ray_run_config(cfg, storage, verbose),
     )
     print(
         f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
@@ -532,3 +487,66 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         if mlflow_run:
             tracking.finish_run(cfg.mlflow, mlflow_run, best_url)
     return best_url
+
+
+def with_absolute_urls(cfg: TrainConfig) -> TrainConfig:
+    """Paths as the workers must read them: they run in other folders."""
+    weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
+    return dataclasses.replace(
+        cfg,
+        shards=store.absolute(cfg.shards),
+        storage=store.absolute(cfg.storage),
+        weights=weights,
+        mlflow=tracking.absolute_uri(cfg.mlflow) if cfg.mlflow else "",
+    )
+
+
+def check_settings(cfg: TrainConfig, manifest: dict, storage: str) -> int:
+    """Refuse, before anything starts, what could not train; return the steps per epoch."""
+    if cfg.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {cfg.workers}")
+    if not data.manifest_shards(cfg.shards, manifest, "val"):
+        raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")
+    steps = data.steps_per_epoch(data.manifest_shards(cfg.shards, manifest, "train"), cfg.workers, cfg.batch_size)
+    existing = run_checkpoints(storage)
+    if existing and not cfg.resume:
+        raise ValueError(
+            f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, "
+            "or use another --storage"
+        )
+    return steps
+
+
+def model_spec(cfg: TrainConfig, manifest: dict) -> ModelSpec:
+    """The model the settings ask for, with the label encoding of the pack's years."""
+    settings = manifest.get("settings", {})
+    return ModelSpec(
+        backbone=cfg.backbone,
+        image_size=cfg.image_size,
+        encoding=label_encoding(manifest, cfg.loss, cfg.bin_width, cfg.label_sigma),
+        pack_size=settings.get("size", 0),
+        pack_quality=settings.get("quality", 90),
+        range_level=cfg.range_level,
+    )
+
+
+def ray_run_config(cfg: TrainConfig, storage: str, verbose: bool):
+    """Where Ray Train keeps the checkpoints (the best --keep-checkpoints by val MAE, and the
+    latest), how often a run restarts, and how much of its own logging it shows."""
+    import ray.train
+
+    filesystem, path = store.pyarrow_filesystem(storage)
+    parent, name = path.rsplit("/", 1)
+    return ray.train.RunConfig(
+        name=name,
+        storage_path=parent,
+        storage_filesystem=filesystem,
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=cfg.keep_checkpoints,
+            checkpoint_score_attribute="val_mae",
+            checkpoint_score_order="min",
+        ),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        # Ray Train's per-report and worker-group messages, unless asked for.
+        logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),  # type: ignore[call-arg]
+    )
