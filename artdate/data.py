@@ -213,7 +213,7 @@ def read_slice(piece: Slice):
         )
         log.warning("%s: %d sample(s) not read: %s", piece.url, missing, reason)
         for _ in range(missing):
-            yield {"__skip__": reason, "__unread__": True, "__url__": piece.url, "__key__": ""}
+            yield {"__skip__": reason, "__url__": piece.url, "__key__": ""}
 
 
 def encoded(jpg: bytes) -> torch.Tensor:
