@@ -225,6 +225,11 @@ class Worker:
     plain_model: torch.nn.Module  # the model itself: what is saved and validated
     optimizer: torch.optim.Optimizer
     steps: int  # per epoch, the same on every rank
+    train_shards: list[data.Shard]
+    my_val: list[data.Slice]  # this rank's share of the validation split, the same every epoch
+    train_tf: Any
+    eval_tf: Any
+    on_device: bool  # the loaders pass encoded JPEGs and the step decodes them (--decode-on device)
     events: Any  # rank 0's line to the driver's console (artdate/console.py); None on the other ranks
     mlflow_run: str
 
@@ -239,11 +244,6 @@ class Worker:
         except ray.exceptions.RayError as problem:
             print(f"the driver's console is gone ({type(problem).__name__}); training goes on", file=sys.stderr)
             self.events = None
-
-    def transforms(self) -> tuple:
-        """(train, eval) transforms, and whether the loaders leave decoding to the device."""
-        on_device = self.cfg.decode_on == "device"  # the loaders pass encoded JPEGs, the step decodes them
-        return data.train_transform(self.spec.image_size), data.eval_transform(self.spec.image_size), on_device
 
 
 def train_func(config: dict) -> None:
@@ -281,6 +281,7 @@ def start_worker(config: dict) -> Worker:
     model = ray.train.torch.prepare_model(model)
     plain_model: torch.nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
+    val_shards = data.manifest_shards(cfg.shards, manifest, "val")
     return Worker(
         cfg=cfg,
         spec=spec,
@@ -292,6 +293,11 @@ def start_worker(config: dict) -> Worker:
         plain_model=plain_model,
         optimizer=make_optimizer(plain_model, cfg),
         steps=data.steps_per_epoch(train_shards, world, cfg.batch_size),
+        train_shards=train_shards,
+        my_val=data.assign_val(val_shards, world)[rank],
+        train_tf=data.train_transform(spec.image_size),
+        eval_tf=data.eval_transform(spec.image_size),
+        on_device=cfg.decode_on == "device",
         events=config["events"] if rank == 0 else None,
         mlflow_run=config["mlflow_run"],
     )
@@ -316,16 +322,14 @@ def resume(worker: Worker) -> tuple[int, list[dict]]:
 
 def train_epoch(worker: Worker, scheduler, epoch: int) -> tuple[list[data.Slice], dict]:
     """(this rank's slices of the epoch, its training statistics)."""
-    cfg, rank = worker.cfg, worker.rank
-    train_tf, _, on_device = worker.transforms()
-    train_shards = data.manifest_shards(cfg.shards, worker.manifest, "train")
-    mine = data.assign_train(train_shards, worker.world, epoch, cfg.seed)[rank]
+    cfg, rank, on_device = worker.cfg, worker.rank, worker.on_device
+    mine = data.assign_train(worker.train_shards, worker.world, epoch, cfg.seed)[rank]
     if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
         torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank))
     # One loader per epoch; its worker processes persist across the wrap-around passes.
     loader = data.make_loader(
         mine,
-        None if on_device else train_tf,
+        None if on_device else worker.train_tf,
         cfg.batch_size,
         loader_workers=cfg.loader_workers,
         shuffle_buffer=cfg.shuffle_buffer,
@@ -346,7 +350,7 @@ def train_epoch(worker: Worker, scheduler, epoch: int) -> tuple[list[data.Slice]
         autocast_dtype=torch.bfloat16 if worker.device.type == "cuda" else None,
         report_every=cfg.log_every,
         on_progress=lambda step, loss, rate: worker.tell("step", step=step, loss=loss, images_per_second=rate),
-        device_transform=train_tf if on_device else None,
+        device_transform=worker.train_tf if on_device else None,
     )
     del loader  # its worker processes end here
     return mine, stats
@@ -358,11 +362,9 @@ def validate(worker: Worker, epoch: int, mine: list[data.Slice], stats: dict) ->
     import ray
 
     share_rank0_buffers(worker.model)
-    _, eval_tf, on_device = worker.transforms()
-    val_shards = data.manifest_shards(worker.cfg.shards, worker.manifest, "val")
-    my_val = data.assign_val(val_shards, worker.world)[worker.rank]
+    eval_tf, on_device = worker.eval_tf, worker.on_device
     loader = data.make_loader(
-        my_val, None if on_device else eval_tf, worker.cfg.batch_size, loader_workers=worker.cfg.loader_workers
+        worker.my_val, None if on_device else eval_tf, worker.cfg.batch_size, loader_workers=worker.cfg.loader_workers
     )
     predictions, years, val_skipped = evaluate(
         worker.plain_model, worker.spec, loader, worker.device, eval_tf if on_device else None
