@@ -36,13 +36,13 @@ def _client(uri: str):
 
 def start_run(uri: str, storage: str, params: dict, verbose: bool = False) -> str:
     """The id of the MLflow run of the artdate run in `storage`, created (with `params`) if new."""
+    if "'" in storage:
+        raise ValueError(f"--mlflow: the --storage URL {storage} has a quote, which MLflow's run search cannot match")
     if not verbose:  # MLflow's notes on creating its tables and the like
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     client = _client(uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    if "'" in storage:
-        raise ValueError(f"--mlflow: the --storage URL {storage} has a quote, which MLflow's run search cannot match")
     found = client.search_runs([experiment_id], filter_string=f"tags.`{STORAGE_TAG}` = '{storage}'", max_results=1)
     if found:
         run_id = found[0].info.run_id
