@@ -148,51 +148,16 @@ def read_metadata(
     errors: list[Rejected] = []
     for path in paths:
         csv_dir = os.path.dirname(os.path.abspath(path))  # one string shared by the file's works
+        file_museum = museum or museum_from_file_name(path) or DEFAULT_MUSEUM
         for line, row in _read_rows(path):
             where = f"{path}:{line}"
-            row_museum = sys.intern(
-                (row.get("museum") or museum or museum_from_file_name(path) or DEFAULT_MUSEUM).strip().lower()
-            )
+            row_museum = sys.intern((row.get("museum") or file_museum).strip().lower())
             work_id = (row.get("id") or "").strip()
             try:
-                if row.get(None) is not None or None in row.values():
-                    raise ValueError("wrong number of fields for the header")
-                if not work_id:
-                    raise ValueError("empty id")
-                year, start, end = parse_years(row)
-                start, end = training_span(coarse, row_museum, work_id, year, start, end)
+                work = _work_from_row(row, row_museum, work_id, path, line, csv_dir, coarse, seed, val_fraction)
+                _add_work(result, work, year_min <= work.year <= year_max, seed)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))
-                continue
-            work = Work(
-                museum=row_museum,
-                id=work_id,
-                year=year,
-                year_start=start,
-                year_end=end,
-                split=assign_split(row_museum, work_id, seed, val_fraction),
-                file=(row.get("file") or "").strip(),
-                url=(row.get("url") or "").strip(),
-                title=(row.get("title") or "").strip(),
-                artist=(row.get("artist") or "").strip(),
-                csv_dir=csv_dir,
-                source=path,
-                line=line,
-            )
-            earlier = result.catalog.get(work.key)
-            if earlier is not None and (earlier.museum, earlier.id) == (work.museum, work.id):
-                if (earlier.year, earlier.year_start, earlier.year_end) == (year, start, end):
-                    result.duplicates += 1
-                else:
-                    errors.append(Rejected(work.museum, work.id, f"conflicting duplicate of {earlier.where}", where))
-                continue
-            if earlier is not None:
-                reason = f"sample key {work.key} clashes with {earlier.museum}/{earlier.id} at {earlier.where}"
-                errors.append(Rejected(work.museum, work.id, reason, where))
-                continue
-            in_window = year_min <= year <= year_max
-            result.catalog.add(work, in_window, seed)
-            result.out_of_window += not in_window
     if errors and not skip_bad_rows:
         listed = "\n".join(f"  {e.where}: {e.reason}" for e in errors[:MAX_LISTED_ERRORS])
         more = f"\n  ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
@@ -200,6 +165,57 @@ def read_metadata(
     result.rejected = errors
     result.catalog.finish()
     return result
+
+
+def _work_from_row(
+    row: dict,
+    museum: str,
+    work_id: str,
+    path: str,
+    line: int,
+    csv_dir: str,
+    coarse: frozenset[tuple[str, str]],
+    seed: int,
+    val_fraction: float,
+) -> Work:
+    """The work a row describes; a ValueError says what is wrong with the row."""
+    if row.get(None) is not None or None in row.values():
+        raise ValueError("wrong number of fields for the header")
+    if not work_id:
+        raise ValueError("empty id")
+    year, start, end = parse_years(row)
+    start, end = training_span(coarse, museum, work_id, year, start, end)
+    return Work(
+        museum=museum,
+        id=work_id,
+        year=year,
+        year_start=start,
+        year_end=end,
+        split=assign_split(museum, work_id, seed, val_fraction),
+        file=(row.get("file") or "").strip(),
+        url=(row.get("url") or "").strip(),
+        title=(row.get("title") or "").strip(),
+        artist=(row.get("artist") or "").strip(),
+        csv_dir=csv_dir,
+        source=path,
+        line=line,
+    )
+
+
+def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) -> None:
+    """Add a work to the catalog, counting an exact duplicate row; a ValueError for a work whose
+    key is taken by a different row (a conflicting duplicate, or another work's key)."""
+    earlier = result.catalog.get(work.key)
+    if earlier is not None and (earlier.museum, earlier.id) == (work.museum, work.id):
+        years = (work.year, work.year_start, work.year_end)
+        if (earlier.year, earlier.year_start, earlier.year_end) != years:
+            raise ValueError(f"conflicting duplicate of {earlier.where}")
+        result.duplicates += 1
+        return
+    if earlier is not None:
+        raise ValueError(f"sample key {work.key} clashes with {earlier.museum}/{earlier.id} at {earlier.where}")
+    result.catalog.add(work, in_window, seed)
+    result.out_of_window += not in_window
 
 
 def _read_rows(path: str, year_needed: bool = True):

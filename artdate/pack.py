@@ -21,16 +21,18 @@ import sys
 import tempfile
 from collections import Counter, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
+
+from tqdm import tqdm
 
 from . import shards, store
 from .catalog import Catalog
 from .config import PackConfig
-from .fetched import Excluded, Fetched
+from .fetched import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
-from .metadata import read_coarse_dates, read_metadata
+from .metadata import MetadataResult, Rejected, read_coarse_dates, read_metadata
 from .sources import make_source
 from .works import Work, sample_key
 
@@ -129,109 +131,156 @@ class InlineExecutor(Executor):
         return future
 
 
+PACK_SETTINGS = ("size", "quality", "samples_per_shard", "val_fraction", "seed", "year_min", "year_max", "source")
+
+
+@dataclass
+class Packer:
+    """What packs one shard after another: the image source, the pools that fetch (threads) and
+    encode (processes), and the scratch folder the tars are written to before upload."""
+
+    config: PackConfig
+    source: Source
+    fetchers: Executor
+    encoders: Executor
+    jobs: int
+    scratch: str
+    bar: tqdm
+
+
+@dataclass
+class PackTally:
+    """The finished shards' manifest entries, label totals and reject counts."""
+
+    entries: list[dict] = field(default_factory=list)
+    totals: shards.LabelTotals = field(default_factory=shards.LabelTotals)
+    rejected: int = 0
+    excluded: int = 0
+    transient: int = 0
+
+    def add(self, record: shards.ShardRecord) -> None:
+        self.totals.add(record)
+        self.excluded += sum(reject["stage"] == EXCLUDED for reject in record.rejects)
+        self.rejected += sum(reject["stage"] != EXCLUDED for reject in record.rejects)
+        self.transient += transient_rejects(record)
+        if record.samples:
+            self.entries.append({k: v for k, v in dataclasses.asdict(record).items() if k in MANIFEST_SHARD_FIELDS})
+
+
 def run_pack(config: PackConfig, progress: bool = True) -> dict:
     """Pack the works of `config.metadata` into `config.out`; return the manifest."""
-    from tqdm import tqdm
-
-    settings = {
-        name: getattr(config, name)
-        for name in ("size", "quality", "samples_per_shard", "val_fraction", "seed", "year_min", "year_max", "source")
-    }
+    settings = {name: getattr(config, name) for name in PACK_SETTINGS}
     settings["exclude_types"] = sorted(config.exclude_types)
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
-        meta = read_metadata(
-            config.metadata,
-            museum=config.museum,
-            year_min=config.year_min,
-            year_max=config.year_max,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            skip_bad_rows=config.skip_bad_rows,
-            catalog_path=os.path.join(scratch, "works.sqlite"),  # on disk: memory stays flat in the corpus size
-            coarse=read_coarse_dates(config.coarse_dates) if config.coarse_dates else frozenset(),
-        )
-        catalog = meta.catalog
-        stack.callback(catalog.close)
-        total = catalog.count()
-        if not total:
-            raise ValueError(
-                f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}"
-            )
-        print_id = fingerprint(catalog, settings)
+        meta = _read_works(config, scratch)
+        stack.callback(meta.catalog.close)
+        print_id = fingerprint(meta.catalog, settings)
         done = _start_or_resume(config.out, print_id, settings)
         _unfinish_to_retry(config.out)
-
-        client = HttpClient(
-            rate=config.rate,
-            timeout=config.timeout,
-            max_bytes=config.max_bytes,
-            attempts=config.retries + 1,
-            block_pause=config.block_pause,
-            user_agent=config.user_agent,
-            allow_link_local=config.allow_link_local,
-        )
-        source = make_source(config, client)
-        jobs = config.jobs or os.cpu_count() or 1
-        # Threads pay only while fetches wait on the network; for local files they contend for the GIL.
-        network = (
-            bool(config.source) or store.is_s3(config.images) or (not config.images and catalog.any_url_without_file())
-        )
-        fetchers = stack.enter_context(ThreadPoolExecutor(config.concurrency) if network else InlineExecutor())
-        encoders = stack.enter_context(_encoders(jobs))
-        # One upload in flight while the next shard is encoded; its record is written after it.
-        uploader = stack.enter_context(ThreadPoolExecutor(1))
+        packer = _start_packer(config, meta.catalog, scratch, progress, stack)
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
-        rejects_out.write(
-            store.csv_bytes(
-                [
-                    {
-                        "museum": r.museum,
-                        "id": r.id,
-                        "stage": "metadata",
-                        "reason": r.reason,
-                        "transient": "",
-                        "where": r.where,
-                    }
-                    for r in meta.rejected
-                ],
-                REJECT_COLUMNS,
-            )
-        )
-        bar = tqdm(total=total, unit="img", desc="pack", disable=None if progress else True, file=sys.stderr)
-        entries, totals, upload = [], shards.LabelTotals(), None
-        rejected, excluded, transient = len(meta.rejected), 0, 0
-        for shard in planned_shards(catalog, config.samples_per_shard):
-            record = _read_record(config.out, shard.name) if shard.name in done else None
-            if record is not None and not transient_rejects(record):
-                bar.update(len(shard.works))
-            else:  # not packed yet, or packed with works that failed for a passing reason: try those again
-                record, local = _pack_shard(shard, source, fetchers, encoders, config, scratch, bar, jobs, record)
-                if upload is not None:
-                    upload.result()
-                upload = uploader.submit(_publish_shard, local, record, config.out)
-            totals.add(record)
-            excluded += sum(reject["stage"] == EXCLUDED for reject in record.rejects)
-            rejected += sum(reject["stage"] != EXCLUDED for reject in record.rejects)
-            transient += transient_rejects(record)
-            rejects_out.write(store.csv_bytes(record.rejects, REJECT_COLUMNS, header=False))
-            if record.samples:
-                entries.append({k: v for k, v in dataclasses.asdict(record).items() if k in MANIFEST_SHARD_FIELDS})
-        if upload is not None:
-            upload.result()
-        bar.close()
-
+        rejects_out.write(store.csv_bytes([_metadata_reject(row) for row in meta.rejected], REJECT_COLUMNS))
+        tally = _pack_shards(packer, meta.catalog, done, rejects_out)
+        tally.rejected += len(meta.rejected)
     counts = {
-        "rejected": rejected,
-        "excluded": excluded,
-        "transient": transient,
+        "rejected": tally.rejected,
+        "excluded": tally.excluded,
+        "transient": tally.transient,
         "rejected_rows": len(meta.rejected),
         "duplicates_dropped": meta.duplicates,
         "out_of_window": meta.out_of_window,
     }
-    manifest = shards.build_manifest(entries, totals, settings, print_id, counts)
+    manifest = shards.build_manifest(tally.entries, tally.totals, settings, print_id, counts)
     store.write_bytes(store.join(config.out, shards.MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def _read_works(config: PackConfig, scratch: str) -> MetadataResult:
+    """The metadata's works in a catalog on disk (memory stays flat in the corpus size); an error
+    when no work is inside the year window."""
+    meta = read_metadata(
+        config.metadata,
+        museum=config.museum,
+        year_min=config.year_min,
+        year_max=config.year_max,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        skip_bad_rows=config.skip_bad_rows,
+        catalog_path=os.path.join(scratch, "works.sqlite"),
+        coarse=read_coarse_dates(config.coarse_dates) if config.coarse_dates else frozenset(),
+    )
+    if not meta.catalog.count():
+        meta.catalog.close()
+        raise ValueError(
+            f"no works to pack in {', '.join(config.metadata)} within years {config.year_min}..{config.year_max}"
+        )
+    return meta
+
+
+def _start_packer(
+    config: PackConfig, catalog: Catalog, scratch: str, progress: bool, stack: contextlib.ExitStack
+) -> Packer:
+    """The source and the pools, closed by `stack`."""
+    client = HttpClient(
+        rate=config.rate,
+        timeout=config.timeout,
+        max_bytes=config.max_bytes,
+        attempts=config.retries + 1,
+        block_pause=config.block_pause,
+        user_agent=config.user_agent,
+        allow_link_local=config.allow_link_local,
+    )
+    jobs = config.jobs or os.cpu_count() or 1
+    # Threads pay only while fetches wait on the network; for local files they contend for the GIL.
+    network = (
+        bool(config.source) or store.is_s3(config.images) or (not config.images and catalog.any_url_without_file())
+    )
+    bar = tqdm(total=catalog.count(), unit="img", desc="pack", disable=None if progress else True, file=sys.stderr)
+    stack.callback(bar.close)
+    return Packer(
+        config=config,
+        source=make_source(config, client),
+        fetchers=stack.enter_context(ThreadPoolExecutor(config.concurrency) if network else InlineExecutor()),
+        encoders=stack.enter_context(_encoders(jobs)),
+        jobs=jobs,
+        scratch=scratch,
+        bar=bar,
+    )
+
+
+def _metadata_reject(row: Rejected) -> dict:
+    """A row of rejects.csv for a metadata row that could not be read."""
+    return {
+        "museum": row.museum,
+        "id": row.id,
+        "stage": "metadata",
+        "reason": row.reason,
+        "transient": "",
+        "where": row.where,
+    }
+
+
+def _pack_shards(packer: Packer, catalog: Catalog, done: set[str], rejects_out) -> PackTally:
+    """Pack each planned shard that is not finished (or that holds works rejected for a passing
+    reason), uploading one shard while the next is packed; every shard's rejects go to `rejects_out`."""
+    tally = PackTally()
+    with ThreadPoolExecutor(1) as uploader:
+        upload = None
+        for shard in planned_shards(catalog, packer.config.samples_per_shard):
+            record = _read_record(packer.config.out, shard.name) if shard.name in done else None
+            if record is not None and not transient_rejects(record):
+                packer.bar.update(len(shard.works))
+            else:  # not packed yet, or packed with works that failed for a passing reason: try those again
+                record, local = _pack_shard(packer, shard, record)
+                if upload is not None:
+                    upload.result()
+                upload = uploader.submit(_publish_shard, local, record, packer.config.out)
+            tally.add(record)
+            rejects_out.write(store.csv_bytes(record.rejects, REJECT_COLUMNS, header=False))
+        if upload is not None:
+            upload.result()
+    return tally
 
 
 def _encoders(jobs: int) -> Executor:
@@ -275,7 +324,7 @@ def transient_rejects(record: shards.ShardRecord) -> int:
 
 
 def _pack_shard(
-    shard, source, fetchers, encoders, config, scratch, bar, jobs, earlier: shards.ShardRecord | None = None
+    packer: Packer, shard: PlannedShard, earlier: shards.ShardRecord | None = None
 ) -> tuple[shards.ShardRecord, str]:
     """Fetch, encode and write one shard to a local tar; (its record, the tar's path). With the
     `earlier` record of this shard, its published samples and final rejects are kept and only the
@@ -283,7 +332,7 @@ def _pack_shard(
 
     def fetch(work: Work):
         try:
-            return work, source.fetch(work), None
+            return work, packer.source.fetch(work), None
         except Excluded as problem:
             return work, None, _reject(work, EXCLUDED, str(problem))
         except FetchError as problem:
@@ -291,15 +340,16 @@ def _pack_shard(
         except MALFORMED as problem:
             return work, None, _reject(work, "fetch", f"unexpected answer: {type(problem).__name__}: {problem}")
 
+    config, bar = packer.config, packer.bar
     kept = _published_samples(store.join(config.out, shard.name)) if earlier and earlier.samples else []
     rejects = [reject for reject in earlier.rejects if not reject.get("transient")] if earlier else []
     settled = {key for key, _, _ in kept} | {sample_key(r["museum"], r["id"]) for r in rejects}
     bar.update(len(settled))
     encode = functools.partial(_encode_fetched, size=config.size, quality=config.quality, max_pixels=config.max_pixels)
     fetched = bounded_map(
-        fetch, (work for work in shard.works if work.key not in settled), fetchers, 4 * config.concurrency
+        fetch, (work for work in shard.works if work.key not in settled), packer.fetchers, 4 * config.concurrency
     )
-    encoded = bounded_map(encode, fetched, encoders, 4 * jobs)
+    encoded = bounded_map(encode, fetched, packer.encoders, 4 * packer.jobs)
     years: Counter = Counter()  # year -> works; str(year) once the manifest is JSON
     museums: Counter[str] = Counter()
 
@@ -318,7 +368,7 @@ def _pack_shard(
             museums[work.museum] += 1
             yield work.key, jpg, labels
 
-    local = os.path.join(scratch, shard.name)
+    local = os.path.join(packer.scratch, shard.name)
     count, size, sha = shards.write_tar(local, samples())
     if not count:
         size, sha = 0, ""

@@ -12,10 +12,12 @@ to hold every work of every shard once, and appears atomically.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -138,16 +140,19 @@ def _check_or_start_parts(parts: str, checkpoint: str, shards_url: str) -> None:
 
 
 class ActorPool:
-    """Scoring actors, with the calls in flight and the actors that have not started yet."""
+    """Scoring actors, with the calls in flight and the actors that have not started yet. An actor
+    that dies or fails to start is replaced, up to `max_retries` times per shard and for starts."""
 
-    def __init__(self, make_actor, size: int):
+    def __init__(self, make_actor, size: int, max_retries: int):
         import ray
 
-        self.ray, self.make_actor = ray, make_actor
+        self.ray, self.make_actor, self.max_retries = ray, make_actor, max_retries
         self.actors = [make_actor() for _ in range(size)]
         self.starting = {actor.ready.remote(): index for index, actor in enumerate(self.actors)}
         self.idle: list[int] = []
         self.running: dict = {}  # object ref -> (actor index, shard url, manifest entry)
+        self.failed_starts = 0
+        self.deaths: dict[str, int] = {}  # shard url -> times its actor died
 
     def started(self) -> int:
         return len(self.actors) - len(self.starting)
@@ -161,9 +166,72 @@ class ActorPool:
     def submit(self, index: int, url: str, entry: dict) -> None:
         self.running[self.actors[index].score.remote(url, entry["samples"], entry["split"])] = (index, url, entry)
 
+    def wait(self, timeout: float):
+        """The next actor that started or shard that finished, or None after `timeout` seconds."""
+        ready, _ = self.ray.wait([*self.running, *self.starting], num_returns=1, timeout=timeout)
+        return ready[0] if ready else None
+
+    def start_finished(self, ref) -> None:
+        """An actor's start-up ended: it is idle now, or it failed and another one starts."""
+        index = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as problem:
+            self.failed_starts += 1
+            if self.failed_starts > self.max_retries:
+                raise RuntimeError(
+                    f"scoring actors failed to start {self.failed_starts} times; last: {problem}"
+                ) from None
+            print(f"a scoring actor failed to start ({str(problem)[:200]}); starting another", file=sys.stderr)
+            self.replace(index)
+            return
+        self.idle.append(index)
+
+    def shard_finished(self, ref) -> tuple[str, dict, tuple | None]:
+        """(shard url, manifest entry, what the actor returned); None when the actor died, which
+        is replaced: the caller queues the shard again."""
+        index, url, entry = self.running.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as problem:
+            self.deaths[url] = self.deaths.get(url, 0) + 1
+            if self.deaths[url] > self.max_retries:
+                raise RuntimeError(f"scoring {url} failed {self.deaths[url]} times; last: {problem}") from None
+            print(f"actor died while scoring {url}; replacing it and scoring the shard again", file=sys.stderr)
+            self.replace(index)
+            return url, entry, None
+        self.idle.append(index)
+        return url, entry, result
+
     def shutdown(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
+
+
+@dataclass
+class Tally:
+    """What this run has scored so far."""
+
+    started: float = field(default_factory=time.perf_counter)
+    scored: int = 0
+    skipped: int = 0
+    incomplete: list[str] = field(default_factory=list)  # shards not read whole
+    first_result: tuple[float, int] | None = None  # (seconds, rows): actor start-up and model loading end here
+
+    def add(self, rows: int, skips: int) -> None:
+        self.scored += rows
+        self.skipped += skips
+        if self.first_result is None:
+            self.first_result = (time.perf_counter() - self.started, rows)
+
+    def images_per_second(self) -> float:
+        return self.scored / (time.perf_counter() - self.started)
+
+    def after_startup(self, seconds: float) -> float:
+        """Images per second once the first result came: the steady rate, without start-up."""
+        if self.first_result is None:
+            return 0.0
+        return (self.scored - self.first_result[1]) / max(seconds - self.first_result[0], 1e-9)
 
 
 def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) -> dict:
@@ -199,120 +267,107 @@ def _score(
     cfg: ScoreConfig, checkpoint: str, spec, todo_all: list[dict], parts: str, lease: Lease, progress: bool
 ) -> dict:
     """Score the shards of `todo_all` that have no part yet, then assemble cfg.out from the parts."""
-    from tqdm import tqdm
-
     _check_or_start_parts(parts, checkpoint, cfg.shards)
     done = set(store.list_names(parts))
     todo = [s for s in todo_all if _part_name(store.join(cfg.shards, s["name"])) not in done]
-
-    import ray
-
-    actors = min(cfg.actors, len(todo))
-    gpus = resolve_gpus(cfg.gpus_per_actor, actors, "actor", spec.backbone)
-    actor_class = ray.remote(Scorer).options(num_cpus=cfg.cpus_per_actor, num_gpus=gpus, scheduling_strategy="SPREAD")
-    bar = tqdm(
-        total=sum(s["samples"] for s in todo),
-        unit="img",
-        desc="score",
-        disable=None if progress else True,
-        file=sys.stderr,
-    )
-    started, scored, skipped, incomplete = time.perf_counter(), 0, 0, []
-    first_result = None  # (seconds, rows): actor start-up and model loading end here
-    queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
-    attempts: dict[str, int] = {}  # shard url -> times its actor died
-    failed_starts = 0
-    pool = ActorPool(lambda: actor_class.remote(checkpoint, cfg.batch_size, cfg.decode_on, cfg.loader_workers), actors)
-    waiting_since = time.monotonic()
-    try:
-        while queue or pool.running:
-            lease.renew()
-            while queue and pool.idle:
-                pool.submit(pool.idle.pop(), *queue.pop(0))
-            ready, _ = ray.wait([*pool.running, *pool.starting], num_returns=1, timeout=WAIT_REPORT_SECONDS)
-            if not ready:
-                _report_waiting(pool, cfg, gpus, waiting_since)
-                continue
-            (ref,) = ready
-            if ref in pool.starting:
-                index = pool.starting.pop(ref)
-                try:
-                    ray.get(ref)
-                    pool.idle.append(index)
-                except ray.exceptions.RayActorError as problem:
-                    failed_starts += 1
-                    if failed_starts > cfg.max_retries:
-                        raise RuntimeError(
-                            f"scoring actors failed to start {failed_starts} times; last: {problem}"
-                        ) from None
-                    print(f"a scoring actor failed to start ({str(problem)[:200]}); starting another", file=sys.stderr)
-                    pool.replace(index)
-                continue
-            index, url, entry = pool.running.pop(ref)
-            try:
-                rows, skips, features = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as problem:
-                attempts[url] = attempts.get(url, 0) + 1
-                if attempts[url] > cfg.max_retries:
-                    raise RuntimeError(f"scoring {url} failed {attempts[url]} times; last: {problem}") from None
-                print(f"actor died while scoring {url}; replacing it and scoring the shard again", file=sys.stderr)
-                pool.replace(index)
-                queue.insert(0, (url, entry))
-                continue
-            pool.idle.append(index)
-            unread = [s for s in skips if s.unread]
-            if unread or len(rows) + len(skips) != entry["samples"]:
-                incomplete.append(
-                    f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)"
-                )
-            else:
-                # Skips and embeddings are written before the rows: a part with rows is a finished shard.
-                if skips:
-                    store.write_bytes(
-                        store.join(parts, _skips_name(url)), store.csv_bytes([s.record() for s in skips], SKIP_COLUMNS)
-                    )
-                store.write_bytes(
-                    store.join(parts, comparanda.features_name(_part_name(url))), comparanda.array_bytes(features)
-                )
-                store.write_bytes(store.join(parts, _part_name(url)), store.csv_bytes(rows, COLUMNS))
-            scored += len(rows)
-            skipped += len(skips)
-            if first_result is None:
-                first_result = (time.perf_counter() - started, len(rows))
-            bar.update(entry["samples"])
-            bar.set_postfix(
-                shards=f"{len(todo) - len(queue) - len(pool.running)}/{len(todo)}",
-                img_s=f"{scored / (time.perf_counter() - started):.1f}",
-                refresh=False,
-            )
-    finally:
-        bar.close()
-        pool.shutdown()
-    if incomplete:
-        raise ValueError("some shards could not be read whole; their rows were not kept:\n  " + "\n  ".join(incomplete))
+    tally = _score_shards(cfg, checkpoint, spec, todo, parts, lease, progress)
+    if tally.incomplete:
+        raise ValueError(
+            "some shards could not be read whole; their rows were not kept:\n  " + "\n  ".join(tally.incomplete)
+        )
 
     shard_urls = [store.join(cfg.shards, s["name"]) for s in todo_all]
     rows, unreadable = assemble(
         parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all}, cfg.out
     )
     neighbours = comparanda.write_comparanda(parts, [_part_name(url) for url in shard_urls], cfg.out, checkpoint)
-    # _run.json goes last: parts left by a crash half-way through this clean-up still name their
-    # checkpoint, so a rerun with another one refuses them instead of mixing them in.
-    for name in sorted(set(store.list_names(parts)) - {LEASE_FILE}, key=lambda name: name == CLAIM_FILE):
-        store.delete(store.join(parts, name))
-    seconds = time.perf_counter() - started
-    steady = (scored - first_result[1]) / max(seconds - first_result[0], 1e-9) if first_result else 0.0
+    _clear_parts(parts)
+    seconds = time.perf_counter() - tally.started
     return {
         "rows": rows,
         "neighbours": neighbours,
         "unreadable": unreadable,
         "shards": len(todo_all),
         "scored_now": len(todo),
-        "skipped": skipped,
+        "skipped": tally.skipped,
         "seconds": seconds,
-        "images_per_second_after_startup": steady,
+        "images_per_second_after_startup": tally.after_startup(seconds),
         "checkpoint": checkpoint,
     }
+
+
+def _score_shards(
+    cfg: ScoreConfig, checkpoint: str, spec, todo: list[dict], parts: str, lease: Lease, progress: bool
+) -> Tally:
+    """Hand the shards of `todo` to a pool of actors as they start and free up; write each
+    finished shard's part as it comes."""
+    import ray
+    from tqdm import tqdm
+
+    actors = min(cfg.actors, len(todo))
+    gpus = resolve_gpus(cfg.gpus_per_actor, actors, "actor", spec.backbone)
+    actor_class = ray.remote(Scorer).options(num_cpus=cfg.cpus_per_actor, num_gpus=gpus, scheduling_strategy="SPREAD")
+    total = sum(s["samples"] for s in todo)
+    bar = tqdm(total=total, unit="img", desc="score", disable=None if progress else True, file=sys.stderr)
+    tally = Tally()
+    queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
+    make_actor = functools.partial(actor_class.remote, checkpoint, cfg.batch_size, cfg.decode_on, cfg.loader_workers)
+    pool = ActorPool(make_actor, actors, cfg.max_retries)
+    waiting_since = time.monotonic()
+    try:
+        while queue or pool.running:
+            lease.renew()
+            while queue and pool.idle:
+                pool.submit(pool.idle.pop(), *queue.pop(0))
+            ref = pool.wait(WAIT_REPORT_SECONDS)
+            if ref is None:
+                _report_waiting(pool, cfg, gpus, waiting_since)
+            elif ref in pool.starting:
+                pool.start_finished(ref)
+            else:
+                url, entry, result = pool.shard_finished(ref)
+                if result is None:
+                    queue.insert(0, (url, entry))
+                    continue
+                rows, skips, features = result
+                _keep_part(parts, url, entry, rows, skips, features, tally)
+                bar.update(entry["samples"])
+                shards_done = len(todo) - len(queue) - len(pool.running)
+                bar.set_postfix(
+                    shards=f"{shards_done}/{len(todo)}", img_s=f"{tally.images_per_second():.1f}", refresh=False
+                )
+    finally:
+        bar.close()
+        pool.shutdown()
+    return tally
+
+
+def _keep_part(
+    parts: str, url: str, entry: dict, rows: list[dict], skips: list[data.Skip], features: np.ndarray, tally: Tally
+) -> None:
+    """Write a scored shard's part (its rows, skips and embeddings), or note it as incomplete when
+    its samples were not all read."""
+    tally.add(len(rows), len(skips))
+    if any(s.unread for s in skips) or len(rows) + len(skips) != entry["samples"]:
+        tally.incomplete.append(
+            f"{url}: {len(rows)} of {entry['samples']} samples readable (corrupt or truncated shard)"
+        )
+        return
+    # Skips and embeddings are written before the rows: a part with rows is a finished shard.
+    if skips:
+        store.write_bytes(
+            store.join(parts, _skips_name(url)), store.csv_bytes([s.record() for s in skips], SKIP_COLUMNS)
+        )
+    store.write_bytes(store.join(parts, comparanda.features_name(_part_name(url))), comparanda.array_bytes(features))
+    store.write_bytes(store.join(parts, _part_name(url)), store.csv_bytes(rows, COLUMNS))
+
+
+def _clear_parts(parts: str) -> None:
+    """Delete the parts once assembled. _run.json goes last: parts left by a crash half-way
+    through still name their checkpoint, so a rerun with another one refuses them instead of
+    mixing them in."""
+    for name in sorted(set(store.list_names(parts)) - {LEASE_FILE}, key=lambda name: name == CLAIM_FILE):
+        store.delete(store.join(parts, name))
 
 
 def _report_waiting(pool: ActorPool, cfg: ScoreConfig, gpus: float, waiting_since: float) -> None:

@@ -198,7 +198,7 @@ def api_roots(api_urls: tuple[str, ...]) -> dict[str, str]:
     return roots
 
 
-def make_source(config: PackConfig, client: HttpClient):
+def make_source(config: PackConfig, client: HttpClient) -> Source:
     """The source for `artdate pack --source/--images/--originals/--exclude-types`."""
     roots = api_roots(config.api_url)
     exclude = TypeFilter(config.exclude_types)

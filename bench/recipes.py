@@ -132,11 +132,11 @@ def batches_of(works: list[Work], transform, batch_size: int, generator: torch.G
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
         chosen = [works[i] for i in order[start : start + batch_size]]
-        yield {
-            "image": torch.stack([transform(w.image) for w in chosen]),
-            **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in ("year", "year_start", "year_end")},
-            "skipped": [],
-        }
+        yield data.Batch(
+            image=torch.stack([transform(w.image) for w in chosen]),
+            **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in data.LABELS},
+            **{name: [""] * len(chosen) for name in ("key", "shard", "id", "museum")},
+        )
 
 
 class Ranks(torch.nn.Module):
