@@ -162,9 +162,17 @@ class TrainConfig:
         "imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone", storage=True
     )
     epochs: int = option(10, help="passes over the training split")
-    batch_size: int = option(32, help="images per step on each worker")
+    batch_size: int = option(
+        32,
+        help="images per step on each worker (with --workers MIN-MAX: at MIN workers; the global "
+        "batch, batch size x MIN, stays fixed as workers come and go)",
+    )
     image_size: int = option(224, help="side of the square crops fed to the model")
-    workers: int = option(1, help="training workers (one DDP rank each)")
+    workers: str = option(
+        "1",
+        help="training workers (one DDP rank each): N, or MIN-MAX to start as soon as MIN can be placed and "
+        "grow toward MAX as the cluster gains room (elastic; see docs/cluster.md)",
+    )
     gpus_per_worker: float = option(
         -1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs or can autoscale to them, else 0"
     )
@@ -200,6 +208,25 @@ class TrainConfig:
         10,
         help="times the run restarts from its latest checkpoint after a worker or node is "
         "lost, before it fails (spot nodes: see README)",
+    )
+    max_preemptions: int = option(
+        100,
+        help="times the run restarts after a node is preempted (a drain notice: spot or "
+        "preemptible nodes), counted apart from --max-failures (-1: no limit)",
+    )
+    checkpoint_every: float = option(
+        0.0,
+        help="minutes between checkpoints inside an epoch (0: only at the end of each epoch and on a "
+        "preemption notice), so a node lost without notice costs at most that much",
+    )
+    preemption_poll_steps: int = option(
+        5, help="steps between checks for a preemption notice or a due --checkpoint-every (all workers check)"
+    )
+    resize_check: float = option(60.0, help="with --workers MIN-MAX: seconds between Ray's checks for room to grow")
+    key_log: str = option(
+        "",
+        help="local folder where each worker appends the sample keys of every step (an audit of "
+        "which works each epoch trained on)",
     )
     seed: int = option(0, help="seed of the shard order and the head's initialisation")
     log_every: int = option(20, help="update the progress bar every this many steps")

@@ -77,13 +77,18 @@ class TrainingConsole:
 
     def show(self, event: dict) -> None:
         kind = event["event"]
-        if kind == "resume":
-            self._write(f"resuming after epoch {event['epoch'] + 1} from {event['path']}")
+        if kind == "resume":  # epoch: the first one this attempt trains; step: the steps of it done
+            where = f"in epoch {event['epoch'] + 1} after step {event['step']}" if event["step"] else ""
+            self._write(f"resuming {where or 'after epoch ' + str(event['epoch'])} from {event['path']}")
+        elif kind == "checkpoint":
+            why = "a preemption notice" if event["reason"] == "preemption" else "--checkpoint-every"
+            self._write(f"checkpoint in epoch {event['epoch'] + 1} at step {event['step']}/{event['steps']} ({why})")
         elif kind == "start":
             self.started = self.started or time.monotonic()
             self._close_bar()
             self.bar = tqdm(
                 total=event["steps"],
+                initial=event.get("step", 0),
                 desc=f"epoch {event['epoch'] + 1}/{self.epochs}",
                 unit="step",
                 leave=False,

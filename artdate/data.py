@@ -17,9 +17,12 @@ Undecodable samples, and samples a broken shard never delivered, are named in ea
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field, replace
 
@@ -54,6 +57,7 @@ class Skip:
     key: str
     reason: str
     unread: bool = False
+    index: int = -1  # the sample's position in its shard: what a mid-epoch checkpoint counts as read
 
     def record(self) -> dict:
         """The row of results.skipped.csv."""
@@ -74,6 +78,7 @@ class Batch:
     shard: list[str]
     id: list[str]
     museum: list[str]
+    index: list[int] = field(default_factory=list)  # each sample's position in its shard
     skipped: list[Skip] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:
@@ -116,10 +121,13 @@ def store_slices(store_url: str, manifest: dict, split: str | None = None) -> li
     return whole(manifest_shards(store_url, manifest, split))
 
 
-def cut(slices: list[Slice], parts: int) -> list[list[Slice]]:
-    """Lay `slices` end to end and cut them into `parts` runs of equal sample count (+-1)."""
+def cut(slices: list[Slice], parts: int, weights: list[int] | None = None) -> list[list[Slice]]:
+    """Lay `slices` end to end and cut them into `parts` runs of equal sample count (+-1), or of
+    counts in proportion to `weights` (rounded down at each cut)."""
     total = sum(s.samples for s in slices)
-    bounds = [total * part // parts for part in range(parts + 1)]
+    weights = weights or [1] * parts
+    cumulative = list(itertools.accumulate(weights, initial=0))
+    bounds = [total * c // cumulative[-1] for c in cumulative]
     runs: list[list[Slice]] = [[] for _ in range(parts)]
     offset = 0  # position of the current slice's first sample in the whole run
     for piece in slices:
@@ -135,11 +143,46 @@ def whole(shards: list[Shard]) -> list[Slice]:
     return [Slice(s.url, 0, s.samples) for s in shards]
 
 
-def assign_train(shards: list[Shard], world_size: int, epoch: int, seed: int) -> list[list[Slice]]:
-    """Each rank's training slices for one epoch: disjoint, covering, equal in samples (+-1)."""
+def epoch_plan(shards: list[Shard], epoch: int, seed: int) -> list[Slice]:
+    """An epoch's training samples: the shards in an order drawn from (seed, epoch), end to end."""
     order = list(shards)
     random.Random(f"{seed}/{epoch}").shuffle(order)
-    return cut(whole(order), world_size)
+    return whole(order)
+
+
+def rank_batches(global_batch: int, world_size: int) -> list[int]:
+    """Each rank's share of a step's `global_batch` images (equal, +-1)."""
+    if global_batch < world_size:
+        raise ValueError(f"a global batch of {global_batch} cannot feed {world_size} workers")
+    return [global_batch // world_size + (rank < global_batch % world_size) for rank in range(world_size)]
+
+
+def assign_train(plan: list[Slice], global_batch: int, world_size: int) -> list[list[Slice]]:
+    """Each rank's training slices of what is left of an epoch's `plan`: disjoint, covering, in
+    proportion to the rank's share of the global batch, so every rank can take plan // global_batch
+    steps of its share."""
+    return cut(plan, world_size, rank_batches(global_batch, world_size))
+
+
+def unread(plan: list[Slice], read: set[tuple[str, int]]) -> list[Slice]:
+    """The slices of `plan` without the samples in `read` ((shard url, position) pairs): what a
+    mid-epoch checkpoint leaves to train, whatever order and ranks read the rest in."""
+    positions: dict[str, list[int]] = {}
+    for url, index in read:
+        positions.setdefault(url, []).append(index)
+    for indices in positions.values():
+        indices.sort()
+    left = []
+    for piece in plan:
+        indices = positions.get(piece.url, [])
+        start = piece.start
+        for index in indices[bisect.bisect_left(indices, piece.start) : bisect.bisect_left(indices, piece.stop)]:
+            if start < index:
+                left.append(Slice(piece.url, start, index))
+            start = index + 1
+        if start < piece.stop:
+            left.append(Slice(piece.url, start, piece.stop))
+    return left
 
 
 def assign_val(shards: list[Shard], world_size: int) -> list[list[Slice]]:
@@ -147,12 +190,13 @@ def assign_val(shards: list[Shard], world_size: int) -> list[list[Slice]]:
     return cut(whole(shards), world_size)
 
 
-def steps_per_epoch(shards: list[Shard], world_size: int, batch_size: int) -> int:
+def steps_per_epoch(shards: list[Shard], global_batch: int) -> int:
+    """Optimizer steps in a whole epoch: the same for any number of workers."""
     total = sum(s.samples for s in shards)
-    steps = total // (world_size * batch_size)
+    steps = total // global_batch
     if steps == 0:
         raise ValueError(
-            f"{total} training samples are too few for {world_size} worker(s) x batch size {batch_size}: "
+            f"{total} training samples are too few for a global batch of {global_batch}: "
             "lower --batch-size or --workers"
         )
     return steps
@@ -202,6 +246,7 @@ def read_slice(piece: Slice):
         try:
             files = tar_file_expander([{"url": piece.url, "stream": stream}], handler=stop_on_error)
             for sample in itertools.islice(group_by_keys(files, handler=stop_on_error), piece.start, piece.stop):
+                sample["__index__"] = piece.start + delivered
                 delivered += 1
                 yield sample
         finally:
@@ -212,8 +257,8 @@ def read_slice(piece: Slice):
             f"shard ended after {piece.start + delivered} samples: {problem or 'fewer samples than the manifest says'}"
         )
         log.warning("%s: %d sample(s) not read: %s", piece.url, missing, reason)
-        for _ in range(missing):
-            yield {"__skip__": reason, "__url__": piece.url, "__key__": ""}
+        for index in range(piece.start + delivered, piece.stop):
+            yield {"__skip__": reason, "__url__": piece.url, "__key__": "", "__index__": index}
 
 
 def encoded(jpg: bytes) -> torch.Tensor:
@@ -242,7 +287,7 @@ def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
                 images.append(f"undecodable: {problem}"[:300])
     keep = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
     skipped = batch.skipped + [
-        Skip(batch.shard[i], batch.key[i], images[i]) for i in range(len(images)) if i not in keep
+        Skip(batch.shard[i], batch.key[i], images[i], index=batch.index[i]) for i in range(len(images)) if i not in keep
     ]
     stacked = torch.stack([transform(images[i]) for i in keep]) if keep else None
     return Batch(
@@ -254,6 +299,7 @@ def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
         shard=[batch.shard[i] for i in keep],
         id=[batch.id[i] for i in keep],
         museum=[batch.museum[i] for i in keep],
+        index=[batch.index[i] for i in keep],
         skipped=skipped,
     )
 
@@ -268,9 +314,9 @@ class Decoder:
 
     def __call__(self, samples):
         for sample in samples:
-            url, key = sample.get("__url__", ""), sample.get("__key__", "")
+            url, key, index = sample.get("__url__", ""), sample.get("__key__", ""), sample.get("__index__", -1)
             if "__skip__" in sample:
-                yield {"skip": Skip(url, key, sample["__skip__"], unread=True)}
+                yield {"skip": Skip(url, key, sample["__skip__"], unread=True, index=index)}
                 continue
             try:
                 labels = json.loads(sample["json"])
@@ -279,6 +325,7 @@ class Decoder:
                     "image": encoded(jpg) if self.transform is None else self.transform(decode_image(jpg)),
                     "key": key,
                     "shard": url,
+                    "index": index,
                     "id": str(labels.get("id", "")),
                     "museum": str(labels.get("museum", "")),
                     "year": int(labels["year"]),
@@ -287,7 +334,7 @@ class Decoder:
                 }
             except Exception as problem:  # noqa: BLE001 -- any undecodable sample is skipped, not fatal
                 log.warning("skipping sample %s in %s: %s", key, url, problem)
-                yield {"skip": Skip(url, key, f"undecodable: {problem}"[:300])}
+                yield {"skip": Skip(url, key, f"undecodable: {problem}"[:300], index=index)}
 
 
 def collate(items: list[dict], skipped: list[Skip]) -> Batch:
@@ -304,6 +351,7 @@ def collate(items: list[dict], skipped: list[Skip]) -> Batch:
         shard=[i["shard"] for i in items],
         id=[i["id"] for i in items],
         museum=[i["museum"] for i in items],
+        index=[i["index"] for i in items],
         skipped=skipped,
     )
 
@@ -379,7 +427,18 @@ def make_loader(
         persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers else None,
         pin_memory=torch.cuda.is_available(),
+        # Not fork: the loaders run inside Ray actors, whose threads a fork would copy mid-lock
+        # (Ray's guidance); a forkserver forks from a clean single-threaded process. That process
+        # keeps the environment of its start, so each worker takes this process's as it is now
+        # (storage credentials set later, for one).
+        multiprocessing_context="forkserver" if workers else None,
+        worker_init_fn=functools.partial(_take_environment, dict(os.environ)) if workers else None,
     )
+
+
+def _take_environment(environment: dict[str, str], worker_id: int) -> None:
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def prefetch(items):

@@ -117,7 +117,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, verbose: bool = False) -> d
         epochs=epochs,
         batch_size=max(1, cfg.batch_size // cfg.workers),
         image_size=cfg.image_size,
-        workers=cfg.workers,
+        workers=str(cfg.workers),
         cpus_per_worker=max(1, cores // cfg.workers),
         gpus_per_worker=0,
         loss=cfg.loss,

@@ -10,6 +10,7 @@ epoch number is the data position.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -60,10 +61,14 @@ def train_one_epoch(
     report_every: int = 0,
     on_progress: Callable[[int, float, float], None] | None = None,
     device_transform=None,
+    loss_weight: float = 1.0,
+    after_step: Callable[[int], None] | None = None,
 ) -> dict:
     """One pass over `batches`; returns the mean loss, images, seconds and skipped samples. With a
     `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device.
-    Every `report_every` steps `on_progress(step, mean loss, images per second)` is called."""
+    Every `report_every` steps `on_progress(step, mean loss, images per second)` is called, and
+    `after_step(step)` after every step. The gradient is `loss_weight` times the batch's mean loss
+    (a DDP rank's share of an uneven global batch, see `rank_loss_weight`)."""
     model.train()
     encoding = spec.encoding
     total_loss: torch.Tensor | float = 0.0
@@ -82,7 +87,7 @@ def train_one_epoch(
             outputs = model(inputs)
         loss = encoding.loss_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * loss_weight if loss_weight != 1.0 else loss).backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -93,6 +98,8 @@ def train_one_epoch(
         images += len(inputs)
         if on_progress is not None and report_every and step % report_every == 0:
             on_progress(step, _finite_loss(total_loss, images, epoch, step), images / (time.perf_counter() - started))
+        if after_step is not None:
+            after_step(step)
     mean_loss = _finite_loss(total_loss, images, epoch, step)
     seconds = time.perf_counter() - started
     return {"loss": mean_loss, "images": images, "seconds": seconds, "skipped": skipped}
@@ -177,15 +184,15 @@ def make_optimizer(model, cfg: TrainConfig):
     )
 
 
-def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoch: int = 0):
-    """Linear warm-up, then cosine decay, positioned at the start of `start_epoch`. The position
-    comes from the epoch, not from a saved step count, so a resumed run with another number of
-    workers or batch size (other steps per epoch) continues at the same point of the schedule.
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, start_epoch: int = 0, start_step: int = 0):
+    """Linear warm-up, then cosine decay, positioned at step `start_step` of `start_epoch`. The
+    steps of an epoch do not depend on the number of workers (the global batch is fixed), so a
+    run resumed on another number of workers continues at the same point of the schedule.
     During the first `freeze_epochs` the backbone (the groups after the head's) does not learn: the
     fresh head settles first, so its early, large gradients do not disturb the pretrained features."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
-    offset = start_epoch * steps_per_epoch
+    offset = start_epoch * steps_per_epoch + start_step
     frozen = cfg.freeze_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
@@ -224,7 +231,9 @@ class Worker:
     model: torch.nn.Module  # DDP-wrapped when there are several ranks
     plain_model: torch.nn.Module  # the model itself: what is saved and validated
     optimizer: torch.optim.Optimizer
-    steps: int  # per epoch, the same on every rank
+    global_batch: int  # images per step over all ranks, whatever the number of ranks
+    batch: int  # this rank's share of it
+    steps: int  # per epoch, the same for any number of ranks
     train_shards: list[data.Shard]
     my_val: list[data.Slice]  # this rank's share of the validation split, the same every epoch
     train_tf: Any
@@ -232,6 +241,10 @@ class Worker:
     on_device: bool  # the loaders pass encoded JPEGs and the step decodes them (--decode-on device)
     events: Any  # rank 0's line to the driver's console (artdate/console.py); None on the other ranks
     mlflow_run: str
+    calibration: ranges.RangeCalibration  # the latest epoch's: mid-epoch checkpoints carry it on
+    history: list[dict] = dataclasses.field(default_factory=list)  # the learning curve so far
+    noticed_preemption: bool = False  # a notice is answered with one checkpoint
+    last_checkpoint: float = dataclasses.field(default_factory=time.monotonic)
 
     def tell(self, event: str, **fields) -> None:
         """Best effort: the console is never a reason for training to stop."""
@@ -246,20 +259,48 @@ class Worker:
             self.events = None
 
 
+@dataclass
+class Position:
+    """Where training starts: an epoch, the steps of it already done, and what of its plan is left
+    to train (None: the whole epoch)."""
+
+    epoch: int = 0
+    step: int = 0
+    plan: list[data.Slice] | None = None
+
+
+@dataclass
+class EpochProgress:
+    """This rank's part of an epoch in this attempt: its slices and the samples it has read."""
+
+    epoch: int
+    first_step: int  # steps of the epoch done before this attempt
+    mine: list[data.Slice]
+    read: set[tuple[str, int]] = dataclasses.field(default_factory=set)
+
+    def record(self, batch: data.Batch) -> None:
+        self.read.update(zip(batch.shard, batch.index))
+        self.read.update((skip.shard, skip.index) for skip in batch.skipped)
+
+
 def train_func(config: dict) -> None:
     """Runs on every Ray Train worker: resume, then per epoch train, validate, checkpoint."""
     worker = start_worker(config)
-    start_epoch, history = resume(worker)
-    scheduler = make_scheduler(worker.optimizer, worker.cfg, worker.steps, start_epoch)
-    for epoch in range(start_epoch, worker.cfg.epochs):
-        mine, stats = train_epoch(worker, scheduler, epoch)
+    position = resume(worker)
+    scheduler = make_scheduler(worker.optimizer, worker.cfg, worker.steps, position.epoch, position.step)
+    for epoch in range(position.epoch, worker.cfg.epochs):
+        left = position.plan if epoch == position.epoch else None  # resumed inside this epoch
+        plan = left if left is not None else data.epoch_plan(worker.train_shards, epoch, worker.cfg.seed)
+        first_step = position.step if left is not None else 0
+        mine, stats = train_epoch(worker, scheduler, EpochProgress(epoch, first_step, []), plan)
         metrics, calibration = validate(worker, epoch, mine, stats)
-        metrics["start_epoch"] = start_epoch  # where this attempt began: a resume and a restart differ here
+        metrics["start_epoch"] = position.epoch  # where this attempt began: a resume and a restart differ here
+        metrics["start_step"] = position.step
         metrics["lr"] = scheduler.get_last_lr()[0]
         # The learning curve so far rides in every checkpoint: Ray deletes all but the best few.
-        history = history + [{name: metrics[name] for name in CURVE}]
-        metrics["history"] = history
-        report(worker, epoch, metrics, calibration)
+        worker.history = worker.history + [{name: metrics[name] for name in CURVE}]
+        worker.calibration = calibration
+        report(worker, {**metrics, "step": worker.steps}, "epoch")
 
 
 def start_worker(config: dict) -> Worker:
@@ -282,6 +323,7 @@ def start_worker(config: dict) -> Worker:
     plain_model: torch.nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
     train_shards = data.manifest_shards(cfg.shards, manifest, "train")
     val_shards = data.manifest_shards(cfg.shards, manifest, "val")
+    global_batch = config["global_batch"]
     return Worker(
         cfg=cfg,
         spec=spec,
@@ -292,7 +334,9 @@ def start_worker(config: dict) -> Worker:
         model=model,
         plain_model=plain_model,
         optimizer=make_optimizer(plain_model, cfg),
-        steps=data.steps_per_epoch(train_shards, world, cfg.batch_size),
+        global_batch=global_batch,
+        batch=data.rank_batches(global_batch, world)[rank],
+        steps=data.steps_per_epoch(train_shards, global_batch),
         train_shards=train_shards,
         my_val=data.assign_val(val_shards, world)[rank],
         train_tf=data.train_transform(spec.image_size),
@@ -300,60 +344,110 @@ def start_worker(config: dict) -> Worker:
         on_device=cfg.decode_on == "device",
         events=config["events"] if rank == 0 else None,
         mlflow_run=config["mlflow_run"],
+        calibration=ranges.RangeCalibration(level=cfg.range_level, margin=0.0, n=0),
     )
 
 
-def resume(worker: Worker) -> tuple[int, list[dict]]:
-    """(the first epoch to train, the learning curve so far) from the checkpoint Ray Train hands a
-    restarted or resumed run, whose weights and optimizer state it loads; (0, []) for a new run."""
+def resume(worker: Worker) -> Position:
+    """Where to start, from the checkpoint Ray Train hands a restarted or resumed run (whose
+    weights, optimizer state, calibration and learning curve it loads); the start for a new run."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0, []
+        return Position()
     with checkpoint.as_directory() as directory:
         state = load_tensors(os.path.join(directory, CHECKPOINT_FILE))
         training_state = load_tensors(os.path.join(directory, TRAINING_FILE))
     worker.plain_model.load_state_dict(state["model"])
     worker.optimizer.load_state_dict(training_state["optimizer"])
-    worker.tell("resume", epoch=state["epoch"], path=checkpoint.path)
-    return state["epoch"] + 1, state["metrics"]["history"]
+    worker.history = state["metrics"]["history"]
+    worker.calibration = ranges.RangeCalibration.from_dict(state["calibration"])
+    inside = training_state.get("inside_epoch")  # a mid-epoch checkpoint: {step, plan, global_batch}
+    if inside is None:
+        position = Position(state["epoch"] + 1)
+    else:
+        plan = [data.Slice(*piece) for piece in inside["plan"]]
+        step = inside["step"]
+        if inside["global_batch"] != worker.global_batch:  # resumed with another --batch-size: count anew
+            step = max(0, worker.steps - sum(piece.samples for piece in plan) // worker.global_batch)
+        position = Position(state["epoch"], step, plan)
+    worker.tell("resume", epoch=position.epoch, step=position.step, steps=worker.steps, path=checkpoint.path)
+    return position
 
 
-def train_epoch(worker: Worker, scheduler, epoch: int) -> tuple[list[data.Slice], dict]:
-    """(this rank's slices of the epoch, its training statistics)."""
-    cfg, rank, on_device = worker.cfg, worker.rank, worker.on_device
-    mine = data.assign_train(worker.train_shards, worker.world, epoch, cfg.seed)[rank]
+def train_epoch(
+    worker: Worker, scheduler, progress: EpochProgress, plan: list[data.Slice]
+) -> tuple[list[data.Slice], dict]:
+    """Train what is left of an epoch's `plan`; (this rank's slices of it, its training statistics)."""
+    cfg, rank, on_device, epoch = worker.cfg, worker.rank, worker.on_device, progress.epoch
+    progress.mine = data.assign_train(plan, worker.global_batch, worker.world)[rank]
+    steps = min(worker.steps - progress.first_step, sum(s.samples for s in plan) // worker.global_batch)
     if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
-        torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank))
+        torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank, progress.first_step))
     # One loader per epoch; its worker processes persist across the wrap-around passes.
     loader = data.make_loader(
-        mine,
+        progress.mine,
         None if on_device else worker.train_tf,
-        cfg.batch_size,
+        worker.batch,
         loader_workers=cfg.loader_workers,
         shuffle_buffer=cfg.shuffle_buffer,
-        seed=derive_seed(cfg.seed, "train", epoch, rank),
+        seed=derive_seed(cfg.seed, "train", epoch, rank, progress.first_step),
         drop_last=True,
         persistent=True,
     )
-    worker.tell("start", epoch=epoch, steps=worker.steps)
+    worker.tell("start", epoch=epoch, steps=worker.steps, step=progress.first_step)
+    batches = _recorded(data.take_steps(loader.__iter__, steps) if steps > 0 else iter(()), progress, worker)
+
+    def after_step(step: int) -> None:
+        if step % cfg.preemption_poll_steps == 0:
+            reason = checkpoint_due(worker)
+            if reason:
+                save_inside_epoch(worker, progress, progress.first_step + step, reason, scheduler)
+
     stats = train_one_epoch(
         worker.model,
         worker.spec,
         worker.optimizer,
         scheduler,
-        data.take_steps(loader.__iter__, worker.steps),
+        batches,
         worker.device,
         epoch,
         grad_clip=cfg.grad_clip,
         autocast_dtype=torch.bfloat16 if worker.device.type == "cuda" else None,
         report_every=cfg.log_every,
-        on_progress=lambda step, loss, rate: worker.tell("step", step=step, loss=loss, images_per_second=rate),
+        on_progress=lambda step, loss, rate: worker.tell(
+            "step", step=progress.first_step + step, loss=loss, images_per_second=rate
+        ),
         device_transform=worker.train_tf if on_device else None,
+        loss_weight=worker.world * worker.batch / worker.global_batch,
+        after_step=after_step,
     )
     del loader  # its worker processes end here
-    return mine, stats
+    return progress.mine, stats
+
+
+def _recorded(batches, progress: EpochProgress, worker: Worker):
+    """Pass the batches on, noting the samples each one read (and, with --key-log, its keys)."""
+    log = None
+    if worker.cfg.key_log:
+        os.makedirs(worker.cfg.key_log, exist_ok=True)
+        name = f"epoch{progress.epoch}-from{progress.first_step}-rank{worker.rank}-{os.getpid()}.jsonl"
+        log = open(os.path.join(worker.cfg.key_log, name), "a")
+    try:
+        step = progress.first_step
+        for batch in batches:
+            progress.record(batch)
+            if batch.image is not None:
+                step += 1
+                if log is not None:
+                    entry = {"epoch": progress.epoch, "step": step, "rank": worker.rank, "world": worker.world}
+                    log.write(json.dumps({**entry, "keys": batch.key}) + "\n")
+                    log.flush()
+            yield batch
+    finally:
+        if log is not None:
+            log.close()
 
 
 def validate(worker: Worker, epoch: int, mine: list[data.Slice], stats: dict) -> tuple[dict, ranges.RangeCalibration]:
@@ -387,7 +481,7 @@ def validate(worker: Worker, epoch: int, mine: list[data.Slice], stats: dict) ->
     metrics = {
         "epoch": epoch,
         "train_loss": sum(r["train"]["loss"] for r in everyone) / worker.world,
-        "images_per_second": sum(r["train"]["images"] / r["train"]["seconds"] for r in everyone),
+        "images_per_second": sum(r["train"]["images"] / max(r["train"]["seconds"], 1e-9) for r in everyone),
         "skipped": sum(r["train"]["skipped"] + r["val_skipped"] for r in everyone),
         "val_skipped": sum(r["val_skipped"] for r in everyone),
         "slices_per_rank": [r["slices"] for r in everyone],
@@ -397,26 +491,66 @@ def validate(worker: Worker, epoch: int, mine: list[data.Slice], stats: dict) ->
     return metrics, calibration
 
 
-def report(worker: Worker, epoch: int, metrics: dict, calibration: ranges.RangeCalibration) -> None:
-    """Rank 0 writes the checkpoint; every rank reports to Ray Train; rank 0 tells MLflow and the console."""
+def checkpoint_due(worker: Worker) -> str:
+    """Why a checkpoint is due at this step ("preemption", "interval") or "". Every rank calls it
+    at the same steps: Ray's preemption check and the broadcast of rank 0's clock are collectives."""
+    import ray.train
+    import ray.train.collective
+
+    if ray.train.get_preemption_info() is not None and not worker.noticed_preemption:
+        worker.noticed_preemption = True
+        return "preemption"
+    every = worker.cfg.checkpoint_every * 60
+    due = every > 0 and time.monotonic() - worker.last_checkpoint >= every
+    return "interval" if ray.train.collective.broadcast_from_rank_zero(due) else ""
+
+
+def save_inside_epoch(worker: Worker, progress: EpochProgress, step: int, reason: str, scheduler) -> None:
+    """A checkpoint at `step` of the epoch: the weights, and what of the epoch's plan is left (every
+    rank's unread slices), so a resume on any number of ranks trains each remaining sample once."""
+    left = _gather([[s.url, s.start, s.stop] for s in data.unread(progress.mine, progress.read)])
+    metrics = {
+        "epoch": progress.epoch,
+        "step": step,
+        "val_mae": UNVALIDATED_MAE,  # never the run's best checkpoint
+        "lr": scheduler.get_last_lr()[0],
+        "history": worker.history,
+    }
+    plan = [piece for rank in left for piece in rank]
+    report(worker, metrics, reason, inside_epoch={"step": step, "plan": plan, "global_batch": worker.global_batch})
+
+
+def report(worker: Worker, metrics: dict, reason: str, inside_epoch: dict | None = None) -> None:
+    """Rank 0 writes the checkpoint; every rank reports to Ray Train; rank 0 tells MLflow and the
+    console. `reason`: epoch, preemption or interval (the last two inside an epoch)."""
     import ray.train
 
+    metrics = {**metrics, "reason": reason, "world_size": worker.world, "history": worker.history}
     with tempfile.TemporaryDirectory() as directory:
         saved = None
         if worker.rank == 0:
             training_state = {
                 "optimizer": worker.optimizer.state_dict(),
-                "epoch": epoch,
+                "epoch": metrics["epoch"],
+                "inside_epoch": inside_epoch,
                 "train_config": dataclasses.asdict(worker.cfg),
             }
-            save_checkpoint(directory, worker.spec, worker.plain_model, metrics, calibration, training_state)
+            save_checkpoint(directory, worker.spec, worker.plain_model, metrics, worker.calibration, training_state)
             saved = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=saved)
+    worker.last_checkpoint = time.monotonic()
+    if reason != "epoch":
+        worker.tell("checkpoint", epoch=metrics["epoch"], step=metrics["step"], steps=worker.steps, reason=reason)
+        return
     if worker.rank == 0 and worker.cfg.mlflow:
         tracking.log_epoch(worker.cfg.mlflow, worker.mlflow_run, metrics)
     shown = ("epoch", "train_loss", "val_mae", "range_level", "val_range_width", "images_per_second")
     worker.tell("epoch", **{name: metrics[name] for name in shown})
 
+
+# The val_mae of a checkpoint inside an epoch, which is not validated: worse than any real one, and
+# finite (Ray's checkpoint snapshot writes inf as null, and then cannot rank the checkpoints).
+UNVALIDATED_MAE = 1e12
 
 # Per epoch in each checkpoint's metrics["history"]: what `artdate report --run` draws.
 CURVE = ("epoch", "train_loss", "val_mae", "val_median_ae", "val_range_width")
@@ -437,7 +571,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     cfg = with_absolute_urls(cfg)
     storage = cfg.storage.rstrip("/")
     manifest = shards.read_manifest(cfg.shards)
-    steps = check_settings(cfg, manifest, storage)
+    steps, global_batch = check_settings(cfg, manifest, storage)
+    fewest, most = worker_range(cfg.workers)
     spec = model_spec(cfg, manifest)
     claim_run(storage, run_identity(spec, manifest, cfg.seed))
     # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
@@ -451,7 +586,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     from ray.util.queue import Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    gpus = resolve_gpus(cfg.gpus_per_worker, cfg.workers, "worker", cfg.backbone)
+    gpus = resolve_gpus(cfg.gpus_per_worker, most, "worker", cfg.backbone)
+    num_workers: Any = fewest if fewest == most else (fewest, most)  # a range: elastic
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})}
     # Rank 0 -> this console. On this driver's node, so a lost worker node does not take it along.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -465,15 +601,19 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
             "spec": spec.to_dict(),
             "events": events,
             "mlflow_run": mlflow_run,
+            "global_batch": global_batch,
         },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.workers, use_gpu=gpus > 0, resources_per_worker=resources
+        scaling_config=ray.train.ScalingConfig(  # type: ignore[call-arg]  # Ray Train v2's (the stubs: v1)
+            num_workers=num_workers,
+            use_gpu=gpus > 0,
+            resources_per_worker=resources,
+            elastic_resize_monitor_interval_s=cfg.resize_check,
         ),
         run_config=ray_run_config(cfg, storage, verbose),
     )
     print(
         f"training {cfg.backbone} on {manifest['splits']['train']['samples']} works with {cfg.workers} worker(s), "
-        f"{cfg.epochs} epochs of {steps} steps -> {storage}",
+        f"{cfg.epochs} epochs of {steps} steps of {global_batch} images -> {storage}",
         file=sys.stderr,
         flush=True,
     )
@@ -503,20 +643,36 @@ def with_absolute_urls(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def check_settings(cfg: TrainConfig, manifest: dict, storage: str) -> int:
-    """Refuse, before anything starts, what could not train; return the steps per epoch."""
-    if cfg.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {cfg.workers}")
+def worker_range(workers: int | str) -> tuple[int, int]:
+    """--workers N or MIN-MAX -> (fewest, most)."""
+    text = str(workers)
+    low, _, high = text.partition("-")
+    try:
+        fewest, most = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"--workers {text!r}: expected a number N or a range MIN-MAX") from None
+    if not 1 <= fewest <= most:
+        raise ValueError(f"--workers {text!r}: needs 1 <= MIN <= MAX")
+    return fewest, most
+
+
+def check_settings(cfg: TrainConfig, manifest: dict, storage: str) -> tuple[int, int]:
+    """Refuse, before anything starts, what could not train; return (steps per epoch, global
+    batch). The global batch is --batch-size x the fewest workers, and stays so whatever number of
+    workers the run has at a time: each worker trains its share of it."""
+    fewest, most = worker_range(cfg.workers)
     if not data.manifest_shards(cfg.shards, manifest, "val"):
         raise ValueError(f"{cfg.shards} has no validation shards: pack with --val-fraction above 0")
-    steps = data.steps_per_epoch(data.manifest_shards(cfg.shards, manifest, "train"), cfg.workers, cfg.batch_size)
+    global_batch = cfg.batch_size * fewest
+    data.rank_batches(global_batch, most)  # every worker gets at least one image a step
+    steps = data.steps_per_epoch(data.manifest_shards(cfg.shards, manifest, "train"), global_batch)
     existing = run_checkpoints(storage)
     if existing and not cfg.resume:
         raise ValueError(
             f"{storage} already holds a run ({len(existing)} checkpoints): pass --resume to continue it, "
             "or use another --storage"
         )
-    return steps
+    return steps, global_batch
 
 
 def model_spec(cfg: TrainConfig, manifest: dict) -> ModelSpec:
@@ -548,7 +704,9 @@ def ray_run_config(cfg: TrainConfig, storage: str, verbose: bool):
             checkpoint_score_attribute="val_mae",
             checkpoint_score_order="min",
         ),
-        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]  # Ray Train v2's
+            max_failures=cfg.max_failures, max_preemption_failures=cfg.max_preemptions
+        ),
         # Ray Train's per-report and worker-group messages, unless asked for.
         logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),  # type: ignore[call-arg]
     )

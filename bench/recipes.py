@@ -136,6 +136,7 @@ def batches_of(works: list[Work], transform, batch_size: int, generator: torch.G
             image=torch.stack([transform(w.image) for w in chosen]),
             **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in data.LABELS},
             **{name: [""] * len(chosen) for name in ("key", "shard", "id", "museum")},
+            index=list(range(len(chosen))),
         )
 
 

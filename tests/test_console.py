@@ -30,7 +30,7 @@ def test_one_line_per_epoch_with_the_time_left_and_a_resume_said_once():
     events: queue.Queue = queue.Queue()
     out = Terminal()
     # A run resumed after epoch 2 of 5: epochs 3..5 run in this attempt.
-    events.put({"event": "resume", "epoch": 1, "path": "/runs/r/checkpoint_1"})
+    events.put({"event": "resume", "epoch": 2, "step": 0, "steps": 10, "path": "/runs/r/checkpoint_1"})
     with TrainingConsole(events, epochs=5, progress=True, stream=out):
         for epoch in (2, 3, 4):
             events.put({"event": "start", "epoch": epoch, "steps": 15})
@@ -59,3 +59,18 @@ def test_only_the_lines_when_quiet_or_not_on_a_terminal(progress, out):
 
 def test_durations_read_as_a_person_writes_them():
     assert [duration(s) for s in (45, 185, 7440)] == ["45s", "3m 05s", "2h 04m"]
+
+
+def test_a_checkpoint_inside_an_epoch_and_a_resume_there_are_said():
+    events: queue.Queue = queue.Queue()
+    out = io.StringIO()
+    events.put({"event": "resume", "epoch": 1, "step": 6, "steps": 10, "path": "/runs/r/checkpoint_3"})
+    with TrainingConsole(events, epochs=3, progress=False, stream=out):
+        events.put({"event": "start", "epoch": 1, "steps": 10, "step": 6})
+        events.put({"event": "checkpoint", "epoch": 1, "step": 8, "steps": 10, "reason": "preemption"})
+        events.put({"event": "checkpoint", "epoch": 1, "step": 10, "steps": 10, "reason": "interval"})
+    assert out.getvalue().splitlines() == [
+        "resuming in epoch 2 after step 6 from /runs/r/checkpoint_3",
+        "checkpoint in epoch 2 at step 8/10 (a preemption notice)",
+        "checkpoint in epoch 2 at step 10/10 (--checkpoint-every)",
+    ]

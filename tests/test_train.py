@@ -1,6 +1,10 @@
 """Ray Train on a real local Ray: two CPU workers (gloo DDP), shards and checkpoints in SeaweedFS."""
 
+import glob
+import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +19,7 @@ from artdate import data, ranges, shards, store
 from artdate.checkpoints import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, run_checkpoints
 from artdate.config import TrainConfig
 from artdate.model import load_tensors
-from artdate.train import CURVE, evaluate, make_scheduler, run_training
+from artdate.train import CURVE, UNVALIDATED_MAE, evaluate, make_scheduler, run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -148,7 +152,8 @@ def test_resume_continues_the_optimizer_and_schedule_and_refuses_other_settings(
 
     manifest = shards.read_manifest(sample_store)
     train_shards = data.manifest_shards(sample_store, manifest, "train")
-    steps_2, steps_1 = data.steps_per_epoch(train_shards, 2, 16), data.steps_per_epoch(train_shards, 1, 16)
+    # --batch-size is per worker: a global batch of 32 on 2 workers, of 16 on 1.
+    steps_2, steps_1 = data.steps_per_epoch(train_shards, 32), data.steps_per_epoch(train_shards, 16)
     latest = next(name for name, metrics in run_checkpoints(storage).items() if metrics["epoch"] == 1)
     state = torch.load(os.path.join(storage, latest, TRAINING_FILE), weights_only=True)
     assert state["epoch"] == 1
@@ -228,6 +233,62 @@ def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path,
     assert best.startswith(storage + "/checkpoint_")
     assert_resumed_after_epoch_0(storage)
     assert set(first) <= set(run_checkpoints(storage))  # epoch 0's checkpoint is the one written before the kill
+
+
+def trained_in_epoch(folder, epoch):
+    """(the keys each step of `epoch` trained, steps trained and then lost) from a --key-log. A
+    step counts for the last attempt that trained it: an attempt's steps after the checkpoint the
+    next one resumed from were lost with it (the resumed weights never saw them)."""
+    attempts: dict[int, dict[int, list[str]]] = {}
+    for path in glob.glob(os.path.join(folder, f"epoch{epoch}-from*-rank*.jsonl")):
+        first = int(re.search(r"-from(\d+)-", path).group(1))
+        for line in open(path):
+            entry = json.loads(line)
+            attempts.setdefault(first, {}).setdefault(entry["step"], []).extend(entry["keys"])
+    starts = sorted(attempts)
+    kept, lost = [], 0
+    for first, next_first in zip(starts, starts[1:] + [math.inf]):
+        for step, keys in attempts[first].items():
+            if step <= next_first:
+                kept += keys
+            else:
+                lost += 1
+    return kept, lost
+
+
+def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers(tmp_path, sample_store):
+    """--checkpoint-every: a whole run SIGKILLed mid-epoch (no notice) continues from its last
+    checkpoint inside the epoch, on 1 worker instead of 2, and every sample of that epoch trains
+    once: none twice, none left out but the last < a global batch, as in an epoch run whole."""
+    storage, keys = str(tmp_path / "run"), str(tmp_path / "keys")
+    command = [sys.executable, "-m", "artdate.cli", "train", "--shards", sample_store, "--storage", storage]
+    command += "--backbone efficientnet_lite0 --epochs 2 --batch-size 8 --image-size 64 --workers 2".split()
+    command += "--loader-workers 1 --log-every 0 --keep-checkpoints 10 --checkpoint-every 0.01".split()
+    command += ["--preemption-poll-steps", "2", "--key-log", keys]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
+    deadline = time.monotonic() + 300
+    while not (store.exists(snapshot) and '"reason":"interval"' in store.read_bytes(snapshot).decode()):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(60)
+    inside = [m for m in run_checkpoints(storage).values() if m["reason"] == "interval"]
+    assert inside and all(m["epoch"] == 0 and m["world_size"] == 2 and m["step"] > 0 for m in inside)
+    assert all(m["val_mae"] == UNVALIDATED_MAE for m in inside)  # never taken for the run's best
+
+    run_training(small(sample_store, storage, epochs=2, batch_size=16, workers=1, resume=True, key_log=keys))
+    ends = {m["epoch"]: m for m in run_checkpoints(storage).values() if m["reason"] == "epoch"}
+    assert sorted(ends) == [0, 1] and [ends[e]["world_size"] for e in (0, 1)] == [1, 1]
+    resumed_at = ends[0]["start_step"]
+    assert resumed_at in {m["step"] for m in inside}  # from a checkpoint inside epoch 0, not its start
+    steps = data.steps_per_epoch(data.manifest_shards(sample_store, shards.read_manifest(sample_store), "train"), 16)
+    for epoch in (0, 1):
+        kept, lost = trained_in_epoch(keys, epoch)
+        assert len(kept) == len(set(kept)) == steps * 16, epoch
+    assert trained_in_epoch(keys, 0)[1] < steps - resumed_at  # the kill lost steps, not the epoch
 
 
 def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
