@@ -110,3 +110,87 @@ def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_no
     assert [m["epoch"] for m in by_epoch] == [0, 1, 2]  # each once: not restarted from scratch
     assert [m["start_epoch"] for m in by_epoch] == [0, 1, 1]
     assert sorted(by_epoch[2]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
+
+
+NODE_ID = """
+import sys, ray
+ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
+print(next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == sys.argv[3]))
+"""
+
+
+def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_sample_once(
+    ray_nodes, s3_url, tmp_path
+):
+    """`ray drain-node ... PREEMPTION` on the node of rank 1 inside epoch 1: a checkpoint at that step
+    before the deadline; the node then goes (SIGKILL, as the cloud reclaims it) and a replacement
+    joins; the run resumes at that step. --max-failures 0: a preemption is not counted as a failure."""
+    from test_train import trained_in_epoch
+
+    pack_sample(s3_url)
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/preempted"
+    keys = str(tmp_path / "keys")
+    settings = dict(
+        shards=s3_url,
+        storage=storage,
+        backbone="efficientnet_lite0",
+        epochs=2,
+        batch_size=8,
+        image_size=64,
+        workers="2",
+        cpus_per_worker=2,
+        loader_workers=1,
+        log_every=0,
+        keep_checkpoints=10,
+        max_failures=0,
+        max_preemptions=2,
+        preemption_poll_steps=1,
+        key_log=keys,
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, ray_nodes.address, ray_nodes.head_ip, "train", json.dumps(settings)],
+        env=ray_nodes.environment(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_epoch_0(storage, lambda: driver.poll() is None, timeout=300)
+    node = subprocess.run(
+        [sys.executable, "-c", NODE_ID, ray_nodes.address, ray_nodes.head_ip, ray_nodes.worker_ip],
+        env=ray_nodes.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    deadline_s = 60
+    subprocess.run(
+        ["ray", "drain-node", "--address", ray_nodes.address, "--node-id", node]
+        + ["--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "spot reclaim (test)"]
+        + ["--deadline-remaining-seconds", str(deadline_s)],
+        env=ray_nodes.environment(),
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    noticed = time.monotonic()
+    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
+    while '"reason":"preemption"' not in store.read_bytes(snapshot).decode():
+        assert driver.poll() is None and time.monotonic() - noticed < deadline_s, "no checkpoint before the deadline"
+        time.sleep(0.2)
+    ray_nodes.kill_worker()  # the node goes, as the cloud takes it back
+    ray_nodes.start_worker()  # and a replacement joins
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+
+    (preempted,) = [m for m in run_checkpoints(storage).values() if m["reason"] == "preemption"]
+    assert preempted["epoch"] == 1 and preempted["world_size"] == 2 and preempted["step"] > 0
+    ends = {m["epoch"]: m for m in run_checkpoints(storage).values() if m["reason"] == "epoch"}
+    assert sorted(ends) == [0, 1]
+    assert (ends[1]["start_epoch"], ends[1]["start_step"]) == (1, preempted["step"])  # resumed at that step
+    assert sorted(ends[1]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
+    manifest = store.read_bytes(store.join(s3_url, "manifest.json"))
+    train_samples = json.loads(manifest)["splits"]["train"]["samples"]
+    kept, _ = trained_in_epoch(keys, 1)
+    assert len(kept) == len(set(kept)) == train_samples // 16 * 16  # each sample of the epoch once
