@@ -66,6 +66,7 @@ RAYJOB_SPEC = {
     "activeDeadlineSeconds",
     "runtimeEnvYAML",
     "submitterConfig",
+    "backoffLimit",  # KubeRay 1.2+: a failed Ray job is submitted again
     "submissionMode",
     "suspend",
 }
@@ -107,6 +108,8 @@ def test_rayjob_runs_train_then_score_with_real_artdate_options():
         # The GPU workers autoscale from 0: the device is named, not left to what a cold cluster shows.
         device = parsed.gpus_per_worker if command[1] == "train" else parsed.gpus_per_actor
         assert device == 1
+    # What retries is a new submission of the whole entrypoint: train must continue its run then.
+    assert job["spec"]["backoffLimit"] > 0 and "--resume" in commands[0]
 
 
 def test_dockerfile_installs_the_project_on_rays_image():
