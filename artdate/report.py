@@ -195,7 +195,7 @@ def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
 
 
 def learning_curve(run_url: str) -> list[dict]:
-    """The run's metrics per epoch, from its latest checkpoint's history (train.CURVE). `run_url`
+    """The run's metrics per epoch, from the history its checkpoints carry (train.CURVE). `run_url`
     is a run's --storage URL or one of its checkpoints."""
     from .checkpoints import CHECKPOINT_FILE, run_checkpoints  # here: a report without --run needs no torch
 
@@ -205,7 +205,8 @@ def learning_curve(run_url: str) -> list[dict]:
     checkpoints = run_checkpoints(run_url)
     if not checkpoints:
         raise FileNotFoundError(f"--run {run_url}: no checkpoints of a training run there")
-    return max(checkpoints.values(), key=lambda metrics: metrics["epoch"])["history"]
+    # The longest history: a checkpoint inside an epoch carries the curve up to the epoch before.
+    return max((metrics["history"] for metrics in checkpoints.values()), key=len)
 
 
 def learning_curve_plot(curve: list[dict], out: str) -> str:

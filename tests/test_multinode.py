@@ -28,6 +28,35 @@ else:
 """
 
 
+def two_node_training(shards_url, storage, **overrides):
+    """Settings of a small run with one rank per node (2 CPUs each on 2-CPU nodes)."""
+    settings = dict(
+        shards=shards_url,
+        storage=storage,
+        backbone="efficientnet_lite0",
+        epochs=1,
+        batch_size=16,
+        image_size=64,
+        workers=2,
+        cpus_per_worker=2,
+        loader_workers=1,
+        log_every=0,
+    )
+    return {**settings, **overrides}
+
+
+def start_training(nodes, settings):
+    """A driver process training on the cluster, for a test to fault while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, nodes.address, nodes.head_ip, "train", json.dumps(settings)],
+        env=nodes.environment(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def drive(nodes, stage, settings):
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, nodes.address, nodes.head_ip, stage, json.dumps(settings)],
@@ -44,22 +73,7 @@ def drive(nodes, stage, settings):
 def test_train_then_score_across_two_nodes(ray_nodes, s3_url):
     manifest = pack_sample(s3_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/two-nodes"
-    best = drive(
-        ray_nodes,
-        "train",
-        dict(
-            shards=s3_url,
-            storage=storage,
-            backbone="efficientnet_lite0",
-            epochs=1,
-            batch_size=16,
-            image_size=64,
-            workers=2,
-            cpus_per_worker=2,
-            loader_workers=1,
-            log_every=0,
-        ),
-    )
+    best = drive(ray_nodes, "train", two_node_training(s3_url, storage))
     assert best.startswith(storage + "/checkpoint_")  # stdout is the result alone
     (metrics,) = run_checkpoints(storage).values()
     # cpus_per_worker=2 on 2-CPU nodes: one rank per node, and DDP across them over loopback.
@@ -79,27 +93,7 @@ def test_train_then_score_across_two_nodes(ray_nodes, s3_url):
 def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_nodes, s3_url):
     pack_sample(s3_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/lost-node"
-    settings = dict(
-        shards=s3_url,
-        storage=storage,
-        backbone="efficientnet_lite0",
-        epochs=3,
-        batch_size=16,
-        image_size=64,
-        workers=2,
-        cpus_per_worker=2,
-        loader_workers=1,
-        log_every=0,
-        keep_checkpoints=10,
-    )
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, ray_nodes.address, ray_nodes.head_ip, "train", json.dumps(settings)],
-        env=ray_nodes.environment(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    driver = start_training(ray_nodes, two_node_training(s3_url, storage, epochs=3, keep_checkpoints=10))
     wait_for_epoch_0(storage, lambda: driver.poll() is None, timeout=300)
     ray_nodes.kill_worker()  # one rank per node (2 CPUs each): the run loses a rank mid-epoch 1
     time.sleep(3)
@@ -130,31 +124,19 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
     pack_sample(s3_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/preempted"
     keys = str(tmp_path / "keys")
-    settings = dict(
-        shards=s3_url,
-        storage=storage,
-        backbone="efficientnet_lite0",
+    settings = two_node_training(
+        s3_url,
+        storage,
         epochs=2,
         batch_size=8,
-        image_size=64,
         workers="2",
-        cpus_per_worker=2,
-        loader_workers=1,
-        log_every=0,
         keep_checkpoints=10,
         max_failures=0,
         max_preemptions=2,
         preemption_poll_steps=1,
         key_log=keys,
     )
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, ray_nodes.address, ray_nodes.head_ip, "train", json.dumps(settings)],
-        env=ray_nodes.environment(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    driver = start_training(ray_nodes, settings)
     wait_for_epoch_0(storage, lambda: driver.poll() is None, timeout=300)
     node = subprocess.run(
         [sys.executable, "-c", NODE_ID, ray_nodes.address, ray_nodes.head_ip, ray_nodes.worker_ip],

@@ -261,3 +261,20 @@ def test_comparanda_show_under_the_gallery_and_their_estimate_is_measured(tmp_pa
 def test_a_run_without_checkpoints_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--run .*nothing: no checkpoints of a training run there"):
         run_report(ReportConfig(results=write_csv(tmp_path), out=str(tmp_path / "out"), run=str(tmp_path / "nothing")))
+
+
+def test_the_learning_curve_is_the_longest_history_even_past_a_checkpoint_inside_the_last_epoch(tmp_path):
+    from artdate.checkpoints import CHECKPOINT_FILE, METRICS_FILE
+    from artdate.report import learning_curve
+
+    curve = [{"epoch": 0, "train_loss": 2.0, "val_mae": 90.0, "val_median_ae": 70.0, "val_range_width": 300.0}]
+    ended = curve + [{**curve[0], "epoch": 1, "val_mae": 80.0}]
+    # Epoch 1's checkpoint at step 8 (inside it: the curve up to epoch 0), written before epoch 1's end.
+    for name, metrics in [
+        ("checkpoint_2026-12-02_08-00-00", {"epoch": 1, "reason": "interval", "history": curve}),
+        ("checkpoint_2026-12-02_08-05-00", {"epoch": 1, "reason": "epoch", "history": ended}),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / METRICS_FILE).write_text(json.dumps(metrics))
+        (tmp_path / name / CHECKPOINT_FILE).write_bytes(b"")
+    assert learning_curve(str(tmp_path)) == ended
