@@ -68,7 +68,7 @@ def train_one_epoch(
     `device_transform`, the batches hold encoded JPEGs, decoded and transformed on the device.
     Every `report_every` steps `on_progress(step, mean loss, images per second)` is called, and
     `after_step(step)` after every step. The gradient is `loss_weight` times the batch's mean loss
-    (a DDP rank's share of an uneven global batch, see `rank_loss_weight`)."""
+    (a DDP rank's share of an uneven global batch: world size x its images / the global batch)."""
     model.train()
     encoding = spec.encoding
     total_loss: torch.Tensor | float = 0.0
@@ -383,8 +383,10 @@ def train_epoch(
     cfg, rank, on_device, epoch = worker.cfg, worker.rank, worker.on_device, progress.epoch
     progress.mine = data.assign_train(plan, worker.global_batch, worker.world)[rank]
     steps = min(worker.steps - progress.first_step, sum(s.samples for s in plan) // worker.global_batch)
-    if on_device:  # crops and flips are drawn in this process: a stream of its own per rank and epoch
-        torch.manual_seed(derive_seed(cfg.seed, "device-augment", epoch, rank, progress.first_step))
+    # Random streams of their own per epoch and rank, and per resumed position inside an epoch.
+    where = (epoch, rank, progress.first_step) if progress.first_step else (epoch, rank)
+    if on_device:  # crops and flips are drawn in this process
+        torch.manual_seed(derive_seed(cfg.seed, "device-augment", *where))
     # One loader per epoch; its worker processes persist across the wrap-around passes.
     loader = data.make_loader(
         progress.mine,
@@ -392,7 +394,7 @@ def train_epoch(
         worker.batch,
         loader_workers=cfg.loader_workers,
         shuffle_buffer=cfg.shuffle_buffer,
-        seed=derive_seed(cfg.seed, "train", epoch, rank, progress.first_step),
+        seed=derive_seed(cfg.seed, "train", *where),
         drop_last=True,
         persistent=True,
     )

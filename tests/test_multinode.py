@@ -176,3 +176,38 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
     train_samples = json.loads(manifest)["splits"]["train"]["samples"]
     kept, _ = trained_in_epoch(keys, 1)
     assert len(kept) == len(set(kept)) == train_samples // 16 * 16  # each sample of the epoch once
+
+
+def test_elastic_workers_grow_when_a_node_joins_and_shrink_when_it_is_lost(ray_nodes, s3_url):
+    """--workers 1-2 with one rank per node: started on the head alone, the run grows to 2 workers
+    when the second node joins, goes on with 1 when that node is SIGKILLed, and finishes."""
+    pack_sample(s3_url)
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/elastic"
+    ray_nodes.kill_worker()
+    settings = two_node_training(
+        s3_url, storage, epochs=6, batch_size=16, workers="1-2", keep_checkpoints=20, resize_check=2.0
+    )
+    driver = start_training(ray_nodes, settings)
+
+    def wait_for_world(size):
+        deadline = time.monotonic() + 300
+        while size not in {m["world_size"] for m in run_checkpoints(storage).values()}:
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[1][-3000:]
+            time.sleep(0.5)
+
+    try:
+        wait_for_world(1)
+        ray_nodes.start_worker()
+        wait_for_world(2)
+        ray_nodes.kill_worker()
+        out, err = driver.communicate(timeout=600)
+    finally:
+        if len(ray_nodes.processes) < 2:
+            ray_nodes.start_worker()  # the module's other tests run on both nodes
+    assert driver.returncode == 0, err[-3000:]
+    ends = sorted((m for m in run_checkpoints(storage).values() if m["reason"] == "epoch"), key=lambda m: m["epoch"])
+    sizes = [m["world_size"] for m in ends]
+    assert [m["epoch"] for m in ends] == list(range(6))
+    assert sizes[0] == 1 and 2 in sizes and sizes[-1] == 1  # grew, then shrank back
+    # The global batch stayed 16 whatever the size: the same steps in every epoch.
+    assert len({m["step"] for m in ends}) == 1
