@@ -4,9 +4,11 @@ The unit of work is a slice of a shard: samples start..stop of one tar, in the o
 packed. Splitting by sample rather than by whole shard means any number of ranks can share any
 number of shards, and every rank gets the same number of samples (give or take one):
 - Training: each epoch the shard order is shuffled with (seed, epoch), the shards are laid end to
-  end, and rank r takes the r-th of `world` equal runs of samples. Every rank takes exactly
-  steps = total_samples // (world_size * batch_size) batches; a rank that comes up short (skipped
-  samples) wraps around its own slices, so DDP never waits on an uneven rank.
+  end (the epoch's plan), and rank r takes the r-th of `world` runs of samples, in proportion to
+  its share of the global batch. Every rank takes exactly steps = total_samples // global_batch
+  batches of its share, whatever the world size; a rank that comes up short (skipped samples)
+  wraps around its own slices, so DDP never waits on an uneven rank. A checkpoint inside an epoch
+  keeps the plan's unread samples (`unread`), which a resume cuts among its own ranks.
 - Validation: the same cut without the shuffle, so every validation sample is evaluated exactly
   once, whatever the number of ranks and validation shards.
 - Within a rank, the DataLoader workers cut the rank's slices again the same way.

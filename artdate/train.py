@@ -2,9 +2,10 @@
 
 `train_one_epoch` and `evaluate` are plain PyTorch; `train_func` is the only part that knows about
 Ray (one copy runs per worker), and `run_training` sets up the TorchTrainer and its storage.
-Checkpoints are written after every epoch by rank 0. A restarted worker, or a rerun with --resume,
-continues from the latest one: the data order of an epoch depends only on (seed, epoch), so the
-epoch number is the data position.
+Rank 0 writes a checkpoint after every epoch, and inside an epoch on a preemption notice or every
+--checkpoint-every minutes. A restarted worker group, or a rerun with --resume, continues from the
+latest one: an epoch's data order depends only on (seed, epoch), and a checkpoint inside an epoch
+keeps what of it no rank has read, so the run goes on at that position on any number of workers.
 """
 
 from __future__ import annotations
@@ -503,7 +504,9 @@ def checkpoint_due(worker: Worker) -> str:
         worker.noticed_preemption = True
         return "preemption"
     every = worker.cfg.checkpoint_every * 60
-    due = every > 0 and time.monotonic() - worker.last_checkpoint >= every
+    if every <= 0:  # the same settings on every rank: no broadcast needed to agree
+        return ""
+    due = time.monotonic() - worker.last_checkpoint >= every
     return "interval" if ray.train.collective.broadcast_from_rank_zero(due) else ""
 
 
@@ -516,7 +519,6 @@ def save_inside_epoch(worker: Worker, progress: EpochProgress, step: int, reason
         "step": step,
         "val_mae": UNVALIDATED_MAE,  # never the run's best checkpoint
         "lr": scheduler.get_last_lr()[0],
-        "history": worker.history,
     }
     plan = [piece for rank in left for piece in rank]
     report(worker, metrics, reason, inside_epoch={"step": step, "plan": plan, "global_batch": worker.global_batch})
