@@ -1,6 +1,7 @@
 """What the tests share besides fixtures: where the sample lives, and packing it."""
 
 import os
+import time
 
 import pytest
 
@@ -36,3 +37,17 @@ def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96) -> dict:
         jobs=1,
     )
     return run_pack(settings, progress=False)
+
+
+def wait_for_registered(storage: str, fragment: str, still_running, timeout: float = 300) -> None:
+    """Until Ray has registered a checkpoint whose metrics hold `fragment` (`"epoch":0`): its
+    snapshot in the storage lists the registered ones. A checkpoint already written but not yet
+    registered (not every rank has reported it) when a worker dies is not resumed from."""
+    from artdate import store
+
+    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
+    deadline = time.monotonic() + timeout
+    while not (store.exists(snapshot) and fragment in store.read_bytes(snapshot).decode().replace(" ", "")):
+        assert still_running(), f"the run ended before a checkpoint with {fragment} was registered"
+        assert time.monotonic() < deadline, f"no checkpoint with {fragment} registered in {timeout} s"
+        time.sleep(0.2)

@@ -213,10 +213,8 @@ class RayNodes:
         self._start(worker, "worker", timeout)
 
     def kill_worker(self) -> None:
-        """SIGKILL the worker node's whole process group (raylet, its workers): a lost spot node."""
-        worker = self.processes.pop(1)
-        os.killpg(worker.pid, 9)
-        worker.wait()
+        """SIGKILL the worker node's every process (raylet, its workers): a lost spot node."""
+        kill_session(self.processes.pop(1))
 
     def _start(self, command: list[str], name: str, timeout: float) -> None:
         log_path = os.path.join(self.directory, f"{name}.log")
@@ -241,8 +239,34 @@ class RayNodes:
                 process.wait(3)
             except subprocess.TimeoutExpired:
                 pass
-            try:  # what ray start left behind in the node's group (gcs_server, raylet, workers)
-                os.killpg(process.pid, 9)
+            kill_session(process)  # what ray start left behind (gcs_server, raylet, workers)
+        self.processes.clear()
+
+
+def kill_session(leader: subprocess.Popen) -> None:
+    """SIGKILL every process of the session `leader` started (Popen with start_new_session=True), as
+    a lost machine would: a driver, the Ray it started and Ray's workers. The driver's process group
+    alone is not enough: Ray's workers lead groups of their own and ran on for seconds after it,
+    writing checkpoints and results."""
+    while members := session_members(leader.pid):
+        for pid in members:
+            try:
+                os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        self.processes.clear()
+        time.sleep(0.1)
+    leader.wait(60)
+
+
+def session_members(session: int) -> list[int]:
+    """Live (not zombie) processes of a session, from /proc/PID/stat: "pid (comm) state ppid pgrp session"."""
+    members = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(entry))
+    return members

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from helpers import SAMPLE_CSV, SHARED_SAMPLE
-from servers import SeaweedS3
+from servers import SeaweedS3, kill_session
 
 from artdate.s3stream import ResumableObject
 
@@ -238,7 +238,7 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
     own_server, packed, tiny_checkpoint
 ):
     bucket, env = packed
-    # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
+    # Its own session: SIGKILL to every process in it takes the driver and the Ray it started, as a lost machine would.
     # One image per batch keeps the tiny model busy long enough for every fault to land mid-run.
     process = subprocess.Popen(
         score_command(bucket, tiny_checkpoint, batch_size=1),
@@ -255,8 +255,7 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
         own_server.restart()
         wait_for_parts(own_server, bucket, before + 2, process)  # scoring went on after both faults
     finally:
-        os.killpg(process.pid, 9)  # ... and the machine running the driver is lost (its actors end with its raylet)
-        process.wait(60)
+        kill_session(process)  # ... and the machine running the driver is lost, with its Ray
     client = own_server.client()
     assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="results.csv", Delimiter="/")  # no final file
     rerun = subprocess.run(score_command(bucket, tiny_checkpoint), env=env, capture_output=True, text=True, timeout=300)
@@ -307,8 +306,7 @@ def test_training_rides_out_an_s3_restart_without_losing_a_sample(own_server, pa
         own_server.restart()
         out, err = process.communicate(timeout=600)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
+        kill_session(process)
     assert process.returncode == 0, err[-3000:]
     metrics = []
     for item in client.list_objects_v2(Bucket=bucket, Prefix="runs/outage/")["Contents"]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ROOT, SAMPLE_IMAGES, pack_sample
+from servers import kill_session
 
 from artdate import data, shards
 from artdate.checkpoints import load_checkpoint
@@ -330,15 +331,14 @@ def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(
         run_scoring(ScoreConfig(shards=sample_store, checkpoint=other, out=out, actors=1), progress=False)
 
 
-def test_the_driver_killed_with_its_whole_process_group_then_rerun(tmp_path, tiny_checkpoint):
+def test_the_driver_killed_with_its_ray_then_rerun(tmp_path, tiny_checkpoint):
     store_url = str(tmp_path / "shards")
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
-    # Its own session: SIGKILL to the group takes the driver and the Ray it started, as a lost machine would.
+    # Its own session: SIGKILL to every process in it takes the driver and the Ray it started, as a lost machine would.
     process = start_score_command(store_url, tiny_checkpoint, out, start_new_session=True)
     wait_for_parts(out, 3, lambda: process.poll() is None)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(60)
+    kill_session(process)
     assert not os.path.exists(out)
     summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)
     assert 0 < summary["scored_now"] < len(manifest["shards"])

@@ -5,15 +5,14 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
-from helpers import ROOT, pack_sample
+from helpers import ROOT, pack_sample, wait_for_registered
+from servers import kill_session
 
 from artdate import data, ranges, shards, store
 from artdate.checkpoints import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, run_checkpoints
@@ -57,16 +56,6 @@ def assert_resumed_after_epoch_0(storage, epochs=3):
     last = epoch_metrics(storage)[epochs - 1]["history"]
     assert [h["epoch"] for h in last] == list(range(epochs))
     assert last[0] == {name: epoch_metrics(storage)[0][name] for name in CURVE}
-
-
-def wait_for_epoch_0(storage, still_running, timeout=240):
-    """Until Ray has registered epoch 0's checkpoint (its snapshot in the storage names it): a
-    checkpoint that is written but not yet registered when a worker dies is not resumed from."""
-    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
-    deadline = time.monotonic() + timeout
-    while not (store.exists(snapshot) and '"epoch":0' in store.read_bytes(snapshot).decode().replace(" ", "")):
-        assert still_running() and time.monotonic() < deadline
-        time.sleep(0.2)
 
 
 def test_two_workers_from_s3_to_s3(s3_url):
@@ -181,7 +170,7 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
 
     thread = threading.Thread(target=train)
     thread.start()
-    wait_for_epoch_0(storage, thread.is_alive)  # then kill a worker mid-epoch 1
+    wait_for_registered(storage, '"epoch":0', thread.is_alive)  # then kill a worker mid-epoch 1
     workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
     assert len(workers) == 2
     os.kill(workers[-1].pid, 9)
@@ -220,13 +209,12 @@ def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path,
         "--log-every",
         "0",
     ]
-    # Its own session: SIGKILL to the group takes the driver, its Ray and the workers, as a lost machine would.
+    # Its own session: SIGKILL to all of it takes the driver, its Ray and the workers, as a lost machine would.
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    wait_for_epoch_0(storage, lambda: process.poll() is None)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(60)
+    wait_for_registered(storage, '"epoch":0', lambda: process.poll() is None)
+    kill_session(process)
     first = dict(run_checkpoints(storage))
     assert sorted(m["epoch"] for m in first.values()) == [0]
     best = run_training(small(sample_store, storage, epochs=3, resume=True))
@@ -268,13 +256,8 @@ def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
-    deadline = time.monotonic() + 300
-    while not (store.exists(snapshot) and '"reason":"interval"' in store.read_bytes(snapshot).decode()):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(60)
+    wait_for_registered(storage, '"reason":"interval"', lambda: process.poll() is None)
+    kill_session(process)
     inside = [m for m in run_checkpoints(storage).values() if m["reason"] == "interval"]
     assert inside and all(m["epoch"] == 0 and m["world_size"] == 2 and m["step"] > 0 for m in inside)
     assert all(m["val_mae"] == UNVALIDATED_MAE for m in inside)  # never taken for the run's best
