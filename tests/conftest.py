@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 import uuid
 
@@ -116,6 +117,7 @@ def ray_nodes(s3_server):
     nodes = RayNodes().start()
     yield nodes
     nodes.stop()
+    shutil.rmtree(nodes.directory, ignore_errors=True)  # the nodes' logs and sockets
 
 
 def pytest_sessionfinish(session, exitstatus):
