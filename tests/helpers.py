@@ -1,4 +1,5 @@
-"""What the tests share besides fixtures: where the sample lives, and packing it."""
+"""What the tests share besides fixtures: where the sample lives, packing it, and waiting for Ray
+to register a checkpoint."""
 
 import os
 import time
