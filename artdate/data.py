@@ -24,6 +24,7 @@ import functools
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import random
 from dataclasses import dataclass, field, replace
@@ -429,13 +430,26 @@ def make_loader(
         persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers else None,
         pin_memory=torch.cuda.is_available(),
-        # Not fork: the loaders run inside Ray actors, whose threads a fork would copy mid-lock
-        # (Ray's guidance); a forkserver forks from a clean single-threaded process. That process
-        # keeps the environment of its start, so each worker takes this process's as it is now
-        # (storage credentials set later, for one).
-        multiprocessing_context="forkserver" if workers else None,
+        multiprocessing_context=forkserver() if workers else None,
         worker_init_fn=functools.partial(_take_environment, dict(os.environ)) if workers else None,
     )
+
+
+# What a loader worker imports: this module, and the ones its functions import when first used.
+WORKER_IMPORTS = [__name__, "torchvision.transforms.v2", "torchcodec.decoders", "webdataset"]
+
+
+def forkserver() -> multiprocessing.context.BaseContext:
+    """The start method of loader workers. Not fork: the loaders run inside Ray actors, whose
+    threads a fork would copy mid-lock (Ray's guidance); a forkserver forks from a clean
+    single-threaded process. That process imports what a worker needs (`WORKER_IMPORTS`) once
+    when it starts, so a worker forked from it starts in a fraction of a second instead of
+    importing them again (seconds each, every epoch: bench/loader_start.py). It keeps the
+    environment of its start, so each worker takes this process's as it is now (storage
+    credentials set later, for one: `_take_environment`)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_IMPORTS)  # read when the server starts, once per process
+    return context
 
 
 def _take_environment(environment: dict[str, str], worker_id: int) -> None:

@@ -158,6 +158,28 @@ def test_loader_reads_each_sample_once_with_two_worker_processes(sample_store):
     assert len(keys) == len(set(keys)) == manifest["splits"]["train"]["samples"]
 
 
+def test_loader_workers_fork_from_a_server_that_already_imported_what_they_decode_with(sample_store):
+    """Forkserver workers (not fork, inside Ray actors) would import torch, torchvision and
+    TorchCodec again each, seconds every epoch; the server imports them once and forks them in."""
+    import os
+
+    manifest = shards.read_manifest(sample_store)
+    slices = data.whole(data.manifest_shards(sample_store, manifest, "train"))
+    next(iter(make_loader(slices, data.train_transform(32), batch_size=4, loader_workers=1)))
+    (server,) = [pid for pid in os.listdir("/proc") if pid.isdigit() and forkserver_of(int(pid), os.getpid())]
+    libraries = open(f"/proc/{server}/maps").read()
+    assert "libtorch_cpu" in libraries and "torchvision" in libraries and "torchcodec" in libraries
+
+
+def forkserver_of(pid: int, parent: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            return ppid == parent and b"forkserver" in cmdline.read()
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+        return False
+
+
 def test_loader_workers_split_a_single_shard(sample_store):
     manifest = shards.read_manifest(sample_store)
     (one, *_) = data.manifest_shards(sample_store, manifest, "train")
