@@ -445,7 +445,8 @@ def _recorded(batches, progress: EpochProgress, worker: Worker):
                 step += 1
                 if log is not None:
                     entry = {"epoch": progress.epoch, "step": step, "rank": worker.rank, "world": worker.world}
-                    log.write(json.dumps({**entry, "keys": batch.key}) + "\n")
+                    # time: when the step's batch was read (bench/preempt.py times a resume by it)
+                    log.write(json.dumps({**entry, "time": time.time(), "keys": batch.key}) + "\n")
                     log.flush()
             yield batch
     finally:

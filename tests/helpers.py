@@ -1,7 +1,11 @@
-"""What the tests share besides fixtures: where the sample lives, packing it, and waiting for Ray
-to register a checkpoint."""
+"""What the tests share besides fixtures: where the sample lives, packing it, waiting for Ray to
+register a checkpoint, and reading what a --key-log says was trained."""
 
+import glob
+import json
+import math
 import os
+import re
 import time
 
 import pytest
@@ -52,3 +56,34 @@ def wait_for_registered(storage: str, fragment: str, still_running, timeout: flo
         assert still_running(), f"the run ended before a checkpoint with {fragment} was registered"
         assert time.monotonic() < deadline, f"no checkpoint with {fragment} registered in {timeout} s"
         time.sleep(0.2)
+
+
+def trained_in_epoch(folder: str, epoch: int) -> tuple[list[str], int]:
+    """(the keys each step of `epoch` trained, steps trained and then lost) from a --key-log. A
+    step counts for the last attempt that trained it: an attempt's steps after the checkpoint the
+    next one resumed from were lost with it (the resumed weights never saw them).
+
+    An attempt is one start of the worker group: a file per rank, named by the step it started
+    from. Two attempts can start from the same step (both from the epoch's start), so the files
+    are told apart by time: each belongs to the rank 0 file that started nearest to it."""
+    files = []
+    for path in glob.glob(os.path.join(folder, f"epoch{epoch}-from*-rank*.jsonl")):
+        entries = [json.loads(line) for line in open(path)]
+        if entries:  # an attempt lost before its first step trained nothing
+            first = int(re.search(r"-from(\d+)-", path).group(1))
+            files.append((entries[0]["time"], entries[0]["rank"], first, entries))
+    starts = sorted((started, first) for started, rank, first, _ in files if rank == 0)
+    attempts: list[dict[int, list[str]]] = [{} for _ in starts]
+    for started, _, _, entries in files:
+        nearest = min(range(len(starts)), key=lambda i: abs(starts[i][0] - started))
+        for entry in entries:
+            attempts[nearest].setdefault(entry["step"], []).extend(entry["keys"])
+    kept, lost = [], 0
+    next_firsts = [first for _, first in starts[1:]] + [math.inf]
+    for steps, next_first in zip(attempts, next_firsts):
+        for step, keys in steps.items():
+            if step <= next_first:
+                kept += keys
+            else:
+                lost += 1
+    return kept, lost

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, pack_sample, wait_for_registered
+from helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
 
 from artdate import store
 from artdate.checkpoints import run_checkpoints
@@ -118,7 +118,6 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
     """`ray drain-node ... PREEMPTION` on the worker node inside epoch 1: a checkpoint at that step
     before the deadline; at the deadline the node goes (SIGKILL, as the cloud reclaims it) and a
     replacement joins; the run resumes at that step. --max-failures 0: a preemption is not counted as a failure."""
-    from test_train import trained_in_epoch
 
     pack_sample(s3_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/preempted"

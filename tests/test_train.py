@@ -1,17 +1,14 @@
 """Ray Train on a real local Ray: two CPU workers (gloo DDP), shards and checkpoints in SeaweedFS."""
 
-import glob
 import json
-import math
 import os
-import re
 import subprocess
 import sys
 import threading
 
 import pytest
 import torch
-from helpers import ROOT, pack_sample, wait_for_registered
+from helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
 from servers import kill_session
 
 from artdate import data, ranges, shards, store
@@ -223,25 +220,26 @@ def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path,
     assert set(first) <= set(run_checkpoints(storage))  # epoch 0's checkpoint is the one written before the kill
 
 
-def trained_in_epoch(folder, epoch):
-    """(the keys each step of `epoch` trained, steps trained and then lost) from a --key-log. A
-    step counts for the last attempt that trained it: an attempt's steps after the checkpoint the
-    next one resumed from were lost with it (the resumed weights never saw them)."""
-    attempts: dict[int, dict[int, list[str]]] = {}
-    for path in glob.glob(os.path.join(folder, f"epoch{epoch}-from*-rank*.jsonl")):
-        first = int(re.search(r"-from(\d+)-", path).group(1))
-        for line in open(path):
-            entry = json.loads(line)
-            attempts.setdefault(first, {}).setdefault(entry["step"], []).extend(entry["keys"])
-    starts = sorted(attempts)
-    kept, lost = [], 0
-    for first, next_first in zip(starts, starts[1:] + [math.inf]):
-        for step, keys in attempts[first].items():
-            if step <= next_first:
-                kept += keys
-            else:
-                lost += 1
-    return kept, lost
+def test_key_log_reading_counts_a_restart_from_the_epoch_start_as_lost(tmp_path):
+    """Two attempts of epoch 1 on 2 ranks both start from step 0 (a loss without a checkpoint in
+    the epoch); a third resumes from the second's step 3: what the first trained is lost, what the
+    second trained after step 3 too, and each kept step is the last attempt's."""
+
+    def attempt(started, first, last, pid):
+        for rank in (0, 1):
+            with open(tmp_path / f"epoch1-from{first}-rank{rank}-{pid + rank}.jsonl", "w") as log:
+                for step in range(first + 1, last + 1):
+                    entry = {"epoch": 1, "step": step, "rank": rank, "world": 2, "time": started + step}
+                    log.write(json.dumps({**entry, "keys": [f"{pid}-{rank}-{step}"]}) + "\n")
+
+    attempt(1000.0, 0, 5, pid=10)
+    attempt(2000.0, 0, 4, pid=20)
+    attempt(3000.0, 3, 6, pid=30)
+    kept, lost = trained_in_epoch(str(tmp_path), 1)
+    assert lost == 5 + 1  # the first attempt's five steps, the second's step 4
+    assert sorted(kept) == sorted(
+        [f"20-{r}-{s}" for r in (0, 1) for s in (1, 2, 3)] + [f"30-{r}-{s}" for r in (0, 1) for s in (4, 5, 6)]
+    )
 
 
 def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers(tmp_path, sample_store):
