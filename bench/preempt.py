@@ -23,7 +23,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from helpers import pack_sample, trained_in_epoch, wait_for_registered  # noqa: E402
 from servers import RayNodes, SeaweedS3  # noqa: E402
-from test_multinode import NODE_ID, start_training, two_node_training  # noqa: E402
+from test_multinode import start_training, two_node_training  # noqa: E402
 
 DEADLINE_S = 8
 BATCH_SIZE = 4  # per worker at --workers 2: a global batch of 8
@@ -63,33 +62,14 @@ def wait_for_step(keys: str, epoch: int, step: int, still_running, timeout: floa
         time.sleep(0.1)
 
 
-def worker_node_id(nodes: RayNodes) -> str:
-    return subprocess.run(
-        [sys.executable, "-c", NODE_ID, nodes.address, nodes.head_ip, nodes.worker_ip],
-        env=nodes.environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
-
-
 def lose_node(nodes: RayNodes, way: str, storage: str, still_running) -> dict:
     """Lose the worker node `way`: when it was lost (time.time()) and, with a notice, the seconds
     from the notice to the registered preemption checkpoint."""
     registered = None
     if way == "notice":
-        node = worker_node_id(nodes)
+        node = nodes.worker_node_id()
         sent = time.monotonic()
-        subprocess.run(
-            ["ray", "drain-node", "--address", nodes.address, "--node-id", node]
-            + ["--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "spot reclaim (bench)"]
-            + ["--deadline-remaining-seconds", str(DEADLINE_S)],
-            env=nodes.environment(),
-            check=True,
-            timeout=60,
-            capture_output=True,
-        )
+        nodes.drain_worker(node, DEADLINE_S, "spot reclaim (bench)")
         noticed = time.monotonic()  # Ray has the notice (the CLI's own start took most of the wait)
         wait_for_registered(storage, '"reason":"preemption"', still_running, timeout=DEADLINE_S)
         registered = time.monotonic() - noticed

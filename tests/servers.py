@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -212,6 +213,30 @@ class RayNodes:
         ]
         self._start(worker, "worker", timeout)
 
+    def worker_node_id(self) -> str:
+        """The worker node's Ray node id (asked from a driver on the head's address)."""
+        return subprocess.run(
+            [sys.executable, "-c", NODE_ID, self.address, self.head_ip, self.worker_ip],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+
+    def drain_worker(self, node_id: str, deadline_s: float, message: str) -> None:
+        """A spot preemption notice for the worker node: `ray drain-node ... PREEMPTION` with
+        `deadline_s` left before the node goes (kill_worker takes it then)."""
+        subprocess.run(
+            ["ray", "drain-node", "--address", self.address, "--node-id", node_id]
+            + ["--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", message]
+            + ["--deadline-remaining-seconds", str(deadline_s)],
+            env=self.environment(),
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+
     def kill_worker(self) -> None:
         """SIGKILL the worker node's every process (raylet, its workers): a lost spot node."""
         kill_session(self.processes.pop(1))
@@ -241,6 +266,13 @@ class RayNodes:
                 pass
             kill_session(process)  # what ray start left behind (gcs_server, raylet, workers)
         self.processes.clear()
+
+
+NODE_ID = """
+import sys, ray
+ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
+print(next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == sys.argv[3]))
+"""
 
 
 def kill_session(leader: subprocess.Popen) -> None:

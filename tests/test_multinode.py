@@ -105,13 +105,6 @@ def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_no
     assert sorted(by_epoch[2]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
 
 
-NODE_ID = """
-import sys, ray
-ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
-print(next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == sys.argv[3]))
-"""
-
-
 def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_sample_once(
     ray_nodes, s3_url, tmp_path
 ):
@@ -134,14 +127,7 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
         preemption_poll_steps=1,
         key_log=keys,
     )
-    node = subprocess.run(  # the worker node's (the driver's is the head)
-        [sys.executable, "-c", NODE_ID, ray_nodes.address, ray_nodes.head_ip, ray_nodes.worker_ip],
-        env=ray_nodes.environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    node = ray_nodes.worker_node_id()  # asked before the run: the drain follows epoch 0 at once
     driver = start_training(ray_nodes, settings)
     wait_for_registered(storage, '"epoch":0', lambda: driver.poll() is None)
     # Short enough to end inside epoch 1 (16 steps of about a second) after the checkpoint at its
@@ -149,15 +135,7 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
     # be the one resumed from.
     deadline_s = 8
     noticed = time.monotonic()
-    subprocess.run(
-        ["ray", "drain-node", "--address", ray_nodes.address, "--node-id", node]
-        + ["--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "spot reclaim (test)"]
-        + ["--deadline-remaining-seconds", str(deadline_s)],
-        env=ray_nodes.environment(),
-        check=True,
-        timeout=60,
-        capture_output=True,
-    )
+    ray_nodes.drain_worker(node, deadline_s, "spot reclaim (test)")
     wait_for_registered(storage, '"reason":"preemption"', lambda: driver.poll() is None, timeout=deadline_s)
     # The cloud takes the node back at the deadline. Ray Train restarts the group then (a
     # preemption); a node lost before its deadline is recorded as an unexpected death, a failure.
