@@ -18,7 +18,9 @@ those works) says how far two rows may differ by chance (less for a paired compa
 works).
 
 Prints one row per recipe and way of reading its model (flip test-time augmentation; for `bins`,
-the mean of the year distribution instead of its median): MAE, median error,
+the mean of the year distribution instead of its median; with `--neighbours`, the median year of
+the k training works nearest in the model's embedding space, the comparanda's own estimate, and
+its mean with the head's year): MAE, median error,
 share within 50 years, the median baseline's MAE and the ratio to it, the 80% ranges' coverage
 and mean width on held-out works, and the CPU seconds it took.
 """
@@ -37,7 +39,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from artdate import data, ranges  # noqa: E402
+from artdate import comparanda, data, ranges  # noqa: E402
 from artdate.config import TrainConfig  # noqa: E402
 from artdate.images import encode_image  # noqa: E402
 from artdate.metadata import read_coarse_dates, read_metadata  # noqa: E402
@@ -97,6 +99,10 @@ RECIPES = {
 # Ways to read a trained model, measured at no training cost: (row suffix, flip TTA, the year a
 # `bins` head reports: the median of its distribution, artdate's default, or the mean as before).
 VARIANTS = [("", False, "median"), (" +flip", True, "median"), (" +mean", False, "mean")]
+# Readings from the model's own embedding space (the comparanda's): the median year of the k
+# training works nearest each held-out work (" +knnK"), and the mean of that and the head's year
+# (" +blendK"); both keep the head's calibrated ranges, so only MAE columns differ.
+NEIGHBOURS = (5, 10, 20, 50)
 
 
 @dataclasses.dataclass
@@ -198,15 +204,38 @@ def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple
 
 
 def predict(
-    model, spec: ModelSpec, works: list[Work], flip: bool, calibration: ranges.RangeCalibration | None = None
+    model,
+    spec: ModelSpec,
+    works: list[Work],
+    flip: bool,
+    calibration: ranges.RangeCalibration | None = None,
+    embeddings: list | None = None,
 ) -> ranges.Predictions:
     transform = data.eval_transform(spec.image_size)
     return ranges.Predictions.concat(
         [
-            predict_years(model, spec, batch.image, torch.device("cpu"), calibration, flip=flip)
+            predict_years(model, spec, batch.image, torch.device("cpu"), calibration, flip=flip, embeddings=embeddings)
             for batch in batches_of(works, transform, 64, None, False)
         ]
     )
+
+
+def neighbour_readings(model, spec: ModelSpec, fit: list[Work], held_out: list[Work], head: ranges.Predictions):
+    """{row suffix: predictions} for the kNN and blend readings of `head` (the plain reading)."""
+    fit_features: list = []
+    held_features: list = []
+    predict(model, spec, fit, False, embeddings=fit_features)
+    predict(model, spec, held_out, False, embeddings=held_features)
+    _, index = comparanda.nearest(
+        torch.cat(held_features).numpy(), torch.cat(fit_features).numpy(), max(NEIGHBOURS)
+    )  # sorted nearest first
+    fit_years = torch.tensor([w.year for w in fit], dtype=torch.float64)[torch.from_numpy(index)]
+    readings = {}
+    for k in NEIGHBOURS:
+        knn = fit_years[:, :k].median(dim=1).values
+        for suffix, year in ((f" +knn{k}", knn), (f" +blend{k}", (knn + head.year.double()) / 2)):
+            readings[suffix] = ranges.Predictions(year.float(), head.low, head.high, head.spread)
+    return readings
 
 
 def folds_of(count: int, folds: int, seed: int) -> list[list[int]]:
@@ -229,10 +258,12 @@ def cross_validate(
     calibration_share: float = 0.2,
     ranks: int = 1,
     split: str = "folds",
+    neighbours: bool = False,
 ) -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
     started = time.process_time()
-    truth, sets, outcome = [], [], {variant: [] for variant, _, _ in VARIANTS}
+    truth, sets = [], []
+    outcome: dict[str, list] = {variant: [] for variant, _, _ in VARIANTS}
     baseline_errors, training_works = [], []
     parts = held_out_parts(works, folds, seed, split)
     for k, held_out in enumerate(parts):
@@ -266,6 +297,10 @@ def cross_validate(
             raw = predict(model, decoding, [works[i] for i in calibration_part], flip)
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
             outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration))
+        if neighbours:
+            readings = neighbour_readings(model, spec, fit, [works[i] for i in held_out], outcome[""][-1])
+            for suffix, predictions in readings.items():
+                outcome.setdefault(suffix, []).append(predictions)
         print(
             f"  {name} part {k + 1}/{len(parts)} ({len(fit)} training, {len(calibration_part)} calibrating, "
             f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s",
@@ -344,6 +379,11 @@ def main() -> None:
         action="store_true",
         help="the works a set flags as coarsely dated train as spans (pack --coarse-dates)",
     )
+    parser.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="also read each model by its embedding space: kNN median year and its blend with the head",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     works = load_works(args.sets, args.coarse_dates)
@@ -358,7 +398,9 @@ def main() -> None:
     )
     rows = []
     for name in args.recipes.split(","):
-        rows += cross_validate(name, works, args.folds, args.seed, args.calibration_share, args.ranks, args.split)
+        rows += cross_validate(
+            name, works, args.folds, args.seed, args.calibration_share, args.ranks, args.split, args.neighbours
+        )
         print(header)
         for row in rows:
             print(
