@@ -295,10 +295,12 @@ class DemoConfig:
     workdir: str = option(
         "demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True
     )
-    data: str = option(
-        "",
-        help="folder with an artworks.csv (id, year, file) and the images it names, e.g. "
-        "../shared/artworks-sample (default: a synthetic corpus the demo generates)",
+    data: tuple[str, ...] = option(
+        (),
+        help="folder(s), each with an artworks.csv (id, year, file) and the images it names, e.g. "
+        "../shared/artworks-sample; several are packed and trained on together "
+        "(default: a synthetic corpus the demo generates)",
+        nargs="+",
         storage=True,
     )
     fetch: int = option(

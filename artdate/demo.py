@@ -71,12 +71,13 @@ def demo_pack(cfg: DemoConfig, shards_url: str) -> tuple[PackConfig, str]:
     if cfg.data and cfg.fetch:
         raise ValueError("--data and --fetch each choose the demo's works: give one")
     if cfg.data:
-        metadata = os.path.join(cfg.data, "artworks.csv")
-        if not os.path.exists(metadata):
-            raise FileNotFoundError(
-                f"{metadata}: --data needs a folder with an artworks.csv (id, year, file) and the images it names"
-            )
-        return PackConfig(metadata=(metadata,), **common), f"the works of {metadata}"
+        metadata = tuple(os.path.join(folder, "artworks.csv") for folder in cfg.data)
+        for path in metadata:
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"{path}: --data needs folders with an artworks.csv (id, year, file) and the images it names"
+                )
+        return PackConfig(metadata=metadata, **common), "the works of " + " and ".join(metadata)
     if cfg.fetch:  # works without an image the Met may share are rejects (rejects.csv), not an error
         metadata = met_works(cfg.fetch, os.path.join(local, "met"))
         return (

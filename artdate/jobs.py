@@ -46,9 +46,10 @@ def local_storage(argv: list[str]) -> list[str]:
     found = []
     for field in storage_fields(config_class):
         value = getattr(args, field.name) or ""
-        if value and not value.startswith(SHARED_SCHEMES) and value not in KEYWORDS.get(field.name, ()):
-            label = field.name if field.metadata.get("positional") else "--" + field.name.replace("_", "-")
-            found.append(f"{label} {value}")
+        for path in value if isinstance(value, (list, tuple)) else [value]:  # nargs="+" gives a list
+            if path and not path.startswith(SHARED_SCHEMES) and path not in KEYWORDS.get(field.name, ()):
+                label = field.name if field.metadata.get("positional") else "--" + field.name.replace("_", "-")
+                found.append(f"{label} {path}")
     return found
 
 

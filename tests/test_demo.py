@@ -50,18 +50,26 @@ def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
     from artdate.config import DemoConfig
     from artdate.demo import demo_pack
 
-    pack, said = demo_pack(DemoConfig(workdir=str(tmp_path), data=SHARED_SAMPLE), "shards")
+    pack, said = demo_pack(DemoConfig(workdir=str(tmp_path), data=(SHARED_SAMPLE,)), "shards")
     assert (
         pack.metadata == (os.path.join(SHARED_SAMPLE, "artworks.csv"),) and said == f"the works of {pack.metadata[0]}"
     )
+    # Several folders pack together (each CSV's file column relative to its own folder): one model for both.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "artworks.csv").write_text("id,year,file\nx1,1650,x1.jpg\n")
+    both = (SHARED_SAMPLE, str(mine))
+    pack, said = demo_pack(DemoConfig(workdir=str(tmp_path), data=both), "shards")
+    assert pack.metadata == tuple(os.path.join(folder, "artworks.csv") for folder in both)
+    assert said == f"the works of {pack.metadata[0]} and {pack.metadata[1]}"
     pack, said = demo_pack(DemoConfig(workdir=str(tmp_path)), "shards")
     assert said.startswith("synthetic: 300 generated works") and pack.source == ""
     with open(pack.metadata[0]) as f:
         assert len(f.readlines()) == 301
-    with pytest.raises(FileNotFoundError, match="--data needs a folder with an artworks.csv"):
-        demo_pack(DemoConfig(workdir=str(tmp_path), data=str(tmp_path)), "shards")
+    with pytest.raises(FileNotFoundError, match="--data needs folders with an artworks.csv"):
+        demo_pack(DemoConfig(workdir=str(tmp_path), data=(SHARED_SAMPLE, str(tmp_path))), "shards")
     with pytest.raises(ValueError, match="--data and --fetch each choose the demo's works"):
-        demo_pack(DemoConfig(workdir=str(tmp_path), data=SHARED_SAMPLE, fetch=5), "shards")
+        demo_pack(DemoConfig(workdir=str(tmp_path), data=(SHARED_SAMPLE,), fetch=5), "shards")
 
 
 @pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")

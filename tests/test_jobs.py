@@ -270,6 +270,7 @@ def test_every_storage_option_must_be_shared_and_options_are_never_abbreviated()
     assert local_storage(["predict", "https://x.org/a.jpg", "--checkpoint", "s3://b/run"]) == []
     assert local_storage(["report", "s3://b/results.csv", "--out", "report"]) == ["--out report"]
     assert local_storage(["demo"]) == ["--workdir demo-run"]  # the default counts too
+    assert local_storage(["demo", "--workdir", "s3://b/d", "--data", "s3://b/art", "mine"]) == ["--data mine"]
     abbreviated = subprocess.run(
         [sys.executable, "launch.py", "train", *shared, "--weig", "./r152.pt"],
         cwd=ROOT,
