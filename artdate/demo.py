@@ -71,13 +71,13 @@ def demo_pack(cfg: DemoConfig, shards_url: str) -> tuple[PackConfig, str]:
     if cfg.data and cfg.fetch:
         raise ValueError("--data and --fetch each choose the demo's works: give one")
     if cfg.data:
-        metadata = tuple(os.path.join(folder, "artworks.csv") for folder in cfg.data)
-        for path in metadata:
+        csvs = tuple(os.path.join(folder, "artworks.csv") for folder in cfg.data)
+        for path in csvs:
             if not os.path.exists(path):
                 raise FileNotFoundError(
                     f"{path}: --data needs folders with an artworks.csv (id, year, file) and the images it names"
                 )
-        return PackConfig(metadata=metadata, **common), "the works of " + " and ".join(metadata)
+        return PackConfig(metadata=csvs, **common), "the works of " + " and ".join(csvs)
     if cfg.fetch:  # works without an image the Met may share are rejects (rejects.csv), not an error
         metadata = met_works(cfg.fetch, os.path.join(local, "met"))
         return (
