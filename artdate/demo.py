@@ -56,8 +56,8 @@ def recipe_epochs(synthetic: bool, training_works: int) -> int:
     """The demo's training epochs where --epochs does not say (bench/RESULTS.md): on the synthetic
     corpus the validation error flattens by epoch 8 (24.9 y at epoch 10 of 20, 27.6 y at 20); on
     real works, 20 cross-validated best at the sample's 244 training works; at public-art's ~3,000
-    (12x the steps per epoch) 10 reached 0.64x its median baseline (bench/recipes.py; longer runs
-    not measured)."""
+    (12x the steps per epoch) 10 reached 0.64x its median baseline, and 20 did no better on both
+    sets together (bench/recipes.py)."""
     if synthetic:
         return 8
     return 20 if training_works < 1000 else 10
