@@ -220,12 +220,11 @@ def predict(
     )
 
 
-def neighbour_readings(model, spec: ModelSpec, fit: list[Work], held_out: list[Work], head: ranges.Predictions):
-    """{row suffix: predictions} for the kNN and blend readings of `head` (the plain reading)."""
+def neighbour_readings(model, spec: ModelSpec, fit: list[Work], held_features: list, head: ranges.Predictions):
+    """{row suffix: predictions} for the kNN and blend readings of `head` (the plain reading, whose
+    pass over the held-out works collected `held_features`)."""
     fit_features: list = []
-    held_features: list = []
     predict(model, spec, fit, False, embeddings=fit_features)
-    predict(model, spec, held_out, False, embeddings=held_features)
     _, index = comparanda.nearest(
         torch.cat(held_features).numpy(), torch.cat(fit_features).numpy(), max(NEIGHBOURS)
     )  # sorted nearest first
@@ -290,15 +289,17 @@ def cross_validate(
             torch.tensor([abs(works[i].year - medians[works[i].set]) for i in held_out], dtype=torch.float64)
         )
         calibration_years = torch.tensor([works[i].year for i in calibration_part], dtype=torch.float64)
+        held_features: list = []  # the plain reading's embeddings of the held-out works (--neighbours)
         for variant, flip, point in VARIANTS:
             if point != spec.encoding.point and spec.encoding.loss != "bins":
                 continue
             decoding = dataclasses.replace(spec, encoding=dataclasses.replace(spec.encoding, point=point))
             raw = predict(model, decoding, [works[i] for i in calibration_part], flip)
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
-            outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration))
+            features = held_features if neighbours and variant == "" else None
+            outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration, features))
         if neighbours:
-            readings = neighbour_readings(model, spec, fit, [works[i] for i in held_out], outcome[""][-1])
+            readings = neighbour_readings(model, spec, fit, held_features, outcome[""][-1])
             for suffix, predictions in readings.items():
                 outcome.setdefault(suffix, []).append(predictions)
         print(
