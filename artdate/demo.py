@@ -123,6 +123,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, verbose: bool = False) -> d
         gpus_per_worker=0,
         loss=cfg.loss,
         label_sigma=cfg.label_sigma,
+        flip_averaging=True,  # up to 4 y better on public-art's unseen works (bench/RESULTS.md)
         lr=2e-3,
         loader_workers=1,
         log_every=5,

@@ -690,6 +690,7 @@ def model_spec(cfg: TrainConfig, manifest: dict) -> ModelSpec:
         pack_size=settings.get("size", 0),
         pack_quality=settings.get("quality", 90),
         range_level=cfg.range_level,
+        flip_averaging=cfg.flip_averaging,
     )
 
 

@@ -207,14 +207,13 @@ def predict(
     model,
     spec: ModelSpec,
     works: list[Work],
-    flip: bool,
     calibration: ranges.RangeCalibration | None = None,
     embeddings: list | None = None,
 ) -> ranges.Predictions:
     transform = data.eval_transform(spec.image_size)
     return ranges.Predictions.concat(
         [
-            predict_years(model, spec, batch.image, torch.device("cpu"), calibration, flip=flip, embeddings=embeddings)
+            predict_years(model, spec, batch.image, torch.device("cpu"), calibration, embeddings=embeddings)
             for batch in batches_of(works, transform, 64, None, False)
         ]
     )
@@ -224,7 +223,7 @@ def neighbour_readings(model, spec: ModelSpec, fit: list[Work], held_features: l
     """{row suffix: predictions} for the kNN and blend readings of `head` (the plain reading, whose
     pass over the held-out works collected `held_features`)."""
     fit_features: list = []
-    predict(model, spec, fit, False, embeddings=fit_features)
+    predict(model, spec, fit, embeddings=fit_features)
     _, index = comparanda.nearest(
         torch.cat(held_features).numpy(), torch.cat(fit_features).numpy(), max(NEIGHBOURS)
     )  # sorted nearest first
@@ -293,11 +292,13 @@ def cross_validate(
         for variant, flip, point in VARIANTS:
             if point != spec.encoding.point and spec.encoding.loss != "bins":
                 continue
-            decoding = dataclasses.replace(spec, encoding=dataclasses.replace(spec.encoding, point=point))
-            raw = predict(model, decoding, [works[i] for i in calibration_part], flip)
+            decoding = dataclasses.replace(
+                spec, flip_averaging=flip, encoding=dataclasses.replace(spec.encoding, point=point)
+            )
+            raw = predict(model, decoding, [works[i] for i in calibration_part])
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
             features = held_features if neighbours and variant == "" else None
-            outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], flip, calibration, features))
+            outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], calibration, features))
         if neighbours:
             readings = neighbour_readings(model, spec, fit, held_features, outcome[""][-1])
             for suffix, predictions in readings.items():

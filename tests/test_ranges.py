@@ -1,5 +1,6 @@
 """Year ranges: the interval arithmetic and the coverage, checked against figures worked out by hand."""
 
+import dataclasses
 import math
 
 import pytest
@@ -93,7 +94,7 @@ def test_the_raw_range_of_a_bins_head_is_its_central_interval_and_of_a_regressio
     assert low.item() == years.item() == 1750
 
 
-def test_predict_years_applies_the_calibration_and_flip_averages_mirror_images():
+def test_predict_years_applies_the_calibration_and_the_spec_flip_averages_mirror_images():
     class LeftHalf(torch.nn.Module):  # an output that changes when the image is mirrored
         def forward(self, x):
             return x[:, :1, :, : x.shape[3] // 2].mean(dim=(1, 2, 3))[:, None]
@@ -109,6 +110,7 @@ def test_predict_years_applies_the_calibration_and_flip_averages_mirror_images()
     images[..., :2] = 255  # the left half white: 1.0 there, 0.0 in the mirror image
     cpu = torch.device("cpu")
     assert predict_years(LeftHalf(), spec, images, cpu).year.item() == 1600
-    assert predict_years(LeftHalf(), spec, images, cpu, flip=True).year.item() == 1550
+    mirrored_too = dataclasses.replace(spec, flip_averaging=True)
+    assert predict_years(LeftHalf(), mirrored_too, images, cpu).year.item() == 1550
     calibrated = predict_years(LeftHalf(), spec, images, cpu, ranges.RangeCalibration(0.8, 25.0, 50))
     assert (calibrated.low.item(), calibrated.high.item()) == (1575, 1625)

@@ -1,5 +1,6 @@
 """Ray Train on a real local Ray: two CPU workers (gloo DDP), shards and checkpoints in SeaweedFS."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -59,7 +60,7 @@ def test_two_workers_from_s3_to_s3(s3_url):
     shards_url = s3_url
     manifest = pack_sample(shards_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/first"
-    best = run_training(small(shards_url, storage, epochs=3))
+    best = run_training(small(shards_url, storage, epochs=3, flip_averaging=True))
 
     assert best.startswith(storage + "/checkpoint_") and store.exists(store.join(best, CHECKPOINT_FILE))
     metrics = epoch_metrics(storage)
@@ -81,7 +82,7 @@ def test_two_workers_from_s3_to_s3(s3_url):
 
     # score/predict need nothing but the URL: the storage URL resolves to the best checkpoint.
     model, spec, state = load_checkpoint(storage)
-    assert state["url"] == best
+    assert state["url"] == best and spec.flip_averaging  # score and predict read the model as validation did
     assert state["metrics"]["val_mae"] == min(m["val_mae"] for m in metrics.values())
     # Validation across both ranks evaluated exactly the weights that were saved (both ranks use
     # rank 0's BatchNorm statistics), so one process evaluating the checkpoint finds the same MAE.
@@ -90,7 +91,10 @@ def test_two_workers_from_s3_to_s3(s3_url):
     )
     predictions, years, _ = evaluate(model, spec, loader, torch.device("cpu"))
     assert (predictions.year - years).abs().mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
-    # The checkpoint's year ranges were calibrated on those same validation works, by the rule.
+    plain, _, _ = evaluate(model, dataclasses.replace(spec, flip_averaging=False), loader, torch.device("cpu"))
+    assert (plain.year - years).abs().mean().item() != pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
+    # The checkpoint's year ranges were calibrated on those same validation works, read mirrored
+    # too, by the rule.
     calibration = state["calibration"]
     assert (calibration.level, calibration.n) == (0.8, len(years))
     assert calibration.margin == pytest.approx(
