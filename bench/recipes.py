@@ -93,6 +93,7 @@ RECIPES = {
     "bins-10ep-sigma25": {"loss": "bins", "epochs": 10, "label_sigma": 25},
     "bins-10ep-sigma50-lr4e-3": {"loss": "bins", "epochs": 10, "label_sigma": 50, "lr": 4e-3},
     "bins-10ep-sigma50-160px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 160},
+    "bins-10ep-sigma50-lite1": {"loss": "bins", "epochs": 10, "label_sigma": 50, "backbone": "efficientnet_lite1"},
 }
 
 
