@@ -13,7 +13,7 @@ from artdate.cli import main
 from artdate.config import PredictConfig
 from artdate.data import decode_image, eval_transform
 from artdate.model import predict_years
-from artdate.predict import as_training_saw, predict_year
+from artdate.predict import predict_year
 
 IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
 
@@ -40,18 +40,16 @@ def test_a_local_image_is_seen_as_training_saw_its_sample(tiny_checkpoint, sampl
     assert low < high and capsys.readouterr().out.strip() == f"{year:.0f} ({low:.0f}-{high:.0f})"
 
 
-def test_a_model_trained_to_flip_average_predicts_so(tiny_checkpoint, tmp_path):
+def test_a_model_trained_to_flip_average_predicts_so(tiny_checkpoint, sample_store, tmp_path):
     """The reading is the checkpoint's: predict averages the image and its mirror image, as the
     validation that calibrated the ranges did, without being told."""
     model, spec, info = load_checkpoint(tiny_checkpoint)
-    flipping = dataclasses.replace(spec, flip_averaging=True)
-    save_checkpoint(str(tmp_path), flipping, model, info["metrics"], info["calibration"])
-    cfg = PredictConfig(image=IMAGE, checkpoint=str(tmp_path))
-    predicted, _ = predict_year(cfg)
-    plain, _ = predict_year(dataclasses.replace(cfg, checkpoint=tiny_checkpoint))
-    with open(IMAGE, "rb") as f:
-        inputs = eval_transform(spec.image_size)(as_training_saw(f.read(), IMAGE, cfg.max_pixels, spec))[None]
-    expected = predict_years(model, flipping, inputs, torch.device("cpu"), info["calibration"])
+    save_checkpoint(
+        str(tmp_path), dataclasses.replace(spec, flip_averaging=True), model, info["metrics"], info["calibration"]
+    )
+    predicted, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=str(tmp_path)))
+    plain, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    expected = stored_sample_prediction(str(tmp_path), sample_store, "aic_866")
     assert predicted.year.item() == pytest.approx(expected.year.item(), abs=1e-3)
     assert predicted.low.item() == pytest.approx(expected.low.item(), abs=1e-3)
     assert predicted.year.item() != pytest.approx(plain.year.item(), abs=1e-3)
