@@ -20,15 +20,18 @@ works).
 Prints one row per recipe and way of reading its model (flip test-time augmentation; for `bins`,
 the mean of the year distribution instead of its median; with `--neighbours`, the median year of
 the k training works nearest in the model's embedding space, the comparanda's own estimate, and
-its mean with the head's year): MAE, median error,
+its mean with the head's year; with `--ensemble N`, N models trained from other seeds read as one,
+" xN", beside the first of them alone): MAE, median error,
 share within 50 years, the median baseline's MAE and the ratio to it, the 80% ranges' coverage
-and mean width on held-out works, and the CPU seconds it took.
+and mean width on held-out works, and the CPU and wall seconds it took. `--device cuda` trains and
+reads on a GPU (bf16 autocast, as artdate does there).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import resource
@@ -57,6 +60,7 @@ SETS = {  # name -> (metadata CSV, image folder, coarse-date flags or "")
 }
 FIXED_VAL_FRACTION = 0.15  # --split fixed holds out the works `artdate demo` holds out
 PACK_SIZE = 160  # as the demo packs
+CPU = torch.device("cpu")
 
 # Each recipe: TrainConfig fields that differ from the demo's before this benchmark
 # (efficientnet_lite0, l1, 128 px, 6 epochs, lr 2e-3, batch 16).
@@ -171,7 +175,9 @@ class Ranks(torch.nn.Module):
         return torch.cat(outputs)
 
 
-def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple[torch.nn.Module, ModelSpec]:
+def train(
+    cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1, device: torch.device = CPU
+) -> tuple[torch.nn.Module, ModelSpec]:
     years = torch.tensor([w.year for w in fit], dtype=torch.float64)
     encoding = LabelEncoding(
         loss=cfg.loss,
@@ -182,13 +188,12 @@ def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple
     )
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=PACK_SIZE)
     torch.manual_seed(seed)
-    model = build_model(cfg.backbone, encoding.num_outputs)
+    model = build_model(cfg.backbone, encoding.num_outputs).to(device)
     optimizer = make_optimizer(model, cfg)
     steps = len(fit) // cfg.batch_size
     scheduler = make_scheduler(optimizer, cfg, steps)
     transform = data.train_transform(cfg.image_size)
     generator = torch.Generator().manual_seed(seed)
-    device = torch.device("cpu")
     trained = Ranks(model, ranks) if ranks > 1 else model
     for epoch in range(cfg.epochs):
         train_one_epoch(
@@ -200,6 +205,7 @@ def train(cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1) -> tuple
             device,
             epoch,
             grad_clip=cfg.grad_clip,
+            autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,  # as artdate trains on a GPU
         )
     return model.eval(), spec
 
@@ -212,12 +218,25 @@ def predict(
     embeddings: list | None = None,
 ) -> ranges.Predictions:
     transform = data.eval_transform(spec.image_size)
+    device = next(model.parameters()).device
     return ranges.Predictions.concat(
         [
-            predict_years(model, spec, batch.image, torch.device("cpu"), calibration, embeddings=embeddings)
+            predict_years(model, spec, batch.image, device, calibration, embeddings=embeddings)
             for batch in batches_of(works, transform, 64, None, False)
         ]
     )
+
+
+class Ensemble(torch.nn.Module):
+    """Models trained alike from other seeds, read as one: the mean of their outputs (as flip
+    averaging averages two readings of one model), decoded by their shared spec."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, inputs):
+        return torch.stack([member(inputs) for member in self.members]).mean(dim=0)
 
 
 def neighbour_readings(model, spec: ModelSpec, fit: list[Work], held_features: list, head: ranges.Predictions):
@@ -258,11 +277,13 @@ def cross_validate(
     ranks: int = 1,
     split: str = "folds",
     neighbours: bool = False,
+    ensemble: int = 1,
+    device: torch.device = CPU,
 ) -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
-    started = time.process_time()
+    started, wall_started = time.process_time(), time.perf_counter()
     truth, sets = [], []
-    outcome: dict[str, list] = {variant: [] for variant, _, _ in VARIANTS}
+    outcome: dict[str, list] = {}
     baseline_errors, training_works = [], []
     parts = held_out_parts(works, folds, seed, split)
     for k, held_out in enumerate(parts):
@@ -276,7 +297,9 @@ def cross_validate(
         calibration_part = rest[:calibrating]
         fit = [works[i] for i in rest[calibrating:]]
         training_works.append(len(fit))
-        model, spec = train(cfg, fit, seed + k, ranks)
+        members = [train(cfg, fit, seed + k + 1000 * m, ranks, device) for m in range(ensemble)]
+        model, spec = members[0]  # the members share the fit works, so the label encoding too
+        readers = [("", model)] + ([(f" x{ensemble}", Ensemble([m for m, _ in members]))] if ensemble > 1 else [])
         # Each set's works against the median of that set's own training works.
         medians = {
             s: float(torch.tensor([w.year for w in fit if w.set == s], dtype=torch.float64).median())
@@ -290,27 +313,30 @@ def cross_validate(
         )
         calibration_years = torch.tensor([works[i].year for i in calibration_part], dtype=torch.float64)
         held_features: list = []  # the plain reading's embeddings of the held-out works (--neighbours)
-        for variant, flip, point in VARIANTS:
+        for (reader, read), (variant, flip, point) in itertools.product(readers, VARIANTS):
             if point != spec.encoding.point and spec.encoding.loss != "bins":
                 continue
             decoding = dataclasses.replace(
                 spec, flip_averaging=flip, encoding=dataclasses.replace(spec.encoding, point=point)
             )
-            raw = predict(model, decoding, [works[i] for i in calibration_part])
+            raw = predict(read, decoding, [works[i] for i in calibration_part])
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
-            features = held_features if neighbours and variant == "" else None
-            outcome[variant].append(predict(model, decoding, [works[i] for i in held_out], calibration, features))
+            features = held_features if neighbours and reader + variant == "" else None
+            predictions = predict(read, decoding, [works[i] for i in held_out], calibration, features)
+            outcome.setdefault(reader + variant, []).append(predictions)
         if neighbours:
             readings = neighbour_readings(model, spec, fit, held_features, outcome[""][-1])
             for suffix, predictions in readings.items():
                 outcome.setdefault(suffix, []).append(predictions)
         print(
             f"  {name} part {k + 1}/{len(parts)} ({len(fit)} training, {len(calibration_part)} calibrating, "
-            f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s",
+            f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s, "
+            f"{time.perf_counter() - wall_started:.0f} s",
             file=sys.stderr,
             flush=True,
         )
     seconds = time.process_time() - started  # the variants share the training: its cost is counted once
+    wall_seconds = time.perf_counter() - wall_started
     all_years, all_baseline = torch.cat(truth), torch.cat(baseline_errors)
     rows = []
     for variant, predictions in outcome.items():
@@ -336,10 +362,14 @@ def cross_validate(
                     "coverage": float(ranges.inside(years, low, high).double().mean()),
                     "width": float((high - low).mean()),
                     "cpu_s": seconds,
+                    "wall_s": wall_seconds,
+                    "device": device.type,
                     "training_works": training_works,
                     "ranks": ranks,
                     "split": split,
                     "errors": errors.tolist(),
+                    "predicted": predicted.year[mask].tolist(),  # with "years": other ensembles, after the fact
+                    "years": years.tolist(),
                     "settings": {**DEMO, **RECIPES[name]},
                 }
             )
@@ -387,6 +417,17 @@ def main() -> None:
         action="store_true",
         help="also read each model by its embedding space: kNN median year and its blend with the head",
     )
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="train this many models per recipe from other seeds and also read them as one (mean output)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="train and read on this device (cuda: bf16 autocast, as artdate trains on a GPU)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     works = load_works(args.sets, args.coarse_dates)
@@ -397,19 +438,28 @@ def main() -> None:
     )
     header = (
         f"{'recipe':<28}{'set':>11}{'n':>6}{'MAE':>7}{'+-SE':>6}{'median':>8}{'<=50y':>7}{'vs median':>10}"
-        f"{'coverage':>9}{'width':>7}{'CPU s':>7}"
+        f"{'coverage':>9}{'width':>7}{'CPU s':>7}{'wall s':>7}"
     )
     rows = []
     for name in args.recipes.split(","):
         rows += cross_validate(
-            name, works, args.folds, args.seed, args.calibration_share, args.ranks, args.split, args.neighbours
+            name,
+            works,
+            args.folds,
+            args.seed,
+            args.calibration_share,
+            args.ranks,
+            args.split,
+            args.neighbours,
+            args.ensemble,
+            torch.device(args.device),
         )
         print(header)
         for row in rows:
             print(
                 f"{row['recipe']:<28}{row['measured']:>11}{row['n']:>6}{row['mae']:>7.1f}{row['mae_se']:>6.1f}"
                 f"{row['median_ae']:>8.1f}{row['within_50']:>7.0%}{row['vs_baseline']:>10.2f}{row['coverage']:>9.0%}"
-                f"{row['width']:>7.0f}{row['cpu_s']:>7.0f}",
+                f"{row['width']:>7.0f}{row['cpu_s']:>7.0f}{row['wall_s']:>7.0f}",
                 flush=True,
             )
         os.makedirs(os.path.dirname(args.json), exist_ok=True)
