@@ -3,24 +3,32 @@ embedding space (the features its year head reads), so a curator sees which work
 
 `score` keeps each shard's embeddings beside its part (`{part}.features.npy`, unit length,
 float16). When the parts are complete, every work is compared with every training work (cosine
-similarity, brute force in blocks: fine to a few hundred thousand works; a million wants an
-approximate index such as faiss) and the k nearest, the work itself left out, go to
-`results.neighbours.csv`. The training works' embeddings are kept as `results.reference.npz`, so
-`predict --comparanda results.csv` finds an image's neighbours with the same checkpoint.
+similarity) and the k nearest, the work itself left out, go to `results.neighbours.csv`. The
+comparison is exact (matrix products in blocks) up to APPROXIMATE_FROM training works; from there
+it goes through a faiss inverted-file index built once (`pip install 'artdate[faiss]'`), since
+exact search grows with the square of the corpus: minutes for the 2017 lists, hours for a
+million works (bench/comparanda.py measured both). The training works' embeddings are kept as
+`results.reference.npz`, so `predict --comparanda results.csv` finds an image's neighbours with
+the same checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 
 import numpy as np
 
 from . import store
 
+log = logging.getLogger(__name__)
+
 NEIGHBOUR_COLUMNS = ["key", "rank", "neighbour_id", "neighbour_museum", "neighbour_year", "similarity"]
 K = 5
 QUERY_BLOCK = 1024  # queries compared at once: a block x reference similarity matrix in memory
+APPROXIMATE_FROM = 200_000  # training works from which a faiss index finds the neighbours
+NPROBE = 16  # of the index's 4 sqrt(N) lists, how many each query searches
 
 
 def features_name(part_name: str) -> str:
@@ -69,6 +77,49 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int, exclude: np.ndar
     return torch.cat(sims).numpy(), torch.cat(index).numpy()
 
 
+class Search:
+    """The nearest reference rows to queries by cosine similarity: exact, or from `approximate_from`
+    reference rows through a faiss IVF index (4 sqrt(N) lists, `nprobe` of them searched per
+    query), built once for all the queries to come."""
+
+    def __init__(self, reference: np.ndarray, approximate_from: int = APPROXIMATE_FROM, nprobe: int = NPROBE):
+        self.reference = reference
+        self.index = ivf_index(reference, nprobe) if len(reference) >= approximate_from else None
+
+    def nearest(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None):
+        """As `nearest`, through the index when there is one."""
+        if self.index is None:
+            return nearest(queries, self.reference, k, exclude)
+        k = min(k, len(self.reference) - (exclude is not None))
+        sims, index = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k + (exclude is not None))
+        if exclude is not None:  # the query's own row out: the first k of the others, in order
+            others = np.argsort(index == exclude[:, None], axis=1, kind="stable")[:, :k]
+            sims, index = np.take_along_axis(sims, others, axis=1), np.take_along_axis(index, others, axis=1)
+        return sims, index
+
+
+def ivf_index(reference: np.ndarray, nprobe: int):
+    """A faiss inverted-file index over the unit-length rows, or None (exact search) without faiss."""
+    try:
+        import faiss
+    except ImportError:
+        log.warning(
+            "comparanda: %d training works are searched exactly, which grows with the square of the corpus; "
+            "pip install 'artdate[faiss]' for an index",
+            len(reference),
+        )
+        return None
+    lists = max(1, min(int(4 * len(reference) ** 0.5), len(reference) // 39))  # faiss wants 39 per list
+    dim = reference.shape[1]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(len(reference), min(len(reference), 39 * lists), replace=False)
+    index.train(reference[np.sort(sample)].astype(np.float32))
+    for start in range(0, len(reference), 100_000):  # float32 in blocks: the float16 rows stay the only copy
+        index.add(reference[start : start + 100_000].astype(np.float32))
+    index.nprobe = nprobe
+    return index
+
+
 def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: str, k: int = K) -> int:
     """Write `out`'s neighbours file and reference from the parts; returns the rows written (0
     when the results hold no training works to compare with)."""
@@ -89,6 +140,7 @@ def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: st
                 store.delete(url)
         return 0
     features = np.concatenate(reference["features"])
+    search = Search(features)
     position = {key: i for i, key in enumerate(reference["keys"])}
     written = 0
     with store.atomic_output(neighbours_url(out)) as file:
@@ -97,7 +149,7 @@ def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: st
             rows = part_rows(store.read_bytes(store.join(parts, name)))
             queries = read_array(store.join(parts, features_name(name)))
             own = np.array([position.get(row["key"], -1) for row in rows], dtype=np.int64)
-            sims, index = nearest(queries, features, k, own)
+            sims, index = search.nearest(queries, k, own)
             table = [
                 {
                     "key": row["key"],
