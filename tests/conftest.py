@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import sys
 import uuid
 
@@ -118,6 +119,15 @@ def ray_nodes(s3_server):
     yield nodes
     nodes.stop()
     shutil.rmtree(nodes.directory, ignore_errors=True)  # the nodes' logs and sockets
+
+
+def pytest_configure(config):
+    """Let the commands under test hear Ctrl-C. A suite started in the background by a
+    non-interactive shell (`pytest &`, nohup) inherits SIGINT ignored, and an ignored signal stays
+    ignored across exec: the Ctrl-C tests' commands then ran to the end (exit 0, results written)
+    instead of stopping. A handler, unlike SIG_IGN, is reset to the default in a child."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session, exitstatus):
