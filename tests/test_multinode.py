@@ -163,8 +163,12 @@ def test_elastic_workers_grow_when_a_node_joins_and_shrink_when_it_is_lost(ray_n
     pack_sample(s3_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/elastic"
     ray_nodes.kill_worker()
+    # Each resize takes the controller 20-25 s (the node's start, then a new worker group from the
+    # last checkpoint): on a fast machine 4-5 epochs of this small run each. 16 epochs leave room
+    # for both resizes before the end (6 did not: the run grew only in its last epoch).
+    epochs = 16
     settings = two_node_training(
-        s3_url, storage, epochs=6, batch_size=16, workers="1-2", keep_checkpoints=20, resize_check=2.0
+        s3_url, storage, epochs=epochs, batch_size=16, workers="1-2", keep_checkpoints=2 * epochs, resize_check=2.0
     )
     driver = start_training(ray_nodes, settings)
 
@@ -180,7 +184,7 @@ def test_elastic_workers_grow_when_a_node_joins_and_shrink_when_it_is_lost(ray_n
     assert driver.returncode == 0, err[-3000:]
     ends = sorted((m for m in run_checkpoints(storage).values() if m["reason"] == "epoch"), key=lambda m: m["epoch"])
     sizes = [m["world_size"] for m in ends]
-    assert [m["epoch"] for m in ends] == list(range(6))
+    assert [m["epoch"] for m in ends] == list(range(epochs))
     assert sizes[0] == 1 and 2 in sizes and sizes[-1] == 1  # grew, then shrank back
     # The global batch stayed 16 whatever the size: the same steps in every epoch.
     assert len({m["step"] for m in ends}) == 1
