@@ -59,7 +59,6 @@ def row(mode: str, dtype: str, batch: int, rate: float, ratio: float, memory: fl
 
 
 def sweep(backbone: str, size: int) -> None:
-    print(f"{'mode':<6}{'dtype':<14}{'batch':>6}{'img/s':>10}{'vs base':>10}{'peak GiB':>10}", flush=True)
     for train in (True, False):
         mode = "train" if train else "eval"
         base, memory = measure(backbone, size, 64, torch.float32, train)
@@ -78,7 +77,6 @@ def sweep(backbone: str, size: int) -> None:
 
 
 def compile_vs_eager(backbone: str, size: int) -> None:
-    print(f"{'mode':<6}{'dtype':<14}{'batch':>6}{'img/s':>10}{'vs base':>10}{'peak GiB':>10}", flush=True)
     for train in (True, False):
         mode = "train" if train else "eval"
         eager, memory = measure(backbone, size, 256, torch.bfloat16, train)
@@ -99,6 +97,7 @@ def main() -> None:
         sys.exit("no CUDA device: this benchmark needs a GPU")
     torch.backends.cudnn.benchmark = True
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.backbone} at {args.image_size} px")
+    print(f"{'mode':<6}{'dtype':<14}{'batch':>6}{'img/s':>10}{'vs base':>10}{'peak GiB':>10}", flush=True)
     (sweep if args.what == "sweep" else compile_vs_eager)(args.backbone, args.image_size)
 
 
