@@ -63,7 +63,7 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int, exclude: np.ndar
     import torch  # here, so that report (which reads the neighbours file) needs no torch
 
     k = min(k, len(reference) - (exclude is not None))
-    reference_t = torch.from_numpy(reference.astype(np.float32)).T
+    reference_t = torch.from_numpy(reference.astype(np.float32, copy=False)).T
     sims, index = [], []
     for start in range(0, len(queries), QUERY_BLOCK):
         block = torch.from_numpy(queries[start : start + QUERY_BLOCK].astype(np.float32)) @ reference_t
@@ -83,8 +83,9 @@ class Search:
     query), built once for all the queries to come."""
 
     def __init__(self, reference: np.ndarray, approximate_from: int = APPROXIMATE_FROM, nprobe: int = NPROBE):
-        self.reference = reference
         self.index = ivf_index(reference, nprobe) if len(reference) >= approximate_from else None
+        # Exact search reads float32: converted once here, not again for every part's queries.
+        self.reference = reference if self.index is not None else reference.astype(np.float32)
 
     def nearest(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None):
         """As `nearest`, through the index when there is one."""
