@@ -115,7 +115,7 @@ def ivf_index(reference: np.ndarray, nprobe: int):
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     sample = np.random.default_rng(0).choice(len(reference), min(len(reference), 39 * lists), replace=False)
     index.train(reference[np.sort(sample)].astype(np.float32))
-    for start in range(0, len(reference), 100_000):  # float32 in blocks: the float16 rows stay the only copy
+    for start in range(0, len(reference), 100_000):  # in blocks: no whole float32 copy beside the index's own
         index.add(reference[start : start + 100_000].astype(np.float32))
     index.nprobe = nprobe
     return index
