@@ -4,11 +4,12 @@
 similarity by matrix products in blocks, exact). Its cost grows with the square of the corpus.
 This measures, at growing reference sizes (the training works), the seconds per 1,000 query works
 and the memory of:
-- exact, artdate: comparanda.nearest (torch, float32, blocks of 1,024 queries);
+- exact, artdate: comparanda.Search below its APPROXIMATE_FROM (torch, float32, blocks of 1,024
+  queries; the build is the float32 copy of the float16 embeddings);
 - exact, faiss: IndexFlatIP (the same search in faiss's BLAS kernels);
-- approximate, faiss: IndexIVFFlat (4 sqrt(N) lists, `--nprobe` of them searched), whose build
-  (k-means on a sample, then adding every work) is timed apart; recall@5 is the share of the
-  exact 5 nearest it finds.
+- approximate: comparanda.Search from APPROXIMATE_FROM, the faiss IndexIVFFlat score builds
+  (4 sqrt(N) lists, `--nprobe` of them searched), whose build (k-means on a sample, then adding
+  every work) is timed apart; recall@5 is the share of the exact 5 nearest it finds.
 The embeddings are synthetic unit vectors in clusters of about 200 works (as a model's are: works
 of one school and century lie together), the query works new draws from the same clusters;
 `--dim` 1280 as EfficientNet-Lite0's features (ResNet152's are 2048). A whole corpus of N works
@@ -58,9 +59,15 @@ def measure(size: int, dim: int, query_count: int, nprobe: int, rng: np.random.G
     per_1000 = 1000 / query_count
     rows = []
 
+    # artdate's own searches, as score builds them (comparanda.Search): exact, then the IVF index.
     started = time.perf_counter()
-    _, exact = comparanda.nearest(queries, reference, K)
-    rows.append(("exact, artdate", 0.0, (time.perf_counter() - started) * per_1000, 1.0, 2 * reference.nbytes))
+    exact_search = comparanda.Search(reference, approximate_from=size + 1)  # the float32 copy is its build
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    _, exact = exact_search.nearest(queries, K)
+    seconds = (time.perf_counter() - started) * per_1000
+    rows.append(("exact, artdate", build, seconds, 1.0, exact_search.reference.nbytes))
+    del exact_search
 
     as_float = reference.astype(np.float32)
     started = time.perf_counter()
@@ -69,22 +76,17 @@ def measure(size: int, dim: int, query_count: int, nprobe: int, rng: np.random.G
     build = time.perf_counter() - started
     started = time.perf_counter()
     _, found = flat.search(queries, K)
-    rows.append(
-        ("exact, faiss flat", build, (time.perf_counter() - started) * per_1000, recall(found, exact), as_float.nbytes)
-    )
-    del flat
-
-    lists = min(int(4 * size**0.5), size // 39)  # faiss wants 39 training works per list
-    started = time.perf_counter()
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(as_float[rng.choice(size, min(size, 40 * lists), replace=False)])
-    ivf.add(as_float)
-    build = time.perf_counter() - started
-    ivf.nprobe = nprobe
-    started = time.perf_counter()
-    _, found = ivf.search(queries, K)
     seconds = (time.perf_counter() - started) * per_1000
-    rows.append((f"IVF{lists}, nprobe {nprobe}", build, seconds, recall(found, exact), as_float.nbytes))
+    rows.append(("exact, faiss flat", build, seconds, recall(found, exact), as_float.nbytes))
+    del flat, as_float
+
+    started = time.perf_counter()
+    ivf = comparanda.Search(reference, approximate_from=0, nprobe=nprobe)
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    _, found = ivf.nearest(queries, K)
+    seconds = (time.perf_counter() - started) * per_1000
+    rows.append((f"IVF{ivf.index.nlist}, nprobe {nprobe}", build, seconds, recall(found, exact), 2 * reference.nbytes))
     return rows
 
 
