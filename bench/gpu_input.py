@@ -90,15 +90,8 @@ def main():
         total = sum(s.samples for s in slices)
         steps = total // args.batch
         years = torch.randint(1300, 1900, (args.batch,))
-        synthetic = {
-            "image": torch.randint(
-                0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device
-            ),
-            "year": years,
-            "year_start": years,
-            "year_end": years,
-            "skipped": [],
-        }
+        images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8)
+        synthetic = data.Batch(images.to(device), years, years, years, key=[], shard=[], id=[], museum=[])
 
         def loader(transform):
             return data.make_loader(slices, transform, args.batch, loader_workers=args.loader_workers, drop_last=True)
@@ -120,28 +113,27 @@ def main():
         def score(batches, device_transform=None):
             return len(evaluate(model, spec, batches, device, device_transform)[1])
 
-        rows = []
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        print(
+            f"{name}, {args.backbone} at {args.image_size} px, batch {args.batch}, {total} images of 384 px, "
+            f"{os.cpu_count()} cores"
+        )
+        print(f"{'mode':<7}{'input':<46}{'img/s':>9}{'vs model only':>15}", flush=True)
+
+        def row(mode: str, label: str, rate: float, ceiling: float) -> None:
+            print(f"{mode:<7}{label:<46}{rate:>9.0f}{rate / ceiling:>15.2f}", flush=True)  # as measured
+
         for mode, run in (("train", train), ("score", score)):
             run([synthetic] * 3)  # warm-up: cudnn autotuning, allocator
             transform = train_tf if mode == "train" else eval_tf
             ceiling = timed(lambda run=run: run([synthetic] * steps))
+            row(mode, "model only (tensors on the device)", ceiling, ceiling)
             cpu = timed(lambda run=run, transform=transform: run(itertools.islice(loader(transform), steps)))
+            row(mode, f"shards, CPU decode ({args.loader_workers} loader processes)", cpu, ceiling)
             on_device = timed(
                 lambda run=run, transform=transform: run(itertools.islice(loader(None), steps), transform)
             )
-            rows += [
-                (mode, "model only (tensors on the device)", ceiling, 1.0),
-                (mode, f"shards, CPU decode ({args.loader_workers} loader processes)", cpu, cpu / ceiling),
-                (mode, "shards, device decode", on_device, on_device / ceiling),
-            ]
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(
-        f"{name}, {args.backbone} at {args.image_size} px, batch {args.batch}, {total} images of 384 px, "
-        f"{os.cpu_count()} cores"
-    )
-    print(f"{'mode':<7}{'input':<46}{'img/s':>9}{'vs model only':>15}")
-    for mode, label, rate, ratio in rows:
-        print(f"{mode:<7}{label:<46}{rate:>9.0f}{ratio:>15.2f}")
+            row(mode, "shards, device decode", on_device, ceiling)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python bench/gpu_model.py compile
 
 `sweep`: train and eval img/s in bf16 autocast with channels_last at batch 64, 128, ... until
-memory runs out, each against fp32 at batch 64 measured in the same run. `compile`: torch.compile
+memory runs out or `--max-batch`, each against fp32 at batch 64 measured in the same run. `compile`: torch.compile
 (default mode) at batch 256 against eager bf16 at batch 256 in the same run; artdate gets a
 --compile option only if this shows it pays. Each row is printed as soon as it is measured, so a
 run cut short by a device lease keeps what it measured.
@@ -58,13 +58,13 @@ def row(mode: str, dtype: str, batch: int, rate: float, ratio: float, memory: fl
     print(f"{mode:<6}{dtype:<14}{batch:>6}{rate:>10.0f}{ratio:>10.2f}{memory:>10.1f}", flush=True)
 
 
-def sweep(backbone: str, size: int) -> None:
+def sweep(backbone: str, size: int, max_batch: int) -> None:
     for train in (True, False):
         mode = "train" if train else "eval"
         base, memory = measure(backbone, size, 64, torch.float32, train)
         row(mode, "fp32 (base)", 64, base, 1.0, memory)
         batch = 64
-        while batch <= 4096:
+        while batch <= max_batch:
             try:
                 rate, memory = measure(backbone, size, batch, torch.bfloat16, train)
             except torch.OutOfMemoryError:
@@ -92,13 +92,17 @@ def main() -> None:
     parser.add_argument("what", choices=["sweep", "compile"])
     parser.add_argument("--backbone", default="resnet152")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--max-batch", type=int, default=1024, help="sweep: the largest batch tried")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark needs a GPU")
     torch.backends.cudnn.benchmark = True
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.backbone} at {args.image_size} px")
     print(f"{'mode':<6}{'dtype':<14}{'batch':>6}{'img/s':>10}{'vs base':>10}{'peak GiB':>10}", flush=True)
-    (sweep if args.what == "sweep" else compile_vs_eager)(args.backbone, args.image_size)
+    if args.what == "sweep":
+        sweep(args.backbone, args.image_size, args.max_batch)
+    else:
+        compile_vs_eager(args.backbone, args.image_size)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from artdate import data
 from artdate.config import TrainConfig
 from artdate.model import LabelEncoding, ModelSpec, build_model
 from artdate.train import make_optimizer, make_scheduler, train_one_epoch
@@ -20,7 +21,7 @@ def test_bf16_channels_last_training_step_lowers_the_loss():
     model = build_model("resnet18", 1, weights="none").to(device, memory_format=torch.channels_last)
     images = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8)
     years = torch.randint(1300, 1900, (16,))
-    batch = {"image": images, "year": years, "year_start": years, "year_end": years, "skipped": []}
+    batch = data.Batch(images, years, years, years, key=[], shard=[], id=[], museum=[])
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, 40)
@@ -35,7 +36,7 @@ def test_jpegs_decoded_on_the_gpu_match_the_cpu(tmp_path):
 
     from PIL import Image
 
-    from artdate import data, shards
+    from artdate import shards
 
     samples = []
     for i in range(6):
