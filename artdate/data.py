@@ -279,6 +279,12 @@ def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
     if jpegs is None:  # every sample of it was skipped already
         return batch
     images: list  # a decoded image, or why it did not decode
+    if device.type == "cuda":
+        # nvJPEG's hardware decoder (H100, H200) writes its outputs before the work already queued
+        # on the stream has run, into memory the allocator has handed on from tensors that queued
+        # kernels still read: NaN weights by the third training step on an H200. Wait for that
+        # work first (torchcodec pull request 1634); the decode waits for the stream anyway.
+        torch.cuda.current_stream(device).synchronize()
     try:
         images = list(decode_jpeg(jpegs, mode="RGB", device=device))
     except Exception:  # noqa: BLE001 -- one bad JPEG fails the whole call: find it one by one

@@ -1,7 +1,11 @@
-"""GPU path of training: bf16 autocast and channels_last. Skipped on machines without CUDA."""
+"""GPU path of training: bf16 autocast and channels_last, and JPEGs decoded on the device.
+Skipped on machines without CUDA."""
+
+import io
 
 import pytest
 import torch
+from PIL import Image
 
 from artdate import data
 from artdate.config import TrainConfig
@@ -31,22 +35,46 @@ def test_bf16_channels_last_training_step_lowers_the_loss():
     assert last["loss"] < first["loss"]
 
 
-def test_jpegs_decoded_on_the_gpu_match_the_cpu(tmp_path):
-    import io
-
-    from PIL import Image
-
+def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
+    """A loader's batch of `count` encoded baseline JPEGs (transform=None), as device decoding gets it."""
     from artdate import shards
 
     samples = []
-    for i in range(6):
+    for i in range(count):
         out = io.BytesIO()
-        Image.effect_mandelbrot((96, 80), (-2, -1.2, 1, 1.2), 10 + 10 * i).convert("RGB").save(out, "JPEG")
+        Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 10 + 10 * i).convert("RGB").save(out, "JPEG")
         samples.append((f"met_{i}", out.getvalue(), {"id": str(i), "museum": "met", "year": 1500}))
     shards.write_tar(str(tmp_path / "a.tar"), samples)
-    (batch,) = data.make_loader([data.Slice(str(tmp_path / "a.tar"), 0, 6)], None, batch_size=6, loader_workers=0)
+    slices = [data.Slice(str(tmp_path / "a.tar"), 0, count)]
+    (batch,) = data.make_loader(slices, None, batch_size=count, loader_workers=0)
+    return batch
+
+
+def test_jpegs_decoded_on_the_gpu_match_the_cpu(tmp_path):
+    batch = jpeg_batch(tmp_path, 6, 96, 80)
     transform = data.eval_transform(64)
     on_gpu = data.decode_on_device(batch, transform, torch.device("cuda")).image.cpu().float()
     on_cpu = data.decode_on_device(batch, transform, torch.device("cpu")).image.float()
     assert on_gpu.shape == on_cpu.shape == (6, 3, 64, 64)
     assert (on_gpu - on_cpu).abs().mean() < 2  # nvJPEG and libjpeg-turbo may differ by a level or two
+
+
+def test_decoding_on_the_gpu_leaves_memory_that_queued_work_still_reads_intact(tmp_path):
+    """nvJPEG's hardware decoder (H100, H200) writes its outputs before the work already queued on
+    the stream has run (torchcodec pull request 1634). Memory freed while reads of it are still
+    queued, which PyTorch's allocator hands on at once, was overwritten: on an H200, ResNet152
+    trained from device-decoded batches had NaN weights by its third step."""
+    device = torch.device("cuda")
+    width, height, count = 256, 192, 8
+    batch = jpeg_batch(tmp_path, count, width, height)
+    corrupted = 0
+    for _ in range(20):
+        # As many bytes as each decoded image, so the allocator hands their blocks to the decoder.
+        victims = [torch.ones(width * height * 3 // 4, device=device) for _ in range(count)]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(100_000_000)  # about 50 ms of queued GPU work before the reads below
+        sums = [victim.sum() for victim in victims]
+        del victims  # freed while their sums are still queued
+        data.decode_on_device(batch, lambda image: image, device)
+        corrupted += sum(float(total) != width * height * 3 // 4 for total in sums)
+    assert corrupted == 0
