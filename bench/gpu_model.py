@@ -58,8 +58,8 @@ def row(mode: str, dtype: str, batch: int, rate: float, ratio: float, memory: fl
     print(f"{mode:<6}{dtype:<14}{batch:>6}{rate:>10.0f}{ratio:>10.2f}{memory:>10.1f}", flush=True)
 
 
-def sweep(backbone: str, size: int, max_batch: int) -> None:
-    for train in (True, False):
+def sweep(backbone: str, size: int, max_batch: int, modes: list[str]) -> None:
+    for train in [mode == "train" for mode in modes]:
         mode = "train" if train else "eval"
         base, memory = measure(backbone, size, 64, torch.float32, train)
         row(mode, "fp32 (base)", 64, base, 1.0, memory)
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet152")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--max-batch", type=int, default=1024, help="sweep: the largest batch tried")
+    parser.add_argument("--modes", default="train,eval", help="sweep: train, eval or both")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark needs a GPU")
@@ -100,7 +101,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.backbone} at {args.image_size} px")
     print(f"{'mode':<6}{'dtype':<14}{'batch':>6}{'img/s':>10}{'vs base':>10}{'peak GiB':>10}", flush=True)
     if args.what == "sweep":
-        sweep(args.backbone, args.image_size, args.max_batch)
+        sweep(args.backbone, args.image_size, args.max_batch, args.modes.split(","))
     else:
         compile_vs_eager(args.backbone, args.image_size)
 
