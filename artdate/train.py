@@ -244,7 +244,7 @@ class Worker:
     mlflow_run: str
     calibration: ranges.RangeCalibration  # the latest epoch's: mid-epoch checkpoints carry it on
     history: list[dict] = dataclasses.field(default_factory=list)  # the learning curve so far
-    noticed_preemption: bool = False  # a notice is answered with one checkpoint
+    preemption_deadline: float | None = None  # UNIX seconds of a noticed preemption (one checkpoint answers it)
     last_checkpoint: float = dataclasses.field(default_factory=time.monotonic)
 
     def tell(self, event: str, **fields) -> None:
@@ -287,6 +287,37 @@ class EpochProgress:
 def train_func(config: dict) -> None:
     """Runs on every Ray Train worker: resume, then per epoch train, validate, checkpoint."""
     worker = start_worker(config)
+    try:
+        train_epochs(worker)
+    except Exception as problem:
+        wait_for_preemption_restart(worker, problem)
+        raise
+
+
+# How long past a noticed preemption's deadline a rank that failed waits for Ray Train to restart
+# the group (which kills the rank) before its error ends the run.
+PREEMPTION_RESTART_WAIT_S = 60.0
+
+
+def wait_for_preemption_restart(worker: Worker, problem: Exception) -> None:
+    """After a preemption notice, a rank's collectives and loaders break as the node goes. Ray Train
+    counts an error as the preemption only when it sees the preempted worker's death in the same
+    poll: a survivor's broken collective, or the preempted rank's own error in the moment before
+    it is killed, seen first ends the run as a failure. So a rank that fails after a notice waits
+    for the restart, and its error counts only if none came by `PREEMPTION_RESTART_WAIT_S` past
+    the deadline."""
+    if worker.preemption_deadline is None:
+        return
+    print(
+        f"rank {worker.rank}: {type(problem).__name__} after a preemption notice; waiting for Ray Train to restart",
+        file=sys.stderr,
+        flush=True,
+    )
+    time.sleep(max(0.0, max(worker.preemption_deadline, time.time()) + PREEMPTION_RESTART_WAIT_S - time.time()))
+
+
+def train_epochs(worker: Worker) -> None:
+    """Resume, then per epoch train, validate, checkpoint."""
     position = resume(worker)
     scheduler = make_scheduler(worker.optimizer, worker.cfg, worker.steps, position.epoch, position.step)
     for epoch in range(position.epoch, worker.cfg.epochs):
@@ -501,8 +532,9 @@ def checkpoint_due(worker: Worker) -> str:
     import ray.train
     import ray.train.collective
 
-    if ray.train.get_preemption_info() is not None and not worker.noticed_preemption:
-        worker.noticed_preemption = True
+    notice = ray.train.get_preemption_info()
+    if notice is not None and worker.preemption_deadline is None:
+        worker.preemption_deadline = notice.deadline_ms / 1000 if notice.deadline_ms else time.time()
         return "preemption"
     every = worker.cfg.checkpoint_every * 60
     if every <= 0:  # the same settings on every rank: no broadcast needed to agree

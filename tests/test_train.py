@@ -308,3 +308,24 @@ def test_no_val_split_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match="has no validation shards"):
         run_training(small(no_val, str(tmp_path / "r2")))
+
+
+def test_a_rank_that_fails_after_a_preemption_notice_waits_for_the_restart(monkeypatch, capsys):
+    """Ray Train counts an error as the preemption only if it sees the preempted worker's death in
+    the same poll; a rank failing after a notice holds its error for the restart (which kills it)."""
+    import time
+    from types import SimpleNamespace
+
+    from artdate import train
+
+    monkeypatch.setattr(train, "PREEMPTION_RESTART_WAIT_S", 1.0)
+    problem = RuntimeError("Connection closed by peer")
+    started = time.monotonic()
+    train.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=None), problem)
+    assert time.monotonic() - started < 0.5  # no notice: the error is a failure at once
+    assert capsys.readouterr().err == ""
+
+    started = time.monotonic()
+    train.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=time.time() + 1.0), problem)
+    assert time.monotonic() - started >= 1.9  # the deadline, then the wait past it
+    assert "rank 1: RuntimeError after a preemption notice" in capsys.readouterr().err
