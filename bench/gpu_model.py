@@ -3,9 +3,9 @@
     python bench/gpu_model.py sweep [--backbone resnet152] [--image-size 224]
     python bench/gpu_model.py compile
 
-`sweep`: train and eval img/s in bf16 autocast with channels_last at batch 64, 128, ... until
-memory runs out or `--max-batch`, each against fp32 at batch 64 measured in the same run. `compile`: torch.compile
-(default mode) at batch 256 against eager bf16 at batch 256 in the same run; artdate gets a
+`sweep`: train and eval img/s in bf16 autocast with channels_last at batch 64, 128, ... up to
+`--max-batch` or out-of-memory, each against fp32 at batch 64 measured in the same run. `compile`:
+torch.compile (default mode) at batch 256 against eager bf16 at batch 256 in the same run; artdate gets a
 --compile option only if this shows it pays. Each row is printed as soon as it is measured, so a
 run cut short by a device lease keeps what it measured.
 """
@@ -59,8 +59,8 @@ def row(mode: str, dtype: str, batch: int, rate: float, ratio: float, memory: fl
 
 
 def sweep(backbone: str, size: int, max_batch: int, modes: list[str]) -> None:
-    for train in [mode == "train" for mode in modes]:
-        mode = "train" if train else "eval"
+    for mode in modes:
+        train = mode == "train"
         base, memory = measure(backbone, size, 64, torch.float32, train)
         row(mode, "fp32 (base)", 64, base, 1.0, memory)
         batch = 64
