@@ -186,8 +186,14 @@ def test_works_still_blocked_after_the_retries_are_transient_and_a_rerun_packs_t
     assert manifest["packed"] == 0 and manifest["transient"] == len(rows)
     reasons = [row["reason"] for row in rejects_of(out).values()]
     # The works waited through the pauses one work's retries would take (0.1 + 0.2 + 0.4 s), with
-    # one probe after each; then the host was given up for this run, every waiting work at once.
-    assert all("has blocked requests for over 0.7 s; rerun later" in r for r in reasons), reasons
+    # one probe after each; then the host was given up for this run, every waiting work at once. A
+    # work that happened to be every probe used up its own attempts first (one run in ~15 here).
+    given_up = "has blocked requests for over 0.7 s; rerun later"
+    own_attempts = "(a block) from http://127.0.0.1"
+    assert all(
+        given_up in r or (own_attempts in r and "still blocked (gave up after 3 attempts)" in r) for r in reasons
+    )
+    assert sum(given_up in r for r in reasons) >= len(rows) - 1, reasons
     assert api.blocked_answers <= len(rows) + 2  # those in flight when it began, and the probes
     api.blocked_until = 0.0  # the block is over
     manifest, out = pack(tmp_path, api, rows, name="met-data.csv", source="met", retries=2, block_pause=0.1)
