@@ -192,7 +192,7 @@ def test_works_still_blocked_after_the_retries_are_transient_and_a_rerun_packs_t
     own_attempts = "(a block) from http://127.0.0.1"
     assert all(
         given_up in r or (own_attempts in r and "still blocked (gave up after 3 attempts)" in r) for r in reasons
-    )
+    ), reasons
     assert sum(given_up in r for r in reasons) >= len(rows) - 1, reasons
     assert api.blocked_answers <= len(rows) + 2  # those in flight when it began, and the probes
     api.blocked_until = 0.0  # the block is over
