@@ -313,7 +313,7 @@ def wait_for_preemption_restart(worker: Worker, problem: Exception) -> None:
         file=sys.stderr,
         flush=True,
     )
-    time.sleep(max(0.0, max(worker.preemption_deadline, time.time()) + PREEMPTION_RESTART_WAIT_S - time.time()))
+    time.sleep(max(0.0, worker.preemption_deadline - time.time()) + PREEMPTION_RESTART_WAIT_S)
 
 
 def train_epochs(worker: Worker) -> None:

@@ -5,9 +5,9 @@
 
 `sweep`: train and eval img/s in bf16 autocast with channels_last at batch 64, 128, ... up to
 `--max-batch` or out-of-memory, each against fp32 at batch 64 measured in the same run. `compile`:
-torch.compile (default mode) at batch 256 against eager bf16 at batch 256 in the same run; artdate gets a
---compile option only if this shows it pays. Each row is printed as soon as it is measured, so a
-run cut short by a device lease keeps what it measured.
+torch.compile (default mode) at batch 256 against eager bf16 at batch 256 in the same run; artdate
+gets a --compile option only if this shows it pays. Each row is printed as soon as it is measured,
+so a run cut short by a device lease keeps what it measured.
 """
 
 import argparse

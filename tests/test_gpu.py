@@ -69,15 +69,15 @@ def test_decoding_on_the_gpu_leaves_memory_that_queued_work_still_reads_intact(t
     trained from device-decoded batches had NaN weights by its third step."""
     device = torch.device("cuda")
     width, height, count = 256, 192, 8
+    floats = width * height * 3 // 4  # as many bytes as each decoded image: the allocator hands their blocks on
     batch = jpeg_batch(tmp_path, count, width, height)
     corrupted = 0
     for _ in range(20):
-        # As many bytes as each decoded image, so the allocator hands their blocks to the decoder.
-        victims = [torch.ones(width * height * 3 // 4, device=device) for _ in range(count)]
+        victims = [torch.ones(floats, device=device) for _ in range(count)]
         torch.cuda.synchronize()
         torch.cuda._sleep(100_000_000)  # about 50 ms of queued GPU work before the reads below
         sums = [victim.sum() for victim in victims]
         del victims  # freed while their sums are still queued
         data.decode_on_device(batch, lambda image: image, device)
-        corrupted += sum(float(total) != width * height * 3 // 4 for total in sums)
+        corrupted += sum(float(total) != floats for total in sums)
     assert corrupted == 0
