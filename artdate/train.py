@@ -388,7 +388,11 @@ def resume(worker: Worker) -> Position:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return Position()
-    with checkpoint.as_directory() as directory:
+    # A directory of this rank's own: as_directory's is shared by the ranks of a machine, and a rank
+    # arriving after the first one's download downloads again over the files it reads (Ray issue
+    # 48726: a truncated training_state.pt in the preemption test, two nodes on one machine).
+    with tempfile.TemporaryDirectory(prefix="artdate-resume-") as directory:
+        checkpoint.to_directory(directory)
         state = load_tensors(os.path.join(directory, CHECKPOINT_FILE))
         training_state = load_tensors(os.path.join(directory, TRAINING_FILE))
     worker.plain_model.load_state_dict(state["model"])
