@@ -181,7 +181,10 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
             "1",
             "--quiet",
         ]
-        process = subprocess.Popen(command, env=os.environ.copy())
+        # A SIGKILL leaves pack no chance to remove its scratch files: they go in the test's own folder.
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(scratch)})
         records = store.join(s3_url, "_pack")
         deadline = time.monotonic() + 60
         while sum(n.endswith(".tar.json") for n in store.list_names(records)) < 3:
