@@ -98,6 +98,15 @@ RECIPES = {
     "bins-10ep-sigma50-lr4e-3": {"loss": "bins", "epochs": 10, "label_sigma": 50, "lr": 4e-3},
     "bins-10ep-sigma50-160px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 160},
     "bins-10ep-sigma50-lite1": {"loss": "bins", "epochs": 10, "label_sigma": 50, "backbone": "efficientnet_lite1"},
+    # With --pack-size 200 (public-art's own size): the resolutions the backbones were trained at.
+    "bins-10ep-sigma50-192px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 192},
+    "bins-10ep-sigma50-lite2-192px": {
+        "loss": "bins",
+        "epochs": 10,
+        "label_sigma": 50,
+        "image_size": 192,
+        "backbone": "efficientnet_lite2",
+    },
 }
 
 
@@ -120,9 +129,10 @@ class Work:
     held_out: bool = False  # in the split `artdate demo` validates on (--split fixed)
 
 
-def load_works(names: list[str], coarse: bool = False) -> list[Work]:
-    """The works of the named sets in the default window, 1200..1930 (the demo's works); with
-    `coarse`, the works a set's flags mark as coarsely dated train as spans (pack --coarse-dates)."""
+def load_works(names: list[str], coarse: bool = False, pack_size: int = PACK_SIZE) -> list[Work]:
+    """The works of the named sets in the default window, 1200..1930 (the demo's works), shrunk as
+    `pack --size pack_size` stores them; with `coarse`, the works a set's flags mark as coarsely
+    dated train as spans (pack --coarse-dates)."""
     works = []
     for name in names:
         metadata, images, flags = SETS[name]
@@ -130,7 +140,7 @@ def load_works(names: list[str], coarse: bool = False) -> list[Work]:
         meta = read_metadata([metadata], val_fraction=FIXED_VAL_FRACTION, coarse=marked)
         for work in meta.catalog.in_file_order():
             with open(os.path.join(images, work.file), "rb") as f:
-                jpg = encode_image(f.read(), PACK_SIZE)[0]
+                jpg = encode_image(f.read(), pack_size)[0]
             works.append(
                 Work(data.decode_image(jpg), work.year, work.year_start, work.year_end, name, work.split == "val")
             )
@@ -176,7 +186,12 @@ class Ranks(torch.nn.Module):
 
 
 def train(
-    cfg: TrainConfig, fit: list[Work], seed: int, ranks: int = 1, device: torch.device = CPU
+    cfg: TrainConfig,
+    fit: list[Work],
+    seed: int,
+    ranks: int = 1,
+    device: torch.device = CPU,
+    pack_size: int = PACK_SIZE,
 ) -> tuple[torch.nn.Module, ModelSpec]:
     years = torch.tensor([w.year for w in fit], dtype=torch.float64)
     encoding = LabelEncoding(
@@ -186,7 +201,7 @@ def train(
         bin_width=cfg.bin_width,
         label_sigma=cfg.label_sigma,
     )
-    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=PACK_SIZE)
+    spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=pack_size)
     torch.manual_seed(seed)
     model = build_model(cfg.backbone, encoding.num_outputs).to(device)
     optimizer = make_optimizer(model, cfg)
@@ -279,6 +294,8 @@ def cross_validate(
     neighbours: bool = False,
     ensemble: int = 1,
     device: torch.device = CPU,
+    read_sizes: tuple[int, ...] = (),
+    pack_size: int = PACK_SIZE,
 ) -> list[dict]:
     cfg = TrainConfig(shards="", storage="", **{**DEMO, **RECIPES[name]})
     started, wall_started = time.process_time(), time.perf_counter()
@@ -297,7 +314,7 @@ def cross_validate(
         calibration_part = rest[:calibrating]
         fit = [works[i] for i in rest[calibrating:]]
         training_works.append(len(fit))
-        members = [train(cfg, fit, seed + k + 1000 * m, ranks, device) for m in range(ensemble)]
+        members = [train(cfg, fit, seed + k + 1000 * m, ranks, device, pack_size) for m in range(ensemble)]
         model, spec = members[0]  # the members share the fit works, so the label encoding too
         readers = [("", model)] + ([(f" x{ensemble}", Ensemble([m for m, _ in members]))] if ensemble > 1 else [])
         # Each set's works against the median of that set's own training works.
@@ -313,11 +330,14 @@ def cross_validate(
         )
         calibration_years = torch.tensor([works[i].year for i in calibration_part], dtype=torch.float64)
         held_features: list = []  # the plain reading's embeddings of the held-out works (--neighbours)
-        for (reader, read), (variant, flip, point) in itertools.product(readers, VARIANTS):
-            if point != spec.encoding.point and spec.encoding.loss != "bins":
+        sizes = [spec.image_size] + [size for size in read_sizes if size != spec.image_size]
+        for (reader, read), (variant, flip, point), size in itertools.product(readers, VARIANTS, sizes):
+            if point != spec.encoding.point and (spec.encoding.loss != "bins" or size != spec.image_size):
                 continue
+            if size != spec.image_size:
+                variant = f" @{size}{variant}"
             decoding = dataclasses.replace(
-                spec, flip_averaging=flip, encoding=dataclasses.replace(spec.encoding, point=point)
+                spec, image_size=size, flip_averaging=flip, encoding=dataclasses.replace(spec.encoding, point=point)
             )
             raw = predict(read, decoding, [works[i] for i in calibration_part])
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
@@ -370,7 +390,7 @@ def cross_validate(
                     "errors": errors.tolist(),
                     "predicted": predicted.year[mask].tolist(),  # with "years": other ensembles, after the fact
                     "years": years.tolist(),
-                    "settings": {**DEMO, **RECIPES[name]},
+                    "settings": {**DEMO, **RECIPES[name], "pack_size": pack_size},
                 }
             )
     return rows
@@ -428,9 +448,23 @@ def main() -> None:
         default="cpu",
         help="train and read on this device (cuda: bf16 autocast, as artdate trains on a GPU)",
     )
+    parser.add_argument(
+        "--read-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help='also read each model at these evaluation crop sizes (" @SIZE" rows): a model trained on random '
+        "resized crops sees objects larger than a centre crop of the same size shows them (FixRes)",
+    )
+    parser.add_argument(
+        "--pack-size",
+        type=int,
+        default=PACK_SIZE,
+        help="shrink the images as `pack --size` does (public-art's are 200 px)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    works = load_works(args.sets, args.coarse_dates)
+    works = load_works(args.sets, args.coarse_dates, args.pack_size)
     print(
         f"{len(works)} works of {' + '.join(args.sets)}, split {args.split} ({args.folds} folds), "
         f"coarse dates as spans: {args.coarse_dates}, {os.cpu_count()} cores",
@@ -453,6 +487,8 @@ def main() -> None:
             args.neighbours,
             args.ensemble,
             torch.device(args.device),
+            tuple(args.read_sizes),
+            args.pack_size,
         )
         print(header)
         for row in rows:
