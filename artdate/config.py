@@ -322,7 +322,11 @@ class DemoConfig:
         help="training epochs (0: the measured recipe's: 8 on the synthetic corpus, 20 on fewer "
         "than 1,000 real training works, 10 on more)",
     )
-    image_size: int = option(128, help="model input size")
+    image_size: int = option(
+        0,
+        help="model input size (0: the measured recipe's: 192 px on 1,000 or more real training works, "
+        "128 px on fewer and on the synthetic corpus)",
+    )
     workers: int = option(2, help="training workers")
     batch_size: int = option(
         16,

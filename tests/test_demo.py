@@ -36,6 +36,7 @@ def test_demo_beats_the_median_baseline(tmp_path):
     with open(workdir / "shards" / "manifest.json") as f:
         training_works = json.load(f)["labels"]["train"]["count"]
     assert f"8 epochs of {training_works // 16} steps" in done.stderr, done.stderr[-3000:]
+    assert "train efficientnet_lite0 at 128 px" in done.stderr  # the synthetic corpus's measured size
     assert lines[1].startswith("80% year ranges: ") and "of them inside" in lines[1]
     with open(workdir / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -54,6 +55,7 @@ def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
     assert (
         pack.metadata == (os.path.join(SHARED_SAMPLE, "artworks.csv"),) and said == f"the works of {pack.metadata[0]}"
     )
+    assert pack.size == 200  # real images at public-art's own size: the 192 px recipe reads them unscaled
     # Several folders pack together (each CSV's file column relative to its own folder): one model for both.
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -63,13 +65,21 @@ def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
     assert pack.metadata == tuple(os.path.join(folder, "artworks.csv") for folder in both)
     assert said == f"the works of {pack.metadata[0]} and {pack.metadata[1]}"
     pack, said = demo_pack(DemoConfig(workdir=str(tmp_path)), "shards")
-    assert said.startswith("synthetic: 300 generated works") and pack.source == ""
+    assert said.startswith("synthetic: 300 generated works") and pack.source == "" and pack.size == 160
     with open(pack.metadata[0]) as f:
         assert len(f.readlines()) == 301
     with pytest.raises(FileNotFoundError, match="--data needs folders with an artworks.csv"):
         demo_pack(DemoConfig(workdir=str(tmp_path), data=(SHARED_SAMPLE, str(tmp_path))), "shards")
     with pytest.raises(ValueError, match="--data and --fetch each choose the demo's works"):
         demo_pack(DemoConfig(workdir=str(tmp_path), data=(SHARED_SAMPLE,), fetch=5), "shards")
+
+
+def test_demo_recipe_grows_with_the_real_training_works():
+    from artdate.demo import recipe_epochs, recipe_image_size
+
+    # (synthetic, training works) -> (epochs, input size), as bench/RESULTS.md measured them.
+    recipes = {(True, 5000): (8, 128), (False, 244): (20, 128), (False, 999): (20, 128), (False, 3316): (10, 192)}
+    assert {case: (recipe_epochs(*case), recipe_image_size(*case)) for case in recipes} == recipes
 
 
 @pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")
