@@ -333,17 +333,16 @@ def cross_validate(
         sizes = [spec.image_size] + [size for size in read_sizes if size != spec.image_size]
         for (reader, read), (variant, flip, point), size in itertools.product(readers, VARIANTS, sizes):
             if point != spec.encoding.point and (spec.encoding.loss != "bins" or size != spec.image_size):
-                continue
-            if size != spec.image_size:
-                variant = f" @{size}{variant}"
+                continue  # only a bins head has a second point to read, and only at its training size
+            suffix = variant if size == spec.image_size else f" @{size}{variant}"
             decoding = dataclasses.replace(
                 spec, image_size=size, flip_averaging=flip, encoding=dataclasses.replace(spec.encoding, point=point)
             )
             raw = predict(read, decoding, [works[i] for i in calibration_part])
             calibration = ranges.calibrate(calibration_years, raw.low, raw.high, spec.range_level)
-            features = held_features if neighbours and reader + variant == "" else None
+            features = held_features if neighbours and reader + suffix == "" else None
             predictions = predict(read, decoding, [works[i] for i in held_out], calibration, features)
-            outcome.setdefault(reader + variant, []).append(predictions)
+            outcome.setdefault(reader + suffix, []).append(predictions)
         if neighbours:
             readings = neighbour_readings(model, spec, fit, held_features, outcome[""][-1])
             for suffix, predictions in readings.items():
