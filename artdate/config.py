@@ -337,3 +337,8 @@ class DemoConfig:
     label_sigma: float = option(
         50.0, help="--loss bins: Gaussian spread of each target over the neighbouring bins, in years"
     )
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the demo runs on the corpus it generates (neither --data nor --fetch)."""
+        return not (self.data or self.fetch)
