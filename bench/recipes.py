@@ -100,6 +100,14 @@ RECIPES = {
     "bins-10ep-sigma50-lite1": {"loss": "bins", "epochs": 10, "label_sigma": 50, "backbone": "efficientnet_lite1"},
     # With --pack-size 200 (public-art's own size): nearer the sizes the backbones were trained at (224, 260 px).
     "bins-10ep-sigma50-192px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 192},
+    "bins-10ep-sigma50-224px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 224},
+    "bins-10ep-sigma50-192px-backbone0.3": {
+        "loss": "bins",
+        "epochs": 10,
+        "label_sigma": 50,
+        "image_size": 192,
+        "backbone_lr_scale": 0.3,
+    },
     "bins-10ep-sigma50-lite2-192px": {
         "loss": "bins",
         "epochs": 10,

@@ -75,11 +75,16 @@ def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
 
 
 def test_demo_recipe_grows_with_the_real_training_works():
-    from artdate.demo import recipe_epochs, recipe_image_size
+    from artdate.demo import Recipe, demo_recipe
 
-    # (synthetic, training works) -> (epochs, input size), as bench/RESULTS.md measured them.
-    recipes = {(True, 5000): (8, 128), (False, 244): (20, 128), (False, 999): (20, 128), (False, 3316): (10, 192)}
-    assert {case: (recipe_epochs(*case), recipe_image_size(*case)) for case in recipes} == recipes
+    # (synthetic, training works) -> the recipe, as bench/RESULTS.md measured it.
+    recipes = {
+        (True, 5000): Recipe(epochs=8, image_size=128, backbone_lr_scale=0.1),
+        (False, 244): Recipe(epochs=20, image_size=128, backbone_lr_scale=0.1),
+        (False, 999): Recipe(epochs=20, image_size=128, backbone_lr_scale=0.1),
+        (False, 3316): Recipe(epochs=10, image_size=192, backbone_lr_scale=0.3),
+    }
+    assert {case: demo_recipe(*case) for case in recipes} == recipes
 
 
 @pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")
