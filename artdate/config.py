@@ -91,6 +91,9 @@ class PackConfig:
     retries: int = option(
         3, help="retries of a download after a block (403 page, 429), 5xx, a timeout or a broken connection"
     )
+    backoff: float = option(
+        1.0, help="seconds before the first retry of a 5xx, a timeout or a broken connection; doubles each retry"
+    )
     block_pause: float = option(
         60.0,
         help="seconds a host that blocks (a 403 block page, 429 without Retry-After) is "

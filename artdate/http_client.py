@@ -5,9 +5,15 @@
 - one gate per host: request starts spaced by the rate, and the whole host paused when it
   answers 429 or a bot-protection block page (the Met's Incapsula front answers 403 with an HTML
   page after a few dozen quick requests), for Retry-After or a long pause that doubles while the
-  block lasts; a work still blocked after the retries is a passing failure, retried by a rerun;
-- one deadline per download, a byte cap, and a guard that every request, redirects included, is
-  http(s) and does not go to a link-local or cloud metadata address;
+  block lasts;
+- one deadline per attempt at a download for the download itself: the time it waits at a paused
+  or rate-limited host's gate, or before a retry, is not its own and does not count;
+- a failure that a later try can cure (a deadline, a reset or cut-short connection, 408, 425,
+  429, 5xx, a block that outlasts the retries, a page that is not the JSON asked for) is
+  `transient`, retried by a rerun; only what a rerun cannot change (404 and other refusals, a
+  body over the cap, a URL that is not http(s) or leads to a refused address) is final;
+- a guard that every request, redirects included, is http(s) and does not go to a link-local or
+  cloud metadata address, and a byte cap;
 - a User-Agent naming artdate, its version and the project's URL on every request.
 """
 
@@ -19,7 +25,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -33,15 +39,18 @@ from . import USER_AGENT
 # hand out the node's credentials to whoever asks: a URL in someone else's CSV must not reach them.
 REFUSED_NETWORKS = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")]
 MAX_REDIRECTS = 5
-RETRIED_STATUSES = (500, 502, 503, 504)  # by urllib3, at once with backoff; 429 and blocks pause the host
+# Answers that a later try can cure: retried by urllib3 with backoff, then transient. 429 and block
+# pages pause the whole host instead (HostGate). 501 and 505 say the server cannot serve the request.
+PASSING_STATUSES = frozenset({408, 425, *range(500, 600)}) - {501, 505}
+MAX_RETRY_AFTER = 60  # the longest a download waits for a server's Retry-After before its retry
 MAX_BLOCK_PAUSE = 15 * 60.0  # the longest a host is paused in one go, however long it asks for
 
 
 class FetchError(Exception):
     """The image of a work could not be had; the message says why (it ends up in rejects.csv).
-    `transient`: the server or network failed even after the retries (timeouts, blocks, 5xx, broken
-    connections), so a later run may succeed: pack retries such works on a rerun. `status`: the
-    HTTP status that ended the download, where one did."""
+    `transient`: the server or network failed even after the retries (a deadline, blocks, 5xx,
+    broken connections), so a later run may succeed: pack retries such works on a rerun.
+    `status`: the HTTP status that ended the download, where one did."""
 
     def __init__(self, message: str, transient: bool = False, status: int = 0):
         super().__init__(message)
@@ -78,8 +87,7 @@ class HostGate:
                 now = time.monotonic()
                 if self.blocks_in_a_row and max(now, self.paused_until) - self.blocked_since > self.give_up_after:
                     raise FetchError(
-                        f"{self.host} has blocked requests for over {self.give_up_after:g} s; rerun "
-                        "later to fetch the works it held back",
+                        f"{self.host} has blocked requests for over {self.give_up_after:g} s (given up for this run)",
                         transient=True,
                     )
                 if now < self.paused_until:
@@ -132,14 +140,41 @@ def refused_address(url: str) -> str:
     return ""
 
 
-class CappedRetry(Retry):
-    """urllib3's retry policy, with a server's Retry-After capped: a download waits a minute at most."""
+class PatientRetry(Retry):
+    """urllib3's retry policy, which tells `on_wait` how long it slept before a retry (backoff, or
+    a server's Retry-After), so that the wait does not count against the download's deadline. 429
+    is not retried here: it pauses the whole host at its gate, like a block page."""
 
-    MAX_RETRY_AFTER = 60.0
+    RETRY_AFTER_STATUS_CODES = frozenset()
 
-    def get_retry_after(self, response):
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, self.MAX_RETRY_AFTER)
+    def __init__(self, *args, on_wait=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_wait = on_wait
+
+    def new(self, **kw):
+        retry = super().new(**kw)  # urllib3 makes a new policy for each retry: keep the callback
+        retry.on_wait = self.on_wait
+        return retry
+
+    def sleep(self, response=None):
+        slept_from = time.monotonic()
+        super().sleep(response)
+        if self.on_wait:
+            self.on_wait(time.monotonic() - slept_from)
+
+
+@dataclass
+class Attempt:
+    """One try at a download, in the thread that makes it: what its deadline counts, and the gates
+    of the hosts it went to (redirects included)."""
+
+    began: float = field(default_factory=time.monotonic)
+    waited: float = 0.0  # seconds queued at hosts' gates or sleeping before a retry: not the download's own
+    started: float = 0.0  # when its latest request left its host's gate (which block it saw)
+    gates: list[HostGate] = field(default_factory=list)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.began - self.waited
 
 
 class GuardedAdapter(HTTPAdapter):
@@ -159,8 +194,11 @@ class GuardedAdapter(HTTPAdapter):
                     "metadata address (--allow-link-local permits it)"
                 )
         gate = self.client.gate(request.url)
-        self.client.local.started = gate.wait(self.client.timeout)
-        self.client.local.gates.append(gate)
+        attempt = self.client.local.attempt
+        queued_from = time.monotonic()
+        attempt.started = gate.wait(self.client.timeout)
+        attempt.waited += time.monotonic() - queued_from
+        attempt.gates.append(gate)
         return super().send(request, **kwargs)
 
 
@@ -191,13 +229,15 @@ class HttpClient:
 
     def session(self) -> requests.Session:
         if not hasattr(self.local, "session"):
-            retry = CappedRetry(
+            retry = PatientRetry(
                 total=self.attempts - 1,
                 backoff_factor=self.backoff,
                 backoff_jitter=self.backoff / 2,
-                status_forcelist=RETRIED_STATUSES,
+                status_forcelist=PASSING_STATUSES,
                 allowed_methods={"GET"},
                 raise_on_status=False,
+                retry_after_max=MAX_RETRY_AFTER,
+                on_wait=self._waited,
             )
             session = requests.Session()
             session.max_redirects = MAX_REDIRECTS
@@ -211,18 +251,18 @@ class HttpClient:
     def get(self, url: str, headers: dict | None = None) -> bytes:
         if not url.startswith(("http://", "https://")):
             raise FetchError(f"not an http(s) URL: {redact(url)}")
-        # urllib3 retries server errors up to the response headers; a body cut short and a block
-        # are retried here, as a whole.
+        # urllib3 retries server errors up to the response headers; a body cut short or late and a
+        # block are retried here, as a whole.
         for attempt in range(self.attempts):
-            self.local.gates = []  # the gates of this attempt's hosts (redirects included)
+            self.local.attempt = Attempt()
             try:
                 body = self._get_once(url, headers)
             except _Blocked as block:
                 problem = f"{block} from {redact(url)}: still blocked"
-                self.local.gates[-1].block(self.local.started, block.retry_after, self.block_pause)
+                self.local.attempt.gates[-1].block(self.local.attempt.started, block.retry_after, self.block_pause)
                 continue
-            except _Truncated as error:
-                problem = f"{error} from {redact(url)}"
+            except _Incomplete as error:
+                problem = str(error)
                 self._answered()
                 if attempt + 1 < self.attempts:
                     time.sleep(self.backoff * 2**attempt)
@@ -235,24 +275,26 @@ class HttpClient:
         raise FetchError(f"{problem} (gave up after {self.attempts} attempts)", transient=True)
 
     def _answered(self) -> None:
-        for gate in self.local.gates:
+        for gate in self.local.attempt.gates:
             gate.answered()
+
+    def _waited(self, seconds: float) -> None:
+        self.local.attempt.waited += seconds
 
     def get_json(self, url: str, headers: dict | None = None) -> dict:
         body = self.get(url, headers)
         try:
             return json.loads(body)
-        except ValueError:
-            raise FetchError(f"not JSON from {redact(url)}") from None
+        except ValueError:  # a maintenance or challenge page served as 200: a later try may get the record
+            raise FetchError(f"not JSON from {redact(url)}", transient=True) from None
 
     def _get_once(self, url: str, headers: dict | None) -> bytes:
-        deadline = time.monotonic() + self.timeout
         try:
             with self.session().get(url, headers=headers, stream=True, timeout=self.timeout) as response:
                 if response.status_code >= 400:
                     if blocked(response):
                         raise _Blocked(f"HTTP {response.status_code} (a block)", retry_after(response))
-                    transient = response.status_code in RETRIED_STATUSES
+                    transient = response.status_code in PASSING_STATUSES
                     gave_up = f" (gave up after {self.attempts} attempts)" if transient else ""
                     raise FetchError(
                         f"HTTP {response.status_code} from {redact(url)}{gave_up}", transient, response.status_code
@@ -267,15 +309,17 @@ class HttpClient:
                     body += chunk
                     if len(body) > self.max_bytes:
                         raise FetchError(f"{redact(url)} is over the cap of {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise FetchError(f"{redact(url)} did not arrive within the deadline of {self.timeout:g} s")
+                    if self.local.attempt.elapsed() > self.timeout:
+                        raise _Incomplete(f"{redact(url)} did not arrive within the deadline of {self.timeout:g} s")
                 return bytes(body)
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError) as error:  # while reading the body
-            raise _Truncated(f"truncated body ({_reason(error)})") from None
+            raise _Incomplete(f"truncated body ({_reason(error)}) from {redact(url)}") from None
         except requests.exceptions.InvalidSchema:
             raise FetchError(f"{redact(url)} redirected to a URL that is not http(s)") from None
-        except requests.exceptions.TooManyRedirects:
-            raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as error:
+            raise FetchError(f"not a valid URL: {redact(url)} ({_reason(error)})") from None
+        except requests.exceptions.TooManyRedirects:  # a loop (a sign-in wall, say) that the server may mend
+            raise FetchError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects", transient=True) from None
         except requests.exceptions.RequestException as error:
             raise FetchError(
                 f"{_reason(error)} from {redact(url)} (gave up after {self.attempts} attempts)", True
@@ -314,8 +358,8 @@ def _reason(error: Exception) -> str:
     return str(inner).split(": ", 1)[-1][:200]
 
 
-class _Truncated(Exception):
-    pass
+class _Incomplete(Exception):
+    """A body cut short, or not whole within the deadline: retried as a whole, then transient."""
 
 
 class _Blocked(Exception):

@@ -99,7 +99,7 @@ def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dic
         "museum": work.museum,
         "id": work.id,
         "stage": stage,
-        "reason": reason,
+        "reason": f"{reason}; transient: a rerun retries it" if transient else reason,
         "transient": "yes" if transient else "",
         "where": work.where,
     }
@@ -227,6 +227,7 @@ def _start_packer(
         timeout=config.timeout,
         max_bytes=config.max_bytes,
         attempts=config.retries + 1,
+        backoff=config.backoff,
         block_pause=config.block_pause,
         user_agent=config.user_agent,
         allow_link_local=config.allow_link_local,
@@ -393,7 +394,7 @@ def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:
 def summary_line(manifest: dict, out: str) -> str:
     mb = manifest["bytes"] / 1e6
     transient = manifest.get("transient", 0)
-    retry = f" ({transient} for a passing reason: rerun the same command to retry them)" if transient else ""
+    retry = f" ({transient} transient: rerun the same command to retry them)" if transient else ""
     excluded = f", excluded {manifest['excluded']} by type" if manifest.get("excluded") else ""
     return (
         f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}{excluded}, "

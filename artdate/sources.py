@@ -51,8 +51,10 @@ class FolderSource:
             return Fetched(store.read_bytes(path, self.max_bytes))
         except FileNotFoundError:
             raise FetchError(f"cannot read {path}: no such file") from None
-        except OSError as problem:
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as problem:
             raise FetchError(f"cannot read {path}: {problem.strerror or problem}") from None
+        except OSError as problem:  # an I/O error, a network mount or an S3 read gone away: may pass
+            raise FetchError(f"cannot read {path}: {problem.strerror or problem}", transient=True) from None
         except ValueError as problem:  # over the cap
             raise FetchError(str(problem)) from None
 

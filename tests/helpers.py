@@ -87,3 +87,17 @@ def trained_in_epoch(folder: str, epoch: int) -> tuple[list[str], int]:
             else:
                 lost += 1
     return kept, lost
+
+
+def shipped_pace(scale: float) -> dict:
+    """pack's download timing at its shipped defaults with every time scaled by one factor (the
+    rate by its inverse), so a test runs fast while the ratios between the settings, where a bug
+    can live (a pause longer than a deadline), stay as shipped."""
+    import dataclasses
+
+    from artdate.config import PackConfig
+
+    shipped = {f.name: f.default for f in dataclasses.fields(PackConfig)}
+    pace = {name: shipped[name] * scale for name in ("timeout", "block_pause", "backoff")}
+    counts = {name: shipped[name] for name in ("retries", "concurrency")}
+    return {**pace, **counts, "rate": shipped["rate"] / scale}

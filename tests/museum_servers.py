@@ -9,6 +9,7 @@ would on the internet:
     /rijks-id/{n}                id.rijksmuseum.nl: Linked Art records (only for Accept: application/ld+json)
     /iiif/{id}/...               iiif.micr.io: info.json and sized images
     /img/{id}                    a plain image host; ids named after a failure make it happen
+    /status/{code}               answers that HTTP status (every kind of refusal a server gives)
 Objects the recordings hold are served as recorded. Any other Met id gets the recorded Wheat Field
 record with its objectID and image URLs put to that id (`met_changes` sets other fields, such as a
 photograph's classification); the Rijksmuseum objects in RIJKS_OBJECTS that no recording holds get
@@ -18,13 +19,17 @@ sample's real images, resized to what was asked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import socket
+import struct
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -61,6 +66,76 @@ DIGITAL_OBJECTS = {
 IIIF_INFO = {"QkOGy": "iiif_info_QkOGy_milkmaid_arrt.json", "NYkLJ": "iiif_info_NYkLJ_elsken_arrt.json"}
 # Long formats among the recorded Met objects: the screen is wide, the hanging scroll tall.
 MET_IMAGE_ASPECT = {"PHOTS-1262-003": 3.0, "DP251139": 1 / 3}
+
+
+@dataclass
+class Weather:
+    """Recurring trouble for a soak, in the forms the real services show it, each decided by the
+    time since the server started or by a hash of the path (so a run is repeatable):
+    - the Met's front answers its 403 block page for `block_seconds` of every `block_period`;
+    - the image hosts (the Met's and IIIF) answer 503 for `outage_seconds` of every `outage_period`,
+      half a period after the blocks;
+    - `reset_share` of the image paths have the connection reset half-way through the body the
+      first time they are asked for;
+    - the images of `drip_once` ids come a byte at a time, `drip_seconds` in all, the first time."""
+
+    block_period: float = 0.0
+    block_seconds: float = 0.0
+    outage_period: float = 0.0
+    outage_seconds: float = 0.0
+    reset_share: float = 0.0
+    drip_once: frozenset[str] = frozenset()
+    drip_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def blocked(self) -> bool:
+        return bool(self.block_period) and (time.monotonic() - self.started) % self.block_period < self.block_seconds
+
+    def down(self) -> bool:
+        if not self.outage_period:
+            return False
+        phase = (time.monotonic() - self.started + self.outage_period / 2) % self.outage_period
+        return phase < self.outage_seconds
+
+    def resets(self, path: str) -> bool:
+        return _share(path) < self.reset_share
+
+
+SOAK_UNKNOWN = 5  # Met ids of a soak that the Met does not know (404): its only final rejects
+
+
+def soak_works(api: MuseumApi, count: int) -> list[dict]:
+    """`count` works for a soak, as metadata rows: 9 in 10 of the Met (ids no recording holds, so
+    each gets the Wheat Field's record; SOAK_UNKNOWN of them unknown to the Met), 1 in 10 of the
+    Rijksmuseum."""
+    rijks = api.add_rijks_objects(count // 10)
+    met = [str(800_000 + n) for n in range(count - len(rijks) - SOAK_UNKNOWN)] + [
+        f"404{n}" for n in range(SOAK_UNKNOWN)
+    ]
+    return [{"id": i, "year": "1650", "museum": "met"} for i in met] + [
+        {"id": i, "year": "1650", "museum": "rijks"} for i in rijks
+    ]
+
+
+def soak_weather(scale: float, drip: str) -> Weather:
+    """A soak's weather in real seconds times `scale` (as shipped_pace scales pack's settings): the
+    Met's front blocks for 30 s every 5 minutes (as it does after a burst of requests), the image
+    hosts answer 503 for 5 s every 2 minutes, 2% of image connections are reset once, and the
+    image of `drip` drips for 45 s, past the 30 s deadline, once."""
+    return Weather(
+        block_period=300 * scale,
+        block_seconds=30 * scale,
+        outage_period=120 * scale,
+        outage_seconds=5 * scale,
+        reset_share=0.02,
+        drip_once=frozenset({drip}),
+        drip_seconds=45 * scale,
+    )
+
+
+def _share(text: str) -> float:
+    """A number in [0, 1) fixed by `text`."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
 def have_fixtures() -> bool:
@@ -117,8 +192,14 @@ class MuseumApi:
         self.sent: list[tuple[str, int]] = []  # (path, body bytes) of every answer
         self.failed_once: set[str] = set()
         self.down: set[str] = set()  # /img ids that answer 503 until removed (an outage)
+        self.retry_after: dict[str, str] = {}  # /img id -> the Retry-After of the 503 it answers once
         self.met_changes: dict[str, dict] = {}  # Met id -> fields changed in its record
         self.met_objects = recorded_met_objects() if have_fixtures() else {}  # /img alone needs none
+        self.rijks_objects = dict(RIJKS_OBJECTS)
+        self.weather = Weather()
+        self.seen: set[str] = set()  # image paths asked for before (weather that strikes once)
+        self.reset_answers = 0
+        self.outage_answers = 0
         self.block_after: int | None = None
         self.block_seconds = 0.0
         self.blocked_until = 0.0
@@ -172,6 +253,14 @@ class MuseumApi:
     def count(self, fragment: str) -> int:
         return sum(fragment in path for path in self.requests)
 
+    def add_rijks_objects(self, count: int) -> list[str]:
+        """`count` more Rijksmuseum objects, each the Milkmaid's record reshaped and shown by its
+        image; their object numbers."""
+        numbers = [f"BENCH-{n}" for n in range(count)]
+        for n, number in enumerate(numbers):
+            self.rijks_objects[number] = (f"3{n:08d}", None, "202108369")
+        return numbers
+
     def block_met(self, after: int, seconds: float) -> None:
         self.block_after, self.block_seconds = after, seconds
 
@@ -195,6 +284,8 @@ class MuseumApi:
             return self.iiif(handler, parts[1:])
         if parts[0] == "img":
             return self.image(handler, parts[1])
+        if parts[0] == "status":
+            return self.send(handler, int(parts[1]), b"status", "text/plain")
         if parts[0] == "redirect":  # /redirect?to=URL answers 302 to URL
             return self.send(handler, 302, b"", "text/plain", {"Location": parse_qs(parsed.query)["to"][0]})
         return self.send(handler, 404, b"not found", "text/plain")
@@ -208,7 +299,7 @@ class MuseumApi:
                     self.blocked_until, self.block_after = now + self.block_seconds, None
                 else:
                     self.block_after -= 1
-            blocked = now < self.blocked_until
+            blocked = now < self.blocked_until or self.weather.blocked()
             self.blocked_answers += blocked
         if blocked:
             body, headers = block_page()
@@ -237,11 +328,51 @@ class MuseumApi:
         stem = parts[-1].rsplit(".", 1)[0]
         long_side = 600 if "web-large" in parts else 2400
         aspect = MET_IMAGE_ASPECT.get(stem)
-        return self.send(handler, 200, self.resized(stem, long_side=long_side, aspect=aspect), "image/jpeg")
+        self.send_image(handler, stem, self.resized(stem, long_side=long_side, aspect=aspect))
+
+    def send_image(self, handler, name: str, data: bytes) -> None:
+        """An image from an image host, through its weather."""
+        with self.lock:
+            first = handler.path not in self.seen
+            self.seen.add(handler.path)
+            down = self.weather.down()
+            self.outage_answers += down
+            reset = first and self.weather.resets(handler.path)
+            self.reset_answers += reset
+        if down:
+            return self.send(handler, 503, b"Service Unavailable", "text/html")
+        if reset:  # half the body, then an RST (SO_LINGER 0), as a dropped connection arrives
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data[: len(data) // 2])
+            handler.wfile.flush()
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.close_connection = True
+            return
+        if first and name in self.weather.drip_once:
+            return self.drip(handler, data, self.weather.drip_seconds)
+        self.send(handler, 200, data, "image/jpeg")
+
+    @staticmethod
+    def drip(handler, data: bytes, seconds: float) -> None:
+        """`data` in 100 pieces over `seconds`: each read is quick, the whole is not."""
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/jpeg")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            step = -(-len(data) // 100)
+            for start in range(0, len(data), step):
+                handler.wfile.write(data[start : start + step])
+                handler.wfile.flush()
+                time.sleep(seconds / 100)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     # The Rijksmuseum
     def rijks_search(self, handler, object_number: str) -> None:
-        if object_number not in RIJKS_OBJECTS:
+        if object_number not in self.rijks_objects:
             return self.send(
                 handler,
                 200,
@@ -249,7 +380,7 @@ class MuseumApi:
                 "application/ld+json",
             )
         page = json.loads(fixture("rijks", "search_title-creator_milkmaid_200108369_arrt.json"))
-        page["orderedItems"][0]["id"] = f"https://id.rijksmuseum.nl/{RIJKS_OBJECTS[object_number][0]}"
+        page["orderedItems"][0]["id"] = f"https://id.rijksmuseum.nl/{self.rijks_objects[object_number][0]}"
         return self.send(handler, 200, self.rewrite(json.dumps(page, indent=1)).encode(), "application/ld+json")
 
     def linked_art(self, handler, number: str) -> None:
@@ -263,7 +394,7 @@ class MuseumApi:
         return self.send(handler, 200, self.rewrite(text).encode(), "application/ld+json")
 
     def linked_art_record(self, number: str) -> str | None:
-        for object_number, (record_id, record_file, visual_id) in RIJKS_OBJECTS.items():
+        for object_number, (record_id, record_file, visual_id) in self.rijks_objects.items():
             if number == record_id:
                 if record_file:
                     return fixture("rijks", record_file)
@@ -294,20 +425,14 @@ class MuseumApi:
         size = iiif_request_size(parts[2], info["width"], info["height"])
         if size is None or (parts[2] != "max" and size[0] * size[1] > info["maxArea"]):
             return self.send(handler, 400, b"invalid size", "text/plain")  # as the real server answers
-        return self.send(handler, 200, self.resized(parts[0], size=size), "image/jpeg")
+        return self.send_image(handler, parts[0], self.resized(parts[0], size=size))
 
     # Any image
     def resized(self, name: str, long_side: int = 0, aspect: float | None = None, size: tuple | None = None) -> bytes:
         """One of the images (by name, or chosen by a hash of it), at `size` or with its long side
         `long_side` (an `aspect` other than its own stretches it: a screen, a scroll)."""
         data = self.images.get(name) or self.any_image(name)
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        if size is None:
-            aspect = aspect or image.width / image.height
-            size = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
-        out = io.BytesIO()
-        image.resize(size, Image.Resampling.BILINEAR).save(out, "JPEG", quality=85)
-        return out.getvalue()
+        return resized(data, long_side, aspect, size)
 
     def any_image(self, name: str) -> bytes:
         if not hasattr(self, "_pool"):
@@ -321,6 +446,9 @@ class MuseumApi:
             self.failed_once.add(object_id)
             status = 429 if object_id == "flaky429" else 500
             return self.send(handler, status, b"try later", "text/plain", {"Retry-After": "0"})
+        if object_id in self.retry_after and object_id not in self.failed_once:
+            self.failed_once.add(object_id)
+            return self.send(handler, 503, b"busy", "text/plain", {"Retry-After": self.retry_after[object_id]})
         if object_id == "retrydate" and object_id not in self.failed_once:  # 503, Retry-After as an HTTP date
             from email.utils import formatdate
 
@@ -372,6 +500,17 @@ class MuseumApi:
             handler.server.museum_api.sent.append((handler.path, len(body)))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (the timeout test)
+
+
+@functools.lru_cache(maxsize=64)  # a soak's thousands of works share a few images
+def resized(data: bytes, long_side: int, aspect: float | None, size: tuple | None) -> bytes:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if size is None:
+        aspect = aspect or image.width / image.height
+        size = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    out = io.BytesIO()
+    image.resize(size, Image.Resampling.BILINEAR).save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def iiif_request_size(size: str, width: int, height: int) -> tuple[int, int] | None:

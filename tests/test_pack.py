@@ -140,6 +140,20 @@ def test_bad_images_are_skipped_and_recorded(tmp_path):
     }
 
 
+def test_a_read_error_that_may_pass_is_transient_and_a_missing_file_final(tmp_path):
+    (tmp_path / "a-folder.jpg").mkdir()
+    metadata = tmp_path / "works.csv"
+    # /proc/self/mem answers a read at offset 0 with EIO: a real I/O error, as a failing disk or a
+    # network mount gives, which the next run may not meet.
+    metadata.write_text("id,year,file\nio,1600,/proc/self/mem\nfolder,1600,a-folder.jpg\nmissing,1600,gone.jpg\n")
+    out = str(tmp_path / "store")
+    manifest = run_pack(PackConfig(metadata=(str(metadata),), out=out, museum="met", jobs=1), progress=False)
+    with open(os.path.join(out, "rejects.csv")) as f:
+        rejects = {row["id"]: row for row in csv.DictReader(f)}
+    assert {i: row["transient"] for i, row in rejects.items()} == {"io": "yes", "folder": "", "missing": ""}
+    assert "Input/output error" in rejects["io"]["reason"] and manifest["transient"] == 1
+
+
 def test_rerun_of_a_finished_pack_does_nothing_and_other_settings_are_refused(tmp_path):
     out = str(tmp_path / "store")
     first = pack(out)

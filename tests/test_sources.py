@@ -3,19 +3,21 @@
 import csv
 import json
 import os
+import socket
 import tarfile
 import threading
 import time
 
 import pytest
-from museum_servers import SAMPLE, MuseumApi, have_fixtures, sample_images
+from helpers import shipped_pace
+from museum_servers import SAMPLE, SOAK_UNKNOWN, MuseumApi, have_fixtures, sample_images, soak_weather, soak_works
 
 from artdate import USER_AGENT
 from artdate.config import PackConfig
 from artdate.fetched import Excluded, TypeFilter, singular
 from artdate.http_client import FetchError, HttpClient, redact
 from artdate.museums import iiif_size
-from artdate.pack import run_pack
+from artdate.pack import run_pack, summary_line
 from artdate.sources import api_roots, original_name
 
 pytestmark = pytest.mark.skipif(
@@ -188,7 +190,7 @@ def test_works_still_blocked_after_the_retries_are_transient_and_a_rerun_packs_t
     # The works waited through the pauses one work's retries would take (0.1 + 0.2 + 0.4 s), with
     # one probe after each; then the host was given up for this run, every waiting work at once. A
     # work that happened to be every probe used up its own attempts first (one run in ~15 here).
-    given_up = "has blocked requests for over 0.7 s; rerun later"
+    given_up = "has blocked requests for over 0.7 s (given up for this run); transient: a rerun retries it"
     own_attempts = "(a block) from http://127.0.0.1"
     assert all(
         given_up in r or (own_attempts in r and "still blocked (gave up after 3 attempts)" in r) for r in reasons
@@ -200,7 +202,75 @@ def test_works_still_blocked_after_the_retries_are_transient_and_a_rerun_packs_t
     assert manifest["packed"] == len(rows) and manifest["transient"] == 0
 
 
-def test_a_block_pauses_the_whole_host_then_lets_one_probe_through():
+SCALE = 1 / 20  # shipped_pace: 30 s deadlines become 1.5 s, 60 s block pauses 3 s, 2 requests/s 40
+
+
+def test_a_block_longer_than_the_deadline_costs_a_pause_not_works(tmp_path, api):
+    # Three Met works at the shipped defaults; the Met's front blocks after the second request for
+    # 6 s (scaled): the host is paused for the block pause (60 s), twice the download deadline, and
+    # the work that met the block is fetched after it, not given up for the time it waited.
+    rows = [{"id": i, "year": "1600"} for i in list(api.images)[:3]]
+    api.block_met(after=2, seconds=6 * SCALE)
+    manifest, out = pack(tmp_path, api, rows, name="met-data.csv", source="auto", **shipped_pace(SCALE))
+    assert api.blocked_answers == 1
+    assert manifest["packed"] == 3, rejects_of(out)
+
+
+def test_a_retry_after_longer_than_the_deadline_is_waited_out_not_counted(api):
+    # A 503 asking for 40 s (2 s at this scale) against the 30 s deadline (1.5 s): the wait is the
+    # server's, not the download's.
+    pace = shipped_pace(SCALE)
+    api.retry_after["busy"] = "2"
+    client = HttpClient(rate=pace["rate"], timeout=pace["timeout"], backoff=pace["backoff"])
+    assert client.get(f"{api.url}/img/busy") == api.any_image("busy")
+    assert api.count("/img/busy") == 2
+
+
+def test_a_soak_of_the_fetch_path_loses_no_work_to_passing_trouble(tmp_path, api):
+    # Both museums' chains at the shipped pace (scaled), through recurring blocks, 503 bursts, reset
+    # connections and an image that drips past the deadline: every work is packed, or a final
+    # reject for a final reason, after at most one rerun (bench/fetch_soak.py measures it larger).
+    rows = soak_works(api, 150)
+    api.weather = soak_weather(SCALE, drip=rows[7]["id"])
+    manifest, out = pack(tmp_path, api, rows, source="auto", **shipped_pace(SCALE))
+    assert api.blocked_answers and api.outage_answers and api.reset_answers  # the weather struck
+    unknown = {row["id"] for row in rows if row["id"].startswith("404")}
+    assert {i for i, row in rejects_of(out).items() if not row["transient"]} == unknown
+    if manifest["transient"]:
+        manifest, out = pack(tmp_path, api, rows, source="auto", **shipped_pace(SCALE))
+    assert manifest["packed"] == len(rows) - SOAK_UNKNOWN and set(rejects_of(out)) == unknown
+
+
+def test_what_a_rerun_can_cure_is_transient_and_what_it_cannot_is_final(api):
+    client = HttpClient(attempts=1, rate=1000)
+
+    def failure(url):
+        with pytest.raises(FetchError) as caught:
+            client.get(url)
+        return caught.value
+
+    for status in (408, 425, 500, 502, 503, 504, 507, 520, 522):
+        assert failure(f"{api.url}/status/{status}").transient, status
+    for status in (400, 401, 403, 404, 405, 410, 451):
+        problem = failure(f"{api.url}/status/{status}")
+        assert not problem.transient and problem.status == status, status
+    fast = HttpClient(attempts=1, rate=1000, timeout=0.5, max_bytes=5_000_000)
+    for passing in ("/img/drip", "/img/truncated"):  # past the deadline, cut short
+        with pytest.raises(FetchError) as caught:
+            fast.get(api.url + passing)
+        assert caught.value.transient, passing
+    with pytest.raises(FetchError, match="not JSON") as caught:  # a maintenance page served as 200
+        client.get_json(f"{api.url}/img/notimage")
+    assert caught.value.transient
+    with socket.socket() as unused:  # a port that nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert failure(f"http://127.0.0.1:{port}/img/x").transient
+    for final in (f"{api.url}/img/huge", "ftp://127.0.0.1/x", "http://"):
+        with pytest.raises(FetchError) as caught:
+            fast.get(final)
+        assert not caught.value.transient, final
+
     client = HttpClient(rate=1000, block_pause=0.4, attempts=8)
     gate = client.gate("http://127.0.0.1:1/x")
     first = gate.wait(5)
@@ -436,6 +506,10 @@ def test_works_that_failed_for_a_passing_reason_are_fetched_again_on_a_rerun(tmp
     assert first["packed"] == len(good) and first["transient"] == 1
     rejects = rejects_of(out)
     assert set(rejects) == {"flaky500", "404"} and "HTTP 503" in rejects["flaky500"]["reason"]
+    # Each row and the closing line say which rejects a rerun retries.
+    assert rejects["flaky500"]["reason"].endswith("; transient: a rerun retries it")
+    assert "transient" not in rejects["404"]["reason"]
+    assert "rejected 2 (1 transient: rerun the same command to retry them), " in summary_line(first, out)
     requests_before = len(api.requests)
 
     api.down = set()  # the outage is over
