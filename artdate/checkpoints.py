@@ -68,10 +68,11 @@ def run_checkpoints(run_url: str) -> dict[str, dict]:
 
 
 def resolve_checkpoint(url: str) -> str:
-    """A checkpoint directory URL, or a run's storage URL (then its best checkpoint by val_mae)."""
+    """The checkpoint a URL names: a checkpoint directory, a checkpoint file under any name (a copy
+    saved as model.pt, say), or a run's storage URL (then its best checkpoint by val_mae)."""
     if url.endswith(CHECKPOINT_FILE):
         url = url[: -len(CHECKPOINT_FILE)].rstrip("/")
-    if store.exists(store.join(url, CHECKPOINT_FILE)):
+    if store.exists(store.join(url, CHECKPOINT_FILE)) or _is_file(url):
         return url
     candidates = run_checkpoints(url)
     if not candidates:
@@ -83,7 +84,7 @@ def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
     """(model in eval mode on CPU, spec, {metrics, epoch, url, calibration}) from a checkpoint or
     run URL."""
     directory = resolve_checkpoint(url)
-    path = store.join(directory, CHECKPOINT_FILE)
+    path = directory if _is_file(directory) else store.join(directory, CHECKPOINT_FILE)
     state = load_tensors(path)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an artdate checkpoint (format {CHECKPOINT_FORMAT})")
@@ -110,6 +111,11 @@ def load_checkpoint(url: str) -> tuple[nn.Module, ModelSpec, dict]:
             "calibration": calibration,
         },
     )
+
+
+def _is_file(url: str) -> bool:
+    """An object or a file, not a folder (an S3 prefix is no object)."""
+    return store.exists(url) and (store.is_s3(url) or os.path.isfile(url))
 
 
 def run_identity(spec: ModelSpec, manifest: dict, seed: int) -> dict:

@@ -46,9 +46,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = config.from_arguments(config.ReportConfig, args)
     summary = run_report(settings)
+    headline = summary["headline"]  # the works the model never trained on, as the page leads with
     print(
-        f"n {summary['n']}, MAE {summary['mae']:.1f} y, median {summary['median_ae']:.1f} y, "
-        f"within 50 y {summary['within_50']:.0%}, bias {summary['bias']:+.1f} y -> {settings.out}/report.html"
+        f"{summary['held_out']}: n {headline['n']}, MAE {headline['mae']:.1f} y, median {headline['median_ae']:.1f} y, "
+        f"within 50 y {headline['within_50']:.0%}, bias {headline['bias']:+.1f} y -> {settings.out}/report.html"
     )
     return 0
 
@@ -139,9 +140,13 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
     import boto3.exceptions
     import botocore.exceptions
 
+    from .pack import NothingPacked
+
+    if isinstance(problem, NothingPacked):  # bad input, unless a passing failure may cure it
+        return str(problem), 1 if problem.transient else 2
     if isinstance(problem, (ValueError, FileNotFoundError)):
         return str(problem), 2
-    if isinstance(problem, (PermissionError, IsADirectoryError, NotADirectoryError)):
+    if isinstance(problem, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)):
         return f"{problem.filename}: {problem.strerror}", 2
     if isinstance(problem, OSError) and problem.strerror:  # ENOSPC, EFBIG, EIO ...
         return f"{problem.filename or 'writing'}: {problem.strerror}; nothing unfinished was published", 1

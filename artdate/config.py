@@ -1,14 +1,17 @@
 """Settings of each stage as frozen dataclasses; the CLI flags are generated from their fields.
 
-A field's metadata holds its help text and, where needed, argparse extras (choices, a positional
-name). Keeping the settings here means a stage's function signature, its CLI and its defaults
-cannot drift apart.
+A field's metadata holds its help text, the values it accepts (a Range, for every number) and,
+where needed, argparse extras (choices, a positional name). Keeping the settings here means a
+stage's function signature, its CLI, its defaults and its checks cannot drift apart: every config
+checks its numbers against their ranges when it is made, from the command line or from code,
+before any work.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -21,10 +24,68 @@ DECODE_ON_HELP = (
 )
 
 
-def option(default: Any = REQUIRED, help: str = "", storage: bool = False, **argparse_extras: Any) -> Any:
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: within the bounds given (at_least/at_most inclusive,
+    above/below exclusive), or one of `also` (such as -1 for "auto"). Range() accepts any finite
+    number; NaN and infinities never pass."""
+
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    below: float | None = None
+    also: tuple[float, ...] = ()
+
+    def problem(self, value: float) -> str:
+        """What is wrong with `value`, or ''."""
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if value in self.also:
+            return ""
+        rules = [
+            (self.at_least, value < (self.at_least or 0), "at least"),
+            (self.above, value <= (self.above or 0), "above"),
+            (self.at_most, value > (self.at_most or 0), "at most"),
+            (self.below, value >= (self.below or 0), "below"),
+        ]
+        broken = [f"{word} {bound:g}" for bound, fails, word in rules if bound is not None and fails]
+        if not broken:
+            return ""
+        allowed = [f"{word} {bound:g}" for bound, _, word in rules if bound is not None]
+        special = f", or {' or '.join(f'{v:g}' for v in self.also)}" if self.also else ""
+        return f"must be {' and '.join(allowed)}{special}"
+
+
+def check_ranges(settings: Any) -> None:
+    """Refuse a config whose numbers are out of their declared ranges, naming the flag; a numeric
+    field without a Range is a programming error (so a new option cannot skip the check)."""
+    hints = get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        if hints[f.name] not in (int, float):
+            continue
+        accepted = f.metadata.get("range")
+        if accepted is None:
+            raise TypeError(f"{type(settings).__name__}.{f.name} declares no range of values")
+        value = getattr(settings, f.name)
+        problem = accepted.problem(value)
+        if problem:
+            raise ValueError(f"--{f.name.replace('_', '-')} {value:g}: {problem}")
+
+
+class Settings:
+    """What every stage's settings do when made: check their numbers against their ranges."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def option(
+    default: Any = REQUIRED, help: str = "", storage: bool = False, range: Range | None = None, **argparse_extras: Any
+) -> Any:
     """A dataclass field that is also a CLI flag; `default=REQUIRED` makes the flag required.
-    `storage=True` marks a location every node of a cluster must be able to reach (launch.py checks it)."""
-    meta = {"help": help, "storage": storage, **argparse_extras}
+    `storage=True` marks a location every node of a cluster must be able to reach (launch.py
+    checks it); `range` the values a number accepts (every numeric option has one)."""
+    meta = {"help": help, "storage": storage, "range": range, **argparse_extras}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     if default is REQUIRED:
@@ -33,7 +94,7 @@ def option(default: Any = REQUIRED, help: str = "", storage: bool = False, **arg
 
 
 @dataclass(frozen=True)
-class PackConfig:
+class PackConfig(Settings):
     metadata: tuple[str, ...] = option(
         help="metadata CSV file(s): at least id,year; optional museum, year_start, year_end, file, url",
         nargs="+",
@@ -74,34 +135,54 @@ class PackConfig:
         "coarse, e.g. ../shared/public-art/date-flags.csv: they train as the span it stands "
         "for (a year ending in 01 its century, another ending in 0 its decade)",
     )
-    size: int = option(384, help="shorter side of the stored images in pixels (never upscaled)")
-    quality: int = option(90, help="JPEG quality of the stored images")
-    samples_per_shard: int = option(1000, help="samples per shard (the last shard of a split may hold fewer)")
-    val_fraction: float = option(0.1, help="fraction of works in the validation split")
-    seed: int = option(0, help="seed of the train/val split and the shard shuffle")
-    year_min: int = option(1200, help="drop works made before this year")
-    year_max: int = option(1930, help="drop works made after this year")
+    size: int = option(
+        384, range=Range(at_least=1), help="shorter side of the stored images in pixels (never upscaled)"
+    )
+    quality: int = option(90, range=Range(at_least=1, at_most=100), help="JPEG quality of the stored images")
+    samples_per_shard: int = option(
+        1000, range=Range(at_least=1), help="samples per shard (the last shard of a split may hold fewer)"
+    )
+    val_fraction: float = option(
+        0.1, range=Range(at_least=0, below=1), help="fraction of works in the validation split"
+    )
+    seed: int = option(0, range=Range(at_least=0), help="seed of the train/val split and the shard shuffle")
+    year_min: int = option(1200, range=Range(), help="drop works made before this year")
+    year_max: int = option(1930, range=Range(), help="drop works made after this year")
     skip_bad_rows: bool = option(False, help="skip and list bad metadata rows instead of stopping")
-    max_pixels: int = option(100_000_000, help="reject images with more pixels than this (decompression bombs)")
-    max_bytes: int = option(50_000_000, help="reject downloads larger than this many bytes")
-    jobs: int = option(0, help="processes that decode and resize images (0: one per core)")
-    concurrency: int = option(8, help="downloads in flight at once (museum APIs)")
-    rate: float = option(2.0, help="request starts per second at most to each host (museum APIs, image servers)")
-    timeout: float = option(30.0, help="seconds to wait for a museum API or image server")
+    max_pixels: int = option(
+        100_000_000, range=Range(at_least=1), help="reject images with more pixels than this (decompression bombs)"
+    )
+    max_bytes: int = option(50_000_000, range=Range(at_least=1), help="reject downloads larger than this many bytes")
+    jobs: int = option(0, range=Range(at_least=0), help="processes that decode and resize images (0: one per core)")
+    concurrency: int = option(8, range=Range(at_least=1), help="downloads in flight at once (museum APIs)")
+    rate: float = option(
+        2.0, range=Range(above=0), help="request starts per second at most to each host (museum APIs, image servers)"
+    )
+    timeout: float = option(30.0, range=Range(above=0), help="seconds to wait for a museum API or image server")
     retries: int = option(
-        3, help="retries of a download after a block (403 page, 429), 5xx, a timeout or a broken connection"
+        3,
+        range=Range(at_least=0),
+        help="retries of a download after a block (403 page, 429), 5xx, a timeout or a broken connection",
     )
     backoff: float = option(
-        1.0, help="seconds before the first retry of a 5xx, a timeout or a broken connection; doubles each retry"
+        1.0,
+        range=Range(at_least=0),
+        help="seconds before the first retry of a 5xx, a timeout or a broken connection; doubles each retry",
     )
     block_pause: float = option(
         60.0,
+        range=Range(at_least=0),
         help="seconds a host that blocks (a 403 block page, 429 without Retry-After) is "
         "left alone before a retry; doubles while the block lasts",
     )
     allow_link_local: bool = option(
         False, help="allow downloads from link-local and cloud metadata addresses (169.254.0.0/16)"
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.year_min > self.year_max:
+            raise ValueError(f"--year-min {self.year_min} is after --year-max {self.year_max}: no year is inside")
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -110,6 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
     for f in dataclasses.fields(config_class):
         extras = dict(f.metadata)
         extras.pop("storage")
+        extras.pop("range")
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         required = f.default is REQUIRED and f.default_factory is REQUIRED
@@ -157,51 +239,59 @@ def from_arguments(config_class: type, args: argparse.Namespace) -> Any:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     shards: str = option(help="store URL written by artdate pack (a directory or s3://...)", storage=True)
     storage: str = option(help="URL of this run's checkpoints and results (a directory or s3://...)", storage=True)
     backbone: str = option("resnet152", help="torchvision model name, or efficientnet_lite0/1/2 (offline weights)")
     weights: str = option(
         "imagenet", help="imagenet, none, or a path/URL of a state dict of the backbone", storage=True
     )
-    epochs: int = option(10, help="passes over the training split")
+    epochs: int = option(10, range=Range(at_least=1), help="passes over the training split")
     batch_size: int = option(
         32,
+        range=Range(at_least=1),
         help="images per step on each worker (with --workers MIN-MAX: at MIN workers; the global "
         "batch, batch size x MIN, stays fixed as workers come and go)",
     )
-    image_size: int = option(224, help="side of the square crops fed to the model")
+    image_size: int = option(224, range=Range(at_least=32), help="side of the square crops fed to the model")
     workers: str = option(
         "1",
         help="training workers (one DDP rank each): N, or MIN-MAX to start as soon as MIN can be placed and "
         "grow toward MAX as the cluster gains room (elastic; see docs/cluster.md)",
     )
     gpus_per_worker: float = option(
-        -1.0, help="GPUs per worker; -1: 1 when the cluster has GPUs or can autoscale to them, else 0"
+        -1.0,
+        range=Range(at_least=0, also=(-1,)),
+        help="GPUs per worker; -1: 1 when the cluster has GPUs or can autoscale to them, else 0",
     )
-    cpus_per_worker: float = option(1.0, help="CPUs reserved per worker")
+    cpus_per_worker: float = option(1.0, range=Range(at_least=0), help="CPUs reserved per worker")
     loss: str = option(
         "mse",
         help="mse (2017), l1, huber, or bins (soft year-bin classification)",
         choices=["mse", "l1", "huber", "bins"],
     )
     resume: bool = option(False, help="continue the run in --storage from its latest checkpoint")
-    lr: float = option(1e-3, help="peak learning rate of the head (AdamW)")
-    backbone_lr_scale: float = option(0.1, help="backbone learning rate as a fraction of --lr")
-    weight_decay: float = option(0.05, help="AdamW weight decay")
-    warmup_epochs: float = option(1.0, help="linear warm-up length before the cosine decay")
+    lr: float = option(1e-3, range=Range(above=0), help="peak learning rate of the head (AdamW)")
+    backbone_lr_scale: float = option(0.1, range=Range(at_least=0), help="backbone learning rate as a fraction of --lr")
+    weight_decay: float = option(0.05, range=Range(at_least=0), help="AdamW weight decay")
+    warmup_epochs: float = option(1.0, range=Range(at_least=0), help="linear warm-up length before the cosine decay")
     freeze_epochs: int = option(
-        0, help="epochs that train the year head alone (backbone learning rate 0) before fine-tuning"
+        0,
+        range=Range(at_least=0),
+        help="epochs that train the year head alone (backbone learning rate 0) before fine-tuning",
     )
-    grad_clip: float = option(1.0, help="clip the gradient norm to this (0: off)")
-    bin_width: int = option(25, help="years per bin for --loss bins")
+    grad_clip: float = option(1.0, range=Range(at_least=0), help="clip the gradient norm to this (0: off)")
+    bin_width: int = option(25, range=Range(at_least=1), help="years per bin for --loss bins")
     label_sigma: float = option(
         0.0,
+        range=Range(at_least=0),
         help="--loss bins: spread each target to the neighbouring bins as a Gaussian of "
         "this many years (0: only the bins of the work's date range)",
     )
     range_level: float = option(
-        0.8, help="share of true years each calibrated year range should hold (calibrated on the validation split)"
+        0.8,
+        range=Range(above=0, below=1),
+        help="share of true years each calibrated year range should hold (calibrated on the validation split)",
     )
     flip_averaging: bool = option(
         False,
@@ -209,36 +299,49 @@ class TrainConfig:
         "predict all do, so the ranges are calibrated that way (up to 4 y better on public-art, "
         "twice the inference cost)",
     )
-    loader_workers: int = option(2, help="DataLoader processes per training worker")
+    loader_workers: int = option(2, range=Range(at_least=0), help="DataLoader processes per training worker")
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
-    shuffle_buffer: int = option(500, help="samples in each loader's shuffle buffer")
-    keep_checkpoints: int = option(3, help="best checkpoints kept (by val MAE), besides the latest")
+    shuffle_buffer: int = option(500, range=Range(at_least=0), help="samples in each loader's shuffle buffer (0: none)")
+    keep_checkpoints: int = option(
+        3, range=Range(at_least=1), help="best checkpoints kept (by val MAE), besides the latest"
+    )
     max_failures: int = option(
         10,
+        range=Range(at_least=0),
         help="times the run restarts from its latest checkpoint after a worker or node is "
         "lost, before it fails (spot nodes: see README)",
     )
     max_preemptions: int = option(
         100,
+        range=Range(at_least=0, also=(-1,)),
         help="times the run restarts after a node is preempted (a drain notice: spot or "
         "preemptible nodes), counted apart from --max-failures (-1: no limit)",
     )
     checkpoint_every: float = option(
         0.0,
+        range=Range(at_least=0),
         help="minutes between checkpoints inside an epoch (0: only at the end of each epoch and on a "
         "preemption notice), so a node lost without notice costs at most that much",
     )
     preemption_poll_steps: int = option(
-        5, help="steps between checks for a preemption notice or a due --checkpoint-every (all workers check)"
+        5,
+        range=Range(at_least=1),
+        help="steps between checks for a preemption notice or a due --checkpoint-every (all workers check)",
     )
-    resize_check: float = option(60.0, help="with --workers MIN-MAX: seconds between Ray's checks for room to grow")
+    resize_check: float = option(
+        60.0, range=Range(above=0), help="with --workers MIN-MAX: seconds between Ray's checks for room to grow"
+    )
     key_log: str = option(
         "",
         help="local folder where each worker appends the sample keys of every step (an audit of "
         "which works each epoch trained on)",
     )
-    seed: int = option(0, help="seed of the shard order and the head's initialisation")
-    log_every: int = option(20, help="update the progress bar every this many steps")
+    seed: int = option(0, range=Range(at_least=0), help="seed of the shard order and the head's initialisation")
+    log_every: int = option(
+        20,
+        range=Range(at_least=0),
+        help="update the progress bar every this many steps (0: only at the end of each epoch)",
+    )
     mlflow: str = option(
         "",
         help="MLflow tracking URI (sqlite:///mlflow.db, or a tracking server's http URL): log the settings, each "
@@ -247,49 +350,54 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
+class ScoreConfig(Settings):
     shards: str = option(help="store URL written by artdate pack", storage=True)
     checkpoint: str = option(help="checkpoint URL, or a training run's storage URL (its best checkpoint)", storage=True)
     out: str = option(help="results CSV to write (a path or s3://...)", storage=True)
-    actors: int = option(2, help="scoring actors (one GPU each when there are GPUs)")
+    actors: int = option(2, range=Range(at_least=1), help="scoring actors (one GPU each when there are GPUs)")
     split: str = option("all", help="which split(s) to score", choices=["all", "train", "val"])
-    batch_size: int = option(64, help="images per forward pass")
+    batch_size: int = option(64, range=Range(at_least=1), help="images per forward pass")
     gpus_per_actor: float = option(
-        -1.0, help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0"
+        -1.0,
+        range=Range(at_least=0, also=(-1,)),
+        help="GPUs per actor; -1: 1 when the cluster has GPUs or can autoscale to them, else 0",
     )
-    cpus_per_actor: float = option(1.0, help="CPUs reserved per actor")
-    max_retries: int = option(3, help="times a shard is retried after its actor died")
+    cpus_per_actor: float = option(1.0, range=Range(at_least=0), help="CPUs reserved per actor")
+    max_retries: int = option(3, range=Range(at_least=0), help="times a shard is retried after its actor died")
     loader_workers: int = option(
         0,
+        range=Range(at_least=0),
         help="processes per actor (started per shard) that decode the next images while the "
         "model runs; 0: a thread of the actor does",
     )
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     start_timeout: float = option(
-        900.0, help="seconds to wait for the first actor to be placed (autoscaling) before giving up"
+        900.0,
+        range=Range(above=0),
+        help="seconds to wait for the first actor to be placed (autoscaling) before giving up",
     )
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Settings):
     results: str = option(help="results CSV with year and pred columns", positional=True, storage=True)
     out: str = option(help="directory for summary.json, the plots and report.html", storage=True)
     shards: str = option(
         "", help="store URL to find gallery images in (default: the results' shard column)", storage=True
     )
-    gallery: int = option(8, help="images in each gallery")
+    gallery: int = option(8, range=Range(at_least=0), help="images in each gallery")
     run: str = option(
         "", help="a training run's --storage URL (or one of its checkpoints): draw its learning curves", storage=True
     )
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Settings):
     image: str = option(help="image path, s3:// URL or http(s) URL", positional=True, storage=True)
     checkpoint: str = option(help="checkpoint URL, or a training run's storage URL", storage=True)
-    timeout: float = option(30.0, help="seconds to wait for an http(s) image")
-    max_bytes: int = option(50_000_000, help="largest image download accepted")
-    max_pixels: int = option(100_000_000, help="largest image accepted, in pixels")
+    timeout: float = option(30.0, range=Range(above=0), help="seconds to wait for an http(s) image")
+    max_bytes: int = option(50_000_000, range=Range(at_least=1), help="largest image download accepted")
+    max_pixels: int = option(100_000_000, range=Range(at_least=1), help="largest image accepted, in pixels")
     allow_link_local: bool = option(False, help="allow a download from a link-local or cloud metadata address")
     comparanda: str = option(
         "",
@@ -300,7 +408,7 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Settings):
     workdir: str = option(
         "demo-run", help="directory (or s3:// URL) for the shards, the run, results and report", storage=True
     )
@@ -313,7 +421,9 @@ class DemoConfig:
         storage=True,
     )
     fetch: int = option(
-        0, help="take this many works of metadata/met-data.csv from the Met's open-access API instead (needs internet)"
+        0,
+        range=Range(at_least=0),
+        help="take this many works of metadata/met-data.csv from the Met's open-access API instead (needs internet)",
     )
     api_url: tuple[str, ...] = option(
         (), help="with --fetch: MUSEUM=URL replaces the Met's public API root, as for pack", action="append"
@@ -322,23 +432,28 @@ class DemoConfig:
     # (bench/recipes.py, bench/RESULTS.md).
     epochs: int = option(
         0,
+        range=Range(at_least=0),
         help="training epochs (0: the measured recipe's: 8 on the synthetic corpus, 20 on fewer "
         "than 1,000 real training works, 10 on more)",
     )
     image_size: int = option(
         0,
+        range=Range(at_least=32, also=(0,)),
         help="model input size (0: the measured recipe's: 192 px on 1,000 or more real training works, "
         "128 px on fewer and on the synthetic corpus)",
     )
-    workers: int = option(2, help="training workers")
+    workers: int = option(2, range=Range(at_least=1), help="training workers")
     batch_size: int = option(
         16,
+        range=Range(at_least=1),
         help="images per optimizer step, split among the workers, so the recipe "
         "bench/recipes.py measured in one process is the one trained",
     )
     loss: str = option("bins", help="training loss", choices=["mse", "l1", "huber", "bins"])
     label_sigma: float = option(
-        50.0, help="--loss bins: Gaussian spread of each target over the neighbouring bins, in years"
+        50.0,
+        range=Range(at_least=0),
+        help="--loss bins: Gaussian spread of each target over the neighbouring bins, in years",
     )
 
     @property

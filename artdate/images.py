@@ -45,6 +45,11 @@ def open_rgb(data: bytes, max_pixels: int, draft_size: int = 0) -> Image.Image:
     small file that would decode to gigapixels is refused without using the memory."""
     if not data:
         raise ImageRejected("empty file")
+    # Pillow refuses anything over twice its own limit (178,956,970 pixels) as a bomb before this
+    # function sees its size; the limit that counts is `max_pixels`, checked from the header below,
+    # so Pillow's is raised to it (never lowered).
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
@@ -70,10 +75,35 @@ def open_rgb(data: bytes, max_pixels: int, draft_size: int = 0) -> Image.Image:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB; transparent areas become white rather than black (prints and drawings on paper)."""
+    """RGB, keeping the content of every mode Pillow opens: images deeper than 8 bits scaled by
+    their range (_to_8_bits), transparent areas white rather than black (prints and drawings on
+    paper); a mode with no way to RGB is refused by name."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _to_8_bits(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
+    if image.mode == "RGB":
+        return image  # convert() would copy it
+    try:
+        return image.convert("RGB")
+    except ValueError:
+        raise ImageRejected(f"an image of mode {image.mode}, which has no conversion to RGB") from None
+
+
+def _to_8_bits(image: Image.Image) -> Image.Image:
+    """A greyscale image of 16- or 32-bit integers or of floats as 8-bit (L), stretched from its
+    lowest value to its highest, so whatever range a scanner or camera used (the whole 16 bits,
+    12 of them, a narrow band) keeps its content; a constant image keeps its level on the mode's
+    own scale (65,535 for integers, 1 for floats). Pillow's own convert() clips at 255, which
+    turns a 16-bit scan into a white square."""
+    values = image.convert("F")
+    low, high = values.getextrema()  # one band: two numbers
+    assert isinstance(low, float) and isinstance(high, float)
+    if high > low:
+        offset, scale = low, 255 / (high - low)
+    else:
+        offset, scale = 0.0, 255 if image.mode == "F" else 255 / 65535
+    return values.point(lambda value: (value - offset) * scale).convert("L")

@@ -84,6 +84,8 @@ def parse_years(row: dict) -> tuple[int, int, int]:
         raise ValueError(f"year_start {start} is after year_end {end}")
     if year is None:
         year = math.floor((start + end) / 2 + 0.5)
+    elif not start <= year <= end:
+        raise ValueError(f"year {year} is outside its own range year_start..year_end {start}..{end}")
     return year, start, end
 
 
@@ -202,14 +204,21 @@ def _work_from_row(
     )
 
 
+# What two rows of one work must agree on to be an exact duplicate (the image's file is read from
+# the CSV's folder, so that counts too when there is a file).
+DUPLICATE_FIELDS = ("year", "year_start", "year_end", "file", "url", "title", "artist")
+
+
 def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) -> None:
     """Add a work to the catalog, counting an exact duplicate row; a ValueError for a work whose
     key is taken by a different row (a conflicting duplicate, or another work's key)."""
     earlier = result.catalog.get(work.key)
     if earlier is not None and (earlier.museum, earlier.id) == (work.museum, work.id):
-        years = (work.year, work.year_start, work.year_end)
-        if (earlier.year, earlier.year_start, earlier.year_end) != years:
-            raise ValueError(f"conflicting duplicate of {earlier.where}")
+        differ = [name for name in DUPLICATE_FIELDS if getattr(earlier, name) != getattr(work, name)]
+        if work.file and earlier.csv_dir != work.csv_dir and "file" not in differ:
+            differ.append("file's folder")
+        if differ:
+            raise ValueError(f"conflicting duplicate of {earlier.where}: {', '.join(differ)} differ")
         result.duplicates += 1
         return
     if earlier is not None:
@@ -227,12 +236,33 @@ def _read_rows(path: str, year_needed: bool = True):
         raise MetadataError(f"{path}: cannot read: {problem.strerror}") from None
     with handle:
         reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
+        try:
+            columns = reader.fieldnames or []
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except csv.Error as problem:
+            raise MetadataError(f"{path}:1: malformed CSV: {problem}") from None
         if "id" not in columns or (year_needed and not {"year", "year_start", "year_end"} & set(columns)):
             needed = "an id column and a year (or year_start/year_end) column" if year_needed else "an id column"
             raise MetadataError(f"{path}:1: needs {needed}, has {columns}")
         try:
             for row in reader:
                 yield reader.line_num, row
-        except (csv.Error, UnicodeDecodeError) as problem:
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except csv.Error as problem:
             raise MetadataError(f"{path}:{reader.line_num}: malformed CSV: {problem}") from None
+
+
+def _not_utf8(path: str) -> MetadataError:
+    """The error for a CSV that is not UTF-8 (Latin-1 or Windows-1252, as spreadsheets save),
+    naming the first line that is not: the decoder reads ahead in blocks, so its place is not the
+    line's."""
+    with open(path, "rb") as handle:
+        for line, text in enumerate(handle, 1):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as problem:
+                byte = text[problem.start]
+                return MetadataError(f"{path}:{line}: not UTF-8 (byte {byte:#04x}); save the file as UTF-8")
+    return MetadataError(f"{path}: not UTF-8; save the file as UTF-8")

@@ -191,9 +191,24 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         "duplicates_dropped": meta.duplicates,
         "out_of_window": meta.out_of_window,
     }
+    if not tally.entries:
+        raise NothingPacked(config.out, tally.rejected, tally.transient)
     manifest = shards.build_manifest(tally.entries, tally.totals, settings, print_id, counts)
     store.write_bytes(store.join(config.out, shards.MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+class NothingPacked(Exception):
+    """Every work was rejected. The store gets no manifest, so nothing takes it for a finished
+    store of no works; rejects.csv says why each failed, and a rerun retries the transient ones."""
+
+    def __init__(self, out: str, rejected: int, transient: int):
+        retry = f"; {transient} of them transient: rerun the same command to retry them" if transient else ""
+        super().__init__(
+            f"packed nothing: all {rejected} works were rejected{retry} (reasons in "
+            f"{store.join(out, shards.REJECTS)}); {out} is left unfinished, without a manifest"
+        )
+        self.transient = transient
 
 
 def _read_works(config: PackConfig, scratch: str) -> MetadataResult:

@@ -23,8 +23,10 @@ def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_l
         raise ValueError(f"{location}: only local paths, s3:// and http(s):// URLs are supported")
     try:
         return store.read_bytes(location, max_bytes)
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise FileNotFoundError(f"{location}: no such image file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{location} is a folder, not an image") from None
 
 
 def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):

@@ -33,7 +33,9 @@ MAX_IMAGE_PIXELS = 100_000_000
 
 def read_results(url: str) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(io.BytesIO(store.read_bytes(url)))
+        # Every cell as text, so that an id such as NaN, null or NA stays what it is; the numbers
+        # are converted below, column by column.
+        frame = pd.read_csv(io.BytesIO(store.read_bytes(url)), dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"{url}: no such results file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as problem:
@@ -41,7 +43,6 @@ def read_results(url: str) -> pd.DataFrame:
     missing = {"year", "pred"} - set(frame.columns)
     if missing:
         raise ValueError(f"{url}: needs columns year and pred; missing {sorted(missing)} (has {list(frame.columns)})")
-    # Ranges are read when every row has one (score leaves them empty for an uncalibrated checkpoint).
     columns = ("year", "pred", "pred_low", "pred_high") if has_ranges(frame) else ("year", "pred")
     for column in columns:
         numbers = pd.to_numeric(frame[column], errors="coerce")
@@ -50,6 +51,8 @@ def read_results(url: str) -> pd.DataFrame:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ValueError(f"{url}: line {row + 2}: {column} {frame[column].iloc[row]!r} is not a number")
         frame[column] = numbers.astype(float)
+    if "range_level" in frame.columns:
+        frame["range_level"] = pd.to_numeric(frame["range_level"], errors="coerce")
     if frame.empty:
         raise ValueError(f"{url}: no rows")
     frame["error"] = frame["pred"] - frame["year"]
@@ -63,7 +66,8 @@ def read_results(url: str) -> pd.DataFrame:
 
 
 def has_ranges(frame: pd.DataFrame) -> bool:
-    return {"pred_low", "pred_high"} <= set(frame.columns) and frame[["pred_low", "pred_high"]].notna().all(axis=None)
+    """Whether every row has a range (score leaves them empty for an uncalibrated checkpoint)."""
+    return {"pred_low", "pred_high"} <= set(frame.columns) and (frame[["pred_low", "pred_high"]] != "").all(axis=None)
 
 
 def range_level(frame: pd.DataFrame) -> float | None:
@@ -336,7 +340,11 @@ def read_neighbours(results_url: str, frame: pd.DataFrame) -> dict[str, pd.DataF
     url = comparanda.neighbours_url(results_url)
     if "key" not in frame.columns or not store.exists(url):
         return {}
-    table = pd.read_csv(io.BytesIO(store.read_bytes(url)), dtype={"neighbour_id": str, "key": str})
+    table = pd.read_csv(
+        io.BytesIO(store.read_bytes(url)),
+        dtype={"neighbour_id": str, "neighbour_museum": str, "key": str},
+        keep_default_na=False,
+    )
     return {key: rows.sort_values("rank") for key, rows in table.groupby("key")}
 
 
@@ -356,6 +364,8 @@ def comparanda_summary(frame: pd.DataFrame, neighbours: dict[str, pd.DataFrame])
 
 
 def run_report(cfg: ReportConfig) -> dict:
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out} is a file; the report needs a folder")
     frame = read_results(cfg.results)
     os.makedirs(cfg.out, exist_ok=True)
     summary = summarize(frame)

@@ -243,6 +243,8 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
         cfg, shards=store.absolute(cfg.shards), checkpoint=store.absolute(cfg.checkpoint), out=store.absolute(cfg.out)
     )
 
+    if not store.is_s3(cfg.out) and os.path.isdir(cfg.out):  # found now, not after scoring every shard
+        raise ValueError(f"--out {cfg.out} is a folder; name the results file, such as {cfg.out}/results.csv")
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     _, spec, _ = load_checkpoint(checkpoint)  # a missing or incompatible checkpoint fails here, not in every actor

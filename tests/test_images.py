@@ -112,3 +112,26 @@ def test_rejects_too_many_pixels_before_decoding():
         encode_image(bomb, size=224)
     with pytest.raises(ImageRejected, match="over the limit of 1000 pixels"):
         encode_image(image_bytes((100, 100)), size=50, max_pixels=1000)
+
+
+def test_a_16_bit_grey_scan_keeps_its_grey_not_a_white_square():
+    # The reproduction of issue 36: Pillow's convert("RGB") clipped 20000 to 255.
+    import numpy as np
+
+    jpg, _, _ = encode_image(image_bytes((300, 300), "I;16", 20000, "PNG"), size=96)
+    assert set(np.unique(np.asarray(decoded(jpg)))) <= {76, 77, 78}  # 20000 / 65535 * 255
+
+    ramp = Image.fromarray(np.tile(np.linspace(1000, 4000, 300), (200, 1)).astype(np.uint16))  # 12-bit data
+    out = io.BytesIO()
+    ramp.save(out, "PNG")
+    grey = decoded(encode_image(out.getvalue(), size=100)[0]).convert("L")
+    assert grey.getpixel((0, 50)) < 10 and grey.getpixel((149, 50)) > 245  # stretched over its own range
+
+
+def test_max_pixels_above_pillows_own_bomb_limit_is_the_limit_that_counts():
+    out = io.BytesIO()
+    Image.new("L", (15000, 12000), 128).save(out, "JPEG", quality=5)  # 180 MP: over Pillow's 178,956,970
+    _, width, height = encode_image(out.getvalue(), size=64, max_pixels=200_000_000)
+    assert (width, height) == (80, 64)
+    with pytest.raises(ImageRejected, match="15000x12000 is over the limit of 100000000 pixels"):
+        encode_image(out.getvalue(), size=64)

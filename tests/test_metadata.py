@@ -79,6 +79,24 @@ def test_conflicting_duplicate_names_both_lines(tmp_path):
         read_metadata([path], museum="met")
 
 
+def test_contradictory_rows_are_bad_rows_not_dropped_or_packed(tmp_path):
+    path = write(tmp_path, "id,year,year_start,year_end,file\na,1900,1600,1700,a.jpg\nb,1650,,,b.jpg\nb,1650,,,c.jpg\n")
+    with pytest.raises(MetadataError) as error:
+        read_metadata([path], museum="met")
+    assert f"{path}:2: year 1900 is outside its own range year_start..year_end 1600..1700" in str(error.value)
+    assert f"{path}:4: conflicting duplicate of {path}:3: file differ" in str(error.value)
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("id,year,title\na,1600,Vue\nb,1650,Café\n".encode("latin-1"))
+    with pytest.raises(MetadataError, match=rf"^{path}:3: not UTF-8 \(byte 0xe9\); save the file as UTF-8$"):
+        read_metadata([str(path)], museum="met")
+    path.write_bytes("id,année\na,1600\n".encode("latin-1"))  # in the header
+    with pytest.raises(MetadataError, match=rf"^{path}:1: not UTF-8"):
+        read_metadata([str(path)], museum="met")
+
+
 def test_exact_duplicates_are_dropped_and_counted(tmp_path):
     path = write(tmp_path, "id,year\na,1500\na,1500\nb,1600\n")
     result = read_metadata([path], museum="met")

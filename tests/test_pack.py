@@ -141,11 +141,16 @@ def test_bad_images_are_skipped_and_recorded(tmp_path):
 
 
 def test_a_read_error_that_may_pass_is_transient_and_a_missing_file_final(tmp_path):
+    from PIL import Image
+
     (tmp_path / "a-folder.jpg").mkdir()
+    Image.new("RGB", (40, 30), (90, 60, 30)).save(tmp_path / "good.jpg")
     metadata = tmp_path / "works.csv"
     # /proc/self/mem answers a read at offset 0 with EIO: a real I/O error, as a failing disk or a
     # network mount gives, which the next run may not meet.
-    metadata.write_text("id,year,file\nio,1600,/proc/self/mem\nfolder,1600,a-folder.jpg\nmissing,1600,gone.jpg\n")
+    metadata.write_text(
+        "id,year,file\nio,1600,/proc/self/mem\nfolder,1600,a-folder.jpg\nmissing,1600,gone.jpg\ngood,1600,good.jpg\n"
+    )
     out = str(tmp_path / "store")
     manifest = run_pack(PackConfig(metadata=(str(metadata),), out=out, museum="met", jobs=1), progress=False)
     with open(os.path.join(out, "rejects.csv")) as f:
@@ -369,3 +374,19 @@ def test_public_art_packs_as_it_is(tmp_path):
     for work_id, span in spans.items():
         if work_id not in flagged:  # as the CSV dates it
             assert span == tuple(int(by_id[work_id][column]) for column in ("year", "year_start", "year_end"))
+
+
+def test_a_pack_that_packed_nothing_leaves_no_finished_store_and_says_why(tmp_path, capsys):
+    from artdate.cli import main
+
+    (tmp_path / "text.jpg").write_bytes(b"hello")
+    metadata = tmp_path / "works.csv"
+    metadata.write_text("id,year,file\na,1600,text.jpg\nb,1600,gone.jpg\n")
+    out = tmp_path / "store"
+    assert main(["pack", "--metadata", str(metadata), "--out", str(out), "--jobs", "1", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "packed nothing: all 2 works were rejected (reasons in " in error and "rejects.csv" in error
+    assert not (out / "manifest.json").exists() and (out / "rejects.csv").exists()
+    # A nonsense option is refused before any work: nothing is read or written.
+    assert main(["pack", "--metadata", str(metadata), "--out", str(tmp_path / "zero"), "--size", "0"]) == 2
+    assert "--size 0: must be at least 1" in capsys.readouterr().err and not (tmp_path / "zero").exists()

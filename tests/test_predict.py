@@ -55,6 +55,15 @@ def test_a_model_trained_to_flip_average_predicts_so(tiny_checkpoint, sample_sto
     assert predicted.year.item() != pytest.approx(plain.year.item(), abs=1e-3)
 
 
+def test_a_checkpoint_file_saved_under_another_name_is_read(tiny_checkpoint, tmp_path):
+    import shutil
+
+    shutil.copy(os.path.join(tiny_checkpoint, "checkpoint.pt"), tmp_path / "model.pt")
+    renamed, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=str(tmp_path / "model.pt")))
+    original, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    assert renamed.year.item() == original.year.item()
+
+
 def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
     with open(IMAGE, "rb") as f:
         data = f.read()

@@ -1,16 +1,20 @@
 """Property-based tests (hypothesis): the metadata parser on any input, the label encoding on any years."""
 
 import csv
+import io
 import os
 import string
+import tarfile
 import tempfile
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from artdate.config import PackConfig
 from artdate.metadata import MetadataError, read_metadata
 from artdate.model import LabelEncoding
+from artdate.pack import run_pack
 from artdate.works import MAX_KEY, sample_key
 
 # In CI (CI=true) the examples are derived from the test names, so a submission's run is
@@ -150,11 +154,6 @@ CSV_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
 @given(st.lists(st.tuples(CSV_TEXT, CSV_TEXT), min_size=1, max_size=4, unique=True))
 @settings(max_examples=15, deadline=None)
 def test_any_museum_and_id_pack_and_read_back(rows):
-    import tarfile
-
-    from artdate.config import PackConfig
-    from artdate.pack import run_pack
-
     rows = list({(m.lower(), i): (m, i) for m, i in rows}.values())  # museums are compared in lower case
     with tempfile.TemporaryDirectory() as folder:
         with open(os.path.join(folder, "image.jpg"), "wb") as f:
@@ -172,3 +171,126 @@ def test_any_museum_and_id_pack_and_read_back(rows):
 
             labels = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
         assert sorted((label["museum"], label["id"]) for label in labels) == sorted((m.lower(), i) for m, i in rows)
+
+
+# The modes an image file can open in, with the formats that write each (Pillow 11+).
+MODE_FORMATS = {
+    "1": ("PNG", "TIFF", "BMP"),
+    "L": ("PNG", "TIFF", "JPEG", "WEBP", "GIF"),
+    "LA": ("PNG", "TIFF"),
+    "P": ("PNG", "TIFF", "GIF"),
+    "PA": ("TIFF",),
+    "RGB": ("PNG", "TIFF", "JPEG", "WEBP", "BMP"),
+    "RGBA": ("PNG", "TIFF", "WEBP"),
+    "CMYK": ("TIFF", "JPEG"),
+    "YCbCr": ("TIFF",),
+    "LAB": ("TIFF",),
+    "I": ("TIFF",),
+    "I;16": ("PNG", "TIFF"),
+    "I;16B": ("TIFF",),
+    "F": ("TIFF",),
+}
+# Each mode's values: (low, high) a generated image spans part of.
+MODE_VALUES = {"I": (-(2**30), 2**30), "I;16": (0, 65535), "I;16B": (0, 65535), "F": (-1e6, 1e6), "1": (0, 1)}
+
+
+def smooth_values(seed: int, low: float, high: float, size: tuple[int, int]):
+    """A smooth random picture (a 3x3 grid of values blown up), from `low` to `high`: JPEG and
+    shrinking keep its shape, so the packed image can be compared with it."""
+    import numpy as np
+    from PIL import Image
+
+    grid = np.random.default_rng(seed).random((3, 3), dtype=np.float32)
+    grid = (grid - grid.min()) / (np.ptp(grid) or 1)
+    field = np.asarray(Image.fromarray(grid, "F").resize(size, Image.Resampling.BILINEAR))
+    return low + field * (high - low)
+
+
+def image_of_mode(mode: str, size: tuple[int, int], seed: int, band: tuple[float, float], constant: bool):
+    """An image of `mode` whose values span the part `band` (fractions) of the mode's range."""
+    import numpy as np
+    from PIL import Image
+
+    lowest, highest = MODE_VALUES.get(mode, (0, 255))
+    low, high = (lowest + (highest - lowest) * fraction for fraction in band)
+    values = smooth_values(seed, low, low if constant else high, size)
+    if mode == "F":
+        return Image.fromarray(values.astype(np.float32), "F")
+    if mode in ("I", "I;16", "I;16B"):
+        dtype = {"I": np.int32, "I;16": np.uint16, "I;16B": ">u2"}[mode]
+        return Image.frombytes(mode, size, np.round(values).astype(dtype).tobytes())
+    grey = Image.fromarray(np.round(values).astype(np.uint8), "L")
+    if mode == "1":
+        return grey.point(lambda v: 255 * v).convert("1", dither=Image.Dither.NONE)
+    if mode == "P":
+        return grey.convert("P", palette=Image.Palette.ADAPTIVE)
+    if mode in ("LA", "PA"):  # opaque: the content test is about the picture, not transparency
+        return Image.merge("LA", (grey, grey.point(lambda v: 255)))
+    return grey if mode == "L" else grey.convert("RGB").convert(mode)
+
+
+IMAGE = st.tuples(
+    st.sampled_from(sorted(MODE_FORMATS)),
+    st.integers(1, 160),
+    st.integers(1, 160),
+    st.integers(0, 2**31),  # the picture
+    st.floats(0, 0.99).flatmap(lambda low: st.tuples(st.just(low), st.floats(low + 0.001, 1))),  # the band
+    st.booleans(),  # constant
+    st.integers(0, 10),  # which format
+)
+
+
+@given(st.lists(IMAGE, min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_every_image_mode_packs_with_its_content_or_is_refused_by_name(images):
+    import numpy as np
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        sources = {}
+        for n, (mode, width, height, seed, band, constant, which) in enumerate(images):
+            image = image_of_mode(mode, (width, height), seed, band, constant)
+            if mode == "PA":
+                image = image.convert("PA")
+            formats = MODE_FORMATS[mode]
+            fmt = formats[which % len(formats)]
+            path = os.path.join(folder, f"{n}.{fmt.lower()}")
+            image.save(path, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+            sources[str(n)] = (mode, fmt, Image.open(path))
+        with open(os.path.join(folder, "works.csv"), "w") as f:
+            f.write("id,year,file\n" + "".join(f"{n},1600,{n}.{fmt.lower()}\n" for n, (_, fmt, _) in sources.items()))
+        out = os.path.join(folder, "store")
+        manifest = run_pack(
+            PackConfig(metadata=(os.path.join(folder, "works.csv"),), out=out, size=64, val_fraction=0, jobs=1),
+            progress=False,
+        )
+        with open(os.path.join(out, "rejects.csv")) as f:
+            rejected = {row["id"]: row["reason"] for row in csv.DictReader(f)}
+        for work_id, reason in rejected.items():
+            assert sources[work_id][0] in reason, (sources[work_id][:2], reason)  # refused by name
+        packed = {}
+        for shard in manifest["shards"]:
+            with tarfile.open(os.path.join(out, shard["name"])) as tar:
+                for member in tar.getmembers():
+                    if member.name.endswith(".jpg"):
+                        work_id = member.name.split("_", 1)[1][: -len(".jpg")]
+                        packed[work_id] = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("L")
+        assert set(packed) | set(rejected) == set(sources)
+        for work_id, jpg in packed.items():
+            mode, fmt, source = sources[work_id]
+            deep = mode in ("I", "I;16", "I;16B", "F")
+            if deep:  # the values themselves, whatever their depth and range
+                reference = np.asarray(source.convert("F"), dtype=np.float64)
+            else:  # 8 bits a channel: Pillow's own conversion keeps the picture
+                reference = np.asarray(source.convert("RGB").convert("L"), dtype=np.float64)
+            packed_values = np.asarray(jpg, dtype=np.float64)
+            if np.ptp(reference) == 0:  # constant: it stays constant
+                assert np.ptp(packed_values) <= 8, (mode, fmt)
+                continue
+            if not deep and np.ptp(reference) < 16:  # a few grey levels: JPEG may merge them
+                continue
+            assert np.ptp(packed_values) > 0, (mode, fmt, "became a constant image")
+            if min(jpg.size) >= 8:  # enough pixels to compare shapes after JPEG and shrinking
+                shrunk = np.asarray(Image.fromarray(reference.astype(np.float32), "F").resize(jpg.size))
+                correlation = np.corrcoef(shrunk.ravel(), packed_values.ravel())[0, 1]
+                assert correlation > 0.9, (mode, fmt, correlation)

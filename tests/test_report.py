@@ -278,3 +278,25 @@ def test_the_learning_curve_is_the_longest_history_even_past_a_checkpoint_inside
         (tmp_path / name / METRICS_FILE).write_text(json.dumps(metrics))
         (tmp_path / name / CHECKPOINT_FILE).write_bytes(b"")
     assert learning_curve(str(tmp_path)) == ended
+
+
+def test_ids_that_read_as_missing_values_keep_their_names(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("museum,id,year,pred\nmet,NaN,1600,1650\nnull,null,1700,1690\nmet,NA,1800,1700\n")
+    run_report(ReportConfig(results=str(path), out=str(tmp_path / "out"), gallery=3))
+    page = (tmp_path / "out" / "report.html").read_text()
+    for caption in ("met NaN", "null null", "met NA"):
+        assert f"<figcaption>{caption}<br>" in page, caption
+    assert set(json.load(open(tmp_path / "out" / "summary.json"))["per_museum"]) == {"met", "null"}
+
+
+def test_the_command_line_says_which_works_its_figures_are_of(tmp_path, capsys):
+    from artdate.cli import main
+
+    path = tmp_path / "results.csv"  # the training works are read well, the validation works badly
+    path.write_text("id,split,year,pred\n1,train,1600,1600\n2,train,1700,1700\n3,val,1800,1900\n")
+    assert main(["report", str(path), "--out", str(tmp_path / "out"), "--gallery", "0"]) == 0
+    assert capsys.readouterr().out.startswith("validation works: n 1, MAE 100.0 y, ")
+    (tmp_path / "a-file").write_text("x")
+    assert main(["report", str(path), "--out", str(tmp_path / "a-file")]) == 2  # bad input, not a failed disk
+    assert "--out " in capsys.readouterr().err

@@ -17,7 +17,7 @@ from artdate.config import PackConfig
 from artdate.fetched import Excluded, TypeFilter, singular
 from artdate.http_client import FetchError, HttpClient, redact
 from artdate.museums import iiif_size
-from artdate.pack import run_pack, summary_line
+from artdate.pack import NothingPacked, run_pack, summary_line
 from artdate.sources import api_roots, original_name
 
 pytestmark = pytest.mark.skipif(
@@ -184,8 +184,10 @@ def test_one_pack_over_both_museums_and_a_folder_through_a_403_block(tmp_path, a
 def test_works_still_blocked_after_the_retries_are_transient_and_a_rerun_packs_them(tmp_path, api):
     rows = [{"id": i, "year": "1600"} for i in list(api.images) + ["436535"]]
     api.block_met(after=0, seconds=3600)
-    manifest, out = pack(tmp_path, api, rows, name="met-data.csv", source="met", retries=2, block_pause=0.1)
-    assert manifest["packed"] == 0 and manifest["transient"] == len(rows)
+    with pytest.raises(NothingPacked, match=f"all {len(rows)} works were rejected; {len(rows)} of them transient"):
+        pack(tmp_path, api, rows, name="met-data.csv", source="met", retries=2, block_pause=0.1)
+    out = str(tmp_path / "store")
+    assert not os.path.exists(os.path.join(out, "manifest.json"))  # not a finished store of nothing
     reasons = [row["reason"] for row in rejects_of(out).values()]
     # The works waited through the pauses one work's retries would take (0.1 + 0.2 + 0.4 s), with
     # one probe after each; then the host was given up for this run, every waiting work at once. A
