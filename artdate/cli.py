@@ -6,13 +6,15 @@ import argparse
 import sys
 
 from . import config
+from .options import add_arguments, from_arguments
 from .raycluster import prepare_environment
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .pack import run_pack, summary_line
+    from .pack import run_pack
+    from .rejects import summary_line
 
-    settings = config.from_arguments(config.PackConfig, args)
+    settings = from_arguments(config.PackConfig, args)
     manifest = run_pack(settings, progress=not args.quiet)
     print(summary_line(manifest, settings.out))
     return 0
@@ -21,15 +23,16 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import run_training
 
-    best = run_training(config.from_arguments(config.TrainConfig, args), progress=not args.quiet, verbose=args.verbose)
+    best = run_training(from_arguments(config.TrainConfig, args), progress=not args.quiet, verbose=args.verbose)
     print(best)  # the last line: scripts take the best checkpoint's URL from here
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .score import run_scoring, skipped_url
+    from .parts import skipped_url
+    from .score import run_scoring
 
-    settings = config.from_arguments(config.ScoreConfig, args)
+    settings = from_arguments(config.ScoreConfig, args)
     summary = run_scoring(settings, progress=not args.quiet, verbose=args.verbose)
     unreadable = (
         f", {summary['unreadable']} unreadable listed in {skipped_url(settings.out)}" if summary["unreadable"] else ""
@@ -44,7 +47,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import run_report
 
-    settings = config.from_arguments(config.ReportConfig, args)
+    settings = from_arguments(config.ReportConfig, args)
     summary = run_report(settings)
     headline = summary["headline"]  # the works the model never trained on, as the page leads with
     print(
@@ -57,7 +60,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_year
 
-    predicted, nearest = predict_year(config.from_arguments(config.PredictConfig, args))
+    predicted, nearest = predict_year(from_arguments(config.PredictConfig, args))
     # The year, then the calibrated range meant to hold the true year (80% of the time by default).
     print(f"{predicted.year.item():.0f} ({predicted.low.item():.0f}-{predicted.high.item():.0f})")
     for work in nearest:  # --comparanda: the dated works the guess rests on
@@ -68,7 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    outcome = run_demo(config.from_arguments(config.DemoConfig, args), progress=not args.quiet, verbose=args.verbose)
+    outcome = run_demo(from_arguments(config.DemoConfig, args), progress=not args.quiet, verbose=args.verbose)
     print(f"\ndata:       {outcome['data']}")
     print(
         f"validation MAE {outcome['val_mae']:.1f} years; always predicting the training median: "
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (config_class, function, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
-        config.add_arguments(sub, config_class)
+        add_arguments(sub, config_class)
         sub.add_argument(
             "--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway) (default: off)"
         )
@@ -140,7 +143,7 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
     import boto3.exceptions
     import botocore.exceptions
 
-    from .pack import NothingPacked
+    from .rejects import NothingPacked
 
     if isinstance(problem, NothingPacked):  # bad input, unless a passing failure may cure it
         return str(problem), 1 if problem.transient else 2

@@ -1,25 +1,15 @@
-"""Shards -> batches: which rank reads which samples, decoding, transforms, DataLoader.
+"""Shards -> batches: reading slices of shards, decoding, transforms, the DataLoader.
 
-The unit of work is a slice of a shard: samples start..stop of one tar, in the order they were
-packed. Splitting by sample rather than by whole shard means any number of ranks can share any
-number of shards, and every rank gets the same number of samples (give or take one):
-- Training: each epoch the shard order is shuffled with (seed, epoch), the shards are laid end to
-  end (the epoch's plan), and rank r takes the r-th of `world` runs of samples, in proportion to
-  its share of the global batch. Every rank takes exactly steps = total_samples // global_batch
-  batches of its share, whatever the world size; a rank that comes up short (skipped samples)
-  wraps around its own slices, so DDP never waits on an uneven rank. A checkpoint inside an epoch
-  keeps the plan's unread samples (`unread`), which a resume cuts among its own ranks.
-- Validation: the same cut without the shuffle, so every validation sample is evaluated exactly
-  once, whatever the number of ranks and validation shards.
-- Within a rank, the DataLoader workers cut the rank's slices again the same way.
-A slice in the middle of a shard is reached by reading (not decoding) the samples before it.
-Undecodable samples, and samples a broken shard never delivered, are named in each `Batch`'s
-`skipped` list (`Skip` records), so a consumer can tell how many of its samples it did not see.
+Which rank reads which samples is partition.py's; this module reads them. A slice in the middle of
+a shard is reached by reading (not decoding) the samples before it. Undecodable samples, and
+samples a broken shard never delivered, are named in each `Batch`'s `skipped` list (`Skip`
+records), so a consumer can tell how many of its samples it did not see; `readable` is the one
+stage every consumer (training, validation, scoring) reads batches through: it decodes on the
+device when asked, counts the skipped samples and passes on only batches with images.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import itertools
 import json
@@ -28,10 +18,12 @@ import multiprocessing
 import os
 import random
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
 from . import store
+from .partition import Slice, cut
 from .works import derive_seed
 
 log = logging.getLogger(__name__)
@@ -89,120 +81,40 @@ class Batch:
         image = self.image.pin_memory() if isinstance(self.image, torch.Tensor) else self.image
         return replace(self, image=image, **{name: getattr(self, name).pin_memory() for name in LABELS})
 
+    def __reduce__(self) -> tuple:
+        """How a batch crosses from a loader process to the one training or scoring: each tensor
+        travels through shared memory, and every storage costs the receiving process a file
+        descriptor passed over a socket (about 2 ms: the serial part of the loader, bench/
+        loader.py). So the labels travel inline as lists, and encoded JPEGs as one tensor of
+        their bytes end to end; only the images use shared memory, one storage a batch."""
+        image: Any = self.image
+        lengths = None
+        if isinstance(image, list):
+            lengths = [len(jpeg) for jpeg in image]
+            image = torch.cat(image) if image else torch.zeros(0, dtype=torch.uint8)
+        labels = [getattr(self, name).tolist() for name in LABELS]
+        others = (self.key, self.shard, self.id, self.museum, self.index, self.skipped)
+        return _received_batch, (image, lengths, labels, others)
+
+    def take(self, keep: list[int]) -> Batch:
+        """The batch of the samples at positions `keep` only (its skip records stay)."""
+        picked: dict[str, Any] = {}
+        for name in PER_SAMPLE:
+            value = getattr(self, name)
+            picked[name] = value[keep] if isinstance(value, torch.Tensor) else [value[i] for i in keep]
+        return replace(self, **picked)
+
 
 LABELS = ("year", "year_start", "year_end")
+PER_SAMPLE = ("image", *LABELS, "key", "shard", "id", "museum", "index")
 
 
-@dataclass(frozen=True)
-class Shard:
-    url: str
-    samples: int
-
-
-@dataclass(frozen=True)
-class Slice:
-    """Samples start..stop (in packing order) of the shard at `url`."""
-
-    url: str
-    start: int
-    stop: int
-
-    @property
-    def samples(self) -> int:
-        return self.stop - self.start
-
-
-def manifest_shards(store_url: str, manifest: dict, split: str | None = None) -> list[Shard]:
-    """The store's shards of one split (or all of them)."""
-    return [
-        Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if split in (None, s["split"])
-    ]
-
-
-def store_slices(store_url: str, manifest: dict, split: str | None = None) -> list[Slice]:
-    """Every shard of a store (or of one split), whole."""
-    return whole(manifest_shards(store_url, manifest, split))
-
-
-def cut(slices: list[Slice], parts: int, weights: list[int] | None = None) -> list[list[Slice]]:
-    """Lay `slices` end to end and cut them into `parts` runs of equal sample count (+-1), or of
-    counts in proportion to `weights` (rounded down at each cut)."""
-    total = sum(s.samples for s in slices)
-    weights = weights or [1] * parts
-    cumulative = list(itertools.accumulate(weights, initial=0))
-    bounds = [total * c // cumulative[-1] for c in cumulative]
-    runs: list[list[Slice]] = [[] for _ in range(parts)]
-    offset = 0  # position of the current slice's first sample in the whole run
-    for piece in slices:
-        for part in range(parts):
-            low, high = max(bounds[part], offset), min(bounds[part + 1], offset + piece.samples)
-            if low < high:
-                runs[part].append(Slice(piece.url, piece.start + low - offset, piece.start + high - offset))
-        offset += piece.samples
-    return runs
-
-
-def whole(shards: list[Shard]) -> list[Slice]:
-    return [Slice(s.url, 0, s.samples) for s in shards]
-
-
-def epoch_plan(shards: list[Shard], epoch: int, seed: int) -> list[Slice]:
-    """An epoch's training samples: the shards in an order drawn from (seed, epoch), end to end."""
-    order = list(shards)
-    random.Random(f"{seed}/{epoch}").shuffle(order)
-    return whole(order)
-
-
-def rank_batches(global_batch: int, world_size: int) -> list[int]:
-    """Each rank's share of a step's `global_batch` images (equal, +-1)."""
-    if global_batch < world_size:
-        raise ValueError(f"a global batch of {global_batch} cannot feed {world_size} workers")
-    return [global_batch // world_size + (rank < global_batch % world_size) for rank in range(world_size)]
-
-
-def assign_train(plan: list[Slice], global_batch: int, world_size: int) -> list[list[Slice]]:
-    """Each rank's training slices of what is left of an epoch's `plan`: disjoint, covering, in
-    proportion to the rank's share of the global batch, so every rank can take plan // global_batch
-    steps of its share."""
-    return cut(plan, world_size, rank_batches(global_batch, world_size))
-
-
-def unread(plan: list[Slice], read: set[tuple[str, int]]) -> list[Slice]:
-    """The slices of `plan` without the samples in `read` ((shard url, position) pairs): what a
-    mid-epoch checkpoint leaves to train, whatever order and ranks read the rest in."""
-    positions: dict[str, list[int]] = {}
-    for url, index in read:
-        positions.setdefault(url, []).append(index)
-    for indices in positions.values():
-        indices.sort()
-    left = []
-    for piece in plan:
-        indices = positions.get(piece.url, [])
-        start = piece.start
-        for index in indices[bisect.bisect_left(indices, piece.start) : bisect.bisect_left(indices, piece.stop)]:
-            if start < index:
-                left.append(Slice(piece.url, start, index))
-            start = index + 1
-        if start < piece.stop:
-            left.append(Slice(piece.url, start, piece.stop))
-    return left
-
-
-def assign_val(shards: list[Shard], world_size: int) -> list[list[Slice]]:
-    """Each rank's validation slices: every validation sample exactly once over all ranks."""
-    return cut(whole(shards), world_size)
-
-
-def steps_per_epoch(shards: list[Shard], global_batch: int) -> int:
-    """Optimizer steps in a whole epoch: the same for any number of workers."""
-    total = sum(s.samples for s in shards)
-    steps = total // global_batch
-    if steps == 0:
-        raise ValueError(
-            f"{total} training samples are too few for a global batch of {global_batch}: "
-            "lower --batch-size or --workers"
-        )
-    return steps
+def _received_batch(image, lengths: list[int] | None, labels: list[list[int]], others: tuple) -> Batch:
+    """A Batch as Batch.__reduce__ sent it."""
+    if lengths is not None:
+        image = list(torch.split(image, lengths))
+    year, year_start, year_end = (torch.tensor(values, dtype=torch.int64) for values in labels)
+    return Batch(image, year, year_start, year_end, *others)
 
 
 def train_transform(image_size: int):
@@ -299,18 +211,52 @@ def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
         Skip(batch.shard[i], batch.key[i], images[i], index=batch.index[i]) for i in range(len(images)) if i not in keep
     ]
     stacked = torch.stack([transform(images[i]) for i in keep]) if keep else None
-    return Batch(
-        image=stacked,
-        year=batch.year[keep],
-        year_start=batch.year_start[keep],
-        year_end=batch.year_end[keep],
-        key=[batch.key[i] for i in keep],
-        shard=[batch.shard[i] for i in keep],
-        id=[batch.id[i] for i in keep],
-        museum=[batch.museum[i] for i in keep],
-        index=[batch.index[i] for i in keep],
-        skipped=skipped,
-    )
+    return replace(batch.take(keep), image=stacked, skipped=skipped)
+
+
+def readable(batches, skipped: list[Skip], device: torch.device | None = None, device_transform=None):
+    """The one stage training, validation and scoring read their batches through: each batch
+    decoded and transformed on `device` when a `device_transform` is given (the loader passed
+    encoded JPEGs; on CUDA one batch ahead, on a stream of its own: decoded_ahead), its skip
+    records added to `skipped`, and only batches that hold images passed on."""
+    if device_transform is not None:
+        assert device is not None
+        if device.type == "cuda":
+            batches = decoded_ahead(batches, device_transform, device)
+        else:
+            batches = (decode_on_device(batch, device_transform, device) for batch in batches)
+    for batch in batches:
+        skipped.extend(batch.skipped)
+        if batch.image is not None:
+            yield batch
+
+
+def decoded_ahead(batches, transform, device: torch.device):
+    """decode_on_device one batch ahead of the caller, on a CUDA stream of its own: the GPU's JPEG
+    decoder and the transforms of the next batch run while the model works on this one. A batch is
+    handed on once its stream's work is queued before the caller's (an event), and its images are
+    marked as used on the caller's stream, so the allocator does not hand their memory to the
+    decode stream while the model still reads it."""
+    stream = torch.cuda.Stream(device)
+    ahead = None
+    for batch in batches:
+        with torch.cuda.stream(stream):
+            decoded = decode_on_device(batch, transform, device)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        if ahead is not None:
+            yield _handed_over(*ahead, device)
+        ahead = (decoded, ready)
+    if ahead is not None:
+        yield _handed_over(*ahead, device)
+
+
+def _handed_over(batch: Batch, ready, device: torch.device) -> Batch:
+    caller = torch.cuda.current_stream(device)
+    caller.wait_event(ready)
+    if isinstance(batch.image, torch.Tensor):
+        batch.image.record_stream(caller)
+    return batch
 
 
 class Decoder:
@@ -349,7 +295,10 @@ class Decoder:
 def collate(items: list[dict], skipped: list[Skip]) -> Batch:
     images: list | torch.Tensor = [i["image"] for i in items]
     if items and items[0]["image"].dim() == 3:  # decoded; 1-dimensional ones are encoded JPEGs
-        images = torch.stack(images)  # type: ignore[arg-type]
+        stacked = torch.empty((len(items), *items[0]["image"].shape), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:  # in a loader process: stacked straight
+            stacked.share_memory_()  # into the shared memory the batch travels in (a copy saved)
+        images = torch.stack(images, out=stacked)  # type: ignore[arg-type]
     year, year_start, year_end = (torch.tensor([i[name] for i in items], dtype=torch.int64) for name in LABELS)
     return Batch(
         image=images if items else None,

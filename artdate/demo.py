@@ -19,7 +19,8 @@ from typing import Any
 from . import store
 from .config import DemoConfig, PackConfig, ReportConfig, ScoreConfig, TrainConfig
 from .metadata import read_metadata
-from .pack import run_pack, summary_line
+from .pack import run_pack
+from .rejects import summary_line
 from .report import read_results, run_report
 from .score import run_scoring
 from .synthetic import generate

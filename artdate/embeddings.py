@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data, ranges, shards, store
+from . import data, partition, ranges, shards, store
 from .model import LabelEncoding, ModelSpec, build_model, feature_extractor, model_inputs
 
 EMBEDDINGS_DIR = "_embeddings"
@@ -60,7 +60,7 @@ def embed_store(
     spec = ModelSpec(backbone, image_size, LabelEncoding())  # ImageNet normalisation, as training's
     columns: dict[str, list] = {name: [] for name in (*LABELS, "features")}
     for split in ("train", "val"):
-        slices = data.store_slices(store_url, manifest, split)
+        slices = partition.store_slices(store_url, manifest, split)
         loader = data.make_loader(slices, data.eval_transform(image_size), batch_size, loader_workers=0)
         for batch in loader:
             if batch.image is None:

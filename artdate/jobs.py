@@ -40,7 +40,7 @@ def parsed_command(argv: list[str]):
 def local_storage(argv: list[str]) -> list[str]:
     """'--option value' for each storage option of the command (defaults included) that names a
     local path rather than a URL every node can reach."""
-    from .config import storage_fields
+    from .options import storage_fields
 
     config_class, args = parsed_command(argv)
     found = []
@@ -139,7 +139,8 @@ def submit(address: str, argv: list[str], wait: bool = True, install: bool = Fal
     runtime_env = {"working_dir": ROOT, "excludes": excludes}
     if install:
         runtime_env["pip"] = pip_requirements()
-    job_id = client.submit_job(
+    job_id = submit_when_ready(
+        client,
         entrypoint="python launch.py " + shlex.join(argv),
         runtime_env=runtime_env,
         metadata={"artdate_command": argv[0] if argv else ""},
@@ -149,6 +150,24 @@ def submit(address: str, argv: list[str], wait: bool = True, install: bool = Fal
         print(job_id)
         return 0
     return follow(client, address, job_id)
+
+
+AGENT_WAIT_S = 60.0  # how long a cluster that has just started gets to ready its job agent
+
+
+def submit_when_ready(client, **job) -> str:
+    """client.submit_job, waiting while the head answers that no job agent is available yet (a
+    cluster that has just started: `ray up`, a fresh KubeRay head) rather than failing at once."""
+    deadline, delay = time.monotonic() + AGENT_WAIT_S, 1.0
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as problem:
+            if "No available agent" not in str(problem) or time.monotonic() > deadline:
+                raise
+            print(f"launch: the cluster's job agent is not ready yet; retrying in {delay:g} s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(2 * delay, 8.0)
 
 
 def follow(client, address: str, job_id: str) -> int:

@@ -7,6 +7,7 @@ encoding), so `score` and `predict` rebuild model and input transform from the c
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import pickle
@@ -135,23 +136,18 @@ def predict_years(
     mirror images are averaged: validation reads the model so, so its ranges are calibrated so.
     On CUDA the backbone runs in bf16 with channels_last; the head and the years are in fp32.
     With an `embeddings` list, the features the year head read (unit length, on the CPU) are
-    appended to it: what comparanda.py compares works by."""
+    appended to it: what comparanda.py compares works by (the model is read through WithFeatures,
+    or is one, compiled or not)."""
     inputs = model_inputs(images, spec, device)
-    head_inputs = []
-    hook = None
-    if embeddings is not None:
-        head = model.get_submodule(_last_linear_name(model))
-        hook = head.register_forward_pre_hook(lambda module, args: head_inputs.append(args[0]))
-    try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs = model(inputs).float()
-            if spec.flip_averaging:
-                outputs = (outputs + model(inputs.flip(3)).float()) / 2
-    finally:
-        if hook is not None:
-            hook.remove()
+    if embeddings is not None and not isinstance(getattr(model, "_orig_mod", model), WithFeatures):  # compiled or not
+        model = WithFeatures(model)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        outputs, features = _outputs_and_features(model(inputs))
+        if spec.flip_averaging:
+            outputs = (outputs + _outputs_and_features(model(inputs.flip(3)))[0]) / 2
     if embeddings is not None:  # the first forward's: the images as they are, not mirrored
-        embeddings.append(nn.functional.normalize(head_inputs[0].float(), dim=1).cpu())
+        assert features is not None, "embeddings need a model that answers its features (WithFeatures)"
+        embeddings.append(nn.functional.normalize(features.float(), dim=1).cpu())
     encoding = spec.encoding
     year, low, high, spread = encoding.decode(outputs, spec.range_level)
     raw = ranges.Predictions(year.cpu(), low.cpu(), high.cpu(), None if spread is None else spread.cpu())
@@ -187,6 +183,47 @@ class ModelSpec:
         data["encoding"] = LabelEncoding(**data["encoding"])
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
         return cls(**data)
+
+
+def _outputs_and_features(answer) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(answer, tuple):
+        return answer[0].float(), answer[1]
+    return answer.float(), None
+
+
+class WithFeatures(nn.Module):
+    """A model that answers (its outputs, the features its year head read): what scoring reads, for
+    the comparanda. A forward hook on the head would do the same uncompiled, but torch.compile
+    does not see hooks added after it traced the model (nor reliably those before), so the head is
+    taken apart: `body` is the model with its last linear layer replaced by an identity (sharing
+    every other module and parameter), `head` that layer."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        path = _last_linear_name(model).split(".")
+        self.head = model.get_submodule(".".join(path))
+        # Copies of the containers on the way to the head, so the model itself keeps its head.
+        self.body = copy.copy(model)
+        parent: nn.Module = self.body
+        for name in path[:-1]:
+            parent._modules = dict(parent._modules)
+            child = copy.copy(parent.get_submodule(name))
+            parent._modules[name] = child
+            parent = child
+        parent._modules = dict(parent._modules)
+        parent._modules[path[-1]] = nn.Identity()
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(inputs)
+        return self.head(features), features
+
+
+def compiled(model: nn.Module, enabled: bool) -> nn.Module:
+    """The module to run the batches through: `model` compiled by torch.compile when `enabled`
+    (--compile), else `model` itself. Callers keep `model` to save and validate: its state dict
+    has the module's own names (a compiled module's carry an `_orig_mod.` prefix), so a checkpoint
+    of a compiled run loads without compiling."""
+    return torch.compile(model) if enabled else model  # type: ignore[return-value]
 
 
 def build_model(backbone: str, num_outputs: int, weights: str = "imagenet") -> nn.Module:

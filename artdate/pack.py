@@ -32,7 +32,8 @@ from .config import PackConfig
 from .fetched import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
-from .metadata import MetadataResult, Rejected, read_coarse_dates, read_metadata
+from .metadata import MetadataResult, read_coarse_dates, read_metadata
+from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
 from .sources import make_source
 from .works import Work, sample_key
 
@@ -84,25 +85,9 @@ def bounded_map(function, items, executor: Executor, window: int):
         yield pending.popleft().result()
 
 
-REJECT_COLUMNS = ["museum", "id", "stage", "reason", "transient", "where"]  # rejects.csv; where: file:line
 # What a malformed answer or image raises where the code expected another shape: the row is
 # rejected (naming the error), and the pack goes on.
 MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError)
-
-
-EXCLUDED = "excluded"  # the stage of works left out by --exclude-types
-
-
-def _reject(work: Work, stage: str, reason: str, transient: bool = False) -> dict:
-    """A row of rejects.csv; `transient` ones (the server or network failed) are retried by a rerun."""
-    return {
-        "museum": work.museum,
-        "id": work.id,
-        "stage": stage,
-        "reason": f"{reason}; transient: a rerun retries it" if transient else reason,
-        "transient": "yes" if transient else "",
-        "where": work.where,
-    }
 
 
 def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int, quality: int, max_pixels: int):
@@ -114,9 +99,9 @@ def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int
     try:
         jpg = encode_image(image.data, size, quality, max_pixels)[0]
     except ImageRejected as reason:
-        return work, None, None, _reject(work, "decode", str(reason))
+        return work, None, None, reject_row(work, "decode", str(reason))
     except (*MALFORMED, OSError) as problem:  # Pillow's own failures on odd files
-        return work, None, None, _reject(work, "decode", f"cannot decode: {type(problem).__name__}: {problem}")
+        return work, None, None, reject_row(work, "decode", f"cannot decode: {type(problem).__name__}: {problem}")
     width, height = image_size(image.data)
     labels = {**work.labels(), "object_type": image.object_type, "source_width": width, "source_height": height}
     return work, jpg, labels, None
@@ -180,7 +165,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         _unfinish_to_retry(config.out)
         packer = _start_packer(config, meta.catalog, scratch, progress, stack)
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
-        rejects_out.write(store.csv_bytes([_metadata_reject(row) for row in meta.rejected], REJECT_COLUMNS))
+        rejects_out.write(store.csv_bytes([metadata_reject_row(row) for row in meta.rejected], REJECT_COLUMNS))
         tally = _pack_shards(packer, meta.catalog, done, rejects_out)
         tally.rejected += len(meta.rejected)
     counts = {
@@ -196,19 +181,6 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
     manifest = shards.build_manifest(tally.entries, tally.totals, settings, print_id, counts)
     store.write_bytes(store.join(config.out, shards.MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
-
-
-class NothingPacked(Exception):
-    """Every work was rejected. The store gets no manifest, so nothing takes it for a finished
-    store of no works; rejects.csv says why each failed, and a rerun retries the transient ones."""
-
-    def __init__(self, out: str, rejected: int, transient: int):
-        retry = f"; {transient} of them transient: rerun the same command to retry them" if transient else ""
-        super().__init__(
-            f"packed nothing: all {rejected} works were rejected{retry} (reasons in "
-            f"{store.join(out, shards.REJECTS)}); {out} is left unfinished, without a manifest"
-        )
-        self.transient = transient
 
 
 def _read_works(config: PackConfig, scratch: str) -> MetadataResult:
@@ -263,18 +235,6 @@ def _start_packer(
         scratch=scratch,
         bar=bar,
     )
-
-
-def _metadata_reject(row: Rejected) -> dict:
-    """A row of rejects.csv for a metadata row that could not be read."""
-    return {
-        "museum": row.museum,
-        "id": row.id,
-        "stage": "metadata",
-        "reason": row.reason,
-        "transient": "",
-        "where": row.where,
-    }
 
 
 def _pack_shards(packer: Packer, catalog: Catalog, done: set[str], rejects_out) -> PackTally:
@@ -335,10 +295,6 @@ def _read_record(out: str, name: str) -> shards.ShardRecord:
     return shards.ShardRecord(**json.loads(store.read_bytes(store.join(out, PACK_DIR, name + ".json"))))
 
 
-def transient_rejects(record: shards.ShardRecord) -> int:
-    return sum(bool(reject.get("transient")) for reject in record.rejects)
-
-
 def _pack_shard(
     packer: Packer, shard: PlannedShard, earlier: shards.ShardRecord | None = None
 ) -> tuple[shards.ShardRecord, str]:
@@ -350,11 +306,11 @@ def _pack_shard(
         try:
             return work, packer.source.fetch(work), None
         except Excluded as problem:
-            return work, None, _reject(work, EXCLUDED, str(problem))
+            return work, None, reject_row(work, EXCLUDED, str(problem))
         except FetchError as problem:
-            return work, None, _reject(work, "fetch", str(problem), problem.transient)
+            return work, None, reject_row(work, "fetch", str(problem), problem.transient)
         except MALFORMED as problem:
-            return work, None, _reject(work, "fetch", f"unexpected answer: {type(problem).__name__}: {problem}")
+            return work, None, reject_row(work, "fetch", f"unexpected answer: {type(problem).__name__}: {problem}")
 
     config, bar = packer.config, packer.bar
     kept = _published_samples(store.join(config.out, shard.name)) if earlier and earlier.samples else []
@@ -404,16 +360,3 @@ def _publish_shard(local: str, record: shards.ShardRecord, out: str) -> None:
         store.upload_file(local, store.join(out, record.name))
     os.remove(local)
     store.write_bytes(store.join(out, PACK_DIR, record.name + ".json"), json.dumps(dataclasses.asdict(record)).encode())
-
-
-def summary_line(manifest: dict, out: str) -> str:
-    mb = manifest["bytes"] / 1e6
-    transient = manifest.get("transient", 0)
-    retry = f" ({transient} transient: rerun the same command to retry them)" if transient else ""
-    excluded = f", excluded {manifest['excluded']} by type" if manifest.get("excluded") else ""
-    return (
-        f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}{excluded}, "
-        f"{len(manifest['shards'])} shards, {mb:.1f} MB -> {out}"
-        f" (dropped {manifest['duplicates_dropped']} duplicate rows,"
-        f" {manifest['out_of_window']} outside the year window)"
-    )

@@ -13,19 +13,17 @@ ratios to the local write measured in the same run, per backbone, with the share
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from artdate import ranges, store  # noqa: E402
-from artdate.checkpoints import save_checkpoint  # noqa: E402
-from artdate.config import TrainConfig  # noqa: E402
-from artdate.model import LabelEncoding, ModelSpec, build_model  # noqa: E402
-from artdate.train import make_optimizer  # noqa: E402
+from artdate import ranges, store
+from artdate.checkpoints import save_checkpoint
+from artdate.config import TrainConfig
+from artdate.loop import make_optimizer
+from artdate.model import LabelEncoding, ModelSpec, build_model
 
 INTERVAL_S = 15 * 60  # the --checkpoint-every of cluster/kuberay/rayjob.yaml
 

@@ -21,13 +21,12 @@ against its training works costs the build plus N/1,000 times the per-1,000 figu
 import argparse
 import os
 import resource
-import sys
 import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from artdate import comparanda  # noqa: E402
+from artdate import comparanda
 
 K = comparanda.K
 

@@ -14,21 +14,17 @@ import argparse
 import csv
 import io
 import os
-import sys
 import tempfile
-import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
+from common import per_second, sample_copies
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from artdate import data, shards, store  # noqa: E402
-from artdate.config import PackConfig  # noqa: E402
-from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
-
-SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
+from artdate import data, partition, shards, store
+from artdate.config import PackConfig
+from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs
+from artdate.pack import run_pack
 
 
 class JpegFolder(torch.utils.data.Dataset):
@@ -63,15 +59,18 @@ SPEC = ModelSpec("resnet152", 224, LabelEncoding())
 
 
 def rate(loader, normalise: bool) -> float:
-    images, started = 0, time.perf_counter()
-    for batch in loader:
-        if isinstance(batch, data.Batch):  # artdate's uint8 batches
-            if normalise:  # as the training step does, here on the CPU
-                model_inputs(batch.image, SPEC, torch.device("cpu"))
-            images += len(batch.image)
-        else:
-            images += len(batch[0])
-    return images / (time.perf_counter() - started)
+    def count() -> int:
+        images = 0
+        for batch in loader:
+            if isinstance(batch, data.Batch):  # artdate's uint8 batches
+                if normalise:  # as the training step does, here on the CPU
+                    model_inputs(batch.image, SPEC, torch.device("cpu"))
+                images += len(batch.image)
+            else:
+                images += len(batch[0])
+        return images
+
+    return per_second(count)
 
 
 def main():
@@ -81,21 +80,13 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     transform = data.train_transform(224)
-    with open(os.path.join(ROOT, "metadata", "sample", "artworks.csv")) as f:
-        rows = list(csv.DictReader(f))
-    files = [os.path.join(SAMPLE, r["file"]) for r in rows] * args.copies
-    years = [int(r["year"]) for r in rows] * args.copies
     workers = args.loader_workers
     results = {}
     with tempfile.TemporaryDirectory() as directory:
-        metadata = os.path.join(directory, "works.csv")
-        with open(metadata, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["museum", "id", "year", "file"])
-            for copy in range(args.copies):
-                writer.writerows(
-                    [f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SAMPLE, r["file"])] for r in rows
-                )
+        metadata = sample_copies(directory, args.copies)
+        with open(metadata) as f:
+            rows = list(csv.DictReader(f))
+        files, years = [r["file"] for r in rows], [int(r["year"]) for r in rows]
         local = os.path.join(directory, "shards")
         pack = dict(metadata=(metadata,), samples_per_shard=50, val_fraction=0.0, year_min=-1000, year_max=2100)
         run_pack(PackConfig(out=local, **pack), progress=False)
@@ -124,14 +115,14 @@ def main():
                 shuffle=True,
             )
             local_shards = lambda: data.make_loader(  # noqa: E731
-                data.store_slices(local, shards.read_manifest(local)),
+                partition.store_slices(local, shards.read_manifest(local)),
                 transform,
                 args.batch_size,
                 loader_workers=workers,
                 shuffle_buffer=200,
             )
             s3_shards = lambda: data.make_loader(  # noqa: E731
-                data.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")),
+                partition.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")),
                 transform,
                 args.batch_size,
                 loader_workers=workers,

@@ -15,17 +15,15 @@ against the clear run.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-import museum_servers  # noqa: E402
-from helpers import shipped_pace  # noqa: E402
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+import museum_servers
+from helpers import shipped_pace
 
-from artdate.config import PackConfig  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
+from artdate.config import PackConfig
+from artdate.pack import run_pack
 
 
 def soak(works: int, scale: float, weather: str, scratch: str) -> dict:

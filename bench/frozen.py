@@ -17,21 +17,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import numpy as np
 import torch
+from common import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from artdate import ranges  # noqa: E402
-from artdate.config import PackConfig  # noqa: E402
-from artdate.embeddings import Embeddings, embed_store, fit_head  # noqa: E402
-from artdate.metadata import read_coarse_dates, training_span  # noqa: E402
-from artdate.model import LabelEncoding  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
-from artdate.works import derive_seed  # noqa: E402
+from artdate import ranges
+from artdate.config import PackConfig
+from artdate.embeddings import Embeddings, embed_store, fit_head
+from artdate.metadata import read_coarse_dates, training_span
+from artdate.model import LabelEncoding
+from artdate.pack import run_pack
+from artdate.works import derive_seed
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SETS = {  # name -> (metadata CSV, image folder)
@@ -164,7 +163,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         started = time.time()
-        embedded = {name: in_window(embed_store(packed(name), "efficientnet_lite0", size)) for name in SETS}
+        needed = SETS if "both" in args.sets else args.sets
+        embedded = {name: in_window(embed_store(packed(name), "efficientnet_lite0", size)) for name in needed}
         print(f"<!-- embeddings at {size} px ready in {time.time() - started:.0f} s -->", flush=True)
         for chosen in args.sets:
             train_sets = embedded if chosen == "both" else {chosen: embedded[chosen]}

@@ -1,66 +1,52 @@
-"""Training and scoring img/s from real shards, JPEGs decoded by the loader's CPU processes or on
-the device (nvJPEG), next to the model alone on tensors already there: the input gap as one ratio.
+"""Training and scoring img/s from real shards in steady state, JPEGs decoded by the loader's CPU
+processes or on the device (nvJPEG), next to the model alone on tensors already there: the input
+gap as one ratio.
 
-The sample's 300 images are packed at 384 px (`--copies` times), then one pass of each:
+The sample's 300 images are packed at --pack-size px (`--copies` times), then, for training and
+for scoring, each input for --seconds after a warm-up (start-up, cudnn autotuning and, with
+--compile, the compiling are left out and reported apart):
 - model only: uint8 batches already on the device, through model_inputs and the model (the ceiling);
-- shards, CPU decode: artdate's loader (`--loader-workers` processes) decodes and crops;
-- shards, device decode: the loader passes encoded JPEGs; decode_on_device decodes and crops.
+- shards, CPU decode: artdate's loader (`--loader-workers` persistent processes, its passes over
+  the shards wrapping round as an epoch's do) decodes and crops;
+- shards, device decode: the loader passes encoded JPEGs; the GPU decodes and crops them one batch
+  ahead on a stream of its own (data.readable).
 Training uses artdate's own train_one_epoch (bf16 autocast on CUDA); scoring its evaluate.
 
-    python bench/gpu_input.py                                   # on a GPU (bench/gpu.sh runs it)
-    python bench/gpu_input.py --device cpu --backbone resnet18 --image-size 64 --copies 1 --batch 32   # smoke test
+    python bench/gpu_input.py [--compile] [--seconds 60]           # on a GPU (bench/gpu.sh runs it)
+    python bench/gpu_input.py --device cpu --backbone resnet18 --image-size 32 --copies 1 --batch 16 --seconds 2
 """
 
 import argparse
-import csv
 import itertools
 import os
-import sys
 import tempfile
 import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
+from common import per_second, sample_copies, stopwatch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from artdate import data, shards  # noqa: E402
-from artdate.config import PackConfig, TrainConfig  # noqa: E402
-from artdate.model import LabelEncoding, ModelSpec, build_model  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
-from artdate.train import evaluate, make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
-
-SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
+from artdate import data, partition, shards
+from artdate.config import PackConfig, TrainConfig
+from artdate.loop import evaluate, make_optimizer, make_scheduler, train_one_epoch
+from artdate.model import LabelEncoding, ModelSpec, build_model, compiled
+from artdate.pack import run_pack
 
 
-def pack_copies(directory: str, copies: int) -> str:
-    with open(os.path.join(ROOT, "metadata", "sample", "artworks.csv")) as f:
-        rows = list(csv.DictReader(f))
-    metadata = os.path.join(directory, "works.csv")
-    with open(metadata, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["museum", "id", "year", "file"])
-        for copy in range(copies):
-            writer.writerows(
-                [f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SAMPLE, r["file"])] for r in rows
-            )
+def pack_copies(directory: str, copies: int, size: int) -> str:
     out = os.path.join(directory, "shards")
-    run_pack(
-        PackConfig(
-            metadata=(metadata,), out=out, samples_per_shard=250, val_fraction=0.0, year_min=-1000, year_max=2100
-        ),
-        progress=False,
-    )
+    settings = dict(samples_per_shard=250, val_fraction=0.0, year_min=-1000, year_max=2100, size=size)
+    run_pack(PackConfig(metadata=(sample_copies(directory, copies),), out=out, **settings), progress=False)
     return out
 
 
-def timed(function) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    images = function()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return images / (time.perf_counter() - started)
+def for_seconds(batches, seconds: float):
+    """The batches until `seconds` have passed (on the host: per_second drains the GPU after)."""
+    end = time.perf_counter() + seconds
+    for batch in batches:
+        yield batch
+        if time.perf_counter() > end:
+            return
 
 
 def main():
@@ -68,9 +54,14 @@ def main():
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--backbone", default="resnet152")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--pack-size", type=int, default=384)
+    parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--loader-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--seconds", type=float, default=60.0, help="steady-state seconds of each row")
+    parser.add_argument("--compile", action="store_true", help="the model through torch.compile (--compile)")
+    parser.add_argument("--modes", default="train,score")
+    parser.add_argument("--inputs", default="model,cpu,device", help="model (only), cpu and/or device decode")
     args = parser.parse_args()
     device = torch.device(args.device)
     autocast = torch.bfloat16 if device.type == "cuda" else None
@@ -79,64 +70,67 @@ def main():
     model = build_model(args.backbone, 1, weights="none").to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    forward = compiled(model, args.compile)
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, 10_000)
-    train_tf, eval_tf = data.train_transform(args.image_size), data.eval_transform(args.image_size)
+    scheduler = make_scheduler(optimizer, cfg, 10**9)
+    transforms = {"train": data.train_transform(args.image_size), "score": data.eval_transform(args.image_size)}
 
     with tempfile.TemporaryDirectory() as directory:
-        store_url = pack_copies(directory, args.copies)
-        slices = data.store_slices(store_url, shards.read_manifest(store_url))
+        store_url = pack_copies(directory, args.copies, args.pack_size)
+        slices = partition.store_slices(store_url, shards.read_manifest(store_url))
         total = sum(s.samples for s in slices)
-        steps = total // args.batch
         years = torch.randint(1300, 1900, (args.batch,))
         images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8)
         synthetic = data.Batch(images.to(device), years, years, years, key=[], shard=[], id=[], museum=[])
 
-        def loader(transform):
-            return data.make_loader(slices, transform, args.batch, loader_workers=args.loader_workers, drop_last=True)
-
-        def train(batches, device_transform=None):
-            stats = train_one_epoch(
-                model,
-                spec,
-                optimizer,
-                scheduler,
-                batches,
-                device,
-                0,
-                autocast_dtype=autocast,
-                device_transform=device_transform,
+        def stream(kind: str, mode: str):
+            """Endless batches of one input, as the step reads them (None: no decoding on the device)."""
+            if kind == "model":
+                return itertools.repeat(synthetic), None
+            on_device = kind == "device"
+            loader = data.make_loader(
+                slices,
+                None if on_device else transforms[mode],
+                args.batch,
+                loader_workers=args.loader_workers,
+                drop_last=mode == "train",
+                persistent=True,
             )
-            return stats["images"]
+            return data.take_steps(loader.__iter__, 10**12), transforms[mode] if on_device else None
 
-        def score(batches, device_transform=None):
-            return len(evaluate(model, spec, batches, device, device_transform)[1])
+        def run(mode: str, batches, device_transform) -> int:
+            if mode == "train":
+                stats = train_one_epoch(
+                    forward, spec, optimizer, scheduler, batches, device, 0, autocast_dtype=autocast,
+                    device_transform=device_transform,
+                )  # fmt: skip
+                return stats["images"]
+            return len(evaluate(forward, spec, batches, device, device_transform)[1])
 
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
         print(
-            f"{name}, {args.backbone} at {args.image_size} px, batch {args.batch}, {total} images of 384 px, "
-            f"{os.cpu_count()} cores"
+            f"{name}, {args.backbone} at {args.image_size} px{' compiled' if args.compile else ''}, batch "
+            f"{args.batch}, {total} images of {args.pack_size} px, {args.loader_workers} loader processes, "
+            f"{args.seconds:g} s steady state a row, {os.cpu_count()} cores"
         )
-        print(f"{'mode':<7}{'input':<46}{'img/s':>9}{'vs model only':>15}", flush=True)
-
-        def row(mode: str, label: str, rate: float, ceiling: float) -> None:
-            print(f"{mode:<7}{label:<46}{rate:>9.0f}{rate / ceiling:>15.2f}", flush=True)  # as measured
-
-        for mode, run in (("train", train), ("score", score)):
-            run([synthetic] * 3)  # warm-up: cudnn autotuning, allocator
-            transform = train_tf if mode == "train" else eval_tf
-            ceiling = timed(lambda run=run: run([synthetic] * steps))
-            row(mode, "model only (tensors on the device)", ceiling, ceiling)
-            cpu = timed(lambda run=run, transform=transform: run(itertools.islice(loader(transform), steps)))
-            row(mode, f"shards, CPU decode ({args.loader_workers} loader processes)", cpu, ceiling)
-            try:
-                on_device = timed(
-                    lambda run=run, transform=transform: run(itertools.islice(loader(None), steps), transform)
-                )
-                row(mode, "shards, device decode", on_device, ceiling)
-            except FloatingPointError as problem:
-                print(f"{mode:<7}{'shards, device decode':<46} {problem}", flush=True)
+        print(f"{'mode':<7}{'input':<44}{'img/s':>9}{'vs model only':>15}{'warm-up s':>11}", flush=True)
+        labels = {"model": "model only (tensors on the device)", "cpu": "shards, CPU decode", "device": ""}
+        labels["device"] = "shards, device decode (a batch ahead)"
+        for mode in args.modes.split(","):
+            ceiling = None
+            for kind in args.inputs.split(","):
+                batches, device_transform = stream(kind, mode)
+                try:
+                    with stopwatch() as warm_up:  # start-up, autotuning, compiling
+                        run(mode, itertools.islice(batches, 3), device_transform)
+                    timed = for_seconds(batches, args.seconds)
+                    rate = per_second(lambda: run(mode, timed, device_transform))  # noqa: B023 (called at once)
+                except FloatingPointError as problem:
+                    print(f"{mode:<7}{labels[kind]:<44} {problem}", flush=True)
+                    continue
+                ceiling = ceiling or rate
+                print(f"{mode:<7}{labels[kind]:<44}{rate:>9.0f}{rate / ceiling:>15.2f}{warm_up():>11.0f}", flush=True)
 
 
 if __name__ == "__main__":

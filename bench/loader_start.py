@@ -12,23 +12,21 @@ pass. Ratios (in brackets) are to fork in the same run.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from helpers import pack_sample  # noqa: E402
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import pack_sample
 
 
 def loader_passes(store_url: str, start_method: str, loader_workers: int, passes: int) -> list[tuple[float, float]]:
     """(seconds to the first batch, seconds for the pass) of `passes` loaders, one after another."""
     import json
 
-    from artdate import data, store
+    from artdate import data, partition, store
 
     manifest = json.loads(store.read_bytes(store.join(store_url, "manifest.json")))
-    slices = data.store_slices(store_url, manifest, "train")
+    slices = partition.store_slices(store_url, manifest, "train")
     times = []
     for _ in range(passes):
         started = time.perf_counter()

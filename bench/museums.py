@@ -11,15 +11,13 @@ at a given rate per host, and what the Rijksmuseum's images would weigh without 
 import argparse
 import collections
 import os
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-import museum_servers  # noqa: E402
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+import museum_servers
 
-from artdate.config import PackConfig  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
+from artdate.config import PackConfig
+from artdate.pack import run_pack
 
 FULL_LISTS = {"met": 41_876, "rijks": 30_742}  # rows of metadata/met-data.csv and rijksmuseum-data.csv
 HOSTS = {

@@ -12,37 +12,21 @@ import csv
 import io
 import os
 import resource
-import sys
 import tempfile
-import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import per_second, sample_copies
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from artdate.config import PackConfig  # noqa: E402
-from artdate.pack import run_pack  # noqa: E402
-
-SAMPLE_DIR = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")  # the sample's images stay in ../shared
-SAMPLE = os.path.join(ROOT, "metadata", "sample", "artworks.csv")  # the works (facts)
+from artdate.config import PackConfig
+from artdate.pack import run_pack
 
 
 def repeated_metadata(directory: str, copies: int) -> tuple[str, list[str]]:
-    with open(SAMPLE) as f:
-        rows = list(csv.DictReader(f))
-    path = os.path.join(directory, "works.csv")
-    files = []
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["museum", "id", "year", "file"])
-        writer.writeheader()
-        for copy in range(copies):
-            for row in rows:
-                file = os.path.join(SAMPLE_DIR, row["file"])
-                writer.writerow(
-                    {"museum": f"{row['museum']}{copy}", "id": row["id"], "year": row["year"], "file": file}
-                )
-                files.append(file)
-    return path, files
+    """The sample `copies` times over (common.sample_copies) and its image files, in its order."""
+    metadata = sample_copies(directory, copies)
+    with open(metadata) as f:
+        return metadata, [row["file"] for row in csv.DictReader(f)]
 
 
 def naive(files: list[str], size: int) -> None:
@@ -69,9 +53,7 @@ def main() -> None:
             ),
             progress=False,
         )
-        started = time.perf_counter()
-        naive(files, args.size)
-        baseline = len(files) / (time.perf_counter() - started)
+        baseline = per_second(lambda: naive(files, args.size) or len(files))
         print(f"{len(files)} images, shorter side {args.size}, {cores} cores")
         print(f"{'run':<28}{'img/s':>8}{'img/s/core':>12}{'vs naive':>10}")
         print(f"{'naive PIL loop, 1 process':<28}{baseline:>8.1f}{baseline:>12.1f}{1.0:>10.2f}")
@@ -86,9 +68,7 @@ def main() -> None:
                 samples_per_shard=500,
                 jobs=jobs,
             )
-            started = time.perf_counter()
-            manifest = run_pack(settings, progress=False)
-            rate = manifest["packed"] / (time.perf_counter() - started)
+            rate = per_second(lambda settings=settings: run_pack(settings, progress=False)["packed"])
             print(f"{f'artdate pack --jobs {jobs}':<28}{rate:>8.1f}{rate / jobs:>12.1f}{rate / baseline:>10.2f}")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -23,15 +23,14 @@ import json
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from helpers import pack_sample, trained_in_epoch, wait_for_registered  # noqa: E402
-from servers import RayNodes, SeaweedS3  # noqa: E402
-from test_multinode import start_training, two_node_training  # noqa: E402
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import loopback_cluster
+from helpers import pack_sample, trained_in_epoch, wait_for_registered
+from servers import RayNodes
+from test_multinode import start_training, two_node_training
 
 DEADLINE_S = 8
 BATCH_SIZE = 4  # per worker at --workers 2: a global batch of 8
@@ -132,21 +131,13 @@ def main() -> None:
     parser.add_argument("--ways", nargs="+", default=["notice", "interval", "none"])
     args = parser.parse_args()
 
-    s3 = SeaweedS3().start()
-    os.environ.update(s3.environment())
-    nodes = RayNodes().start()
     rows = []
-    try:
-        bucket = s3.make_bucket("preempt")
-        s3_url = f"s3://{bucket}/shards"
+    with loopback_cluster("preempt") as (bucket, nodes), tempfile.TemporaryDirectory() as work:
+        s3_url = f"{bucket}/shards"
         pack_sample(s3_url)
-        with tempfile.TemporaryDirectory() as work:
-            for way in args.ways:
-                rows.append(one_run(nodes, s3_url, way, args.at, work))
-                print(json.dumps(rows[-1]), flush=True)
-    finally:
-        nodes.stop()
-        s3.stop()
+        for way in args.ways:
+            rows.append(one_run(nodes, s3_url, way, args.at, work))
+            print(json.dumps(rows[-1]), flush=True)
 
     print(f"\nlost at rank 0's step {args.at} of epoch 1; global batch {2 * BATCH_SIZE}; deadline {DEADLINE_S} s")
     print("| way | samples lost | lost s | lost / epoch | notice -> checkpoint s | loss -> resumed step s | epoch s |")

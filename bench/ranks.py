@@ -8,15 +8,12 @@ Prints, per worker count: wall seconds of the job, whether every rank got traini
 """
 
 import argparse
-import os
 import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from conftest import pack_sample  # noqa: E402
-from servers import RayNodes, SeaweedS3  # noqa: E402
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import ROOT, loopback_cluster, pack_sample, stopwatch, tiny_training
+from helpers import flags
 
 
 def main() -> None:
@@ -26,52 +23,23 @@ def main() -> None:
 
     from artdate.checkpoints import run_checkpoints
 
-    s3 = SeaweedS3().start()
-    os.environ.update(s3.environment())
-    nodes = RayNodes().start()
     rows = []
-    try:
-        bucket = s3.make_bucket("ranks")
-        store_url = f"s3://{bucket}/shards"
+    with loopback_cluster("ranks") as (bucket, nodes):
+        store_url = f"{bucket}/shards"
         manifest = pack_sample(store_url)  # 32 works a shard: 9 train and 2 validation shards
         for workers in args.workers:
-            storage = f"s3://{bucket}/runs/w{workers}"
-            started = time.perf_counter()
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "launch.py",
-                    "--address",
-                    nodes.dashboard_url,
-                    "train",
-                    "--shards",
-                    store_url,
-                    "--storage",
-                    storage,
-                    "--backbone",
-                    "efficientnet_lite0",
-                    "--epochs",
-                    "1",
-                    "--batch-size",
-                    "4",
-                    "--image-size",
-                    "48",
-                    "--workers",
-                    str(workers),
-                    "--cpus-per-worker",
-                    f"{4 / workers:g}",
-                    "--gpus-per-worker",
-                    "0",
-                    "--loader-workers",
-                    "0",
-                ],
-                cwd=ROOT,
-                env=nodes.environment(),
-                capture_output=True,
-                text=True,
-                timeout=1200,
-            )
-            seconds = time.perf_counter() - started
+            storage = f"{bucket}/runs/w{workers}"
+            settings = tiny_training(store_url, storage, epochs=1, batch_size=4, image_size=48, workers=workers)
+            settings.update(cpus_per_worker=f"{4 / workers:g}", gpus_per_worker=0, loader_workers=0)
+            with stopwatch() as seconds:
+                done = subprocess.run(
+                    [sys.executable, "launch.py", "--address", nodes.dashboard_url, "train", *flags(settings)],
+                    cwd=ROOT,
+                    env=nodes.environment(),
+                    capture_output=True,
+                    text=True,
+                    timeout=1200,
+                )
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-3000:] + done.stdout[-3000:])
             (metrics,) = run_checkpoints(storage).values()
@@ -79,7 +47,7 @@ def main() -> None:
             rows.append(
                 (
                     workers,
-                    seconds,
+                    seconds(),
                     min(loads),
                     max(loads),
                     sorted(set(metrics["node_per_rank"])),
@@ -88,9 +56,6 @@ def main() -> None:
                     manifest["splits"]["val"]["shards"],
                 )
             )
-    finally:
-        nodes.stop()
-        s3.stop()
     print(
         "| ranks | CPUs per rank | wall s (job) | train samples per rank (min-max) | nodes | val_n / val split "
         "| validation shards |"

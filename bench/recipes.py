@@ -38,18 +38,17 @@ import resource
 import sys
 import time
 
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
+from common import ROOT, SHARED
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from artdate import comparanda, data, ranges  # noqa: E402
-from artdate.config import TrainConfig  # noqa: E402
-from artdate.images import encode_image  # noqa: E402
-from artdate.metadata import read_coarse_dates, read_metadata  # noqa: E402
-from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years  # noqa: E402
-from artdate.train import make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
+from artdate import comparanda, data, ranges
+from artdate.config import TrainConfig
+from artdate.images import encode_image
+from artdate.loop import fit
+from artdate.metadata import read_coarse_dates, read_metadata
+from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years
 
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SETS = {  # name -> (metadata CSV, image folder, coarse-date flags or "")
     "sample": (os.path.join(ROOT, "metadata", "sample", "artworks.csv"), os.path.join(SHARED, "artworks-sample"), ""),
     "public-art": (
@@ -66,6 +65,7 @@ CPU = torch.device("cpu")
 # (efficientnet_lite0, l1, 128 px, 6 epochs, lr 2e-3, batch 16).
 DEMO = dict(backbone="efficientnet_lite0", loss="l1", image_size=128, epochs=6, lr=2e-3, batch_size=16)
 RECIPES = {
+    "tiny": {"epochs": 1, "image_size": 64},  # the smallest run, for the smoke test (tests/test_bench.py)
     "l1": {},
     "mse": {"loss": "mse"},
     "huber": {"loss": "huber"},
@@ -195,13 +195,13 @@ class Ranks(torch.nn.Module):
 
 def train(
     cfg: TrainConfig,
-    fit: list[Work],
+    works: list[Work],
     seed: int,
     ranks: int = 1,
     device: torch.device = CPU,
     pack_size: int = PACK_SIZE,
 ) -> tuple[torch.nn.Module, ModelSpec]:
-    years = torch.tensor([w.year for w in fit], dtype=torch.float64)
+    years = torch.tensor([w.year for w in works], dtype=torch.float64)
     encoding = LabelEncoding(
         loss=cfg.loss,
         mean=float(years.mean()),
@@ -212,24 +212,17 @@ def train(
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=pack_size)
     torch.manual_seed(seed)
     model = build_model(cfg.backbone, encoding.num_outputs).to(device)
-    optimizer = make_optimizer(model, cfg)
-    steps = len(fit) // cfg.batch_size
-    scheduler = make_scheduler(optimizer, cfg, steps)
     transform = data.train_transform(cfg.image_size)
     generator = torch.Generator().manual_seed(seed)
-    trained = Ranks(model, ranks) if ranks > 1 else model
-    for epoch in range(cfg.epochs):
-        train_one_epoch(
-            trained,
-            spec,
-            optimizer,
-            scheduler,
-            batches_of(fit, transform, cfg.batch_size, generator, True),
-            device,
-            epoch,
-            grad_clip=cfg.grad_clip,
-            autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,  # as artdate trains on a GPU
-        )
+    fit(
+        model,
+        spec,
+        cfg,
+        lambda epoch: batches_of(works, transform, cfg.batch_size, generator, True),
+        len(works) // cfg.batch_size,
+        device=device,
+        through=Ranks(model, ranks) if ranks > 1 else None,
+    )
     return model.eval(), spec
 
 
@@ -262,15 +255,15 @@ class Ensemble(torch.nn.Module):
         return torch.stack([member(inputs) for member in self.members]).mean(dim=0)
 
 
-def neighbour_readings(model, spec: ModelSpec, fit: list[Work], held_features: list, head: ranges.Predictions):
+def neighbour_readings(model, spec: ModelSpec, trained_on: list[Work], held_features: list, head: ranges.Predictions):
     """{row suffix: predictions} for the kNN and blend readings of `head` (the plain reading, whose
     pass over the held-out works collected `held_features`)."""
     fit_features: list = []
-    predict(model, spec, fit, embeddings=fit_features)
+    predict(model, spec, trained_on, embeddings=fit_features)
     _, index = comparanda.nearest(
         torch.cat(held_features).numpy(), torch.cat(fit_features).numpy(), max(NEIGHBOURS)
     )  # sorted nearest first
-    fit_years = torch.tensor([w.year for w in fit], dtype=torch.float64)[torch.from_numpy(index)]
+    fit_years = torch.tensor([w.year for w in trained_on], dtype=torch.float64)[torch.from_numpy(index)]
     readings = {}
     for k in NEIGHBOURS:
         knn = fit_years[:, :k].median(dim=1).values
@@ -320,14 +313,14 @@ def cross_validate(
         ]
         calibrating = int(len(rest) * calibration_share)
         calibration_part = rest[:calibrating]
-        fit = [works[i] for i in rest[calibrating:]]
-        training_works.append(len(fit))
-        members = [train(cfg, fit, seed + k + 1000 * m, ranks, device, pack_size) for m in range(ensemble)]
-        model, spec = members[0]  # the members share the fit works, so the label encoding too
+        trained_on = [works[i] for i in rest[calibrating:]]
+        training_works.append(len(trained_on))
+        members = [train(cfg, trained_on, seed + k + 1000 * m, ranks, device, pack_size) for m in range(ensemble)]
+        model, spec = members[0]  # the members share the trained_on works, so the label encoding too
         readers = [("", model)] + ([(f" x{ensemble}", Ensemble([m for m, _ in members]))] if ensemble > 1 else [])
         # Each set's works against the median of that set's own training works.
         medians = {
-            s: float(torch.tensor([w.year for w in fit if w.set == s], dtype=torch.float64).median())
+            s: float(torch.tensor([w.year for w in trained_on if w.set == s], dtype=torch.float64).median())
             for s in {works[i].set for i in held_out}
         }
         test_years = torch.tensor([works[i].year for i in held_out], dtype=torch.float64)
@@ -352,11 +345,11 @@ def cross_validate(
             predictions = predict(read, decoding, [works[i] for i in held_out], calibration, features)
             outcome.setdefault(reader + suffix, []).append(predictions)
         if neighbours:
-            readings = neighbour_readings(model, spec, fit, held_features, outcome[""][-1])
+            readings = neighbour_readings(model, spec, trained_on, held_features, outcome[""][-1])
             for suffix, predictions in readings.items():
                 outcome.setdefault(suffix, []).append(predictions)
         print(
-            f"  {name} part {k + 1}/{len(parts)} ({len(fit)} training, {len(calibration_part)} calibrating, "
+            f"  {name} part {k + 1}/{len(parts)} ({len(trained_on)} training, {len(calibration_part)} calibrating, "
             f"{len(held_out)} held-out works): {time.process_time() - started:.0f} CPU s, "
             f"{time.perf_counter() - wall_started:.0f} s",
             file=sys.stderr,

@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import ROOT, tiny_training
 
 
 def run_stage(stage: str, settings: dict) -> dict:
@@ -122,19 +122,15 @@ def main() -> None:
         if checkpoint is None:
             train = in_fresh_process(
                 "train",
-                dict(
-                    shards=store_url,
-                    storage=os.path.join(args.out, f"run-{works}-{time.time_ns()}"),
-                    backbone="efficientnet_lite0",
+                tiny_training(
+                    store_url,
+                    os.path.join(args.out, f"run-{works}-{time.time_ns()}"),
                     epochs=3,
                     batch_size=64,
-                    image_size=64,
                     workers=1,
                     cpus_per_worker=2,
-                    loader_workers=1,
                     gpus_per_worker=0,
                     lr=3e-3,
-                    log_every=0,
                 ),
             )
             checkpoint = train["best"]
@@ -201,5 +197,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -4,11 +4,10 @@ python bench/synth.py --works 20000 --out bench/out/synth-20000
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from artdate.synthetic import generate  # noqa: E402
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+
+from artdate.synthetic import generate
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

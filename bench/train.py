@@ -10,46 +10,29 @@ agents) used during each Ray run: CPU the training workers could not have.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-import torch
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import pack_sample, tiny_training
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-from conftest import pack_sample  # noqa: E402
-
-from artdate import data, shards  # noqa: E402
-from artdate.checkpoints import run_checkpoints  # noqa: E402
-from artdate.config import TrainConfig  # noqa: E402
-from artdate.model import ModelSpec, build_model  # noqa: E402
-from artdate.train import label_encoding, make_optimizer, make_scheduler, run_training, train_one_epoch  # noqa: E402
+from artdate import data, partition, shards
+from artdate.checkpoints import run_checkpoints
+from artdate.config import TrainConfig
+from artdate.loop import fit, label_encoding, shard_batches
+from artdate.model import ModelSpec, build_model
+from artdate.train import run_training
 
 
 def plain_loop(store_url, cfg) -> float:
+    """The best epoch's img/s of artdate's own plain loop (loop.fit) in this one process."""
     manifest = shards.read_manifest(store_url)
-    encoding = label_encoding(manifest, cfg.loss, cfg.bin_width)
-    spec = ModelSpec(cfg.backbone, cfg.image_size, encoding)
-    model = build_model(cfg.backbone, encoding.num_outputs, cfg.weights)
-    slices = data.store_slices(store_url, manifest, "train")
-    steps = data.steps_per_epoch(data.manifest_shards(store_url, manifest, "train"), 1, cfg.batch_size)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, steps)
-    transform = data.train_transform(cfg.image_size)
-    rates = []
-    for epoch in range(cfg.epochs):
-        loader = data.make_loader(
-            slices,
-            transform,
-            cfg.batch_size,
-            loader_workers=cfg.loader_workers,
-            shuffle_buffer=cfg.shuffle_buffer,
-            drop_last=True,
-        )
-        stats = train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
-        rates.append(stats["images"] / stats["seconds"])
-    return max(rates)
+    spec = ModelSpec(cfg.backbone, cfg.image_size, label_encoding(manifest, cfg.loss, cfg.bin_width))
+    model = build_model(cfg.backbone, spec.encoding.num_outputs, cfg.weights)
+    slices = partition.store_slices(store_url, manifest, "train")
+    steps = partition.steps_per_epoch(partition.manifest_shards(store_url, manifest, "train"), cfg.batch_size)
+    fitted = fit(model, spec, cfg, shard_batches(slices, data.train_transform(cfg.image_size), cfg), steps)
+    return max(epoch["images"] / epoch["seconds"] for epoch in fitted.epochs)
 
 
 RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "agent", "runtime_env")
@@ -78,27 +61,20 @@ def main():
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--worker-counts", type=int, nargs="+", default=[1, 2], help="Ray Train runs of these sizes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         store_url = os.path.join(directory, "shards")
         pack_sample(store_url, samples_per_shard=20, size=160)
-        common = dict(
-            shards=store_url,
-            backbone=args.backbone,
-            image_size=args.image_size,
-            epochs=args.epochs,
-            batch_size=16,
-            loader_workers=1,
-            log_every=0,
-        )
-        baseline = plain_loop(store_url, TrainConfig(storage="", **common))
+        common = tiny_training(store_url, "", image_size=args.image_size, epochs=args.epochs, backbone=args.backbone)
+        baseline = plain_loop(store_url, TrainConfig(**common))
         rows = [("plain PyTorch loop, 1 process", baseline, 0.0, 0.0)]
-        for workers in (1, 2):
+        for workers in args.worker_counts:
             storage = os.path.join(directory, f"run-{workers}")
             started, daemons_before = time.perf_counter(), ray_daemon_cpu_seconds()
             # Ray sets OMP_NUM_THREADS to a worker's CPU reservation: reserve the cores, or it runs on one thread.
             cpus = max(1, (os.cpu_count() or 1) // workers)
-            run_training(TrainConfig(storage=storage, workers=workers, cpus_per_worker=cpus, **common))
+            run_training(TrainConfig(**{**common, "storage": storage, "workers": workers, "cpus_per_worker": cpus}))
             wall = time.perf_counter() - started
             # The daemons of the embedded Ray outlive the run: read them before the next one starts.
             daemon_share = (ray_daemon_cpu_seconds() - daemons_before) / (wall * (os.cpu_count() or 1))
@@ -109,7 +85,8 @@ def main():
     for name, rate, wall, daemon_share in rows:
         print(f"{name:<32}{rate:>8.1f}{rate / baseline:>10.2f}{wall:>8.0f}{daemon_share:>13.0%}")
     print("Ray daemons: CPU time of raylet, GCS, dashboard and agents during the run, as a share of all cores")
-    print(f"2 workers vs 1: {rows[2][1] / rows[1][1]:.2f}x")
+    if len(rows) > 2:
+        print(f"{args.worker_counts[1]} workers vs {args.worker_counts[0]}: {rows[2][1] / rows[1][1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import pack_sample  # noqa: E402
+from helpers import pack_sample, tiny_training  # noqa: E402
 from servers import SeaweedS3  # noqa: E402
 
 EXIT_STATUS = pytest.StashKey[int]()
@@ -48,22 +48,15 @@ def sample_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(sample_store, tmp_path_factory):
-    """A checkpoint from a tiny plain training run (two passes over two shards, 64 px)."""
+    """A checkpoint from a tiny plain training run (two passes over two shards, 64 px), validated
+    after each epoch as artdate train does: its learning curve."""
     import torch
 
-    from artdate import data, shards
+    from artdate import data, partition, shards
     from artdate.checkpoints import save_checkpoint
     from artdate.config import TrainConfig
+    from artdate.loop import fit, label_encoding, shard_batches
     from artdate.model import ModelSpec, build_model
-    from artdate.train import (
-        CURVE,
-        evaluate,
-        label_encoding,
-        make_optimizer,
-        make_scheduler,
-        train_one_epoch,
-        validation_metrics,
-    )
 
     torch.manual_seed(0)
     manifest = shards.read_manifest(sample_store)
@@ -75,22 +68,21 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
         pack_quality=manifest["settings"]["quality"],
     )
     model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
-    cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, 20)
-    two_shards = data.store_slices(sample_store, manifest, "train")[:2]
-    val_slices = data.store_slices(sample_store, manifest, "val")
-    history = []
-    for epoch in range(2):  # validated after each epoch, as artdate train does: its learning curve
-        loader = data.make_loader(two_shards, data.train_transform(64), 16, loader_workers=0)
-        trained = train_one_epoch(model, spec, optimizer, scheduler, loader, torch.device("cpu"), epoch)
-        val = data.make_loader(val_slices, data.eval_transform(64), 32, loader_workers=0)
-        metrics, calibration = validation_metrics(*evaluate(model, spec, val, torch.device("cpu"))[:2], spec)
-        metrics = {"epoch": epoch, "train_loss": trained["loss"], **metrics}
-        history.append({name: metrics[name] for name in CURVE})
+    cfg = TrainConfig(**tiny_training("", "", epochs=2, warmup_epochs=0, loader_workers=0, shuffle_buffer=0))
+    two_shards = partition.store_slices(sample_store, manifest, "train")[:2]
+    val_slices = partition.store_slices(sample_store, manifest, "val")
+    fitted = fit(
+        model,
+        spec,
+        cfg,
+        shard_batches(two_shards, data.train_transform(64), cfg),
+        partition.steps_per_epoch(partition.manifest_shards(sample_store, manifest, "train")[:2], cfg.batch_size),
+        validation=lambda: data.make_loader(val_slices, data.eval_transform(64), 32, loader_workers=0),
+    )
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
-    save_checkpoint(str(directory), spec, model, {**metrics, "history": history}, calibration, {"epoch": 1})
+    metrics = {**fitted.metrics, "history": fitted.history}
+    save_checkpoint(str(directory), spec, model, metrics, fitted.calibration, {"epoch": 1})
     return str(directory)
 
 

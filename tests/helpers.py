@@ -101,3 +101,55 @@ def shipped_pace(scale: float) -> dict:
     pace = {name: shipped[name] * scale for name in ("timeout", "block_pause", "backoff")}
     counts = {name: shipped[name] for name in ("retries", "concurrency")}
     return {**pace, **counts, "rate": shipped["rate"] / scale}
+
+
+# The tiny training the tests and benchmarks run: the demo's backbone on small crops and batches,
+# two DDP workers with one loader process each, no progress lines.
+TINY = {
+    "backbone": "efficientnet_lite0",
+    "image_size": 64,
+    "batch_size": 16,
+    "workers": 2,
+    "loader_workers": 1,
+    "log_every": 0,
+}
+
+
+def tiny_training(shards: str, storage: str, **overrides) -> dict:
+    """TrainConfig's fields for a tiny run of `shards` into `storage`, with `overrides`."""
+    return {"shards": shards, "storage": storage, **TINY, **overrides}
+
+
+def flags(settings: dict) -> list[str]:
+    """Settings as command-line flags: {"image_size": 64, "resume": True} -> --image-size 64 --resume."""
+    argv = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return argv
+
+
+def artdate_command(*argv: str) -> list[str]:
+    """The command line that runs `artdate *argv` in a fresh Python (the one running the tests)."""
+    import sys
+
+    return [sys.executable, "-m", "artdate.cli", *argv]
+
+
+def run_artdate(*argv: str, env: dict | None = None, timeout: float = 600, **options):
+    """`artdate *argv` run to its end from the checkout, its output captured; `options` go to
+    subprocess.run."""
+    import subprocess
+
+    return subprocess.run(
+        artdate_command(*argv),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        **options,
+    )

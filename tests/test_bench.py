@@ -1,23 +1,66 @@
-"""Benchmarks that run where the suite cannot (a short GPU lease) start and print their rows here
-on the CPU: a lease is too short to spend on a script broken by a change of artdate's API."""
+"""Every benchmark under bench/ runs here at its smallest size, so none can rot unseen (a script
+broken by a change of artdate's API costs a GPU lease, or a wrong figure in bench/RESULTS.md).
+The figures of such small runs mean nothing: each test checks that the script ran to its end and
+printed the rows it measures."""
 
+import glob
 import os
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT, requires_sample
+
+BENCH = os.path.join(ROOT, "bench")
+# script -> (its smallest arguments, a piece of what it prints at the end). {tmp}: a scratch folder.
+SMALLEST = {
+    "checkpoint.py": (["--backbones", "efficientnet_lite0", "--repeats", "1"], "efficientnet_lite0"),
+    "comparanda.py": (["--sizes", "2000", "--queries", "20", "--dim", "32", "--nprobe", "4"], "nprobe 4"),
+    "data.py": (["--copies", "1", "--loader-workers", "1", "--batch-size", "16"], "shards, S3, uint8"),
+    "fetch_soak.py": (["--works", "40", "--scale", "0.02"], "| all |"),
+    "frozen.py": (["--folds", "2", "--sizes", "64", "--sets", "sample", "--recipes", "l1"], "| sample | sample | 64"),
+    "gpu_input.py": (
+        ["--device", "cpu", "--backbone", "resnet18", "--image-size", "32", "--copies", "1", "--batch", "16"]
+        + ["--loader-workers", "1", "--seconds", "1"],
+        "shards, device decode",
+    ),
+    "gpu_model.py": (
+        ["sweep", "--device", "cpu", "--backbone", "resnet18", "--image-size", "32", "--max-batch", "64"]
+        + ["--steps", "2"],
+        "eval  bf16",
+    ),
+    "loader.py": (
+        ["--copies", "1", "--workers", "0", "1", "--pack-sizes", "64", "--image-size", "32", "--batch", "32"],
+        "| local | 64 | jpeg | 1 |",
+    ),
+    "loader_start.py": (["--loader-workers", "1", "--passes", "2"], "forkserver"),
+    "museums.py": (["--works", "3"], "hours for the 2017 lists"),
+    "pack.py": (["--copies", "1", "--size", "64"], "artdate pack --jobs 1"),
+    "preempt.py": (["--ways", "none", "--at", "2"], "| none |"),
+    "ranks.py": (["--workers", "2"], "| 2 |"),
+    "recipes.py": (["--folds", "2", "--recipes", "tiny", "--pack-size", "64", "--json", "{tmp}/r.json"], "tiny"),
+    "scale.py": (["--sizes", "200", "--out", "{tmp}", "--actors", "1"], "| 200 |"),
+    "score.py": (["--one-actor"], "Ray actors x1"),
+    "synth.py": (["--works", "5", "--out", "{tmp}/synth"], "works.csv"),
+    "train.py": (["--epochs", "1", "--image-size", "32", "--worker-counts", "1"], "Ray Train, 1 worker(s)"),
+}
+
+
+def test_every_benchmark_has_a_smallest_run():
+    scripts = {os.path.basename(path) for path in glob.glob(os.path.join(BENCH, "*.py"))} - {"common.py"}
+    assert scripts == set(SMALLEST)
 
 
 @requires_sample
-def test_gpu_input_measures_every_input_path_on_the_cpu():
+@pytest.mark.parametrize("script", sorted(SMALLEST))
+def test_a_benchmark_runs_at_its_smallest_size(script, tmp_path):
+    arguments, printed = SMALLEST[script]
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "gpu_input.py"), "--device", "cpu", "--backbone", "resnet18"]
-        + ["--image-size", "64", "--copies", "1", "--batch", "32", "--loader-workers", "1"],
+        [sys.executable, os.path.join(BENCH, script), *(a.replace("{tmp}", str(tmp_path)) for a in arguments)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("train ", "score "))]
-    assert [row[0] for row in rows] == ["train"] * 3 + ["score"] * 3
-    assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)  # img/s and the ratio, each measured
+    assert printed in result.stdout, result.stdout[-3000:]

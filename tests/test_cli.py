@@ -2,22 +2,13 @@
 
 import argparse
 import os
-import subprocess
-import sys
 
 import pytest
-from helpers import ROOT, SAMPLE_CSV, SAMPLE_IMAGES
+from helpers import SAMPLE_CSV, SAMPLE_IMAGES, run_artdate
 
 
 def artdate(*argv, env=None):
-    done = subprocess.run(
-        [sys.executable, "-m", "artdate.cli", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+    done = run_artdate(*argv, env=env, timeout=300)
     return done.returncode, done.stderr.strip()
 
 
@@ -131,7 +122,7 @@ def test_nonsense_options_are_refused_before_any_work(tmp_path):
             ["score", "--shards", "s", "--checkpoint", "c", "--out", "r.csv", "--actors", "0"],
             "--actors 0: must be at least 1",
         ),
-        (["score", "--shards", "s", "--checkpoint", "c", "--out", "r.csv", "--batch-size", "0"], "--batch-size 0"),
+        (["score", "--shards", "s", "--checkpoint", "c", "--out", "r.csv", "--batch-size", "-1"], "--batch-size -1"),
         (["pack", "--metadata", "m.csv", "--out", str(tmp_path / "s"), "--quality", "200"], "at most 100"),
         (
             ["pack", "--metadata", "m.csv", "--out", str(tmp_path / "s"), "--jobs", "-3"],

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import torch
 
-from artdate import data, embeddings, shards, store
+from artdate import data, embeddings, partition, shards, store
 from artdate.config import PackConfig
 from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, build_model, feature_extractor
 from artdate.pack import run_pack
@@ -19,7 +19,7 @@ def test_embeddings_are_the_backbones_features_and_are_kept_beside_the_shards(sa
     assert set(computed.splits) == {"train", "val"} and len(set(computed.keys)) == len(computed)
     # Brute force: the first validation shard's images through the backbone without its head.
     model = feature_extractor(build_model("efficientnet_lite0", 1, "imagenet")).eval()
-    first = data.store_slices(sample_store, manifest, "val")[0]
+    first = partition.store_slices(sample_store, manifest, "val")[0]
     batch = next(iter(data.make_loader([first], data.eval_transform(64), 8, loader_workers=0)))
     inputs = (batch.image.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
         IMAGENET_STD

@@ -10,8 +10,8 @@ from PIL import Image
 
 from artdate import data
 from artdate.config import TrainConfig
+from artdate.loop import make_optimizer, make_scheduler, train_one_epoch
 from artdate.model import LabelEncoding, ModelSpec, build_model
-from artdate.train import make_optimizer, make_scheduler, train_one_epoch
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
 
@@ -36,7 +36,7 @@ def test_bf16_channels_last_training_step_lowers_the_loss(device):
 
 def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
     """A loader's batch of `count` encoded baseline JPEGs (transform=None), as device decoding gets it."""
-    from artdate import shards
+    from artdate import partition, shards
 
     samples = []
     for i in range(count):
@@ -44,7 +44,7 @@ def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
         Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 10 + 10 * i).convert("RGB").save(out, "JPEG")
         samples.append((f"met_{i}", out.getvalue(), {"id": str(i), "museum": "met", "year": 1500}))
     shards.write_tar(str(tmp_path / "a.tar"), samples)
-    slices = [data.Slice(str(tmp_path / "a.tar"), 0, count)]
+    slices = [partition.Slice(str(tmp_path / "a.tar"), 0, count)]
     (batch,) = data.make_loader(slices, None, batch_size=count, loader_workers=0)
     return batch
 
@@ -81,3 +81,34 @@ def test_decoding_on_the_gpu_leaves_memory_that_queued_work_still_reads_intact(t
         data.decode_on_device(batch, lambda image: image, device)
         corrupted += sum(float(total) != floats for total in sums)
     assert corrupted == 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_batches_decoded_ahead_on_their_own_stream_match_the_ones_decoded_in_turn(tmp_path):
+    """readable() on CUDA decodes the next batch on a stream of its own while the caller's stream
+    works on this one; the batches must be those decode_on_device gives one at a time."""
+    device = torch.device("cuda")
+    transform = data.eval_transform(64)
+    batches = [jpeg_batch(tmp_path, 4, 96 + 16 * n, 80) for n in range(3)]
+    in_turn = [data.decode_on_device(batch, transform, device).image.cpu() for batch in batches]
+    skipped: list = []
+    ahead = []
+    for batch in data.readable(batches, skipped, device, transform):
+        torch.cuda._sleep(50_000_000)  # the model's work on the caller's stream, while the next decodes
+        ahead.append(batch.image.cpu())
+    assert len(ahead) == 3 and all(torch.equal(a, b) for a, b in zip(ahead, in_turn)) and skipped == []
+
+
+def test_batches_decoded_on_the_cpu_pass_through_the_same_stage(tmp_path):
+    """The stage every consumer reads through: decoded when asked, skips counted, empty batches
+    left out (here on the CPU, where there is no stream to decode ahead on)."""
+    batch = jpeg_batch(tmp_path, 3, 96, 80)
+    broken = data.Batch(
+        [torch.tensor([1, 2, 3], dtype=torch.uint8)], *([torch.tensor([1500])] * 3), ["b"], ["s"], ["9"], ["met"]
+    )
+    broken.index = [0]
+    skipped: list = []
+    passed = list(data.readable([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
+    assert [b.image.shape for b in passed] == [(3, 3, 64, 64)]
+    assert [s.key for s in skipped] == ["b"] and skipped[0].reason.startswith("undecodable")

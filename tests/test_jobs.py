@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, pack_sample
+from helpers import ROOT, flags, pack_sample, tiny_training
 
 from artdate import store
 from artdate.checkpoints import run_checkpoints
@@ -43,28 +43,7 @@ def test_train_and_score_jobs_run_across_both_nodes(ray_nodes, s3_url):
     manifest = pack_sample(s3_url)
     root = s3_url.rsplit("/", 1)[0]
     storage, results = root + "/runs/job", root + "/results.csv"
-    trained = launch(
-        ray_nodes,
-        "train",
-        "--shards",
-        s3_url,
-        "--storage",
-        storage,
-        "--backbone",
-        "efficientnet_lite0",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--image-size",
-        "64",
-        "--workers",
-        "2",
-        "--cpus-per-worker",
-        "2",
-        "--loader-workers",
-        "1",
-    )
+    trained = launch(ray_nodes, "train", *flags(tiny_training(s3_url, storage, epochs=1, cpus_per_worker=2)))
     assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
     assert "submitted raysubmit_" in trained.stderr
     assert trained.stdout.count("epoch 1/1: loss") == 1  # the job's logs streamed to this terminal, once
@@ -188,30 +167,9 @@ def test_eight_ranks_with_fewer_validation_shards_than_ranks_validate_every_work
     manifest = pack_sample(s3_url)  # 32 per shard: 2 validation shards for 8 ranks
     assert manifest["splits"]["val"]["shards"] < 8
     storage = s3_url.rsplit("/", 1)[0] + "/runs/eight"
+    settings = tiny_training(s3_url, storage, epochs=1, batch_size=8, image_size=48, workers=8, loader_workers=0)
     trained = launch(
-        ray_nodes,
-        "train",
-        "--shards",
-        s3_url,
-        "--storage",
-        storage,
-        "--backbone",
-        "efficientnet_lite0",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--image-size",
-        "48",
-        "--workers",
-        "8",
-        "--cpus-per-worker",
-        "0.25",
-        "--gpus-per-worker",
-        "0",
-        "--loader-workers",
-        "0",
-        "--verbose",
+        ray_nodes, "train", *flags({**settings, "cpus_per_worker": 0.25, "gpus_per_worker": 0, "verbose": True})
     )
     assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
     assert "device: CPU, 8 worker(s)" in trained.stdout + trained.stderr

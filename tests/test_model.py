@@ -6,13 +6,13 @@ import pytest
 import torch
 from helpers import SAMPLE_IMAGES
 
-from artdate import data, shards
+from artdate import data, partition, shards
 from artdate.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
 from artdate.cli import main
 from artdate.config import TrainConfig
+from artdate.loop import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 from artdate.model import LabelEncoding, ModelSpec, build_model
 from artdate.ranges import RangeCalibration
-from artdate.train import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 
 
 @pytest.mark.parametrize("backbone, outputs", [("efficientnet_lite0", 1), ("resnet18", 30), ("mobilenet_v3_small", 1)])
@@ -108,7 +108,7 @@ def test_error_metrics():
 
 def small_setup(sample_store, loss="mse"):
     manifest = shards.read_manifest(sample_store)
-    from artdate.train import label_encoding
+    from artdate.loop import label_encoding
 
     encoding = label_encoding(manifest, loss, 50)
     spec = ModelSpec("efficientnet_lite0", 64, encoding)
@@ -119,7 +119,7 @@ def small_setup(sample_store, loss="mse"):
 def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
     torch.manual_seed(0)
     manifest, spec, model = small_setup(sample_store)
-    first_shard = data.store_slices(sample_store, manifest, "train")[:1]
+    first_shard = partition.store_slices(sample_store, manifest, "train")[:1]
     transform = data.eval_transform(64)
     batch = next(iter(data.make_loader(first_shard, transform, batch_size=16, loader_workers=0)))
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
@@ -252,7 +252,7 @@ def test_regression_predictions_stay_inside_the_label_window():
 def test_a_training_step_can_decode_and_augment_on_the_device(sample_store):
     torch.manual_seed(0)
     manifest, spec, model = small_setup(sample_store)
-    first_shard = data.store_slices(sample_store, manifest, "train")[:1]
+    first_shard = partition.store_slices(sample_store, manifest, "train")[:1]
     encoded = list(data.make_loader(first_shard, None, batch_size=16, loader_workers=0))  # JPEGs, not decoded
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
@@ -263,3 +263,46 @@ def test_a_training_step_can_decode_and_augment_on_the_device(sample_store):
     assert stats["images"] == first_shard[0].samples and stats["skipped"] == 0
     predictions, years, skipped = evaluate(model, spec, encoded, torch.device("cpu"), data.eval_transform(64))
     assert len(predictions.year) == len(years) == first_shard[0].samples and skipped == 0
+
+
+def test_a_compiled_run_trains_scores_alike_and_its_checkpoint_loads_without_compiling(
+    tmp_path, sample_store, monkeypatch
+):
+    from artdate.loop import fit, label_encoding, shard_batches
+    from artdate.score import Scorer
+
+    # torch.compile's code generator (inductor) takes minutes per model on 2 cores: this compiles
+    # with aot_eager, the same graph capture and the same `_orig_mod.` names, another generator.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **options: real_compile(model, backend="aot_eager"))
+    torch.manual_seed(0)
+    manifest = shards.read_manifest(sample_store)
+    spec = ModelSpec("efficientnet_lite0", 64, label_encoding(manifest, "bins", 50), pack_size=96)
+    model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
+    cfg = TrainConfig(shards="", storage="", epochs=1, batch_size=16, loader_workers=0, shuffle_buffer=0, compile=True)
+    train, val = (partition.store_slices(sample_store, manifest, split)[:1] for split in ("train", "val"))
+    validation = lambda: data.make_loader(val, data.eval_transform(64), 32, loader_workers=0)  # noqa: E731
+    fitted = fit(model, spec, cfg, shard_batches(train, data.train_transform(64), cfg), 2, validation=validation)
+    assert fitted.metrics["images"] == 32 and math.isfinite(fitted.metrics["val_mae"])
+    save_checkpoint(str(tmp_path), spec, model, fitted.metrics, fitted.calibration)
+    loaded, _, _ = load_checkpoint(str(tmp_path))  # no compiling: the module's own names
+    assert not [name for name in torch.load(tmp_path / "checkpoint.pt")["model"] if "_orig_mod" in name]
+    plain = Scorer(str(tmp_path), 32).score(val[0].url, val[0].samples, "val")
+    fast = Scorer(str(tmp_path), 32, compile=True).score(val[0].url, val[0].samples, "val")
+    assert [row["pred"] for row in fast[0]] == pytest.approx([row["pred"] for row in plain[0]], abs=0.05)
+    assert fast[2] == pytest.approx(plain[2], abs=2e-3)  # the embeddings, read through the compiled model too
+    assert isinstance(loaded, torch.nn.Module) and len(plain[0]) == val[0].samples
+
+
+def test_the_batch_left_to_the_device_fills_a_gpu_with_the_learning_rate_scaled_by_its_square_root():
+    from artdate.loop import for_device, gpu_batch
+
+    auto = TrainConfig(shards="", storage="")
+    assert auto.batch_size == 0
+    on_cpu = for_device(auto, on_gpu=False)
+    assert (on_cpu.batch_size, on_cpu.lr) == (32, auto.lr)  # the CPU defaults as they were
+    on_gpu = for_device(auto, on_gpu=True)
+    assert on_gpu.batch_size == 256 and on_gpu.lr == pytest.approx(auto.lr * 8**0.5)
+    assert [gpu_batch(size) for size in (64, 128, 224, 320, 448)] == [1024, 1024, 256, 128, 64]
+    given = TrainConfig(shards="", storage="", batch_size=48, lr=5e-4)
+    assert for_device(given, on_gpu=True) == given  # as given

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
+from helpers import ROOT, pack_sample, tiny_training, trained_in_epoch, wait_for_registered
 
 from artdate import store
 from artdate.checkpoints import run_checkpoints
@@ -29,19 +29,7 @@ else:
 
 def two_node_training(shards_url, storage, **overrides):
     """Settings of a small run with one rank per node (2 CPUs each on 2-CPU nodes)."""
-    settings = dict(
-        shards=shards_url,
-        storage=storage,
-        backbone="efficientnet_lite0",
-        epochs=1,
-        batch_size=16,
-        image_size=64,
-        workers=2,
-        cpus_per_worker=2,
-        loader_workers=1,
-        log_every=0,
-    )
-    return {**settings, **overrides}
+    return tiny_training(shards_url, storage, **{"epochs": 1, "cpus_per_worker": 2, **overrides})
 
 
 def start_training(nodes, settings):

@@ -4,13 +4,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 
 import pytest
 import webdataset as wds
-from helpers import ROOT, SAMPLE_CSV, SAMPLE_IMAGES, SHARED_SAMPLE, need_sample, requires_sample
+from helpers import (
+    ROOT,
+    SAMPLE_CSV,
+    SAMPLE_IMAGES,
+    SHARED_SAMPLE,
+    artdate_command,
+    flags,
+    need_sample,
+    requires_sample,
+    run_artdate,
+)
 from museum_servers import MuseumApi, have_fixtures, sample_images
 
 from artdate import shards, store
@@ -177,29 +186,10 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
     try:
         metadata = tmp_path / "met.csv"
         metadata.write_text("id,year\n" + "".join(f"{i},{1500 + n}\n" for n, i in enumerate(images)))
-        command = [
-            sys.executable,
-            "-m",
-            "artdate.cli",
-            "pack",
-            "--metadata",
-            str(metadata),
-            "--out",
-            s3_url,
-            "--source",
-            "met",
-            "--api-url",
-            f"met={api.root('met')}",
-            "--rate",
-            "40",
-            "--samples-per-shard",
-            "6",
-            "--size",
-            "64",
-            "--jobs",
-            "1",
-            "--quiet",
-        ]
+        settings = dict(metadata=metadata, out=s3_url, source="met", api_url=f"met={api.root('met')}", rate=40)
+        command = artdate_command(
+            "pack", *flags({**settings, "samples_per_shard": 6, "size": 64, "jobs": 1, "quiet": True})
+        )
         # A SIGKILL leaves pack no chance to remove its scratch files: they go in the test's own folder.
         scratch = tmp_path / "scratch"
         scratch.mkdir()
@@ -250,36 +240,9 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
 
 def pack_cli(out, preexec_fn=None):
     need_sample()
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "artdate.cli",
-            "pack",
-            "--metadata",
-            SAMPLE_CSV,
-            "--images",
-            SHARED_SAMPLE,
-            "--out",
-            str(out),
-            "--size",
-            "96",
-            "--samples-per-shard",
-            "64",
-            "--year-min",
-            "-1000",
-            "--year-max",
-            "2100",
-            "--jobs",
-            "1",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=preexec_fn,
-    )
+    settings = dict(metadata=SAMPLE_CSV, images=SHARED_SAMPLE, out=out, size=96, samples_per_shard=64)
+    settings.update(year_min=-1000, year_max=2100, jobs=1, quiet=True)
+    return run_artdate("pack", *flags(settings), timeout=300, preexec_fn=preexec_fn)
 
 
 def assert_nothing_looks_finished(out):

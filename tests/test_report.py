@@ -12,7 +12,8 @@ from PIL import Image
 
 from artdate import shards
 from artdate.config import ReportConfig
-from artdate.report import read_results, run_report
+from artdate.metrics import read_results
+from artdate.report import run_report
 
 # Hand-built: errors (pred - year) of -120, -30, 0, 10, 60 and 200.
 ROWS = [
@@ -211,7 +212,7 @@ def test_report_renders_in_chromium(tmp_path, sample_store, tiny_checkpoint):
 
 
 def test_images_come_only_from_listed_shards_and_the_csvs_folder(tmp_path, sample_store):
-    from artdate.report import find_images
+    from artdate.gallery import find_images
 
     image = open(os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "rb").read()
     folder = tmp_path / "results"

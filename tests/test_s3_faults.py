@@ -6,13 +6,12 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import tarfile
 import threading
 import time
 
 import pytest
-from helpers import SAMPLE_CSV, SHARED_SAMPLE
+from helpers import SAMPLE_CSV, SHARED_SAMPLE, artdate_command, flags, tiny_training
 from servers import SeaweedS3, kill_session
 
 from artdate.s3stream import ResumableObject
@@ -78,29 +77,8 @@ def test_a_replaced_object_is_never_spliced_onto_the_old_one(own_server):
 
 
 def pack_command(out: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "artdate.cli",
-        "pack",
-        "--metadata",
-        SAMPLE_CSV,
-        "--images",
-        SHARED_SAMPLE,
-        "--out",
-        out,
-        "--size",
-        "48",
-        "--samples-per-shard",
-        "8",
-        "--year-min",
-        "-1000",
-        "--year-max",
-        "2100",
-        "--jobs",
-        "1",
-        "--quiet",
-    ]
+    settings = dict(metadata=SAMPLE_CSV, images=SHARED_SAMPLE, out=out, size=48, samples_per_shard=8, year_min=-1000)
+    return artdate_command("pack", *flags({**settings, "year_max": 2100, "jobs": 1, "quiet": True}))
 
 
 def wait_for_objects(server, bucket: str, prefix: str, suffix: str, count: int, process, timeout: float = 180) -> int:
@@ -164,23 +142,8 @@ def test_pack_rides_out_a_short_s3_outage_and_a_rerun_finishes_after_a_long_one(
 
 
 def score_command(bucket: str, checkpoint: str, batch_size: int = 64) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "artdate.cli",
-        "score",
-        "--shards",
-        f"s3://{bucket}/shards",
-        "--checkpoint",
-        checkpoint,
-        "--out",
-        f"s3://{bucket}/results.csv",
-        "--actors",
-        "2",
-        "--batch-size",
-        str(batch_size),
-        "--quiet",
-    ]
+    settings = dict(shards=f"s3://{bucket}/shards", checkpoint=checkpoint, out=f"s3://{bucket}/results.csv")
+    return artdate_command("score", *flags({**settings, "actors": 2, "batch_size": batch_size, "quiet": True}))
 
 
 def wait_for_parts(server, bucket: str, count: int, process) -> int:
@@ -266,32 +229,9 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
 def test_training_rides_out_an_s3_restart_without_losing_a_sample(own_server, packed):
     bucket, env = packed
     storage = f"s3://{bucket}/runs/outage"
-    command = [
-        sys.executable,
-        "-m",
-        "artdate.cli",
-        "train",
-        "--shards",
-        f"s3://{bucket}/shards",
-        "--storage",
-        storage,
-        "--backbone",
-        "efficientnet_lite0",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "16",
-        "--image-size",
-        "48",
-        "--workers",
-        "2",
-        "--loader-workers",
-        "1",
-        "--log-every",
-        "0",
-        "--keep-checkpoints",
-        "10",
-    ]
+    command = artdate_command(
+        "train", *flags(tiny_training(f"s3://{bucket}/shards", storage, epochs=3, image_size=48, keep_checkpoints=10))
+    )
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )

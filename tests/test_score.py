@@ -17,12 +17,13 @@ import torch
 from helpers import ROOT, SAMPLE_IMAGES, pack_sample
 from servers import kill_session
 
-from artdate import data, shards
+from artdate import data, partition, shards
 from artdate.checkpoints import load_checkpoint
 from artdate.config import PredictConfig, ScoreConfig
 from artdate.model import predict_years
+from artdate.parts import CLAIM_FILE, COLUMNS
 from artdate.predict import predict_year
-from artdate.score import COLUMNS, run_scoring
+from artdate.score import run_scoring
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -70,7 +71,7 @@ def expected_predictions(store_url, checkpoint, embedded=None):
     model, spec, info = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
     loader = data.make_loader(
-        data.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32, loader_workers=0
+        partition.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32, loader_workers=0
     )
     found = {}
     for batch in loader:
@@ -171,13 +172,13 @@ def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_c
     monkeypatch.setattr(data, "decode_image", lambda jpg: decoding_threads.add(threading.get_ident()) or decode(jpg))
     manifest = shards.read_manifest(sample_store)
     shard = manifest["shards"][0]
-    url = data.store_slices(sample_store, manifest)[0].url
+    url = partition.store_slices(sample_store, manifest)[0].url
     rows, skips, features = Scorer(tiny_checkpoint, batch_size=4).score(url, shard["samples"], shard["split"])
     assert features.shape == (len(rows), 1280) and np.allclose(
         np.linalg.norm(features.astype(np.float32), axis=1), 1, atol=1e-2
     )
     assert decoding_threads and threading.get_ident() not in decoding_threads
-    keys = [sample["__key__"] for sample in data.read_slice(data.Slice(url, 0, shard["samples"]))]
+    keys = [sample["__key__"] for sample in data.read_slice(partition.Slice(url, 0, shard["samples"]))]
     assert [row["key"] for row in rows] == keys and len(keys) == shard["samples"] and not skips
 
 
@@ -309,7 +310,7 @@ def test_an_undecodable_sample_is_recorded_and_the_run_completes(tmp_path, tiny_
 def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(
     tmp_path, sample_store, tiny_checkpoint, monkeypatch
 ):
-    from artdate import score, store
+    from artdate import store
 
     out = str(tmp_path / "results.csv")
     deleted, real_delete = [], store.delete
@@ -323,7 +324,7 @@ def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(
     monkeypatch.setattr(store, "delete", crash_after_two_parts)
     with pytest.raises(KeyboardInterrupt):
         run_scoring(ScoreConfig(shards=sample_store, checkpoint=tiny_checkpoint, out=out, actors=1), progress=False)
-    assert os.path.exists(os.path.join(out + ".parts", score.CLAIM_FILE))
+    assert os.path.exists(os.path.join(out + ".parts", CLAIM_FILE))
     monkeypatch.undo()
     other = os.path.join(os.path.dirname(tiny_checkpoint), "checkpoint_other")
     shutil.copytree(tiny_checkpoint, other)

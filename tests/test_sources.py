@@ -17,7 +17,8 @@ from artdate.config import PackConfig
 from artdate.fetched import Excluded, TypeFilter, singular
 from artdate.http_client import FetchError, HttpClient, redact
 from artdate.museums import iiif_size
-from artdate.pack import NothingPacked, run_pack, summary_line
+from artdate.pack import run_pack
+from artdate.rejects import NothingPacked, summary_line
 from artdate.sources import api_roots, original_name
 
 pytestmark = pytest.mark.skipif(

@@ -4,38 +4,26 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import threading
 
 import pytest
 import torch
-from helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
+from helpers import ROOT, artdate_command, flags, pack_sample, tiny_training, trained_in_epoch, wait_for_registered
 from servers import kill_session
 
-from artdate import data, ranges, shards, store
+from artdate import data, partition, ranges, shards, store
 from artdate.checkpoints import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, run_checkpoints
 from artdate.config import TrainConfig
+from artdate.loop import CURVE, evaluate, make_scheduler
 from artdate.model import load_tensors
-from artdate.train import CURVE, UNVALIDATED_MAE, evaluate, make_scheduler, run_training
+from artdate.rank_checkpoints import UNVALIDATED_MAE
+from artdate.train import run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def small(shards_url, storage, **overrides):
-    settings = dict(
-        shards=shards_url,
-        storage=storage,
-        backbone="efficientnet_lite0",
-        epochs=2,
-        batch_size=16,
-        image_size=64,
-        workers=2,
-        loader_workers=1,
-        lr=2e-3,
-        warmup_epochs=0.5,
-        log_every=0,
-        keep_checkpoints=10,
-    )
+    settings = tiny_training(shards_url, storage, epochs=2, lr=2e-3, warmup_epochs=0.5, keep_checkpoints=10)
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -69,7 +57,7 @@ def test_two_workers_from_s3_to_s3(s3_url):
     # Every checkpoint carries the learning curve up to its epoch.
     assert metrics[2]["history"] == [{name: metrics[e][name] for name in CURVE} for e in range(3)]
     train_samples = sorted(
-        (s.url, i) for s in data.manifest_shards(shards_url, manifest, "train") for i in range(s.samples)
+        (s.url, i) for s in partition.manifest_shards(shards_url, manifest, "train") for i in range(s.samples)
     )
     for epoch in metrics.values():
         ranks = [
@@ -87,7 +75,7 @@ def test_two_workers_from_s3_to_s3(s3_url):
     # Validation across both ranks evaluated exactly the weights that were saved (both ranks use
     # rank 0's BatchNorm statistics), so one process evaluating the checkpoint finds the same MAE.
     loader = data.make_loader(
-        data.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8, loader_workers=0
+        partition.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8, loader_workers=0
     )
     predictions, years, _ = evaluate(model, spec, loader, torch.device("cpu"))
     assert (predictions.year - years).abs().mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
@@ -141,9 +129,9 @@ def test_resume_continues_the_optimizer_and_schedule_and_refuses_other_settings(
     assert_one_mlflow_run(tracked, storage, epoch_metrics(storage), best)
 
     manifest = shards.read_manifest(sample_store)
-    train_shards = data.manifest_shards(sample_store, manifest, "train")
+    train_shards = partition.manifest_shards(sample_store, manifest, "train")
     # --batch-size is per worker: a global batch of 32 on 2 workers, of 16 on 1.
-    steps_2, steps_1 = data.steps_per_epoch(train_shards, 32), data.steps_per_epoch(train_shards, 16)
+    steps_2, steps_1 = partition.steps_per_epoch(train_shards, 32), partition.steps_per_epoch(train_shards, 16)
     latest = next(name for name, metrics in run_checkpoints(storage).items() if metrics["epoch"] == 1)
     state = torch.load(os.path.join(storage, latest, TRAINING_FILE), weights_only=True)
     assert state["epoch"] == 1
@@ -182,34 +170,8 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
 
 def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path, sample_store):
     storage = str(tmp_path / "run")
-    command = [
-        sys.executable,
-        "-m",
-        "artdate.cli",
-        "train",
-        "--shards",
-        sample_store,
-        "--storage",
-        storage,
-        "--backbone",
-        "efficientnet_lite0",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "16",
-        "--image-size",
-        "64",
-        "--workers",
-        "2",
-        "--loader-workers",
-        "1",
-        "--lr",
-        "2e-3",
-        "--warmup-epochs",
-        "0.5",
-        "--log-every",
-        "0",
-    ]
+    settings = tiny_training(sample_store, storage, epochs=3, lr=2e-3, warmup_epochs=0.5)
+    command = artdate_command("train", *flags(settings))
     # Its own session: SIGKILL to all of it takes the driver, its Ray and the workers, as a lost machine would.
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -251,10 +213,17 @@ def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers
     checkpoint inside the epoch, on 1 worker instead of 2, and every sample of that epoch trains
     once: none twice, none left out but the last < a global batch, as in an epoch run whole."""
     storage, keys = str(tmp_path / "run"), str(tmp_path / "keys")
-    command = [sys.executable, "-m", "artdate.cli", "train", "--shards", sample_store, "--storage", storage]
-    command += "--backbone efficientnet_lite0 --epochs 2 --batch-size 8 --image-size 64 --workers 2".split()
-    command += "--loader-workers 1 --log-every 0 --keep-checkpoints 10 --checkpoint-every 0.01".split()
-    command += ["--preemption-poll-steps", "2", "--key-log", keys]
+    settings = tiny_training(
+        sample_store,
+        storage,
+        epochs=2,
+        batch_size=8,
+        keep_checkpoints=10,
+        checkpoint_every=0.01,
+        preemption_poll_steps=2,
+        key_log=keys,
+    )
+    command = artdate_command("train", *flags(settings))
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -269,7 +238,9 @@ def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers
     assert sorted(ends) == [0, 1] and [ends[e]["world_size"] for e in (0, 1)] == [1, 1]
     resumed_at = ends[0]["start_step"]
     assert resumed_at in {m["step"] for m in inside}  # from a checkpoint inside epoch 0, not its start
-    steps = data.steps_per_epoch(data.manifest_shards(sample_store, shards.read_manifest(sample_store), "train"), 16)
+    steps = partition.steps_per_epoch(
+        partition.manifest_shards(sample_store, shards.read_manifest(sample_store), "train"), 16
+    )
     for epoch in (0, 1):
         kept, lost = trained_in_epoch(keys, epoch)
         assert len(kept) == len(set(kept)) == steps * 16, epoch
@@ -316,16 +287,18 @@ def test_a_rank_that_fails_after_a_preemption_notice_waits_for_the_restart(monke
     import time
     from types import SimpleNamespace
 
-    from artdate import train
+    from artdate import rank_checkpoints
 
-    monkeypatch.setattr(train, "PREEMPTION_RESTART_WAIT_S", 1.0)
+    monkeypatch.setattr(rank_checkpoints, "PREEMPTION_RESTART_WAIT_S", 1.0)
     problem = RuntimeError("Connection closed by peer")
     started = time.monotonic()
-    train.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=None), problem)
+    rank_checkpoints.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=None), problem)
     assert time.monotonic() - started < 0.5  # no notice: the error is a failure at once
     assert capsys.readouterr().err == ""
 
     started = time.monotonic()
-    train.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=time.time() + 1.0), problem)
+    rank_checkpoints.wait_for_preemption_restart(
+        SimpleNamespace(rank=1, preemption_deadline=time.time() + 1.0), problem
+    )
     assert time.monotonic() - started >= 1.9  # the deadline, then the wait past it
     assert "rank 1: RuntimeError after a preemption notice" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""What the benchmarks share: the checkout's paths, the sample repeated into a larger corpus, a
+timer, and the loopback S3 server with a two-node Ray cluster.
+
+Each script begins with `import common`: bench/ is on sys.path when a script runs, and importing
+this puts the checkout and tests/ there too, so the scripts measure this checkout with the tests'
+own servers and settings (tests/helpers.py: the tiny training, packing the sample).
+"""
+
+import contextlib
+import csv
+import os
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from helpers import SAMPLE_CSV, SHARED_SAMPLE, TINY, pack_sample, tiny_training  # noqa: E402, F401
+
+SHARED = os.path.dirname(SHARED_SAMPLE)  # the images stay in ../shared, beside the checkout
+OUT = os.path.join(BENCH, "out")  # what a benchmark keeps between runs (ignored by git)
+
+
+def sample_copies(directory: str, copies: int) -> str:
+    """A metadata CSV of the sample's works `copies` times over, each copy as another museum (so
+    every work is distinct), naming the images by absolute path; its path."""
+    with open(SAMPLE_CSV) as f:
+        rows = list(csv.DictReader(f))
+    path = os.path.join(directory, "works.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["museum", "id", "year", "file"])
+        for copy in range(copies):
+            writer.writerows(
+                [f"{r['museum']}{copy}", r["id"], r["year"], os.path.join(SHARED_SAMPLE, r["file"])] for r in rows
+            )
+    return path
+
+
+def _drain() -> None:
+    """Wait for queued GPU work, where there is a GPU: a timer must not stop before it has run."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def stopwatch():
+    """`with stopwatch() as elapsed: ...`, then `elapsed()`: the wall seconds of the block, GPU
+    work drained at both ends."""
+    _drain()
+    started = time.perf_counter()
+    stopped = None
+
+    def elapsed() -> float:
+        return (stopped if stopped is not None else time.perf_counter()) - started
+
+    yield elapsed
+    _drain()
+    stopped = time.perf_counter()
+
+
+def per_second(run) -> float:
+    """Items per second of `run()`, which returns how many items it handled."""
+    with stopwatch() as elapsed:
+        items = run()
+    return items / elapsed()
+
+
+@contextlib.contextmanager
+def loopback_cluster(bucket: str):
+    """A SeaweedFS S3 server (its settings in this process's environment, as the nodes see them)
+    and a two-node Ray cluster on 127.0.0.2 and 127.0.0.3; yields (s3:// URL of a fresh bucket,
+    the nodes). Both are stopped on exit."""
+    from servers import RayNodes, SeaweedS3
+
+    s3 = SeaweedS3().start()
+    os.environ.update(s3.environment())
+    try:
+        nodes = RayNodes().start()
+        try:
+            yield f"s3://{s3.make_bucket(bucket)}", nodes
+        finally:
+            nodes.stop()
+    finally:
+        s3.stop()
