@@ -49,22 +49,37 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = from_arguments(config.ReportConfig, args)
     summary = run_report(settings)
-    headline = summary["headline"]  # the works the model never trained on, as the page leads with
-    print(
-        f"{summary['held_out']}: n {headline['n']}, MAE {headline['mae']:.1f} y, median {headline['median_ae']:.1f} y, "
-        f"within 50 y {headline['within_50']:.0%}, bias {headline['bias']:+.1f} y -> {settings.out}/report.html"
-    )
+    parts = []
+    if summary["n"]:
+        headline = summary["headline"]  # the works the model never trained on, as the page leads with
+        parts.append(
+            f"{summary['held_out']}: n {headline['n']}, MAE {headline['mae']:.1f} y, median "
+            f"{headline['median_ae']:.1f} y, within 50 y {headline['within_50']:.0%}, bias {headline['bias']:+.1f} y"
+        )
+    if "undated" in summary:
+        undated = summary["undated"]
+        parts.append(f"works to date: n {undated['n']}, predicted {undated['pred_p10']:.0f}-{undated['pred_p90']:.0f}")
+    print(f"{'; '.join(parts)} -> {settings.out}/report.html")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_year
+    from .predict import predict_images, write_results
 
-    predicted, nearest = predict_year(from_arguments(config.PredictConfig, args))
-    # The year, then the calibrated range meant to hold the true year (80% of the time by default).
-    print(f"{predicted.year.item():.0f} ({predicted.low.item():.0f}-{predicted.high.item():.0f})")
-    for work in nearest:  # --comparanda: the dated works the guess rests on
-        print(f"  {work['year']}  {work['museum']} {work['id']}  (similarity {work['similarity']:.2f})")
+    settings = from_arguments(config.PredictConfig, args)
+    predicted, failed, level = predict_images(settings)
+    for location, why in failed:
+        print(f"skipped {location}: {why}", file=sys.stderr)
+    if settings.out:
+        write_results(settings.out, predicted, level)
+        print(f"dated {len(predicted)} image(s), {len(failed)} unreadable -> {settings.out}")
+        return 0
+    for work in predicted:
+        # The year, then the calibrated range meant to hold the true year (80% of the time by default).
+        named = f"{work.location}: " if len(predicted) + len(failed) > 1 else ""
+        print(f"{named}{work.year:.0f} ({work.low:.0f}-{work.high:.0f})")
+        for near in work.nearest:  # --comparanda: the dated works the guess rests on
+            print(f"  {near['year']}  {near['museum']} {near['id']}  (similarity {near['similarity']:.2f})")
     return 0
 
 

@@ -24,7 +24,15 @@ from . import store
 
 log = logging.getLogger(__name__)
 
-NEIGHBOUR_COLUMNS = ["key", "rank", "neighbour_id", "neighbour_museum", "neighbour_year", "similarity"]
+NEIGHBOUR_COLUMNS = [
+    "key",
+    "rank",
+    "neighbour_id",
+    "neighbour_museum",
+    "neighbour_year",
+    "similarity",
+    "neighbour_shard",  # where its image is (the report shows it)
+]
 K = 5
 QUERY_BLOCK = 1024  # queries compared at once: a block x reference similarity matrix in memory
 APPROXIMATE_FROM = 200_000  # training works from which a faiss index finds the neighbours
@@ -121,26 +129,20 @@ def ivf_index(reference: np.ndarray, nprobe: int):
     return index
 
 
-def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: str, k: int = K) -> int:
+def write_comparanda(
+    parts: str, part_names: list[str], out: str, checkpoint: str, k: int = K, reference_from: str = ""
+) -> int:
     """Write `out`'s neighbours file and reference from the parts; returns the rows written (0
-    when the results hold no training works to compare with)."""
-    reference: dict[str, list] = {"keys": [], "ids": [], "museums": [], "years": [], "features": []}
-    for name in part_names:
-        rows = part_rows(store.read_bytes(store.join(parts, name)))
-        features = read_array(store.join(parts, features_name(name)))
-        train = [i for i, row in enumerate(rows) if row["split"] == "train"]
-        reference["keys"] += [rows[i]["key"] for i in train]
-        reference["ids"] += [rows[i]["id"] for i in train]
-        reference["museums"] += [rows[i]["museum"] for i in train]
-        reference["years"] += [int(rows[i]["year"]) for i in train]
-        if train:
-            reference["features"].append(features[train])
+    when there are no training works to compare with). The training works are the parts' own,
+    or with `reference_from` those of another results file scored with the same checkpoint (a
+    store of works to date alone)."""
+    reference = saved_reference(reference_from, checkpoint) if reference_from else training_reference(parts, part_names)
     if not reference["keys"]:
         for url in (neighbours_url(out), reference_url(out)):  # an earlier run's, of other works
             if store.exists(url):
                 store.delete(url)
         return 0
-    features = np.concatenate(reference["features"])
+    features = reference["features"]
     search = Search(features)
     position = {key: i for i, key in enumerate(reference["keys"])}
     written = 0
@@ -159,6 +161,7 @@ def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: st
                     "neighbour_museum": reference["museums"][j],
                     "neighbour_year": reference["years"][j],
                     "similarity": round(float(sims[i, rank]), 4),
+                    "neighbour_shard": reference["shards"][j],
                 }
                 for i, row in enumerate(rows)
                 for rank, j in enumerate(index[i])
@@ -172,6 +175,7 @@ def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: st
         ids=np.asarray(reference["ids"]),
         museums=np.asarray(reference["museums"]),
         years=np.asarray(reference["years"]),
+        shards=np.asarray(reference["shards"]),
         features=features,
         checkpoint=np.asarray(checkpoint),
     )
@@ -179,8 +183,26 @@ def write_comparanda(parts: str, part_names: list[str], out: str, checkpoint: st
     return written
 
 
-def image_neighbours(results: str, checkpoint: str, features: np.ndarray, k: int = K) -> list[list[dict]]:
-    """The k training works of `results` nearest to each row of `features` (predict)."""
+def training_reference(parts: str, part_names: list[str]) -> dict:
+    """The training works among the parts: keys, ids, museums, years, shards and features."""
+    reference: dict = {"keys": [], "ids": [], "museums": [], "years": [], "shards": [], "features": []}
+    for name in part_names:
+        rows = part_rows(store.read_bytes(store.join(parts, name)))
+        features = read_array(store.join(parts, features_name(name)))
+        train = [i for i, row in enumerate(rows) if row["split"] == "train"]
+        for column, field in (("keys", "key"), ("ids", "id"), ("museums", "museum"), ("shards", "shard")):
+            reference[column] += [rows[i][field] for i in train]
+        reference["years"] += [int(rows[i]["year"]) for i in train]
+        if train:
+            reference["features"].append(features[train])
+    if reference["features"]:
+        reference["features"] = np.concatenate(reference["features"])
+    return reference
+
+
+def saved_reference(results: str, checkpoint: str) -> dict:
+    """The training works another score run kept beside `results` (its .reference.npz), which
+    must be of the same checkpoint: embeddings of two models do not compare."""
     url = reference_url(results)
     if not store.exists(url):
         raise FileNotFoundError(
@@ -192,17 +214,25 @@ def image_neighbours(results: str, checkpoint: str, features: np.ndarray, k: int
                 f"{url} holds embeddings of {saved['checkpoint']}, not of {checkpoint}: neighbours need "
                 "the same checkpoint"
             )
-        sims, index = nearest(features, saved["features"], k)
-        return [
-            [
-                {
-                    "rank": rank + 1,
-                    "id": str(saved["ids"][j]),
-                    "museum": str(saved["museums"][j]),
-                    "year": int(saved["years"][j]),
-                    "similarity": float(sims[i, rank]),
-                }
-                for rank, j in enumerate(index[i])
-            ]
-            for i in range(len(features))
+        names = ("keys", "ids", "museums", "years", "shards", "features")
+        return {name: saved[name].tolist() if name != "features" else saved[name] for name in names}
+
+
+def image_neighbours(results: str, checkpoint: str, features: np.ndarray, k: int = K) -> list[list[dict]]:
+    """The k training works of `results` nearest to each row of `features` (predict)."""
+    reference = saved_reference(results, checkpoint)
+    sims, index = nearest(features, reference["features"], k)
+    return [
+        [
+            {
+                "rank": rank + 1,
+                "id": str(reference["ids"][j]),
+                "museum": str(reference["museums"][j]),
+                "year": int(reference["years"][j]),
+                "similarity": float(sims[i, rank]),
+                "shard": str(reference["shards"][j]),
+            }
+            for rank, j in enumerate(index[i])
         ]
+        for i in range(len(features))
+    ]

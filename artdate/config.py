@@ -235,7 +235,11 @@ class ScoreConfig(Settings):
     checkpoint: str = option(help="checkpoint URL, or a training run's storage URL (its best checkpoint)", storage=True)
     out: str = option(help="results CSV to write (a path or s3://...)", storage=True)
     actors: int = option(2, range=Range(at_least=1), help="scoring actors (one GPU each when there are GPUs)")
-    split: str = option("all", help="which split(s) to score", choices=["all", "train", "val"])
+    split: str = option(
+        "all",
+        help="which split(s) to score (undated: the works to date alone)",
+        choices=["all", "train", "val", "undated"],
+    )
     batch_size: int = option(
         0, range=Range(at_least=0), help="images per forward pass (0: 64 on CPU, 256 on a GPU, where it fills the GPU)"
     )
@@ -254,6 +258,13 @@ class ScoreConfig(Settings):
     )
     decode_on: str = option("cpu", help=DECODE_ON_HELP, choices=["cpu", "device"])
     compile: bool = option(False, help=COMPILE_HELP)
+    comparanda: str = option(
+        "",
+        help="the results CSV of a score of the training works with this checkpoint: their embeddings "
+        "(kept beside it) are the dated works each work's nearest are found among, for a store of works to "
+        "date alone (default: the training works of --shards)",
+        storage=True,
+    )
     start_timeout: float = option(
         900.0,
         range=Range(above=0),
@@ -276,8 +287,19 @@ class ReportConfig(Settings):
 
 @dataclass(frozen=True)
 class PredictConfig(Settings):
-    image: str = option(help="image path, s3:// URL or http(s) URL", positional=True, storage=True)
+    images: tuple[str, ...] = option(
+        help="image paths, s3:// or http(s) URLs, or folders (every image in them)",
+        positional=True,
+        nargs="+",
+        storage=True,
+    )
     checkpoint: str = option(help="checkpoint URL, or a training run's storage URL", storage=True)
+    out: str = option(
+        "",
+        help="write the predictions to this CSV, with the columns of score's results.csv (and its "
+        "neighbours file beside it with --comparanda), for artdate report",
+        storage=True,
+    )
     timeout: float = option(30.0, range=Range(above=0), help="seconds to wait for an http(s) image")
     max_bytes: int = option(50_000_000, range=Range(at_least=1), help="largest image download accepted")
     max_pixels: int = option(100_000_000, range=Range(at_least=1), help="largest image accepted, in pixels")
@@ -285,7 +307,7 @@ class PredictConfig(Settings):
     comparanda: str = option(
         "",
         help="a results CSV that score wrote with this checkpoint: also list the training works "
-        "nearest to the image, with their years",
+        "nearest to each image, with their years",
         storage=True,
     )
 

@@ -283,13 +283,28 @@ class Decoder:
                     "index": index,
                     "id": str(labels.get("id", "")),
                     "museum": str(labels.get("museum", "")),
-                    "year": int(labels["year"]),
-                    "year_start": int(labels.get("year_start", labels["year"])),
-                    "year_end": int(labels.get("year_end", labels["year"])),
+                    **label_years(labels),
                 }
             except Exception as problem:  # noqa: BLE001 -- any undecodable sample is skipped, not fatal
                 log.warning("skipping sample %s in %s: %s", key, url, problem)
                 yield {"skip": Skip(url, key, f"undecodable: {problem}"[:300], index=index)}
+
+
+# The year a loader gives an undated work (its JSON holds none): far outside any sane year, so no
+# sum can mistake it for one. Only score reads undated shards, and writes it as an empty year.
+NO_YEAR = -1_000_000
+
+
+def label_years(labels: dict) -> dict[str, int]:
+    """year, year_start and year_end of a sample's JSON as numbers (NO_YEAR for an undated work)."""
+    year = labels["year"]
+    if year is None:
+        return dict.fromkeys(LABELS, NO_YEAR)
+    return {
+        "year": int(year),
+        "year_start": int(labels.get("year_start", year)),
+        "year_end": int(labels.get("year_end", year)),
+    }
 
 
 def collate(items: list[dict], skipped: list[Skip]) -> Batch:

@@ -23,6 +23,8 @@ class Fetched:
     object_type: str = ""  # as the source reported it ("Painting", "drawing"); kept in the shard JSON
     types: tuple[str, ...] = ()  # every type name the source gave, for --exclude-types
     largest: bool = True  # no larger image of this work can be had (False: a reduced size was asked for)
+    dates: tuple[int, int] | None = None  # the work's date range as its museum's record gives it, if any
+    date_from: str = ""  # that museum ("met", "rijks"), recorded with the date in the shard JSON
 
 
 class Source(Protocol):

@@ -13,10 +13,12 @@ import io
 import os
 import tarfile
 
+import numpy as np
 import pandas as pd
 
 from . import comparanda, shards, store
 from .images import ImageRejected, open_rgb
+from .works import sample_key
 
 MAX_IMAGE_BYTES = 50_000_000  # gallery images, as pack's --max-bytes
 MAX_IMAGE_PIXELS = 100_000_000
@@ -28,6 +30,28 @@ def pick_galleries(frame: pd.DataFrame, size: int) -> dict[str, pd.DataFrame]:
         "Worst misses: predicted older than they are": frame[frame["error"] < 0].nsmallest(size, "error"),
         "Worst misses: predicted younger than they are": frame[frame["error"] > 0].nlargest(size, "error"),
     }
+
+
+def pick_undated(frame: pd.DataFrame, size: int) -> pd.DataFrame:
+    """`size` works to date, spread evenly over their predicted years (earliest to latest)."""
+    ordered = frame.sort_values("pred")
+    if len(ordered) <= size:
+        return ordered
+    return ordered.iloc[np.linspace(0, len(ordered) - 1, size).round().astype(int)]
+
+
+def neighbour_images(works: pd.DataFrame, neighbours: dict[str, pd.DataFrame], results_url: str) -> dict[str, bytes]:
+    """The images of the dated works nearest to `works`, by their keys: each read from the shard
+    its neighbours row names (score's neighbours file; only shards its store's manifest lists)."""
+    wanted = {}
+    for key in works.get("key", pd.Series(dtype=str)):
+        table = neighbours.get(key)
+        if table is None or "neighbour_shard" not in table.columns:
+            continue
+        for near in table.itertuples():
+            wanted[sample_key(str(near.neighbour_museum), str(near.neighbour_id))] = str(near.neighbour_shard)
+    rows = pd.DataFrame({"key": list(wanted), "shard": list(wanted.values())})
+    return {rows.loc[index, "key"]: data for index, data in find_images(rows, results_url).items()}
 
 
 def find_images(rows: pd.DataFrame, results_url: str, shards_url: str = "") -> dict[int, bytes]:
@@ -94,7 +118,7 @@ def read_neighbours(results_url: str, frame: pd.DataFrame) -> dict[str, pd.DataF
         return {}
     table = pd.read_csv(
         io.BytesIO(store.read_bytes(url)),
-        dtype={"neighbour_id": str, "neighbour_museum": str, "key": str},
+        dtype={"neighbour_id": str, "neighbour_museum": str, "neighbour_shard": str, "key": str},
         keep_default_na=False,
     )
     return {key: rows.sort_values("rank") for key, rows in table.groupby("key")}

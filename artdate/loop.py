@@ -91,15 +91,18 @@ def _finite_loss(total_loss, images: int, epoch: int, step: int) -> float:
 
 
 def evaluate(
-    model, spec: ModelSpec, batches, device, device_transform=None
+    model, spec: ModelSpec, batches, device, device_transform=None, museums: list[str] | None = None
 ) -> tuple[ranges.Predictions, torch.Tensor, int]:
-    """(predictions with raw ranges, true years, skipped samples) for every sample in `batches`."""
+    """(predictions with raw ranges, true years, skipped samples) for every sample in `batches`;
+    each sample's museum is appended to `museums` when given (the calibration is per museum)."""
     model.eval()
     predictions, years = [], []
     skipped: list[data.Skip] = []
     for batch in data.readable(batches, skipped, device, device_transform):
         predictions.append(predict_years(model, spec, batch.image, device))
         years.append(batch.year.float())
+        if museums is not None:
+            museums += batch.museum
     if not predictions:
         empty = torch.zeros(0)
         return ranges.Predictions(empty, empty, empty), empty, len(skipped)
@@ -119,13 +122,14 @@ def error_metrics(errors: torch.Tensor) -> dict:
 
 
 def validation_metrics(
-    predictions: ranges.Predictions, years: torch.Tensor, spec: ModelSpec
+    predictions: ranges.Predictions, years: torch.Tensor, spec: ModelSpec, museums: list[str] | None = None
 ) -> tuple[dict, ranges.RangeCalibration]:
     """The error figures of the validation predictions, and the calibration of the year ranges
-    measured on them (validation works were not trained on: conformal calibration needs that)."""
+    measured on them (validation works were not trained on: conformal calibration needs that),
+    per museum when each work's is given."""
     encoding = spec.encoding
-    calibration = ranges.calibrate(years, predictions.low, predictions.high, spec.range_level)
-    calibrated = ranges.apply_calibration(predictions, calibration, encoding.year_min, encoding.year_max)
+    calibration = ranges.calibrate(years, predictions.low, predictions.high, spec.range_level, museums)
+    calibrated = ranges.apply_calibration(predictions, calibration, encoding.year_min, encoding.year_max, museums)
     width = (calibrated.high - calibrated.low).mean().item() if len(years) else math.inf
     metrics = {
         **error_metrics((predictions.year - years).abs()),
@@ -258,8 +262,9 @@ def fit(
         )
         figures = {"epoch": epoch, "train_loss": trained["loss"], **trained}
         if validation is not None:
-            predictions, years, _ = evaluate(forward, spec, validation(), device, device_transform)
-            metrics, calibration = validation_metrics(predictions, years, spec)
+            museums: list[str] = []
+            predictions, years, _ = evaluate(forward, spec, validation(), device, device_transform, museums)
+            metrics, calibration = validation_metrics(predictions, years, spec, museums)
             figures.update(metrics)
             history.append({name: figures[name] for name in CURVE})
         epochs.append(figures)

@@ -1,8 +1,10 @@
-"""Read and validate metadata CSVs of dated works, and split them into train/val.
+"""Read and validate metadata CSVs of works, and split them into train/val/undated.
 
 Accepts the 2017 experiment's `id,year` files and richer ones with `museum`, `year_start`,
-`year_end`, `file`, `url`, `title`, `artist`. Every problem names the file and line. The split is
-a hash of the seed, museum and id, so a work lands in the same split on every run and machine.
+`year_end`, `file`, `url`, `title`, `artist`. A row with no year at all (no year column, or all
+three empty) is a work to date: it goes to the `undated` split, which is never trained or
+validated on. Every problem names the file and line. The train/val split is a hash of the seed,
+museum and id, so a work lands in the same split on every run and machine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from .catalog import Catalog
-from .works import Work, assign_split
+from .works import UNDATED, Work, assign_split
 
 SANE_YEARS = (-10000, 2100)
 # Whole words of a file name that name a museum: met-data.csv, rijksmuseum-data.csv, rijks_2017.csv.
@@ -66,15 +68,14 @@ def parse_year(text: str, column: str) -> int | None:
     return value
 
 
-def parse_years(row: dict) -> tuple[int, int, int]:
-    """(year, year_start, year_end) of a row; year is the middle of the range when not given."""
+def parse_years(row: dict) -> tuple[int, int, int] | None:
+    """(year, year_start, year_end) of a row, year the middle of the range when not given; None
+    for an undated work (no year, year_start or year_end at all)."""
     year = parse_year(row.get("year") or "", "year")
     start = parse_year(row.get("year_start") or "", "year_start")
     end = parse_year(row.get("year_end") or "", "year_end")
     if start is None and end is None:
-        if year is None:
-            raise ValueError("no year")
-        return year, year, year
+        return None if year is None else (year, year, year)
     if start is None:
         start = end
     if end is None:
@@ -114,7 +115,7 @@ def read_coarse_dates(path: str) -> frozenset[tuple[str, str]]:
     """(museum, id) of the works a CSV with an `id` column (and optionally `museum`) marks as
     coarsely dated, such as ../shared/public-art/date-flags.csv; museum "" matches any museum."""
     marked = set()
-    for line, row in _read_rows(path, year_needed=False):
+    for line, row in _read_rows(path):
         if not (row.get("id") or "").strip():
             raise MetadataError(f"{path}:{line}: empty id")
         marked.add(((row.get("museum") or "").strip().lower(), row["id"].strip()))
@@ -157,7 +158,8 @@ def read_metadata(
             work_id = (row.get("id") or "").strip()
             try:
                 work = _work_from_row(row, row_museum, work_id, path, line, csv_dir, coarse, seed, val_fraction)
-                _add_work(result, work, year_min <= work.year <= year_max, seed)
+                in_window = work.year is None or year_min <= work.year <= year_max  # a window never drops the undated
+                _add_work(result, work, in_window, seed)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))
     if errors and not skip_bad_rows:
@@ -185,15 +187,20 @@ def _work_from_row(
         raise ValueError("wrong number of fields for the header")
     if not work_id:
         raise ValueError("empty id")
-    year, start, end = parse_years(row)
-    start, end = training_span(coarse, museum, work_id, year, start, end)
+    years = parse_years(row)
+    if years is None:
+        year, start, end, split = None, None, None, UNDATED
+    else:
+        year, start, end = years
+        start, end = training_span(coarse, museum, work_id, year, start, end)
+        split = assign_split(museum, work_id, seed, val_fraction)
     return Work(
         museum=museum,
         id=work_id,
         year=year,
         year_start=start,
         year_end=end,
-        split=assign_split(museum, work_id, seed, val_fraction),
+        split=split,
         file=(row.get("file") or "").strip(),
         url=(row.get("url") or "").strip(),
         title=(row.get("title") or "").strip(),
@@ -227,9 +234,9 @@ def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) ->
     result.out_of_window += not in_window
 
 
-def _read_rows(path: str, year_needed: bool = True):
-    """Yield (line number, row) for each data row; a file without an id column (or, when a year is
-    needed, any year column) is an error."""
+def _read_rows(path: str):
+    """Yield (line number, row) for each data row; a file without an id column is an error (one
+    without year columns lists works to date)."""
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
     except OSError as problem:
@@ -242,9 +249,8 @@ def _read_rows(path: str, year_needed: bool = True):
             raise _not_utf8(path) from None
         except csv.Error as problem:
             raise MetadataError(f"{path}:1: malformed CSV: {problem}") from None
-        if "id" not in columns or (year_needed and not {"year", "year_start", "year_end"} & set(columns)):
-            needed = "an id column and a year (or year_start/year_end) column" if year_needed else "an id column"
-            raise MetadataError(f"{path}:1: needs {needed}, has {columns}")
+        if "id" not in columns:
+            raise MetadataError(f"{path}:1: needs an id column, has {columns}")
         try:
             for row in reader:
                 yield reader.line_num, row

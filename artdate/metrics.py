@@ -32,9 +32,10 @@ def read_results(url: str) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{url}: needs columns year and pred; missing {sorted(missing)} (has {list(frame.columns)})")
     columns = ("year", "pred", "pred_low", "pred_high") if has_ranges(frame) else ("year", "pred")
+    frame["dated"] = frame["year"].str.strip() != ""  # an empty year: a work to date (score's undated split)
     for column in columns:
         numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = numbers.isna()
+        bad = numbers.isna() & (frame["dated"] if column == "year" else True)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ValueError(f"{url}: line {row + 2}: {column} {frame[column].iloc[row]!r} is not a number")
@@ -43,9 +44,9 @@ def read_results(url: str) -> pd.DataFrame:
         frame["range_level"] = pd.to_numeric(frame["range_level"], errors="coerce")
     if frame.empty:
         raise ValueError(f"{url}: no rows")
-    frame["error"] = frame["pred"] - frame["year"]
+    frame["error"] = frame["pred"] - frame["year"]  # NaN for the undated
     frame["abs_error"] = frame["error"].abs()
-    frame["bin"] = (np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS).astype(int)
+    frame["bin"] = np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS
     if "pred_low" in columns:
         # ranges.inside's rule (ends included), written here so that report never imports torch
         frame["inside"] = (frame["pred_low"] <= frame["year"]) & (frame["year"] <= frame["pred_high"])
@@ -115,7 +116,35 @@ def per_museum(frame: pd.DataFrame) -> dict:
     return figures
 
 
-def summarize(frame: pd.DataFrame) -> dict:
+def summarize(results: pd.DataFrame) -> dict:
+    """summary.json: the error figures of the dated works, and what was predicted for the undated."""
+    frame = results[results["dated"]]
+    summary = dated_summary(frame) if len(frame) else {"n": 0}
+    undated = results[~results["dated"]]
+    if len(undated):
+        summary["undated"] = undated_summary(undated)
+    return summary
+
+
+def undated_summary(rows: pd.DataFrame) -> dict:
+    """How many works to date were scored, and how their predicted years spread."""
+    years = rows["pred"]
+    figures: dict = {
+        "n": int(len(rows)),
+        "pred_median": float(years.median()),
+        "pred_p10": float(years.quantile(0.1)),
+        "pred_p90": float(years.quantile(0.9)),
+        "per_bin": [
+            {"bin_start": int(start), "n": int(count)}
+            for start, count in (np.floor(years / BIN_YEARS) * BIN_YEARS).value_counts().sort_index().items()
+        ],
+    }
+    if "pred_low" in rows.columns and rows["pred_low"].notna().all():
+        figures["range_width"] = float((rows["pred_high"] - rows["pred_low"]).mean())
+    return figures
+
+
+def dated_summary(frame: pd.DataFrame) -> dict:
     summary = error_summary(frame)
     summary["per_bin"] = [
         {"bin_start": int(start), "bin_end": int(start) + BIN_YEARS - 1, **error_summary(group)}
@@ -134,6 +163,13 @@ def summarize(frame: pd.DataFrame) -> dict:
             "level": range_level(frame),
             "coverage": float(rows["inside"].mean()),
             "width": float(rows["width"].mean()),
+            # where they hold, collection by collection (a collection unlike the calibration works
+            # may not: docs/year-ranges.md)
+            "per_museum": {
+                name: {k: f[k] for k in ("n", "coverage", "range_width")} for name, f in per_museum(rows).items()
+            }
+            if "museum" in rows.columns
+            else {},
             "per_bin": [
                 {
                     "bin_start": int(start),
@@ -150,7 +186,7 @@ def summarize(frame: pd.DataFrame) -> dict:
 def comparanda_summary(frame: pd.DataFrame, neighbours: dict[str, pd.DataFrame]) -> dict:
     """How well the neighbours' own estimate (the median year of the k nearest training works)
     dates the held-out works, next to the model's prediction for the same works."""
-    rows, which = held_out(frame)
+    rows, which = held_out(frame[frame["dated"]])
     rows = rows[rows["key"].isin(neighbours.keys())]
     knn = rows["key"].map(lambda key: float(neighbours[key]["neighbour_year"].median()))
     return {

@@ -129,6 +129,7 @@ def predict_years(
     device: torch.device,
     calibration: ranges.RangeCalibration | None = None,
     embeddings: list | None = None,
+    museums: list[str] | None = None,
 ) -> ranges.Predictions:
     """Years and year ranges of a batch of uint8 images, on the CPU: the one images-to-years step
     of evaluation, scoring and predict. The ranges are raw without a `calibration` (as validation
@@ -137,7 +138,8 @@ def predict_years(
     On CUDA the backbone runs in bf16 with channels_last; the head and the years are in fp32.
     With an `embeddings` list, the features the year head read (unit length, on the CPU) are
     appended to it: what comparanda.py compares works by (the model is read through WithFeatures,
-    or is one, compiled or not)."""
+    or is one, compiled or not). `museums` (each image's) choose the calibration's margins; none
+    given, the margin for a museum the calibration did not see."""
     inputs = model_inputs(images, spec, device)
     if embeddings is not None and not isinstance(getattr(model, "_orig_mod", model), WithFeatures):  # compiled or not
         model = WithFeatures(model)
@@ -152,7 +154,9 @@ def predict_years(
     year, low, high, spread = encoding.decode(outputs, spec.range_level)
     raw = ranges.Predictions(year.cpu(), low.cpu(), high.cpu(), None if spread is None else spread.cpu())
     return (
-        raw if calibration is None else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max)
+        raw
+        if calibration is None
+        else ranges.apply_calibration(raw, calibration, encoding.year_min, encoding.year_max, museums)
     )
 
 

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 from .fetched import Fetched, NotAvailable, TypeFilter
 from .http_client import FetchError, HttpClient
 from .images import image_size
+from .metadata import SANE_YEARS
 from .works import Work
 
 MET_API = "https://collectionapi.metmuseum.org/public/collection/v1"
@@ -58,11 +59,12 @@ class MetSource:
         if not (small or original):
             rights = "in the public domain" if record.get("isPublicDomain") else "not in the public domain"
             raise NotAvailable(f"the Met has no public image for object {work.id} ({rights})")
+        dates = met_dates(record)
         if small:
             data = self.client.get(small)
             if min(image_size(data)) >= self.size or not original:
-                return Fetched(data, object_type, types, largest=not original)
-        return Fetched(self.client.get(original), object_type, types, largest=True)
+                return Fetched(data, object_type, types, largest=not original, dates=dates, date_from="met")
+        return Fetched(self.client.get(original), object_type, types, largest=True, dates=dates, date_from="met")
 
 
 @dataclass
@@ -91,11 +93,13 @@ class RijksSource:
         if not access:
             raise NotAvailable(f"the Rijksmuseum's image of {work.id} has no access point")
         service = re.sub(r"/full/[^/]+/[^/]+/[^/]+$", "", access)
+        dates = linked_art_dates(record)
         if service == access:  # not a IIIF image URL: take it as it is
-            return Fetched(self.client.get(access), object_type, types)
+            return Fetched(self.client.get(access), object_type, types, dates=dates, date_from="rijks")
         info = self.client.get_json(f"{service}/info.json")
         size, largest = iiif_size(int(info["width"]), int(info["height"]), self.size, info.get("maxArea"))
-        return Fetched(self.client.get(f"{service}/full/{size}/0/default.jpg"), object_type, types, largest)
+        image = self.client.get(f"{service}/full/{size}/0/default.jpg")
+        return Fetched(image, object_type, types, largest, dates=dates, date_from="rijks")
 
     def object_record(self, object_number: str) -> dict:
         """The Linked Art record whose object-number Identifier is `object_number`."""
@@ -122,6 +126,43 @@ class RijksSource:
             if problem.status in NOT_FOUND:
                 raise NotAvailable(f"the Rijksmuseum has no record {url} for {object_number} ({problem})") from None
             raise
+
+
+def sane_dates(start: int, end: int) -> tuple[int, int] | None:
+    """A date range a museum gave, in order, or None when it is outside any sane range."""
+    start, end = min(start, end), max(start, end)
+    return (start, end) if SANE_YEARS[0] <= start and end <= SANE_YEARS[1] else None
+
+
+def met_dates(record: dict) -> tuple[int, int] | None:
+    """The Met's date range of an object (objectBeginDate..objectEndDate), or None when the
+    record has none (an empty objectDate with both years 0, as the Met writes an unknown date)."""
+    begin, end = record.get("objectBeginDate"), record.get("objectEndDate")
+    if not isinstance(begin, int) or not isinstance(end, int):
+        return None
+    if begin == end == 0 and not str(record.get("objectDate") or "").strip():
+        return None
+    return sane_dates(begin, end)
+
+
+def linked_art_dates(record: dict) -> tuple[int, int] | None:
+    """The years of a Linked Art record's production time-span (begin_of_the_begin ..
+    end_of_the_end, ISO dates; a production in parts: from the first begin to the last end)."""
+    production = record.get("produced_by") or {}
+    spans = [production.get("timespan") or {}] + [
+        (part or {}).get("timespan") or {} for part in production.get("part") or []
+    ]
+    begins = [y for y in (_iso_year(span.get("begin_of_the_begin")) for span in spans) if y is not None]
+    ends = [y for y in (_iso_year(span.get("end_of_the_end")) for span in spans) if y is not None]
+    if not begins and not ends:
+        return None
+    return sane_dates(min(begins or ends), max(ends or begins))
+
+
+def _iso_year(text) -> int | None:
+    """1660 from "1660-01-01T00:00:00Z", -500 from "-0500-01-01"; None for anything else."""
+    match = re.match(r"\s*(-?)(\d{1,6})-", str(text or ""))
+    return None if match is None else int(match.group(2)) * (-1 if match.group(1) else 1)
 
 
 def object_numbers(record: dict) -> list[str]:

@@ -97,14 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         required = f.default is REQUIRED and f.default_factory is REQUIRED
+        if kind == tuple[str, ...]:
+            kind = str
         if extras.pop("positional", False):
             parser.add_argument(f.name, type=kind, help=extras.pop("help", ""), **extras)
             continue
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=extras.pop("help", "") + " (default: off)")
             continue
-        if kind == tuple[str, ...]:
-            kind = str
         default = None if required else (f.default_factory() if f.default is REQUIRED else f.default)  # type: ignore[operator]
         if not required:
             extras["help"] = extras.get("help", "") + f" (default: {shown_default(default)})"

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -35,7 +36,7 @@ from .images import ImageRejected, encode_image, image_size
 from .metadata import MetadataResult, read_coarse_dates, read_metadata
 from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
 from .sources import make_source
-from .works import Work, sample_key
+from .works import UNDATED, Work, sample_key
 
 PACK_DIR = "_pack"
 PLAN = "plan.json"
@@ -54,7 +55,7 @@ def planned_shards(catalog: Catalog, samples_per_shard: int) -> Iterator[Planned
     cut into shards; streamed, one shard's works at a time."""
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
-    for split in ("train", "val"):
+    for split in ("train", "val", UNDATED):
         works = catalog.in_plan_order(split)
         for index in itertools.count():
             members = list(itertools.islice(works, samples_per_shard))
@@ -104,6 +105,11 @@ def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int
         return work, None, None, reject_row(work, "decode", f"cannot decode: {type(problem).__name__}: {problem}")
     width, height = image_size(image.data)
     labels = {**work.labels(), "object_type": image.object_type, "source_width": width, "source_height": height}
+    if work.year is None and image.dates is not None:  # the museum's own date, for a work the metadata left undated
+        start, end = image.dates
+        labels.update(
+            year=math.floor((start + end) / 2 + 0.5), year_start=start, year_end=end, date_from=image.date_from
+        )
     return work, jpg, labels, None
 
 
@@ -325,10 +331,14 @@ def _pack_shard(
     years: Counter = Counter()  # year -> works; str(year) once the manifest is JSON
     museums: Counter[str] = Counter()
 
+    def tally(labels: dict) -> None:
+        if labels["year"] is not None:  # an undated work has no year to count
+            years[str(labels["year"])] += 1
+        museums[labels["museum"]] += 1
+
     def samples():
         for key, jpg, labels in kept:
-            years[str(labels["year"])] += 1
-            museums[labels["museum"]] += 1
+            tally(labels)
             yield key, jpg, labels
         for work, jpg, labels, reject in encoded:
             bar.update(1)
@@ -336,8 +346,7 @@ def _pack_shard(
                 rejects.append(reject)
                 bar.set_postfix(rejected=len(rejects), refresh=False)
                 continue
-            years[str(work.year)] += 1
-            museums[work.museum] += 1
+            tally(labels)
             yield work.key, jpg, labels
 
     local = os.path.join(packer.scratch, shard.name)

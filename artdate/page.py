@@ -9,6 +9,7 @@ import os
 import pandas as pd
 
 from .gallery import thumbnail_uri
+from .works import sample_key
 
 # The figures of each table row, and of the headline cards (the first eight).
 FIGURES = [
@@ -32,6 +33,8 @@ def render_html(
     images: dict[int, bytes],
     out: str,
     neighbours: dict[str, pd.DataFrame],
+    to_date: pd.DataFrame,
+    nearest_images: dict[str, bytes],
 ) -> str:
     from jinja2 import Environment, PackageLoader
 
@@ -46,6 +49,7 @@ def render_html(
             (title, [caption(index, row, images, neighbours) for index, row in rows.iterrows()])
             for title, rows in galleries.items()
         ],
+        undated=[undated_caption(index, row, images, neighbours, nearest_images) for index, row in to_date.iterrows()],
     )
 
 
@@ -82,3 +86,15 @@ def caption(index: int, row: pd.Series, images: dict[int, bytes], neighbours: di
             for n in near.itertuples()
         ],
     }
+
+
+def undated_caption(
+    index: int, row: pd.Series, images: dict[int, bytes], neighbours: dict[str, pd.DataFrame], nearest: dict[str, bytes]
+) -> dict:
+    """What the undated gallery shows of a work to date: its thumbnail, its predicted year and
+    range, and the dated training works nearest to it, each with its own thumbnail and year."""
+    shown = caption(index, row, images, neighbours)
+    for near in shown["neighbours"]:
+        image = nearest.get(sample_key(str(near["museum"]), str(near["id"])))
+        near["image"] = thumbnail_uri(image, 72) if image is not None else None
+    return shown

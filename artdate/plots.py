@@ -104,3 +104,17 @@ def _save(figure, out: str, name: str) -> str:
 
     plt.close(figure)
     return name
+
+
+def undated_plot(undated: pd.DataFrame, out: str) -> str:
+    """The predicted years of the works to date, per 50-year bin, with their 80% ranges' spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    low, high = int(undated["pred"].min() // 50 * 50), int(undated["pred"].max() // 50 * 50 + 50)
+    axis.hist(undated["pred"], bins=range(low, high + 1, 50), color="#8a5a9e")
+    axis.set(title=f"Predicted years of the {len(undated)} works to date", xlabel="predicted year", ylabel="works")
+    return _save(figure, out, "undated_years.png")

@@ -1,6 +1,11 @@
-"""`artdate predict`: one image (path, s3:// or http(s) URL) -> a year, from a checkpoint alone."""
+"""`artdate predict`: images (paths, s3:// or http(s) URLs, folders) -> years, from a checkpoint
+alone, in this one process: no cluster. With --out, the predictions go to a CSV with the columns
+of score's results.csv (the works as undated: their year empty), which `artdate report` reads."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import torch
 
@@ -10,7 +15,25 @@ from .config import PredictConfig
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, open_rgb
 from .model import predict_years
+from .parts import COLUMNS
 from .ranges import Predictions
+from .works import UNDATED, sample_key
+
+# What a folder's images are: the extensions of the formats pack reads.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2")
+BATCH = 32  # images a forward pass
+
+
+@dataclass
+class Predicted:
+    """One image's prediction: its year and calibrated range, and the nearest training works."""
+
+    location: str
+    year: float
+    low: float
+    high: float
+    spread: float | None
+    nearest: list[dict]
 
 
 def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_local: bool = False) -> bytes:
@@ -29,6 +52,20 @@ def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_l
         raise ValueError(f"{location} is a folder, not an image") from None
 
 
+def image_locations(given: tuple[str, ...]) -> list[str]:
+    """Each location as given, a local folder as the image files in it (by name, not descending)."""
+    found = []
+    for location in given:
+        if "://" not in location and os.path.isdir(location):
+            names = sorted(name for name in os.listdir(location) if name.lower().endswith(IMAGE_EXTENSIONS))
+            if not names:
+                raise ValueError(f"{location}: a folder with no image in it ({', '.join(IMAGE_EXTENSIONS)})")
+            found += [os.path.join(location, name) for name in names]
+        else:
+            found.append(location)
+    return found
+
+
 def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
     """The image as training saw its images: shrunk and re-encoded as pack stored them (when the
     checkpoint knows how), then decoded as the loader decodes shards."""
@@ -43,19 +80,86 @@ def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
         raise ValueError(f"{location}: {problem}") from None
 
 
-def predict_year(cfg: PredictConfig) -> tuple[Predictions, list[dict]]:
-    """(the image's prediction with its calibrated range, and with --comparanda the nearest training works)."""
-    try:
-        raw = read_image_bytes(cfg.image, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
-    except FetchError as problem:
-        raise ValueError(str(problem)) from None
+def predict_images(cfg: PredictConfig) -> tuple[list[Predicted], list[tuple[str, str]], float]:
+    """(each readable image's prediction, in the order given; (location, why) of each image that
+    could not be read; the level its ranges are calibrated to). One image that cannot be read is
+    an error; among several, it is skipped and named, and none readable is an error."""
+    locations = image_locations(cfg.images)
     model, spec, info = load_checkpoint(cfg.checkpoint)
-    image = as_training_saw(raw, cfg.image, cfg.max_pixels, spec)
-    inputs = data.eval_transform(spec.image_size)(image).unsqueeze(0)
+    transform = data.eval_transform(spec.image_size)
+    checkpoint = resolve_checkpoint(store.absolute(cfg.checkpoint)) if cfg.comparanda else ""
+    done: list[Predicted] = []
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(locations), BATCH):
+        readable, inputs = [], []
+        for location in locations[start : start + BATCH]:
+            try:
+                raw = read_image_bytes(location, cfg.timeout, cfg.max_bytes, cfg.allow_link_local)
+                inputs.append(transform(as_training_saw(raw, location, cfg.max_pixels, spec)))
+                readable.append(location)
+            except (FetchError, ValueError, FileNotFoundError) as problem:
+                if len(locations) == 1:  # the one image asked for: its error is the command's
+                    raise ValueError(str(problem)) if isinstance(problem, FetchError) else problem from None
+                failed.append((location, str(problem)))
+        if readable:
+            done += _predicted(model, spec, info, torch.stack(inputs), readable, cfg.comparanda, checkpoint)
+    if not done:
+        raise ValueError(f"none of the {len(locations)} images could be read: " + "; ".join(why for _, why in failed))
+    return done, failed, info["calibration"].level
+
+
+def _predicted(model, spec, info, inputs, locations, results: str, checkpoint: str) -> list[Predicted]:
     embeddings: list[torch.Tensor] = []
-    predicted = predict_years(model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings)
-    nearest = []
-    if cfg.comparanda:
-        checkpoint = resolve_checkpoint(store.absolute(cfg.checkpoint))
-        nearest = comparanda.image_neighbours(store.absolute(cfg.comparanda), checkpoint, embeddings[0].numpy())[0]
-    return predicted, nearest
+    predicted: Predictions = predict_years(
+        model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings if results else None
+    )
+    nearest = comparanda.image_neighbours(store.absolute(results), checkpoint, embeddings[0].numpy()) if results else []
+    spreads = predicted.spread.tolist() if predicted.spread is not None else [None] * len(locations)
+    return [
+        Predicted(location, float(year), float(low), float(high), spread, nearest[i] if nearest else [])
+        for i, (location, year, low, high, spread) in enumerate(
+            zip(locations, predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist(), spreads)
+        )
+    ]
+
+
+def write_results(out: str, predicted: list[Predicted], level: float) -> None:
+    """The predictions as score's results.csv has its rows, each work undated (year and diff
+    empty), its id the image's name and `path` where it is (relative to the CSV's folder when it
+    lies under it, so report shows it); with comparanda, the neighbours file beside it."""
+    base = os.path.dirname(os.path.abspath(out)) if not store.is_s3(out) else ""
+    rows, neighbours = [], []
+    for work in predicted:
+        name = os.path.splitext(os.path.basename(work.location.rstrip("/")))[0] or work.location
+        key = sample_key("", work.location)
+        local = base and "://" not in work.location
+        path = os.path.relpath(os.path.abspath(work.location), base) if local else work.location
+        rows.append(
+            {
+                "id": name,
+                "museum": "",
+                "pred": round(work.year, 1),
+                "pred_low": round(work.low),
+                "pred_high": round(work.high),
+                "range_level": level,
+                "split": UNDATED,
+                "spread": None if work.spread is None else round(work.spread, 1),
+                "key": key,
+                "path": path,
+            }
+        )
+        neighbours += [
+            {
+                "key": key,
+                "rank": n["rank"],
+                "neighbour_id": n["id"],
+                "neighbour_museum": n["museum"],
+                "neighbour_year": n["year"],
+                "similarity": round(n["similarity"], 4),
+                "neighbour_shard": n["shard"],
+            }
+            for n in work.nearest
+        ]
+    store.write_bytes(out, store.csv_bytes(rows, [*COLUMNS, "path"]))
+    if neighbours:
+        store.write_bytes(comparanda.neighbours_url(out), store.csv_bytes(neighbours, comparanda.NEIGHBOUR_COLUMNS))

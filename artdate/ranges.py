@@ -12,27 +12,49 @@ about `level` when the validation split is large.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 DEFAULT_LEVEL = 0.8
+OWN_MARGIN_FROM = 40  # validation works of one museum from which its ranges get a margin of their own
+SPREAD_FROM = 10  # validation works of one museum from which it counts in the spread between museums
 
 
 @dataclass(frozen=True)
 class RangeCalibration:
-    """What turns raw ranges into calibrated ones: low - margin .. high + margin."""
+    """What turns raw ranges into calibrated ones: low - margin .. high + margin, the margin
+    chosen by the work's museum (a collection):
+    - a museum with OWN_MARGIN_FROM or more validation works: its own margin (`per_museum`);
+    - another museum of the validation split: the margin of all validation works (`margin`);
+    - a museum the validation split does not hold, or none named (predict): `unseen_margin`, the
+      margin the museums of the validation split needed, at `level` of them (a collection unlike
+      the calibration works would otherwise get ranges that hold less than they promise)."""
 
     level: float  # the share of true years the ranges are meant to hold
     margin: float  # years added on both sides of the raw range (negative: the raw ranges were too wide)
     n: int  # validation works it was measured on
+    per_museum: dict[str, float] = field(default_factory=dict)
+    unseen_margin: float | None = None  # None: the pooled margin (no museums known)
+    seen: tuple[str, ...] = ()  # the museums of the validation split
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RangeCalibration":
-        return cls(**data)
+        return cls(**{**data, "seen": tuple(data.get("seen", ()))})
+
+    def margins(self, museums: list[str] | None, count: int) -> torch.Tensor:
+        """Each of `count` works' margin, by its museum (None: no museum known, as unseen)."""
+        if museums is None:
+            unseen = self.margin if self.unseen_margin is None else self.unseen_margin
+            return torch.full((count,), unseen, dtype=torch.float64)
+        seen = set(self.seen)
+        unseen = self.margin if self.unseen_margin is None else self.unseen_margin
+        return torch.tensor(
+            [self.per_museum.get(m, self.margin if m in seen else unseen) for m in museums], dtype=torch.float64
+        )
 
 
 def bin_quantiles(
@@ -69,10 +91,42 @@ def conformal_margin(years: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
     return float(scores[rank - 1])
 
 
-def calibrate(years: torch.Tensor, low: torch.Tensor, high: torch.Tensor, level: float) -> RangeCalibration:
+def calibrate(
+    years: torch.Tensor, low: torch.Tensor, high: torch.Tensor, level: float, museums: list[str] | None = None
+) -> RangeCalibration:
+    """The calibration on validation works: the pooled margin, and with `museums` (each work's)
+    the margins per museum and for museums unseen (RangeCalibration)."""
+    years, low, high = years.float(), low.float(), high.float()
+    pooled = conformal_margin(years, low, high, level)
+    if not museums:
+        return RangeCalibration(level=level, margin=pooled, n=len(years))
+    groups: dict[str, list[int]] = {}
+    for i, museum in enumerate(museums):
+        groups.setdefault(museum, []).append(i)
+    needed = {
+        name: conformal_margin(years[i], low[i], high[i], level) for name, i in groups.items() if len(i) >= SPREAD_FROM
+    }
+    own = {name: margin for name, margin in needed.items() if len(groups[name]) >= OWN_MARGIN_FROM}
     return RangeCalibration(
-        level=level, margin=conformal_margin(years.float(), low.float(), high.float(), level), n=len(years)
+        level=level,
+        margin=pooled,
+        n=len(years),
+        per_museum=own,
+        unseen_margin=unseen_margin(list(needed.values()), pooled, level),
+        seen=tuple(sorted(groups)),
     )
+
+
+def unseen_margin(needed: list[float], pooled: float, level: float) -> float:
+    """The margin for a museum the calibration did not see: at least the pooled one, and as wide as
+    `level` of the calibration's museums needed for their own works (their spread is the measure of
+    how much a collection can differ). With fewer than three museums to measure it by, the widest."""
+    finite = sorted(m for m in needed if math.isfinite(m))
+    if not finite:
+        return pooled
+    if len(finite) < 3:
+        return max(pooled, finite[-1])
+    return max(pooled, float(torch.tensor(finite, dtype=torch.float64).quantile(level)))
 
 
 @dataclass(frozen=True)
@@ -96,11 +150,15 @@ class Predictions:
         )
 
 
-def apply_calibration(raw: Predictions, calibration: RangeCalibration, year_min: int, year_max: int) -> Predictions:
-    """Calibrated ranges, inside the label window (no work's year lies outside it)."""
+def apply_calibration(
+    raw: Predictions, calibration: RangeCalibration, year_min: int, year_max: int, museums: list[str] | None = None
+) -> Predictions:
+    """Calibrated ranges (by each work's museum, RangeCalibration), inside the label window (no
+    work's year lies outside it)."""
     low, high = raw.low, raw.high
     if math.isfinite(calibration.margin):
-        low, high = low - calibration.margin, high + calibration.margin
+        margins = calibration.margins(museums, len(low)).to(low.dtype)
+        low, high = low - margins, high + margins
         middle = (low + high) / 2  # a negative margin shrinks a narrow range to its middle, never inverts it
         low, high = torch.minimum(low, middle), torch.maximum(high, middle)
     else:  # too few validation works to promise the level: the whole window

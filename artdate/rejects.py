@@ -57,8 +57,10 @@ def summary_line(manifest: dict, out: str) -> str:
     transient = manifest.get("transient", 0)
     retry = f" ({transient} transient: rerun the same command to retry them)" if transient else ""
     excluded = f", excluded {manifest['excluded']} by type" if manifest.get("excluded") else ""
+    undated = manifest["splits"]["undated"]["samples"]
+    to_date = f" ({undated} undated, to date: never trained on)" if undated else ""
     return (
-        f"packed {manifest['packed']}, rejected {manifest['rejected']}{retry}{excluded}, "
+        f"packed {manifest['packed']}{to_date}, rejected {manifest['rejected']}{retry}{excluded}, "
         f"{len(manifest['shards'])} shards, {mb:.1f} MB -> {out}"
         f" (dropped {manifest['duplicates_dropped']} duplicate rows,"
         f" {manifest['out_of_window']} outside the year window)"

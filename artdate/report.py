@@ -14,32 +14,37 @@ import pandas as pd
 
 from . import store
 from .config import ReportConfig
-from .gallery import find_images, pick_galleries, read_neighbours
+from .gallery import find_images, neighbour_images, pick_galleries, pick_undated, read_neighbours
 from .metrics import comparanda_summary, read_results, summarize
 from .page import render_html
-from .plots import learning_curve_plot, make_plots
+from .plots import learning_curve_plot, make_plots, undated_plot
 
 
 def run_report(cfg: ReportConfig) -> dict:
     if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out} is a file; the report needs a folder")
     frame = read_results(cfg.results)
+    dated, undated = frame[frame["dated"]], frame[~frame["dated"]]
     os.makedirs(cfg.out, exist_ok=True)
     summary = summarize(frame)
     neighbours = read_neighbours(cfg.results, frame)
-    if neighbours:
+    if neighbours and len(dated):
         summary["comparanda"] = comparanda_summary(frame, neighbours)
     if cfg.run:
         summary["learning_curve"] = learning_curve(cfg.run)
     with open(os.path.join(cfg.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    plots = make_plots(frame, cfg.out)
+    plots = make_plots(dated, cfg.out) if len(dated) else []
     if cfg.run:
         plots.insert(0, learning_curve_plot(summary["learning_curve"], cfg.out))
-    galleries = pick_galleries(frame, cfg.gallery)
-    wanted = pd.concat(list(galleries.values()))
+    galleries = pick_galleries(dated, cfg.gallery) if len(dated) else {}
+    to_date = pick_undated(undated, cfg.gallery)
+    if len(undated):
+        plots.append(undated_plot(undated, cfg.out))
+    wanted = pd.concat([*galleries.values(), to_date])
     images = find_images(wanted[~wanted.index.duplicated()], cfg.results, cfg.shards)
-    page = render_html(cfg.results, summary, plots, galleries, images, cfg.out, neighbours)
+    nearest_images = neighbour_images(to_date, neighbours, cfg.results)
+    page = render_html(cfg.results, summary, plots, galleries, images, cfg.out, neighbours, to_date, nearest_images)
     partial = os.path.join(cfg.out, "report.html.partial")
     with open(partial, "w", encoding="utf-8") as f:
         f.write(page)

@@ -75,12 +75,13 @@ class Scorer:
         device_transform = self.transform if self.on_device else None
         for batch in data.readable(data.prefetch(loader), skips, self.device, device_transform):
             predicted = predict_years(
-                self.forward, self.spec, batch.image, self.device, self.calibration, embeddings=embeddings
+                self.forward, self.spec, batch.image, self.device, self.calibration, embeddings, batch.museum
             )
             years, lows, highs = predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist()
             spreads: list = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
             for i, key in enumerate(batch.key):
-                year = int(batch.year[i])
+                dated = int(batch.year[i]) != data.NO_YEAR  # an undated work's year, range and diff stay empty
+                year = int(batch.year[i]) if dated else None
                 rows.append(
                     {
                         "id": batch.id[i],
@@ -90,11 +91,11 @@ class Scorer:
                         "pred_low": round(lows[i]),
                         "pred_high": round(highs[i]),
                         "range_level": self.calibration.level,
-                        "diff": round(years[i] - year, 1),
+                        "diff": round(years[i] - year, 1) if year is not None else None,
                         "split": split,
                         "shard": shard_url,
-                        "year_start": int(batch.year_start[i]),
-                        "year_end": int(batch.year_end[i]),
+                        "year_start": int(batch.year_start[i]) if dated else None,
+                        "year_end": int(batch.year_end[i]) if dated else None,
                         "spread": None if spreads[i] is None else round(spreads[i], 1),
                         "key": key,
                     }
@@ -135,7 +136,11 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
     from dataclasses import replace
 
     cfg = replace(
-        cfg, shards=store.absolute(cfg.shards), checkpoint=store.absolute(cfg.checkpoint), out=store.absolute(cfg.out)
+        cfg,
+        shards=store.absolute(cfg.shards),
+        checkpoint=store.absolute(cfg.checkpoint),
+        out=store.absolute(cfg.out),
+        comparanda=store.absolute(cfg.comparanda),
     )
 
     if not store.is_s3(cfg.out) and os.path.isdir(cfg.out):  # found now, not after scoring every shard
@@ -143,6 +148,8 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     _, spec, _ = load_checkpoint(checkpoint)  # a missing or incompatible checkpoint fails here, not in every actor
+    if cfg.comparanda:  # likewise comparanda of another checkpoint, or none
+        comparanda.saved_reference(cfg.comparanda, checkpoint)
     todo_all = [s for s in manifest["shards"] if cfg.split in ("all", s["split"])]
     if not todo_all:
         raise ValueError(f"{cfg.shards} has no {cfg.split} shards to score")
@@ -177,7 +184,9 @@ def _score(
     rows, unreadable = assemble(
         parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all}, cfg.out
     )
-    neighbours = comparanda.write_comparanda(parts, [part_name(url) for url in shard_urls], cfg.out, checkpoint)
+    neighbours = comparanda.write_comparanda(
+        parts, [part_name(url) for url in shard_urls], cfg.out, checkpoint, reference_from=cfg.comparanda
+    )
     clear_parts(parts)
     seconds = time.perf_counter() - tally.started
     return {

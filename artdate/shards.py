@@ -38,14 +38,20 @@ class ShardRecord:
     rejects: list[dict] = field(default_factory=list)  # museum, id, stage, reason
 
 
+SPLITS = ("train", "val", "undated")  # undated: works to date, never trained or validated on
+
+
 @dataclass
 class LabelTotals:
-    """Label counts of a whole store, added up shard by shard."""
+    """Label counts of a whole store, added up shard by shard: samples per split, and years per
+    split of the works that have one."""
 
-    years: dict[str, Counter] = field(default_factory=lambda: {"train": Counter(), "val": Counter()})
+    samples: Counter = field(default_factory=Counter)
+    years: dict[str, Counter] = field(default_factory=lambda: {split: Counter() for split in SPLITS})
     museums: Counter = field(default_factory=Counter)
 
     def add(self, record: ShardRecord) -> None:
+        self.samples[record.split] += record.samples
         self.years[record.split].update({int(year): n for year, n in record.years.items()})
         self.museums.update(record.museums)
 
@@ -132,9 +138,11 @@ def build_manifest(shards: list[dict], totals: LabelTotals, settings: dict, fing
         "settings": settings,
         "fingerprint": fingerprint,
         "shards": shards,
+        # The undated split is counted here and left out of the label statistics (the museum's
+        # dates of some of its works included): no model learns from it.
         "splits": {
-            split: {"shards": sum(s["split"] == split for s in shards), "samples": sum(totals.years[split].values())}
-            for split in ("train", "val")
+            split: {"shards": sum(s["split"] == split for s in shards), "samples": totals.samples[split]}
+            for split in SPLITS
         },
         "labels": {"train": year_statistics(train), "val": year_statistics(val), "all": year_statistics(train + val)},
         "museums": dict(sorted(totals.museums.items())),

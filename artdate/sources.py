@@ -148,43 +148,38 @@ class Originals:
             if record["image"] and (record["largest"] or min(record["width"], record["height"]) >= self.size):
                 try:
                     data = store.read_bytes(store.join(self.url, work.museum, record["image"]))
-                    return Fetched(data, object_type, types, record["largest"])
+                    dates = tuple(record["dates"]) if record.get("dates") else None
+                    return Fetched(data, object_type, types, record["largest"], dates, record.get("date_from", ""))
                 except FileNotFoundError:
                     pass  # removed by hand: fetched again
         try:
             fetched = self.inner.fetch(work)
         except Excluded as excluded:  # its type is known now; its image was not fetched
-            self._record(base, work, excluded.types, excluded.object_type)
+            self._record(base, work, Fetched(b"", excluded.object_type, excluded.types))
             raise
         except NotAvailable as refused:
-            self._record(base, work, (), "", refused=str(refused))
+            self._record(base, work, Fetched(b""), refused=str(refused))
             raise
         image = f"{original_name(work.id)}.img"
         store.write_bytes(store.join(self.url, work.museum, image), fetched.data)
-        self._record(base, work, fetched.types, fetched.object_type, image, fetched.largest, image_size(fetched.data))
+        self._record(base, work, fetched, image)
         return fetched
 
-    def _record(
-        self,
-        base: str,
-        work: Work,
-        types,
-        object_type: str,
-        image: str = "",
-        largest: bool = False,
-        size: tuple[int, int] = (0, 0),
-        refused: str = "",
-    ) -> None:
+    def _record(self, base: str, work: Work, fetched: Fetched, image: str = "", refused: str = "") -> None:
+        """What the museum said of the work (and the image file beside it, when there is one)."""
+        width, height = image_size(fetched.data) if image else (0, 0)
         record = {
             "museum": work.museum,
             "id": work.id,
-            "types": list(types),
-            "object_type": object_type,
+            "types": list(fetched.types),
+            "object_type": fetched.object_type,
             "image": image,
-            "largest": largest,
-            "width": size[0],
-            "height": size[1],
+            "largest": fetched.largest if image else False,
+            "width": width,
+            "height": height,
             "refused": refused,
+            "dates": list(fetched.dates) if fetched.dates else None,
+            "date_from": fetched.date_from,
         }
         store.write_bytes(base + ".json", json.dumps(record).encode())
 

@@ -193,13 +193,15 @@ def validate(worker: Worker, epoch: int, mine: list[Slice], stats: dict) -> tupl
         worker.cfg.batch_size,
         loader_workers=worker.cfg.loader_workers,
     )
+    museums: list[str] = []
     predictions, years, val_skipped = evaluate(
-        worker.model, worker.spec, loader, worker.device, eval_tf if on_device else None
+        worker.model, worker.spec, loader, worker.device, eval_tf if on_device else None, museums
     )
     everyone = gather(
         {
             "predictions": predictions,
             "years": years,
+            "museums": museums,
             "train": stats,
             "val_skipped": val_skipped,
             "slices": [[s.url, s.start, s.stop] for s in mine],
@@ -210,6 +212,7 @@ def validate(worker: Worker, epoch: int, mine: list[Slice], stats: dict) -> tupl
         ranges.Predictions.concat([r["predictions"] for r in everyone]),
         torch.cat([r["years"] for r in everyone]),
         worker.spec,
+        [museum for r in everyone for museum in r["museums"]],
     )
     metrics = {
         "epoch": epoch,

@@ -10,14 +10,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+UNDATED = "undated"  # the split of works with no date: scored, never trained or validated on
+
 
 @dataclass(frozen=True, slots=True)
 class Work:
     museum: str
     id: str
-    year: int
-    year_start: int
-    year_end: int
+    year: int | None  # None (and the range None): a work to date, in the UNDATED split
+    year_start: int | None
+    year_end: int | None
     split: str
     file: str = ""  # image path as written in the CSV (relative to the CSV or --images)
     url: str = ""
@@ -36,13 +38,15 @@ class Work:
         return sample_key(self.museum, self.id)
 
     def labels(self) -> dict:
-        """The labels stored with each sample (DESIGN.md)."""
+        """The labels stored with each sample (DESIGN.md); `date_from` says where the date came
+        from (the metadata's columns here; a museum's record for a work the metadata left undated)."""
         return {
             "id": self.id,
             "museum": self.museum,
             "year": self.year,
             "year_start": self.year_start,
             "year_end": self.year_end,
+            "date_from": "metadata" if self.year is not None else "",
             "split": self.split,
             "title": self.title,
             "artist": self.artist,

@@ -78,6 +78,7 @@ def main():
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--passes", type=int, default=2, help="timed passes of each pipeline (the best counts)")
     args = parser.parse_args()
     transform = data.train_transform(224)
     workers = args.loader_workers
@@ -137,7 +138,7 @@ def main():
                 ("shards, S3, uint8 (GPU normalises)", s3_shards, False),
             ]:
                 rate(make(), normalise)  # warm-up pass: page cache, worker start-up
-                results[name] = max(rate(make(), normalise) for _ in range(2))
+                results[name] = max(rate(make(), normalise) for _ in range(args.passes))
         finally:
             s3.stop()
     baseline, s3_baseline = results["JPEG files, torchvision Dataset"], results["JPEG objects in S3, one GET each"]

@@ -33,7 +33,6 @@ from servers import RayNodes
 from test_multinode import start_training, two_node_training
 
 DEADLINE_S = 8
-BATCH_SIZE = 4  # per worker at --workers 2: a global batch of 8
 
 
 def step_times(keys: str, epoch: int) -> list[tuple[int, list[tuple[int, float]]]]:
@@ -79,7 +78,7 @@ def lose_node(nodes: RayNodes, way: str, storage: str, still_running) -> dict:
     return {"lost_at": lost_at, "notice_to_checkpoint_s": registered}
 
 
-def one_run(nodes: RayNodes, s3_url: str, way: str, at: int, work: str) -> dict:
+def one_run(nodes: RayNodes, s3_url: str, way: str, at: int, work: str, batch_size: int) -> dict:
     from artdate.checkpoints import run_checkpoints
 
     storage = s3_url.rsplit("/", 1)[0] + f"/runs/{way}"
@@ -88,7 +87,7 @@ def one_run(nodes: RayNodes, s3_url: str, way: str, at: int, work: str) -> dict:
         s3_url,
         storage,
         epochs=2,
-        batch_size=BATCH_SIZE,
+        batch_size=batch_size,
         workers="2",
         keep_checkpoints=20,
         max_failures=0 if way == "notice" else 1,
@@ -129,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--at", type=int, default=12, help="rank 0's step of epoch 1 at which the node is lost")
     parser.add_argument("--ways", nargs="+", default=["notice", "interval", "none"])
+    parser.add_argument("--batch-size", type=int, default=4, help="per worker (2 workers): a global batch of twice it")
     args = parser.parse_args()
 
     rows = []
@@ -136,10 +136,10 @@ def main() -> None:
         s3_url = f"{bucket}/shards"
         pack_sample(s3_url)
         for way in args.ways:
-            rows.append(one_run(nodes, s3_url, way, args.at, work))
+            rows.append(one_run(nodes, s3_url, way, args.at, work, args.batch_size))
             print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\nlost at rank 0's step {args.at} of epoch 1; global batch {2 * BATCH_SIZE}; deadline {DEADLINE_S} s")
+    print(f"\nlost at rank 0's step {args.at} of epoch 1; global batch {2 * args.batch_size}; deadline {DEADLINE_S} s")
     print("| way | samples lost | lost s | lost / epoch | notice -> checkpoint s | loss -> resumed step s | epoch s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -101,6 +101,7 @@ RECIPES = {
     # With --pack-size 200 (public-art's own size): nearer the sizes the backbones were trained at (224, 260 px).
     "bins-10ep-sigma50-192px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 192},
     "bins-10ep-sigma50-224px": {"loss": "bins", "epochs": 10, "label_sigma": 50, "image_size": 224},
+    "bins-sigma50-224px": {"loss": "bins", "label_sigma": 50, "image_size": 224},  # 6 epochs: pack sizes
     "bins-10ep-sigma50-192px-backbone0.3": {
         "loss": "bins",
         "epochs": 10,
@@ -135,6 +136,7 @@ class Work:
     year_end: int
     set: str = "sample"
     held_out: bool = False  # in the split `artdate demo` validates on (--split fixed)
+    museum: str = ""
 
 
 def load_works(names: list[str], coarse: bool = False, pack_size: int = PACK_SIZE) -> list[Work]:
@@ -150,7 +152,15 @@ def load_works(names: list[str], coarse: bool = False, pack_size: int = PACK_SIZ
             with open(os.path.join(images, work.file), "rb") as f:
                 jpg = encode_image(f.read(), pack_size)[0]
             works.append(
-                Work(data.decode_image(jpg), work.year, work.year_start, work.year_end, name, work.split == "val")
+                Work(
+                    data.decode_image(jpg),
+                    work.year,
+                    work.year_start,
+                    work.year_end,
+                    name,
+                    work.split == "val",
+                    work.museum,
+                )
             )
     return works
 

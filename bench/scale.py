@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "scale"))
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3, help="of the one training, on the smallest corpus")
     parser.add_argument(
         "--score-up-to",
         type=int,
@@ -125,7 +126,7 @@ def main() -> None:
                 tiny_training(
                     store_url,
                     os.path.join(args.out, f"run-{works}-{time.time_ns()}"),
-                    epochs=3,
+                    epochs=args.epochs,
                     batch_size=64,
                     workers=1,
                     cpus_per_worker=2,
@@ -135,7 +136,9 @@ def main() -> None:
             )
             checkpoint = train["best"]
             print(
-                f"train {works} works x 3 epochs: {train['seconds']:.0f} s, driver {train['rss_mb']:.0f} MB", flush=True
+                f"train {works} works x {args.epochs} epochs: {train['seconds']:.0f} s, "
+                f"driver {train['rss_mb']:.0f} MB",
+                flush=True,
             )
         row = {
             "works": works,

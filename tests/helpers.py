@@ -26,22 +26,31 @@ def need_sample() -> None:
         pytest.skip("needs the sample's images in ../shared/artworks-sample")
 
 
-def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96) -> dict:
+def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96, works: int = 0) -> dict:
+    """The sample packed into `out`; only its first `works` rows when given (shorter epochs)."""
+    import tempfile
+
     from artdate.config import PackConfig
     from artdate.pack import run_pack
 
     need_sample()
-    settings = PackConfig(
-        metadata=(SAMPLE_CSV,),
-        images=SHARED_SAMPLE,
-        out=out,
-        size=size,
-        samples_per_shard=samples_per_shard,
-        year_min=-1000,
-        year_max=2100,
-        jobs=1,
-    )
-    return run_pack(settings, progress=False)
+    with tempfile.TemporaryDirectory() as folder:
+        metadata = SAMPLE_CSV
+        if works:
+            metadata = os.path.join(folder, "artworks.csv")
+            with open(SAMPLE_CSV, encoding="utf-8") as sample, open(metadata, "w", encoding="utf-8") as subset:
+                subset.writelines(sample.readlines()[: works + 1])  # the header and `works` rows
+        settings = PackConfig(
+            metadata=(metadata,),
+            images=SHARED_SAMPLE,
+            out=out,
+            size=size,
+            samples_per_shard=samples_per_shard,
+            year_min=-1000,
+            year_max=2100,
+            jobs=1,
+        )
+        return run_pack(settings, progress=False)
 
 
 def wait_for_registered(storage: str, fragment: str, still_running, timeout: float = 300) -> None:
@@ -153,3 +162,30 @@ def run_artdate(*argv: str, env: dict | None = None, timeout: float = 600, **opt
         env={**os.environ, **(env or {})},
         **options,
     )
+
+
+def images_shown_in_chromium(page: str, tmp_path) -> tuple[int, int, str]:
+    """(images that decoded, images on the page, the DOM) of an HTML file loaded in a real
+    headless Chromium: a script added to a copy counts them once the page has loaded."""
+    import subprocess
+
+    html = open(page, encoding="utf-8").read()
+    probe = os.path.join(str(tmp_path), "probe.html")
+    with open(probe, "w", encoding="utf-8") as f:
+        f.write(
+            html.replace(
+                "</body>",
+                "<script>document.title = 'loaded ' + "
+                "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length + ' of ' + "
+                "document.images.length</script></body>",
+            )
+        )
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{probe}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = re.search(r"<title>loaded (\d+) of (\d+)</title>", dom)
+    assert found, dom[:300]
+    return int(found.group(1)), int(found.group(2)), dom

@@ -42,7 +42,7 @@ def test_bad_input_to_every_command_is_one_line_and_exit_2(
             ["predict", os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "--checkpoint", f"s3://{bucket}/no-run"],
             f"no checkpoint at s3://{bucket}/no-run",
         ),
-        (["predict", str(tmp_path), "--checkpoint", tiny_checkpoint], f"{tmp_path} is a folder, not an image"),
+        (["predict", str(tmp_path), "--checkpoint", tiny_checkpoint], f"{tmp_path}: a folder with no image in it"),
         (
             ["score", "--shards", sample_store, "--checkpoint", tiny_checkpoint, "--out", str(tmp_path)],
             f"--out {tmp_path} is a folder; name the results file",

@@ -224,7 +224,9 @@ def test_every_storage_option_must_be_shared_and_options_are_never_abbreviated()
     assert local_storage(["train", *shared]) == []
     assert local_storage(["train", *shared, "--weights", "imagenet"]) == []
     assert local_storage(["train", *shared, "--weights", "./r152.pt"]) == ["--weights ./r152.pt"]
-    assert local_storage(["predict", "painting.jpg", "--checkpoint", "s3://b/run"]) == ["image painting.jpg"]
+    assert local_storage(["predict", "painting.jpg", "--checkpoint", "s3://b/run"]) == ["images painting.jpg"]
+    several = ["predict", "https://x.org/a.jpg", "scans/", "--checkpoint", "s3://b/run", "--out", "dated.csv"]
+    assert local_storage(several) == ["images scans/", "--out dated.csv"]
     assert local_storage(["predict", "https://x.org/a.jpg", "--checkpoint", "s3://b/run"]) == []
     assert local_storage(["report", "s3://b/results.csv", "--out", "report"]) == ["--out report"]
     assert local_storage(["demo"]) == ["--workdir demo-run"]  # the default counts too

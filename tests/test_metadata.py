@@ -35,6 +35,24 @@ def test_original_lists_with_museum_from_file_name():
     assert len({(w.museum, w.id) for w in result.works}) == len(result.works)
 
 
+def test_works_without_a_year_are_undated_works_to_date_not_bad_rows(tmp_path):
+    # Issue 39: an empty year, or no year column at all, lists works to date.
+    mixed = write(tmp_path, "id,year,year_start,year_end,file\na,1500,,,a.jpg\nb,,,,b.jpg\nc,1100,,,c.jpg\n")
+    result = read_metadata([mixed], museum="met", val_fraction=0)
+    works = {w.id: w for w in result.works}
+    assert (works["b"].year, works["b"].year_start, works["b"].split) == (None, None, "undated")
+    assert works["a"].split == "train" and "c" not in works and result.out_of_window == 1  # the window drops no undated
+    only_ids = write(tmp_path, "id,file\nx,x.jpg\ny,y.jpg\n", "to-date.csv")
+    assert [(w.id, w.split) for w in read_metadata([only_ids], museum="met").works] == [
+        ("x", "undated"),
+        ("y", "undated"),
+    ]
+    assert [w.id for w in read_metadata([write(tmp_path, "id\nz\n", "ids.csv")], museum="met").works] == ["z"]
+    with pytest.raises(MetadataError, match=r":2: year 'soon' is not a number"):  # a year given must be a year
+        read_metadata([write(tmp_path, "id,year\nq,soon\n", "bad.csv")], museum="met")
+    assert read_metadata([write(tmp_path, "id,year\nu,\n", "u.csv")], museum="met").works[0].labels()["year"] is None
+
+
 def test_year_window_filters_and_counts(tmp_path):
     path = write(tmp_path, "id,year\na,1100\nb,1500\nc,1931\n")
     result = read_metadata([path], museum="met")
@@ -51,7 +69,6 @@ def test_range_gives_the_middle_year(tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("a,", "no year"),
         ("a,c. 1631", "year 'c. 1631' is not a number"),
         ("a,1631.5", "not a whole year"),
         (",1631", "empty id"),
@@ -105,7 +122,7 @@ def test_exact_duplicates_are_dropped_and_counted(tmp_path):
 
 
 def test_skip_bad_rows_lists_them(tmp_path):
-    path = write(tmp_path, "id,year\na,1500\nb,oops\nc,\n")
+    path = write(tmp_path, "id,year\na,1500\nb,oops\nc,1600.5\n")
     result = read_metadata([path], museum="met", skip_bad_rows=True)
     assert [w.id for w in result.works] == ["a"]
     assert [(r.id, r.where.rsplit(":", 1)[1]) for r in result.rejected] == [("b", "3"), ("c", "4")]

@@ -148,13 +148,14 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
 def test_elastic_workers_grow_when_a_node_joins_and_shrink_when_it_is_lost(ray_nodes, s3_url):
     """--workers 1-2 with one rank per node: started on the head alone, the run grows to 2 workers
     when the second node joins, goes on with 1 when that node is SIGKILLed, and finishes."""
-    pack_sample(s3_url)
+    pack_sample(s3_url, works=150)  # half the sample: the epochs after the shrink are what the test waits for
     storage = s3_url.rsplit("/", 1)[0] + "/runs/elastic"
     ray_nodes.kill_worker()
     # Each resize takes the controller 20-25 s (the node's start, then a new worker group from the
-    # last checkpoint): on a fast machine 4-5 epochs of this small run each. 16 epochs leave room
-    # for both resizes before the end (6 did not: the run grew only in its last epoch).
-    epochs = 16
+    # last checkpoint), while the run trains on: on a fast machine about 5 epochs of this small run
+    # go by before the shrink. 12 epochs leave room for both resizes before the end (6 of twice
+    # the works did not: the run grew only in its last epoch).
+    epochs = 12
     settings = two_node_training(
         s3_url, storage, epochs=epochs, batch_size=16, workers="1-2", keep_checkpoints=2 * epochs, resize_check=2.0
     )

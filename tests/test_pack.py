@@ -353,3 +353,23 @@ def test_a_pack_that_packed_nothing_leaves_no_finished_store_and_says_why(tmp_pa
     # A nonsense option is refused before any work: nothing is read or written.
     assert main(["pack", "--metadata", str(metadata), "--out", str(tmp_path / "zero"), "--size", "0"]) == 2
     assert "--size 0: must be at least 1" in capsys.readouterr().err and not (tmp_path / "zero").exists()
+
+
+@requires_sample
+def test_a_list_of_images_to_date_packs_into_the_undated_split(tmp_path, capsys):
+    """Issue 39: `id,file` rows, no dates at all: every readable image packs, as a work to date."""
+    from artdate.cli import main
+
+    names = sorted(os.listdir(SAMPLE_IMAGES))[:3]
+    metadata = tmp_path / "works.csv"
+    metadata.write_text(
+        "id,file\n" + "".join(f"w{n},{os.path.join(SAMPLE_IMAGES, name)}\n" for n, name in enumerate(names))
+    )
+    out = tmp_path / "store"
+    assert main(["pack", "--metadata", str(metadata), "--out", str(out), "--jobs", "1", "--quiet", "--size", "64"]) == 0
+    assert capsys.readouterr().out.startswith("packed 3 (3 undated, to date: never trained on), rejected 0")
+    manifest = shards.read_manifest(str(out))
+    assert [s["name"] for s in manifest["shards"]] == ["undated-000000.tar"]
+    assert manifest["splits"]["undated"] == {"shards": 1, "samples": 3} and manifest["labels"]["all"] == {"count": 0}
+    labels = read_with_tarfile(str(out), manifest)
+    assert all(label["year"] is None and label["split"] == "undated" for label in labels.values())

@@ -13,9 +13,16 @@ from artdate.cli import main
 from artdate.config import PredictConfig
 from artdate.data import decode_image, eval_transform
 from artdate.model import predict_years
-from artdate.predict import predict_year
+from artdate.predict import predict_images
 
 IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
+
+
+def predict_year(cfg: PredictConfig):
+    """The one image's prediction (predict_images, as `artdate predict IMAGE` makes it)."""
+    (predicted,), failed, _ = predict_images(cfg)
+    assert failed == []
+    return predicted
 
 
 def stored_sample_prediction(checkpoint, store_url, key):
@@ -31,12 +38,12 @@ def stored_sample_prediction(checkpoint, store_url, key):
 
 
 def test_a_local_image_is_seen_as_training_saw_its_sample(tiny_checkpoint, sample_store, capsys):
-    predicted, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    predicted = predict_year(PredictConfig(images=(IMAGE,), checkpoint=tiny_checkpoint))
     expected = stored_sample_prediction(tiny_checkpoint, sample_store, "aic_866")
     for name in ("year", "low", "high", "spread"):
-        assert getattr(predicted, name).item() == pytest.approx(getattr(expected, name).item(), abs=1e-3)
+        assert getattr(predicted, name) == pytest.approx(getattr(expected, name).item(), abs=1e-3)
     assert main(["predict", IMAGE, "--checkpoint", tiny_checkpoint]) == 0
-    year, low, high = predicted.year.item(), predicted.low.item(), predicted.high.item()
+    year, low, high = predicted.year, predicted.low, predicted.high
     assert low < high and capsys.readouterr().out.strip() == f"{year:.0f} ({low:.0f}-{high:.0f})"
 
 
@@ -47,21 +54,21 @@ def test_a_model_trained_to_flip_average_predicts_so(tiny_checkpoint, sample_sto
     save_checkpoint(
         str(tmp_path), dataclasses.replace(spec, flip_averaging=True), model, info["metrics"], info["calibration"]
     )
-    predicted, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=str(tmp_path)))
-    plain, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    predicted = predict_year(PredictConfig(images=(IMAGE,), checkpoint=str(tmp_path)))
+    plain = predict_year(PredictConfig(images=(IMAGE,), checkpoint=tiny_checkpoint))
     expected = stored_sample_prediction(str(tmp_path), sample_store, "aic_866")
-    assert predicted.year.item() == pytest.approx(expected.year.item(), abs=1e-3)
-    assert predicted.low.item() == pytest.approx(expected.low.item(), abs=1e-3)
-    assert predicted.year.item() != pytest.approx(plain.year.item(), abs=1e-3)
+    assert predicted.year == pytest.approx(expected.year.item(), abs=1e-3)
+    assert predicted.low == pytest.approx(expected.low.item(), abs=1e-3)
+    assert predicted.year != pytest.approx(plain.year, abs=1e-3)
 
 
 def test_a_checkpoint_file_saved_under_another_name_is_read(tiny_checkpoint, tmp_path):
     import shutil
 
     shutil.copy(os.path.join(tiny_checkpoint, "checkpoint.pt"), tmp_path / "model.pt")
-    renamed, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=str(tmp_path / "model.pt")))
-    original, _ = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
-    assert renamed.year.item() == original.year.item()
+    renamed = predict_year(PredictConfig(images=(IMAGE,), checkpoint=str(tmp_path / "model.pt")))
+    original = predict_year(PredictConfig(images=(IMAGE,), checkpoint=tiny_checkpoint))
+    assert renamed.year == original.year
 
 
 def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
@@ -69,16 +76,16 @@ def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
         data = f.read()
     api = MuseumApi({"866": data}).start()
     try:
-        from_http = predict_year(PredictConfig(image=f"{api.url}/img/866", checkpoint=tiny_checkpoint))
+        from_http = predict_year(PredictConfig(images=(f"{api.url}/img/866",), checkpoint=tiny_checkpoint))
     finally:
         api.stop()
     bucket = s3_url.split("/")[2]
     s3_server.client().put_object(Bucket=bucket, Key="images/866.jpg", Body=data)
-    from_s3 = predict_year(PredictConfig(image=f"s3://{bucket}/images/866.jpg", checkpoint=tiny_checkpoint))
-    local = predict_year(PredictConfig(image=IMAGE, checkpoint=tiny_checkpoint))
+    from_s3 = predict_year(PredictConfig(images=(f"s3://{bucket}/images/866.jpg",), checkpoint=tiny_checkpoint))
+    local = predict_year(PredictConfig(images=(IMAGE,), checkpoint=tiny_checkpoint))
     for other in (from_http, from_s3):
-        assert other[0].year.item() == pytest.approx(local[0].year.item())
-        assert (other[0].low.item(), other[0].high.item()) == pytest.approx((local[0].low.item(), local[0].high.item()))
+        assert other.year == pytest.approx(local.year)
+        assert (other.low, other.high) == pytest.approx((local.low, local.high))
 
 
 @pytest.fixture
@@ -100,14 +107,14 @@ def api():
 )
 def test_bad_urls_are_clear_errors(tiny_checkpoint, api, path, settings, message):
     with pytest.raises(ValueError, match=message):
-        predict_year(PredictConfig(image=f"{api.url}{path}", checkpoint=tiny_checkpoint, **settings))
+        predict_year(PredictConfig(images=(f"{api.url}{path}",), checkpoint=tiny_checkpoint, **settings))
 
 
 def test_bad_paths_are_clear_errors(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no such image file"):
-        predict_year(PredictConfig(image=str(tmp_path / "none.jpg"), checkpoint=tiny_checkpoint))
+        predict_year(PredictConfig(images=(str(tmp_path / "none.jpg"),), checkpoint=tiny_checkpoint))
     with pytest.raises(ValueError, match="only local paths, s3:// and http"):
-        predict_year(PredictConfig(image="ftp://example.org/a.jpg", checkpoint=tiny_checkpoint))
+        predict_year(PredictConfig(images=("ftp://example.org/a.jpg",), checkpoint=tiny_checkpoint))
     assert main(["predict", str(tmp_path / "none.jpg"), "--checkpoint", tiny_checkpoint]) == 2
     assert "no such image file" in capsys.readouterr().err
 
@@ -139,3 +146,36 @@ def test_image_kinds_predict_and_hostile_images_are_one_line_errors(tiny_checkpo
         error = capsys.readouterr().err.strip()
         assert message in error and str(tmp_path / name) in error and len(error.splitlines()) == 1, error
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard was not switched off globally
+
+
+def test_a_folder_of_images_to_date_makes_a_results_csv_that_report_reads(tiny_checkpoint, tmp_path, capsys):
+    """Issue 39: several images or a folder, with --out: score's columns, one process, no cluster."""
+    import csv
+    import shutil
+
+    from artdate.parts import COLUMNS
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    names = sorted(os.listdir(SAMPLE_IMAGES))[:3]
+    for name in names:
+        shutil.copy(os.path.join(SAMPLE_IMAGES, name), scans / name)
+    (scans / "notes.txt").write_text("not an image: left out of the folder's images")
+    (scans / "broken.png").write_bytes(b"<html>moved</html>")
+    out = tmp_path / "results.csv"
+    assert main(["predict", str(scans), IMAGE, "--checkpoint", tiny_checkpoint, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"dated 4 image(s), 1 unreadable -> {out}"
+    assert f"skipped {scans / 'broken.png'}: " in captured.err and "not an image" in captured.err
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*COLUMNS, "path"]
+    assert [row["id"] for row in rows] == [os.path.splitext(n)[0] for n in names] + ["aic_866"]
+    assert all(row["year"] == row["diff"] == "" and row["split"] == "undated" for row in rows)
+    alone = predict_year(PredictConfig(images=(IMAGE,), checkpoint=tiny_checkpoint))
+    assert float(rows[-1]["pred"]) == pytest.approx(alone.year, abs=0.06)  # as dated alone: batches change nothing
+    assert rows[0]["path"] == os.path.join("scans", names[0])  # under the CSV's folder: the report shows it
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "works to date: n 4" in capsys.readouterr().out
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Works to date (4)" in page and page.count("data:image/jpeg;base64,") == 3  # the scans' thumbnails

@@ -114,3 +114,46 @@ def test_predict_years_applies_the_calibration_and_the_spec_flip_averages_mirror
     assert predict_years(LeftHalf(), mirrored_too, images, cpu).year.item() == 1550
     calibrated = predict_years(LeftHalf(), spec, images, cpu, ranges.RangeCalibration(0.8, 25.0, 50))
     assert (calibrated.low.item(), calibrated.high.item()) == (1575, 1625)
+
+
+def test_ranges_take_the_margin_of_their_museum_and_a_wider_one_for_a_museum_unseen():
+    """Issue 39: a museum with enough validation works gets its own margin; one in the validation
+    split with too few the pooled margin; one it does not hold the margin that the validation
+    museums needed at the promised level of them."""
+    from artdate.ranges import (
+        OWN_MARGIN_FROM,
+        SPREAD_FROM,
+        Predictions,
+        RangeCalibration,
+        apply_calibration,
+        calibrate,
+    )
+
+    torch.manual_seed(0)
+    sizes = {"tight": OWN_MARGIN_FROM, "loose": OWN_MARGIN_FROM, "odd": SPREAD_FROM, "rare": 3}
+    misses = {"tight": 5.0, "loose": 60.0, "odd": 120.0, "rare": 0.0}  # how far outside its raw range each year lies
+    museums = [name for name, n in sizes.items() for _ in range(n)]
+    years = torch.full((len(museums),), 1600.0)
+    spread = torch.cat([torch.linspace(0, 1, n) * misses[name] for name, n in sizes.items()])
+    low, high = years + spread, years + spread + 10  # every year below its range, by up to the museum's miss
+    calibration = calibrate(years, low, high, 0.8, museums)
+    assert set(calibration.per_museum) == {"tight", "loose"}
+    assert calibration.per_museum["tight"] < 5.01 and calibration.per_museum["loose"] > 40
+    needed = [calibrate(years[i], low[i], high[i], 0.8).margin for i in (range(0, 40), range(40, 80), range(80, 90))]
+    assert calibration.unseen_margin == pytest.approx(
+        max(calibration.margin, torch.tensor(needed).quantile(0.8).item())
+    )
+    assert calibration.unseen_margin > calibration.margin  # a collection unlike the rest gets a wider range
+    raw = Predictions(years[:4], torch.full((4,), 1700.0), torch.full((4,), 1710.0))
+    widened = apply_calibration(raw, calibration, 1000, 2000, ["tight", "rare", "nowhere", "loose"])
+    margins = (raw.low - widened.low).tolist()
+    assert margins == pytest.approx(
+        [
+            calibration.per_museum["tight"],
+            calibration.margin,
+            calibration.unseen_margin,
+            calibration.per_museum["loose"],
+        ]
+    )
+    assert RangeCalibration.from_dict(calibration.to_dict()) == calibration  # it rides in every checkpoint
+    assert RangeCalibration.from_dict({"level": 0.8, "margin": 3.0, "n": 9}).margins(["a"], 1).tolist() == [3.0]

@@ -1,13 +1,12 @@
 import json
 import os
-import re
 import shutil
 import subprocess
 import tarfile
 
 import pandas as pd
 import pytest
-from helpers import SAMPLE_IMAGES, requires_sample
+from helpers import SAMPLE_IMAGES, images_shown_in_chromium, requires_sample
 from PIL import Image
 
 from artdate import shards
@@ -173,23 +172,8 @@ def test_report_renders_in_chromium(tmp_path, sample_store, tiny_checkpoint):
     summary = run_report(ReportConfig(results=str(csv), out=str(out), gallery=4, run=tiny_checkpoint))
     assert [entry["epoch"] for entry in summary["learning_curve"]] == [0, 1]
     # Chromium loads the page; a script added to a copy counts the images that actually decoded.
-    page = (out / "report.html").read_text()
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        page.replace(
-            "</body>",
-            "<script>document.title = 'loaded ' + "
-            "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length + ' of ' + "
-            "document.images.length</script></body>",
-        )
-    )
-    dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    assert re.search(r"<title>loaded 16 of 16</title>", dom), dom[:300]  # 4 plots + 3 galleries x 4
+    loaded, shown, dom = images_shown_in_chromium(str(out / "report.html"), tmp_path)
+    assert (loaded, shown) == (16, 16)  # 4 plots + 3 galleries x 4
     assert 'alt="learning_curves.png"' in dom
     assert f"<b>{summary['mae']:.1f}</b>" in dom and "Per 50-year bin" in dom and "Per museum" in dom
     screenshot = tmp_path / "page.png"

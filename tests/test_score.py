@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -14,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, SAMPLE_IMAGES, pack_sample
+from helpers import ROOT, SAMPLE_IMAGES, artdate_command, flags, pack_sample
 from servers import kill_session
 
 from artdate import data, partition, shards
@@ -22,7 +21,7 @@ from artdate.checkpoints import load_checkpoint
 from artdate.config import PredictConfig, ScoreConfig
 from artdate.model import predict_years
 from artdate.parts import CLAIM_FILE, COLUMNS
-from artdate.predict import predict_year
+from artdate.predict import predict_images
 from artdate.score import run_scoring
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -36,23 +35,8 @@ def read_rows(path):
 def start_score_command(store_url, checkpoint, out, **popen):
     """`artdate score` with one actor, as a user would start it, in a process of its own. One image
     per batch keeps the tiny model busy long enough for a test to act mid-run on a fast machine."""
-    command = [
-        sys.executable,
-        "-m",
-        "artdate.cli",
-        "score",
-        "--shards",
-        store_url,
-        "--checkpoint",
-        checkpoint,
-        "--out",
-        out,
-        "--actors",
-        "1",
-        "--batch-size",
-        "1",
-        "--quiet",
-    ]
+    settings = dict(shards=store_url, checkpoint=checkpoint, out=out, actors=1, batch_size=1, quiet=True)
+    command = artdate_command("score", *flags(settings))
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, **{"stderr": subprocess.DEVNULL, **popen})
 
 
@@ -77,7 +61,7 @@ def expected_predictions(store_url, checkpoint, embedded=None):
     for batch in loader:
         features = []
         predicted = predict_years(
-            model, spec, batch.image, torch.device("cpu"), info["calibration"], embeddings=features
+            model, spec, batch.image, torch.device("cpu"), info["calibration"], features, batch.museum
         )
         found.update(zip(batch.key, zip(predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist())))
         if embedded is not None:
@@ -127,7 +111,8 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
     # predict finds a training work's own image as its nearest comparandum, then the works score listed.
     work = next(r for r in rows if r["split"] == "train" and r["museum"] == "aic")
     image = os.path.join(SAMPLE_IMAGES, f"{work['museum']}_{work['id']}.jpg")
-    _, nearest = predict_year(PredictConfig(image=image, checkpoint=tiny_checkpoint, comparanda=out))
+    ((predicted,), _, _) = predict_images(PredictConfig(images=(image,), checkpoint=tiny_checkpoint, comparanda=out))
+    nearest = predicted.nearest
     assert (nearest[0]["museum"], nearest[0]["id"]) == ("aic", work["id"]) and nearest[0]["similarity"] > 0.99
     with open(out[: -len(".csv")] + ".neighbours.csv") as f:
         listed = [n["neighbour_id"] for n in csv.DictReader(f) if n["key"] == work["key"]]

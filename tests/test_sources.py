@@ -562,3 +562,34 @@ def test_the_2017_lists_in_one_pack_from_the_command_line(tmp_path, api, capsys)
     assert capsys.readouterr().out.startswith("packed 2, rejected 1, ")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["museums"] == {"met": 1, "rijks": 1} and manifest["settings"]["exclude_types"] == ["photographs"]
+
+
+def test_works_the_metadata_leaves_undated_take_the_museums_own_dates(tmp_path, api):
+    # Issue 39: the Met's objectBeginDate/objectEndDate and the Rijksmuseum record's production
+    # time-span, from the recorded payloads; the metadata's own date always wins.
+    api.met_changes["777"] = {"objectDate": "", "objectBeginDate": 0, "objectEndDate": 0}  # the Met's "unknown"
+    rows = [
+        {"id": "436535", "year": "", "museum": "met"},  # objectDate 1889
+        {"id": "53426", "year": "", "museum": "met"},  # "mid-19th century": 1834..1866
+        {"id": "777", "year": "", "museum": "met"},
+        {"id": "SK-A-2344", "year": "", "museum": "rijks"},  # begin_of_the_begin 1660-01-01
+        {"id": "RP-T-1930-54(V)", "year": "1700", "museum": "rijks"},  # its record says 1628..1629
+    ]
+    originals = str(tmp_path / "originals")
+    manifest, out = pack(tmp_path, api, rows, source="auto", originals=originals)
+    assert manifest["splits"]["undated"]["samples"] == 4 and manifest["packed"] == 5
+    assert manifest["labels"]["all"]["count"] == 1  # only the metadata's date is a label to learn from
+    dates = {
+        i: (r["year"], r["year_start"], r["year_end"], r["date_from"], r["split"])
+        for i, r in labels_of(out, manifest).items()
+    }
+    assert dates == {
+        "436535": (1889, 1889, 1889, "met", "undated"),
+        "53426": (1850, 1834, 1866, "met", "undated"),
+        "777": (None, None, None, "", "undated"),
+        "SK-A-2344": (1660, 1660, 1660, "rijks", "undated"),
+        "RP-T-1930-54(V)": (1700, 1700, 1700, "metadata", "train"),
+    }
+    api.stop()  # a repack from the originals asks no museum, and keeps the museums' dates
+    again, again_out = pack(tmp_path, api, rows, source="auto", originals=originals, out="again", size=48)
+    assert {i: r["year"] for i, r in labels_of(again_out, again).items()} == {i: d[0] for i, d in dates.items()}
