@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import data, ranges
+from . import data, device_decode, ranges
 from .config import TrainConfig
 from .model import LabelEncoding, ModelSpec, compiled, head_and_backbone_parameters, model_inputs, predict_years
 from .partition import Slice
@@ -57,7 +57,7 @@ def train_one_epoch(
     images, started = 0, time.perf_counter()
     skipped: list[data.Skip] = []
     step = 0
-    for batch in data.readable(batches, skipped, device, device_transform):
+    for batch in device_decode.readable(batches, skipped, device, device_transform):
         step += 1
         inputs = model_inputs(batch.image, spec, device)
         targets = encoding.targets(batch.year.to(device), batch.year_start.to(device), batch.year_end.to(device))
@@ -98,7 +98,7 @@ def evaluate(
     model.eval()
     predictions, years = [], []
     skipped: list[data.Skip] = []
-    for batch in data.readable(batches, skipped, device, device_transform):
+    for batch in device_decode.readable(batches, skipped, device, device_transform):
         predictions.append(predict_years(model, spec, batch.image, device))
         years.append(batch.year.float())
         if museums is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import comparanda, data, partition, shards, store
+from . import comparanda, data, device_decode, partition, shards, store
 from .actor_pool import ActorPool
 from .checkpoints import load_checkpoint, resolve_checkpoint
 from .config import ScoreConfig
@@ -73,7 +73,7 @@ class Scorer:
             loader_workers=self.loader_workers,
         )
         device_transform = self.transform if self.on_device else None
-        for batch in data.readable(data.prefetch(loader), skips, self.device, device_transform):
+        for batch in device_decode.readable(data.prefetch(loader), skips, self.device, device_transform):
             predicted = predict_years(
                 self.forward, self.spec, batch.image, self.device, self.calibration, embeddings, batch.museum
             )

@@ -9,7 +9,7 @@ for scoring, each input for --seconds after a warm-up (start-up, cudnn autotunin
 - shards, CPU decode: artdate's loader (`--loader-workers` persistent processes, its passes over
   the shards wrapping round as an epoch's do) decodes and crops;
 - shards, device decode: the loader passes encoded JPEGs; the GPU decodes and crops them one batch
-  ahead on a stream of its own (data.readable).
+  ahead on a stream of its own (device_decode.readable).
 Training uses artdate's own train_one_epoch (bf16 autocast on CUDA); scoring its evaluate.
 
     python bench/gpu_input.py [--compile] [--seconds 60]           # on a GPU (bench/gpu.sh runs it)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from artdate import data, partition, shards
+from artdate import data, device_decode, partition, shards
 from artdate.data import make_loader, take_steps
 from artdate.partition import (
     Shard,
@@ -291,7 +291,8 @@ def test_decoding_on_the_device_matches_the_loader_and_records_what_does_not_dec
     on_loader = list(make_loader([Slice(url, 0, 5)], transform, batch_size=5, loader_workers=0))
     (encoded_batch,) = make_loader([Slice(url, 0, 5)], None, batch_size=5, loader_workers=0)
     assert isinstance(encoded_batch.image, list) and len(encoded_batch.image) == 5  # not decoded yet
-    on_device = data.decode_on_device(encoded_batch, transform, torch.device("cpu"))  # the CUDA path, on the CPU
+    # The CUDA path, on the CPU:
+    on_device = device_decode.decode_on_device(encoded_batch, transform, torch.device("cpu"))
     assert on_device.key == [k for k, _, _ in good]
     assert on_device.year.tolist() == [1500, 1501, 1502, 1503]
     assert [s.key for s in on_device.skipped] == ["met_bad"] and "undecodable" in on_device.skipped[0].reason

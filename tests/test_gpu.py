@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from artdate import data
+from artdate import data, device_decode
 from artdate.config import TrainConfig
 from artdate.loop import make_optimizer, make_scheduler, train_one_epoch
 from artdate.model import LabelEncoding, ModelSpec, build_model
@@ -54,8 +54,8 @@ def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
 def test_jpegs_decoded_on_the_gpu_match_the_cpu(tmp_path):
     batch = jpeg_batch(tmp_path, 6, 96, 80)
     transform = data.eval_transform(64)
-    on_gpu = data.decode_on_device(batch, transform, torch.device("cuda")).image.cpu().float()
-    on_cpu = data.decode_on_device(batch, transform, torch.device("cpu")).image.float()
+    on_gpu = device_decode.decode_on_device(batch, transform, torch.device("cuda")).image.cpu().float()
+    on_cpu = device_decode.decode_on_device(batch, transform, torch.device("cpu")).image.float()
     assert on_gpu.shape == on_cpu.shape == (6, 3, 64, 64)
     assert (on_gpu - on_cpu).abs().mean() < 2  # nvJPEG and libjpeg-turbo may differ by a level or two
 
@@ -78,7 +78,7 @@ def test_decoding_on_the_gpu_leaves_memory_that_queued_work_still_reads_intact(t
         torch.cuda._sleep(100_000_000)  # about 50 ms of queued GPU work before the reads below
         sums = [victim.sum() for victim in victims]
         del victims  # freed while their sums are still queued
-        data.decode_on_device(batch, lambda image: image, device)
+        device_decode.decode_on_device(batch, lambda image: image, device)
         corrupted += sum(float(total) != floats for total in sums)
     assert corrupted == 0
 
@@ -91,10 +91,10 @@ def test_batches_decoded_ahead_on_their_own_stream_match_the_ones_decoded_in_tur
     device = torch.device("cuda")
     transform = data.eval_transform(64)
     batches = [jpeg_batch(tmp_path, 4, 96 + 16 * n, 80) for n in range(3)]
-    in_turn = [data.decode_on_device(batch, transform, device).image.cpu() for batch in batches]
+    in_turn = [device_decode.decode_on_device(batch, transform, device).image.cpu() for batch in batches]
     skipped: list = []
     ahead = []
-    for batch in data.readable(batches, skipped, device, transform):
+    for batch in device_decode.readable(batches, skipped, device, transform):
         torch.cuda._sleep(50_000_000)  # the model's work on the caller's stream, while the next decodes
         ahead.append(batch.image.cpu())
     assert len(ahead) == 3 and all(torch.equal(a, b) for a, b in zip(ahead, in_turn)) and skipped == []
@@ -109,6 +109,6 @@ def test_batches_decoded_on_the_cpu_pass_through_the_same_stage(tmp_path):
     )
     broken.index = [0]
     skipped: list = []
-    passed = list(data.readable([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
+    passed = list(device_decode.readable([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
     assert [b.image.shape for b in passed] == [(3, 3, 64, 64)]
     assert [s.key for s in skipped] == ["b"] and skipped[0].reason.startswith("undecodable")
