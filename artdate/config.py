@@ -65,7 +65,9 @@ class PackConfig(Settings):
         "for (a year ending in 01 its century, another ending in 0 its decade)",
     )
     size: int = option(
-        384, range=Range(at_least=1), help="shorter side of the stored images in pixels (never upscaled)"
+        256,
+        range=Range(at_least=1),
+        help="shorter side of the stored images in pixels (never upscaled); 256 feeds training and scoring at 224 px",
     )
     quality: int = option(90, range=Range(at_least=1, at_most=100), help="JPEG quality of the stored images")
     samples_per_shard: int = option(

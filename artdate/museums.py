@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from .fetched import Fetched, NotAvailable, TypeFilter
@@ -37,9 +37,9 @@ NOT_FOUND = (400, 404, 410)  # what the museums answer for an id they do not kno
 @dataclass
 class MetSource:
     client: HttpClient
-    api_url: str = MET_API
-    size: int = 384  # the shorter side pack will store
-    exclude: TypeFilter = field(default_factory=TypeFilter)
+    api_url: str
+    size: int  # the shorter side pack will store (pack --size)
+    exclude: TypeFilter
 
     def fetch(self, work: Work) -> Fetched:
         url = f"{self.api_url.rstrip('/')}/objects/{quote(work.id, safe='')}"
@@ -70,9 +70,9 @@ class MetSource:
 @dataclass
 class RijksSource:
     client: HttpClient
-    api_url: str = RIJKS_API
-    size: int = 384
-    exclude: TypeFilter = field(default_factory=TypeFilter)
+    api_url: str
+    size: int  # pack --size
+    exclude: TypeFilter
 
     def fetch(self, work: Work) -> Fetched:
         record = self.object_record(work.id)

@@ -5,7 +5,8 @@ Same augmentation (random resized crop 224 + flip), normalised floats at the end
 workers, same run. The baselines use the classic PIL + ToTensor + Normalize transform in the
 workers; artdate decodes with TorchCodec to uint8, crops with transforms.v2 and normalises in
 the consuming process (on the GPU in training; here on the CPU, counted in the rate). The sample
-is packed at the default 384 px; the baselines read the original 512 px files.
+is packed at the default size (256 px since 2026-12-07, 384 before); the baselines read the original
+files (up to 512 px).
 
     python bench/data.py [--copies 3] [--loader-workers 2]
 """

@@ -54,7 +54,7 @@ def main():
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--backbone", default="resnet152")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--pack-size", type=int, default=384)
+    parser.add_argument("--pack-size", type=int, default=256)
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--loader-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
