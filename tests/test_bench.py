@@ -16,7 +16,7 @@ BENCH = os.path.join(ROOT, "bench")
 SMALLEST = {
     "checkpoint.py": (["--backbones", "efficientnet_lite0", "--repeats", "1"], "efficientnet_lite0"),
     "comparanda.py": (["--sizes", "2000", "--queries", "20", "--dim", "32", "--nprobe", "4"], "nprobe 4"),
-    "data.py": (["--copies", "1", "--loader-workers", "1", "--batch-size", "16"], "shards, S3, uint8"),
+    "data.py": (["--copies", "1", "--loader-workers", "1", "--batch-size", "16", "--passes", "1"], "shards, S3, uint8"),
     "fetch_soak.py": (["--works", "40", "--scale", "0.02"], "| all |"),
     "frozen.py": (["--folds", "2", "--sizes", "64", "--sets", "sample", "--recipes", "l1"], "| sample | sample | 64"),
     "gpu_input.py": (
@@ -36,10 +36,11 @@ SMALLEST = {
     "loader_start.py": (["--loader-workers", "1", "--passes", "2"], "forkserver"),
     "museums.py": (["--works", "3"], "hours for the 2017 lists"),
     "pack.py": (["--copies", "1", "--size", "64"], "artdate pack --jobs 1"),
-    "preempt.py": (["--ways", "none", "--at", "2"], "| none |"),
+    "preempt.py": (["--ways", "none", "--at", "2", "--batch-size", "16"], "| none |"),
     "ranks.py": (["--workers", "2"], "| 2 |"),
     "recipes.py": (["--folds", "2", "--recipes", "tiny", "--pack-size", "64", "--json", "{tmp}/r.json"], "tiny"),
-    "scale.py": (["--sizes", "200", "--out", "{tmp}", "--actors", "1"], "| 200 |"),
+    "scale.py": (["--sizes", "200", "--out", "{tmp}", "--actors", "1", "--epochs", "1"], "| 200 |"),
+    "shift.py": (["--directions", "sample:sample", "--recipes", "tiny"], "| by museum | sample (all, unseen) |"),
     "score.py": (["--one-actor"], "Ray actors x1"),
     "synth.py": (["--works", "5", "--out", "{tmp}/synth"], "works.csv"),
     "train.py": (["--epochs", "1", "--image-size", "32", "--worker-counts", "1"], "Ray Train, 1 worker(s)"),
