@@ -52,6 +52,7 @@ def test_every_benchmark_has_a_smallest_run():
     assert scripts == set(SMALLEST)
 
 
+@pytest.mark.slow  # minutes in all: Ray clusters, training and scoring, at their smallest
 @requires_sample
 @pytest.mark.parametrize("script", sorted(SMALLEST))
 def test_a_benchmark_runs_at_its_smallest_size(script, tmp_path):
