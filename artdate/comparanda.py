@@ -218,9 +218,8 @@ def saved_reference(results: str, checkpoint: str) -> dict:
         return {name: saved[name].tolist() if name != "features" else saved[name] for name in names}
 
 
-def image_neighbours(results: str, checkpoint: str, features: np.ndarray, k: int = K) -> list[list[dict]]:
-    """The k training works of `results` nearest to each row of `features` (predict)."""
-    reference = saved_reference(results, checkpoint)
+def image_neighbours(reference: dict, features: np.ndarray, k: int = K) -> list[list[dict]]:
+    """The k training works of a `saved_reference` nearest to each row of `features` (predict)."""
     sims, index = nearest(features, reference["features"], k)
     return [
         [

@@ -87,7 +87,10 @@ def predict_images(cfg: PredictConfig) -> tuple[list[Predicted], list[tuple[str,
     locations = image_locations(cfg.images)
     model, spec, info = load_checkpoint(cfg.checkpoint)
     transform = data.eval_transform(spec.image_size)
-    checkpoint = resolve_checkpoint(store.absolute(cfg.checkpoint)) if cfg.comparanda else ""
+    reference = None  # read once: it can hold the embeddings of every training work
+    if cfg.comparanda:
+        checkpoint = resolve_checkpoint(store.absolute(cfg.checkpoint))
+        reference = comparanda.saved_reference(store.absolute(cfg.comparanda), checkpoint)
     done: list[Predicted] = []
     failed: list[tuple[str, str]] = []
     for start in range(0, len(locations), BATCH):
@@ -102,18 +105,18 @@ def predict_images(cfg: PredictConfig) -> tuple[list[Predicted], list[tuple[str,
                     raise ValueError(str(problem)) if isinstance(problem, FetchError) else problem from None
                 failed.append((location, str(problem)))
         if readable:
-            done += _predicted(model, spec, info, torch.stack(inputs), readable, cfg.comparanda, checkpoint)
+            done += _predicted(model, spec, info, torch.stack(inputs), readable, reference)
     if not done:
         raise ValueError(f"none of the {len(locations)} images could be read: " + "; ".join(why for _, why in failed))
     return done, failed, info["calibration"].level
 
 
-def _predicted(model, spec, info, inputs, locations, results: str, checkpoint: str) -> list[Predicted]:
+def _predicted(model, spec, info, inputs, locations, reference: dict | None) -> list[Predicted]:
     embeddings: list[torch.Tensor] = []
     predicted: Predictions = predict_years(
-        model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings if results else None
+        model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings if reference else None
     )
-    nearest = comparanda.image_neighbours(store.absolute(results), checkpoint, embeddings[0].numpy()) if results else []
+    nearest = comparanda.image_neighbours(reference, embeddings[0].numpy()) if reference else []
     spreads = predicted.spread.tolist() if predicted.spread is not None else [None] * len(locations)
     return [
         Predicted(location, float(year), float(low), float(high), spread, nearest[i] if nearest else [])

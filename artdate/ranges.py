@@ -47,11 +47,10 @@ class RangeCalibration:
 
     def margins(self, museums: list[str] | None, count: int) -> torch.Tensor:
         """Each of `count` works' margin, by its museum (None: no museum known, as unseen)."""
+        unseen = self.margin if self.unseen_margin is None else self.unseen_margin
         if museums is None:
-            unseen = self.margin if self.unseen_margin is None else self.unseen_margin
             return torch.full((count,), unseen, dtype=torch.float64)
         seen = set(self.seen)
-        unseen = self.margin if self.unseen_margin is None else self.unseen_margin
         return torch.tensor(
             [self.per_museum.get(m, self.margin if m in seen else unseen) for m in museums], dtype=torch.float64
         )
