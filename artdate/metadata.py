@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from .catalog import Catalog
-from .works import UNDATED, Work, assign_split
+from .works import UNDATED, Work, assign_split, middle_year
 
 SANE_YEARS = (-10000, 2100)
 # Whole words of a file name that name a museum: met-data.csv, rijksmuseum-data.csv, rijks_2017.csv.
@@ -84,7 +84,7 @@ def parse_years(row: dict) -> tuple[int, int, int] | None:
     if start > end:
         raise ValueError(f"year_start {start} is after year_end {end}")
     if year is None:
-        year = math.floor((start + end) / 2 + 0.5)
+        year = middle_year(start, end)
     elif not start <= year <= end:
         raise ValueError(f"year {year} is outside its own range year_start..year_end {start}..{end}")
     return year, start, end

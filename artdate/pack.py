@@ -15,7 +15,6 @@ import functools
 import hashlib
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -36,7 +35,7 @@ from .images import ImageRejected, encode_image, image_size
 from .metadata import MetadataResult, read_coarse_dates, read_metadata
 from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
 from .sources import make_source
-from .works import UNDATED, Work, sample_key
+from .works import UNDATED, Work, middle_year, sample_key
 
 PACK_DIR = "_pack"
 PLAN = "plan.json"
@@ -107,9 +106,7 @@ def _encode_fetched(fetched: tuple[Work, Fetched | None, dict | None], size: int
     labels = {**work.labels(), "object_type": image.object_type, "source_width": width, "source_height": height}
     if work.year is None and image.dates is not None:  # the museum's own date, for a work the metadata left undated
         start, end = image.dates
-        labels.update(
-            year=math.floor((start + end) / 2 + 0.5), year_start=start, year_end=end, date_from=image.date_from
-        )
+        labels.update(year=middle_year(start, end), year_start=start, year_end=end, date_from=image.date_from)
     return work, jpg, labels, None
 
 

@@ -7,10 +7,16 @@ number, which places works in splits and shard plans and seeds the loaders.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 
 UNDATED = "undated"  # the split of works with no date: scored, never trained or validated on
+
+
+def middle_year(start: int, end: int) -> int:
+    """The year a range stands for when no year is given: its middle, halves rounded up."""
+    return math.floor((start + end) / 2 + 0.5)
 
 
 @dataclass(frozen=True, slots=True)
