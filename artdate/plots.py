@@ -11,10 +11,7 @@ from .metrics import held_out, range_level
 
 
 def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     bins = sorted(frame["bin"].unique())
     names = []
@@ -50,10 +47,7 @@ def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
 
 
 def learning_curve_plot(curve: list[dict], out: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     epochs = [entry["epoch"] + 1 for entry in curve]
     figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
@@ -97,6 +91,16 @@ def reliability_plot(frame: pd.DataFrame, out: str, plt) -> str:
     return _save(figure, out, "range_reliability.png")
 
 
+def _pyplot():
+    """matplotlib's pyplot drawing to files only (no display); imported when a report draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(figure, out: str, name: str) -> str:
     figure.tight_layout()
     figure.savefig(os.path.join(out, name), dpi=110)
@@ -107,11 +111,8 @@ def _save(figure, out: str, name: str) -> str:
 
 
 def undated_plot(undated: pd.DataFrame, out: str) -> str:
-    """The predicted years of the works to date, per 50-year bin, with their 80% ranges' spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The predicted years of the works to date, per 50-year bin."""
+    plt = _pyplot()
 
     figure, axis = plt.subplots(figsize=(9, 3.5))
     low, high = int(undated["pred"].min() // 50 * 50), int(undated["pred"].max() // 50 * 50 + 50)
