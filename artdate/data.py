@@ -299,6 +299,15 @@ class SliceDataset(torch.utils.data.IterableDataset):
         yield from batches(Decoder(self.transform)(samples), self.batch_size, self.drop_last)
 
 
+PREFETCH = 4  # batches each loader process prepares ahead
+
+
+def shared_memory_need(batch_size: int, image_size: int, loader_workers: int) -> int:
+    """Bytes of /dev/shm a loader's batches of uint8 crops take at most: each process's prefetched
+    batches, and one more each on its way to the consumer (a batch crosses in shared memory)."""
+    return loader_workers * (PREFETCH + 1) * batch_size * 3 * image_size**2
+
+
 def make_loader(
     slices: list[Slice],
     transform,
@@ -309,9 +318,12 @@ def make_loader(
     seed: int = 0,
     drop_last: bool = False,
     persistent: bool = False,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of uint8 image batches over `slices`; `persistent` keeps its worker processes
-    between passes. On CUDA machines the batches come in pinned memory (faster, asynchronous copies)."""
+    between passes. `pin_memory` (for a consumer on CUDA) hands the batches over in page-locked
+    memory, for asynchronous copies: it is the consumer's device that decides, not whether the
+    machine has a GPU, so a CPU worker on a GPU node opens no CUDA context."""
     dataset = SliceDataset(slices, transform, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, drop_last=drop_last)
     workers = min(loader_workers, sum(s.samples for s in slices))  # a worker without samples would sit idle
     return torch.utils.data.DataLoader(
@@ -319,8 +331,8 @@ def make_loader(
         batch_size=None,
         num_workers=workers,
         persistent_workers=persistent and workers > 0,
-        prefetch_factor=4 if workers else None,
-        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=PREFETCH if workers else None,
+        pin_memory=pin_memory,
         multiprocessing_context=forkserver() if workers else None,
         worker_init_fn=functools.partial(_take_environment, dict(os.environ)) if workers else None,
     )

@@ -21,15 +21,13 @@ def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
     if jpegs is None:  # every sample of it was skipped already
         return batch
     images: list  # a decoded image, or why it did not decode
-    if device.type == "cuda":
-        # nvJPEG's hardware decoder (H100, H200) writes its outputs before the work already queued
-        # on the stream has run, into memory the allocator has handed on from tensors that queued
-        # kernels still read: NaN weights by the third training step on an H200. Wait for that
-        # work first (torchcodec pull request 1634); the decode waits for the stream anyway.
-        torch.cuda.current_stream(device).synchronize()
+    _wait_for_queued_work(device)
     try:
         images = list(decode_jpeg(jpegs, mode="RGB", device=device))
     except Exception:  # noqa: BLE001 -- one bad JPEG fails the whole call: find it one by one
+        # The failed call's outputs were freed while the decoder may still write them: wait again,
+        # or the one-by-one decodes below get those blocks.
+        _wait_for_queued_work(device)
         images = []
         for jpeg in jpegs:
             try:
@@ -42,6 +40,16 @@ def decode_on_device(batch: Batch, transform, device: torch.device) -> Batch:
     ]
     stacked = torch.stack([transform(images[i]) for i in keep]) if keep else None
     return replace(batch.take(keep), image=stacked, skipped=skipped)
+
+
+def _wait_for_queued_work(device: torch.device) -> None:
+    """Before nvJPEG decodes on `device`: its hardware decoder (H100, H200) writes its outputs
+    before the work already queued on the stream has run, into memory the allocator has handed on
+    from tensors that queued kernels still read: NaN weights by the third training step on an
+    H200. Wait for that work first (torchcodec pull request 1634); the decode waits for the
+    stream anyway."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
 
 
 def readable(batches, skipped: list[Skip], device: torch.device | None = None, device_transform=None):

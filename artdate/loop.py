@@ -16,14 +16,16 @@ import torch
 
 from . import data, device_decode, ranges
 from .config import TrainConfig
+from .gpu_memory import GIB, Card, fitting_batch
 from .model import LabelEncoding, ModelSpec, compiled, head_and_backbone_parameters, model_inputs, predict_years
 from .partition import Slice
 from .works import derive_seed
 
 CPU = torch.device("cpu")
 CPU_BATCH = 32  # per worker on CPU: the batch --lr is given for
-# Per GPU at 224 px: ResNet152 in bf16 trains at 2,199 img/s in 23 GiB there on an H200, against
-# 646 at a batch of 64 (bench/RESULTS.md, 2026-12-04): smaller batches leave the GPU idle.
+# Per GPU at 224 px, where the card's memory allows: ResNet152 in bf16 trains at 2,199 img/s at 256
+# on an H200 against 646 at 64, and 2,357 at 512 for twice the memory (bench/RESULTS.md, 2026-12-04):
+# smaller batches leave the GPU idle, larger ones gain little.
 GPU_BATCH_AT_224 = 256
 # Per epoch in each checkpoint's metrics["history"]: what `artdate report --run` draws.
 CURVE = ("epoch", "train_loss", "val_mae", "val_median_ae", "val_range_width")
@@ -60,7 +62,9 @@ def train_one_epoch(
     for batch in device_decode.readable(batches, skipped, device, device_transform):
         step += 1
         inputs = model_inputs(batch.image, spec, device)
-        targets = encoding.targets(batch.year.to(device), batch.year_start.to(device), batch.year_end.to(device))
+        # Non-blocking copies of the (pinned) labels: a blocking copy waits for the GPU every step.
+        labels = (batch.year, batch.year_start, batch.year_end)
+        targets = encoding.targets(*(label.to(device, non_blocking=True) for label in labels))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(inputs)
         loss = encoding.loss_fn(outputs, targets)
@@ -161,16 +165,26 @@ def gpu_batch(image_size: int) -> int:
     return int(min(1024, max(32, 2 ** round(math.log2(pixels)))))
 
 
-def for_device(cfg: TrainConfig, on_gpu: bool) -> TrainConfig:
-    """--batch-size 0 resolved for the workers' device: 32 per worker on CPU; on GPUs gpu_batch(
-    --image-size), with --lr scaled by the square root of that batch over 32 (the square-root rule
-    of Adam-type optimizers: Malladi et al., 2022, "On the SDEs and scaling rules for adaptive
-    gradient algorithms"). A --batch-size given is used as given, with --lr as given."""
+def for_device(cfg: TrainConfig, on_gpu: bool, card: Card | None = None, share: float = 1.0) -> TrainConfig:
+    """--batch-size 0 resolved for the workers' device: 32 per worker on CPU; on GPUs the largest
+    power of two up to gpu_batch(--image-size) that fits `share` of the `card` (gpu_memory.py),
+    with --lr scaled by the square root of that batch over 32 (the square-root rule of Adam-type
+    optimizers: Malladi et al., 2022, "On the SDEs and scaling rules for adaptive gradient
+    algorithms"). A --batch-size given is used as given, with --lr as given."""
     if cfg.batch_size:
         return cfg
     if not on_gpu:
         return dataclasses.replace(cfg, batch_size=CPU_BATCH)
-    batch = gpu_batch(cfg.image_size)
+    if card is None:
+        raise ValueError(
+            "--batch-size 0 on GPUs is sized from the card: measure it first (gpu_memory.card_for_workers)"
+        )
+    batch = fitting_batch(card.memory, card.total * share, cfg.image_size, gpu_batch(cfg.image_size))
+    if batch == 0:
+        raise ValueError(
+            f"{cfg.backbone} at {cfg.image_size} px does not train even one image per step in {share:g} of the "
+            f"{card.name}'s {card.total / GIB:.1f} GiB: use a smaller --image-size or --backbone, or more GPU a worker"
+        )
     return dataclasses.replace(cfg, batch_size=batch, lr=cfg.lr * math.sqrt(batch / CPU_BATCH))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import math
 import pickle
@@ -114,12 +115,18 @@ def model_inputs(images: torch.Tensor, spec: "ModelSpec", device: torch.device) 
     """uint8 image batches from the loader -> normalised float inputs on `device`: the conversion
     runs there (on a GPU, for free), and a quarter of the bytes cross the loader and the bus."""
     inputs = images.to(device, non_blocking=True).float().div_(255)
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    mean, std = _normalisation(spec.mean, spec.std, device)
     inputs = inputs.sub_(mean).div_(std)
     if device.type == "cuda":
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation's tensors on `device`, made once: a tensor built from Python numbers on a
+    GPU is a copy the host waits for, and model_inputs runs every step."""
+    return torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1)
 
 
 def predict_years(

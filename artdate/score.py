@@ -44,8 +44,11 @@ class Scorer:
         decode_on: str = "cpu",
         loader_workers: int = 0,
         compile: bool = False,
+        on_gpu: bool = False,
     ):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # The device the actor's resource ask implies, not what the node has: Ray 2.60 shows every
+        # GPU of the node to an actor that asked for none, and such actors would all crowd cuda:0.
+        self.device = torch.device("cuda" if on_gpu else "cpu")
         self.model, self.spec, info = load_checkpoint(checkpoint_url)
         self.calibration = info["calibration"]
         self.model.to(self.device)
@@ -71,6 +74,7 @@ class Scorer:
             None if self.on_device else self.transform,
             self.batch_size,
             loader_workers=self.loader_workers,
+            pin_memory=self.device.type == "cuda",
         )
         device_transform = self.transform if self.on_device else None
         for batch in device_decode.readable(data.prefetch(loader), skips, self.device, device_transform):
@@ -219,7 +223,7 @@ def _score_shards(
     queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
     batch = cfg.batch_size or (GPU_SCORE_BATCH if gpus > 0 else CPU_SCORE_BATCH)
     make_actor = functools.partial(
-        actor_class.remote, checkpoint, batch, cfg.decode_on, cfg.loader_workers, cfg.compile
+        actor_class.remote, checkpoint, batch, cfg.decode_on, cfg.loader_workers, cfg.compile, gpus > 0
     )
     pool = ActorPool(make_actor, actors, cfg.max_retries)
     waiting_since = time.monotonic()

@@ -11,14 +11,17 @@ import dataclasses
 import sys
 from typing import Any
 
-from . import partition, shards, store, tracking
+from . import gpu_memory, partition, shards, store, tracking
 from .checkpoints import checkpoint_url, claim_run, run_checkpoints, run_identity
 from .config import TrainConfig
 from .console import TrainingConsole
-from .loop import for_device, label_encoding
+from .loop import for_device, gpu_batch, label_encoding
 from .model import ModelSpec, build_model
 from .raycluster import connect, resolve_gpus
 from .worker import train_func
+
+# How long sizing the batch may wait for a GPU the workers will get (an autoscaler adding a node).
+GPU_PROBE_TIMEOUT = 900.0
 
 
 def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False) -> str:
@@ -41,7 +44,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     gpus = resolve_gpus(cfg.gpus_per_worker, worker_range(cfg.workers)[1], "worker", cfg.backbone)
-    cfg = for_device(cfg, gpus > 0)
+    cfg = resolve_batch(cfg, spec, gpus)
     steps, global_batch = batch_plan(cfg, manifest)
     # Rank 0 -> this console. On this driver's node, so a lost worker node does not take it along.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -78,6 +81,26 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
         if mlflow_run:
             tracking.finish_run(cfg.mlflow, mlflow_run, best_url)
     return best_url
+
+
+def resolve_batch(cfg: TrainConfig, spec: ModelSpec, gpus: float) -> TrainConfig:
+    """cfg with --batch-size 0 resolved for the workers' device: on GPUs from the memory of the card
+    they will get, measured there for this backbone and image size (gpu_memory.py), and said."""
+    if cfg.batch_size or gpus <= 0:
+        return for_device(cfg, gpus > 0)
+    print(
+        f"sizing the batch: measuring {cfg.backbone} at {cfg.image_size} px on a GPU the workers will get",
+        file=sys.stderr,
+        flush=True,
+    )
+    card = gpu_memory.card_for_workers(
+        cfg.backbone, spec.encoding.num_outputs, cfg.image_size, gpus, timeout=GPU_PROBE_TIMEOUT
+    )
+    share = min(1.0, gpus)
+    resolved = for_device(cfg, True, card, share)
+    most = gpu_batch(cfg.image_size)
+    print(gpu_memory.describe(card, resolved.batch_size, cfg.image_size, share, most), file=sys.stderr, flush=True)
+    return resolved
 
 
 def with_absolute_urls(cfg: TrainConfig) -> TrainConfig:

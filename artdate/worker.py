@@ -124,6 +124,7 @@ def train_epoch(worker: Worker, scheduler, progress: EpochProgress, plan: list[S
         seed=derive_seed(cfg.seed, "train", *where),
         drop_last=True,
         persistent=True,
+        pin_memory=worker.device.type == "cuda",
     )
     worker.tell("start", epoch=epoch, steps=worker.steps_per_epoch, step=progress.first_step)
     batches = _recorded(data.take_steps(loader.__iter__, steps) if steps > 0 else iter(()), progress, worker)
@@ -192,6 +193,7 @@ def validate(worker: Worker, epoch: int, mine: list[Slice], stats: dict) -> tupl
         None if on_device else eval_tf,
         worker.cfg.batch_size,
         loader_workers=worker.cfg.loader_workers,
+        pin_memory=worker.device.type == "cuda",
     )
     museums: list[str] = []
     predictions, years, val_skipped = evaluate(

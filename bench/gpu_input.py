@@ -96,6 +96,7 @@ def main():
                 loader_workers=args.loader_workers,
                 drop_last=mode == "train",
                 persistent=True,
+                pin_memory=device.type == "cuda",
             )
             return data.take_steps(loader.__iter__, 10**12), transforms[mode] if on_device else None
 

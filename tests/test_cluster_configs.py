@@ -87,7 +87,16 @@ def test_raycluster_manifest():
     for group in groups:
         assert set(group["rayStartParams"]) <= known
         for container in group["template"]["spec"]["containers"]:
-            assert set(container) <= {"name", "image", "envFrom", "env", "ports", "resources", "lifecycle"}
+            assert set(container) <= {
+                "name",
+                "image",
+                "envFrom",
+                "env",
+                "ports",
+                "resources",
+                "lifecycle",
+                "volumeMounts",
+            }
     gpu = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]
     assert gpu["limits"]["nvidia.com/gpu"] == "1"
 

@@ -295,13 +295,14 @@ def test_a_compiled_run_trains_scores_alike_and_its_checkpoint_loads_without_com
 
 
 def test_the_batch_left_to_the_device_fills_a_gpu_with_the_learning_rate_scaled_by_its_square_root():
+    from artdate.gpu_memory import GIB, RESNET152_AT_224, Card
     from artdate.loop import for_device, gpu_batch
 
     auto = TrainConfig(shards="", storage="")
     assert auto.batch_size == 0
     on_cpu = for_device(auto, on_gpu=False)
     assert (on_cpu.batch_size, on_cpu.lr) == (32, auto.lr)  # the CPU defaults as they were
-    on_gpu = for_device(auto, on_gpu=True)
+    on_gpu = for_device(auto, on_gpu=True, card=Card("NVIDIA H200", 140 * GIB, RESNET152_AT_224))
     assert on_gpu.batch_size == 256 and on_gpu.lr == pytest.approx(auto.lr * 8**0.5)
     assert [gpu_batch(size) for size in (64, 128, 224, 320, 448)] == [1024, 1024, 256, 128, 64]
     given = TrainConfig(shards="", storage="", batch_size=48, lr=5e-4)
