@@ -70,7 +70,7 @@ def measure(backbone: str, num_outputs: int, image_size: int) -> TrainingMemory:
     from .model import build_model
 
     device = torch.device("cuda")
-    model = build_model(backbone, num_outputs, weights="none").to(device, memory_format=torch.channels_last)
+    model = build_model(backbone, num_outputs, weights="none").to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters())
     peaks = []
     for batch in PROBE_BATCHES:
