@@ -129,8 +129,10 @@ class TrainConfig(Settings):
         0,
         range=Range(at_least=0),
         help="images per step on each worker (with --workers MIN-MAX: at MIN workers; the global "
-        "batch, batch size x MIN, stays fixed as workers come and go); 0: 32 on CPU, and on a GPU 256 at "
-        "224 px (as many pixels at other sizes) with --lr scaled by the square root of the batch over 32",
+        "batch, batch size x MIN, stays fixed as workers come and go); 0: 32 on CPU, and on a GPU the largest "
+        "power of two up to 256 at 224 px (as many pixels at other sizes) whose step, measured on the card "
+        "first, fits its memory (128 on a 24 GB card for resnet152), with --lr scaled by the square root of "
+        "the batch over 32",
     )
     image_size: int = option(224, range=Range(at_least=32), help="side of the square crops fed to the model")
     workers: str = option(

@@ -111,7 +111,7 @@ def card_for_workers(backbone: str, num_outputs: int, image_size: int, gpus: flo
     its process exits after, so the probe's CUDA context does not stay on the card."""
     import ray
 
-    probe = ray.remote(probe_card).options(num_gpus=gpus, num_cpus=0, max_calls=1)
+    probe = ray.remote(num_gpus=gpus, num_cpus=0, max_calls=1)(probe_card)
     reference = probe.remote(backbone, num_outputs, image_size)
     try:
         return ray.get(reference, timeout=timeout)

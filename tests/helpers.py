@@ -12,9 +12,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The sample's works (facts) ship in metadata/sample; its images stay in ../shared, where they were
-# copied to: a test that needs them skips without it.
+# copied to: a test that needs them skips without it. ARTDATE_SAMPLE names another copy of them (a
+# GPU window's, bench/gpu/prepare.py: ../shared does not travel to the device machine).
 SAMPLE_CSV = os.path.join(ROOT, "metadata", "sample", "artworks.csv")
-SHARED_SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")
+SHARED_SAMPLE = os.environ.get("ARTDATE_SAMPLE") or os.path.join(os.path.dirname(ROOT), "shared", "artworks-sample")
 SAMPLE_IMAGES = os.path.join(SHARED_SAMPLE, "images")
 requires_sample = pytest.mark.skipif(
     not os.path.isdir(SAMPLE_IMAGES), reason="needs the sample's images in ../shared/artworks-sample"

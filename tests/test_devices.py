@@ -43,3 +43,12 @@ def test_gpus_the_autoscaler_can_add_are_used_on_a_cold_cluster(local_ray, capfd
         assert resolve_gpus(0, 2, "actor", "resnet152") == 0.0  # the user can still choose CPU
     finally:
         report_autoscaler_node_types(local_ray, gpus_per_node=0, max_nodes=0)
+
+
+def test_sizing_the_batch_for_gpus_the_cluster_never_gets_stops_naming_what_it_asked_for(local_ray):
+    """--batch-size 0 on GPUs measures the card first (gpu_memory.card_for_workers): with no GPU to be
+    had, it ends with one line instead of waiting for ever."""
+    from artdate.gpu_memory import card_for_workers
+
+    with pytest.raises(RuntimeError, match=r"no GPU \(1 per worker\) could be had within 2 s .*--batch-size"):
+        card_for_workers("resnet18", 1, 64, 1.0, timeout=2)

@@ -112,3 +112,15 @@ def test_batches_decoded_on_the_cpu_pass_through_the_same_stage(tmp_path):
     passed = list(device_decode.readable([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
     assert [b.image.shape for b in passed] == [(3, 3, 64, 64)]
     assert [s.key for s in skipped] == ["b"] and skipped[0].reason.startswith("undecodable")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_the_batch_probe_measures_resnet152_near_the_line_read_on_an_h200():
+    """gpu_memory.measure (what sizes --batch-size 0) against the H200's readings: the probe adds
+    DDP's gradient buckets and CUDA's own memory, which the sweep's readings left out."""
+    from artdate.gpu_memory import GIB, RESNET152_AT_224, measure
+
+    measured = measure("resnet152", 1, 224)
+    for batch in (128, 256):
+        assert measured.peak(batch, 224) / GIB == pytest.approx(RESNET152_AT_224.peak(batch, 224) / GIB, rel=0.25)
