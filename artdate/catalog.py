@@ -29,6 +29,7 @@ WORK_FIELDS = (
     "csv_dir",
     "source",
     "line",
+    "date_text",
 )
 COLUMNS = ("key", *WORK_FIELDS, "in_window", "rank")
 
