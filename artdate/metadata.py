@@ -45,7 +45,6 @@ class Rejected:
 class MetadataResult:
     catalog: Catalog  # the works, in a table (see catalog.py)
     rejected: list[Rejected] = field(default_factory=list)  # bad rows skipped with skip_bad_rows
-    excluded: list[Rejected] = field(default_factory=list)  # left out by --exclude-types, never requested
     not_public_domain: int = 0  # rows an export marks as not public domain: never requested
     duplicates: int = 0  # exact duplicate rows dropped
     out_of_window: int = 0  # valid rows outside [year_min, year_max]
@@ -183,7 +182,7 @@ def read_metadata(
             try:
                 excluding.check(row.get("types", ()), "")
             except Excluded as excluded:
-                result.excluded.append(Rejected(row_museum, work_id, str(excluded), where))
+                result.catalog.exclude(row_museum, work_id, str(excluded), where)  # never requested
                 continue
             try:
                 work = _work_from_row(row, row_museum, work_id, path, line, csv_dir, coarse, seed, val_fraction)

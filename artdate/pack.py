@@ -33,7 +33,7 @@ from .exports import parse_columns
 from .fetched import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
-from .metadata import MetadataResult, read_coarse_dates, read_metadata
+from .metadata import MetadataResult, Rejected, read_coarse_dates, read_metadata
 from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
 from .sources import make_source
 from .works import UNDATED, Work, middle_year, sample_key
@@ -171,13 +171,13 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         _unfinish_to_retry(config.out)
         packer = _start_packer(config, meta.catalog, scratch, progress, stack)
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
-        rows = [metadata_reject_row(row) for row in meta.rejected] + [
-            metadata_reject_row(row, EXCLUDED) for row in meta.excluded
-        ]
-        rejects_out.write(store.csv_bytes(rows, REJECT_COLUMNS))
+        rejects_out.write(store.csv_bytes([metadata_reject_row(row) for row in meta.rejected], REJECT_COLUMNS))
+        excluded = (metadata_reject_row(Rejected(*row), EXCLUDED) for row in meta.catalog.excluded())
+        while chunk := list(itertools.islice(excluded, 10_000)):  # streamed: an export may exclude 100,000s
+            rejects_out.write(store.csv_bytes(chunk, REJECT_COLUMNS, header=False))
         tally = _pack_shards(packer, meta.catalog, done, rejects_out)
         tally.rejected += len(meta.rejected)
-        tally.excluded += len(meta.excluded)
+        tally.excluded += meta.catalog.excluded_count()
     counts = {
         "rejected": tally.rejected,
         "excluded": tally.excluded,

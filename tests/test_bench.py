@@ -35,6 +35,7 @@ SMALLEST = {
         "| local | 64 | jpeg | 1 |",
     ),
     "loader_start.py": (["--loader-workers", "1", "--passes", "2"], "forkserver"),
+    "met_export.py": (["--rows", "2000"], "| 2,000 |"),
     "museums.py": (["--works", "3"], "hours for the 2017 lists"),
     "pack.py": (["--copies", "1", "--size", "64"], "artdate pack --jobs 1"),
     "preempt.py": (["--ways", "none", "--at", "2", "--batch-size", "16"], "| none |"),
