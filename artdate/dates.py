@@ -23,6 +23,7 @@ The rules (docs/commands.md lists each form):
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable
 
@@ -81,6 +82,10 @@ def _same_number(text: str, written: str) -> bool:
     return int(digits) == number
 
 
+# edtf's reader parses each text twice with dateutil (about 5 ms on this VM's core); a catalogue
+# repeats its dates ("17th century", "ca. 1900") thousands of times, so readings are kept
+# (bounded: a few MB).
+@functools.lru_cache(maxsize=20_000)
 def read_date(text: str, read_end: PartReader = read_end_with_edtf) -> tuple[int, int] | None:
     """(year_start, year_end) of a date written as text, None for a text that says there is no
     date; a ValueError naming the text when no rule reads it."""
