@@ -26,7 +26,8 @@ DECODE_ON_HELP = (
 @dataclass(frozen=True)
 class PackConfig(Settings):
     metadata: tuple[str, ...] = option(
-        help="metadata CSV file(s): at least id,year; optional museum, year_start, year_end, file, url",
+        help="metadata CSV file(s): at least id (,year); optional museum, year_start, year_end, date (as text), "
+        "file, url; or the Met's MetObjects.csv as published; or any export with --columns",
         nargs="+",
     )
     out: str = option(help="store URL: a local directory or s3://bucket/prefix", storage=True)
