@@ -29,6 +29,7 @@ WORK_FIELDS = (
     "csv_dir",
     "source",
     "line",
+    "date_text",
 )
 COLUMNS = ("key", *WORK_FIELDS, "in_window", "rank")
 
@@ -48,6 +49,9 @@ class Catalog:
             self.db.execute("PRAGMA journal_mode=OFF")  # a scratch table: nothing to recover after a crash
             self.db.execute("PRAGMA synchronous=OFF")
             self.db.execute(f"CREATE TABLE works ({', '.join(COLUMNS)}, UNIQUE (key))")
+            # works an export's type left out before any request: a whole export's photographs
+            # would otherwise be a list in memory
+            self.db.execute("CREATE TABLE excluded (museum, id, reason, place)")
 
     @contextlib.contextmanager
     def _writing(self):
@@ -82,6 +86,17 @@ class Catalog:
         )
         with self._writing():
             self.db.execute(f"INSERT INTO works VALUES ({', '.join('?' * len(COLUMNS))})", values)
+
+    def exclude(self, museum: str, work_id: str, reason: str, where: str) -> None:
+        with self._writing():
+            self.db.execute("INSERT INTO excluded VALUES (?, ?, ?, ?)", (museum, work_id, reason, where))
+
+    def excluded(self) -> Iterator[tuple[str, str, str, str]]:
+        """(museum, id, reason, file:line) of each excluded work, in the order they were read."""
+        return self.db.execute("SELECT museum, id, reason, place FROM excluded ORDER BY rowid")
+
+    def excluded_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM excluded").fetchone()[0]
 
     def finish(self) -> None:
         """After the last add: index the plan order."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import USER_AGENT
+from .exports import parse_columns
 from .options import Range, Settings, option
 
 COMPILE_HELP = (
@@ -25,7 +26,8 @@ DECODE_ON_HELP = (
 @dataclass(frozen=True)
 class PackConfig(Settings):
     metadata: tuple[str, ...] = option(
-        help="metadata CSV file(s): at least id,year; optional museum, year_start, year_end, file, url",
+        help="metadata CSV file(s): at least id (,year); optional museum, year_start, year_end, date (as text), "
+        "file, url; or the Met's MetObjects.csv as published; or any export with --columns",
         nargs="+",
     )
     out: str = option(help="store URL: a local directory or s3://bucket/prefix", storage=True)
@@ -58,6 +60,13 @@ class PackConfig(Settings):
     )
     user_agent: str = option(USER_AGENT, help="User-Agent of every request to a museum or image server")
     museum: str = option("", help="museum of every row, for CSVs without a museum column")
+    columns: tuple[str, ...] = option(
+        (),
+        help="NAME=COLUMN...: read artdate's column NAME (id, year, year_start, year_end, date, museum, file, url, "
+        "title, artist, type) from the file's COLUMN, e.g. id=\"Accession No\" date=Date (the Met's "
+        "MetObjects.csv needs none: its header is known)",
+        nargs="+",
+    )
     coarse_dates: str = option(
         "",
         help="CSV with an id (and optional museum) column of works whose single year is "
@@ -112,6 +121,7 @@ class PackConfig(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        parse_columns(self.columns)  # an unknown name is refused before any work
         if self.year_min > self.year_max:
             raise ValueError(f"--year-min {self.year_min} is after --year-max {self.year_max}: no year is inside")
 

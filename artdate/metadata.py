@@ -17,6 +17,9 @@ import sys
 from dataclasses import dataclass, field
 
 from .catalog import Catalog
+from .dates import read_date
+from .exports import Export, export_of, translate
+from .fetched import Excluded, TypeFilter
 from .works import UNDATED, Work, assign_split, middle_year
 
 SANE_YEARS = (-10000, 2100)
@@ -42,6 +45,7 @@ class Rejected:
 class MetadataResult:
     catalog: Catalog  # the works, in a table (see catalog.py)
     rejected: list[Rejected] = field(default_factory=list)  # bad rows skipped with skip_bad_rows
+    not_public_domain: int = 0  # rows an export marks as not public domain: never requested
     duplicates: int = 0  # exact duplicate rows dropped
     out_of_window: int = 0  # valid rows outside [year_min, year_max]
 
@@ -70,10 +74,19 @@ def parse_year(text: str, column: str) -> int | None:
 
 def parse_years(row: dict) -> tuple[int, int, int] | None:
     """(year, year_start, year_end) of a row, year the middle of the range when not given; None
-    for an undated work (no year, year_start or year_end at all)."""
+    for an undated work (no year, year_start, year_end or date at all). A date written as text
+    (the `date` column) is read by dates.py when the row has no years in numbers."""
     year = parse_year(row.get("year") or "", "year")
     start = parse_year(row.get("year_start") or "", "year_start")
     end = parse_year(row.get("year_end") or "", "year_end")
+    text = (row.get("date") or "").strip()
+    if year is None and start is None and end is None and text:
+        span = read_date(text)
+        if span is None:  # "n.d.": a work to date
+            return None
+        if not (SANE_YEARS[0] <= span[0] and span[1] <= SANE_YEARS[1]):
+            raise ValueError(f"date {text!r} reads as {span[0]}..{span[1]}, outside any sane range")
+        start, end = span
     if start is None and end is None:
         return None if year is None else (year, year, year)
     if start is None:
@@ -115,7 +128,7 @@ def read_coarse_dates(path: str) -> frozenset[tuple[str, str]]:
     """(museum, id) of the works a CSV with an `id` column (and optionally `museum`) marks as
     coarsely dated, such as ../shared/public-art/date-flags.csv; museum "" matches any museum."""
     marked = set()
-    for line, row in _read_rows(path):
+    for line, row in _read_rows(path, _export_of(path, {})):
         if not (row.get("id") or "").strip():
             raise MetadataError(f"{path}:{line}: empty id")
         marked.add(((row.get("museum") or "").strip().lower(), row["id"].strip()))
@@ -139,23 +152,38 @@ def read_metadata(
     skip_bad_rows: bool = False,
     catalog_path: str = ":memory:",
     coarse: frozenset[tuple[str, str]] = frozenset(),
+    columns: dict[str, str] | None = None,
+    exclude_types: tuple[str, ...] = (),
 ) -> MetadataResult:
     """Validate the rows of `paths` into a catalog of works (a file at `catalog_path` for large
     corpora: then memory does not grow with the number of works). A work in `coarse` (museum, id;
     see read_coarse_dates) dated to one year trains as the span that year stands for
-    (coarse_span); its year stays as given, so errors are still measured against it."""
+    (coarse_span); its year stays as given, so errors are still measured against it. `columns`
+    (--columns) maps artdate's columns onto the files' (exports.py, which also knows the Met's
+    export by its header); a row an export marks as not public domain is counted, and one whose
+    type is in `exclude_types` listed as excluded, before any request."""
 
     if not 0 <= val_fraction < 1:
         raise MetadataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    exports = {path: _export_of(path, columns or {}) for path in paths}  # every header checked before any row
     result = MetadataResult(catalog=Catalog(catalog_path))
     errors: list[Rejected] = []
+    excluding = TypeFilter(exclude_types)
     for path in paths:
         csv_dir = os.path.dirname(os.path.abspath(path))  # one string shared by the file's works
         file_museum = museum or museum_from_file_name(path) or DEFAULT_MUSEUM
-        for line, row in _read_rows(path):
+        for line, row in _read_rows(path, exports[path]):
             where = f"{path}:{line}"
             row_museum = sys.intern((row.get("museum") or file_museum).strip().lower())
             work_id = (row.get("id") or "").strip()
+            if row.get("public") is False:
+                result.not_public_domain += 1
+                continue
+            try:
+                excluding.check(row.get("types", ()), "")
+            except Excluded as excluded:
+                result.catalog.exclude(row_museum, work_id, str(excluded), where)  # never requested
+                continue
             try:
                 work = _work_from_row(row, row_museum, work_id, path, line, csv_dir, coarse, seed, val_fraction)
                 in_window = work.year is None or year_min <= work.year <= year_max  # a window never drops the undated
@@ -208,12 +236,13 @@ def _work_from_row(
         csv_dir=csv_dir,
         source=path,
         line=line,
+        date_text=(row.get("date_text") or row.get("date") or "").strip(),
     )
 
 
 # What two rows of one work must agree on to be an exact duplicate (the image's file is read from
 # the CSV's folder, so that counts too when there is a file).
-DUPLICATE_FIELDS = ("year", "year_start", "year_end", "file", "url", "title", "artist")
+DUPLICATE_FIELDS = ("year", "year_start", "year_end", "file", "url", "title", "artist", "date_text")
 
 
 def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) -> None:
@@ -234,26 +263,41 @@ def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) ->
     result.out_of_window += not in_window
 
 
-def _read_rows(path: str):
-    """Yield (line number, row) for each data row; a file without an id column is an error (one
-    without year columns lists works to date)."""
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as problem:
-        raise MetadataError(f"{path}: cannot read: {problem.strerror}") from None
-    with handle:
-        reader = csv.DictReader(handle)
+def _export_of(path: str, columns: dict[str, str]) -> Export:
+    """The export the file's header shows (exports.py); a MetadataError naming the file."""
+    with _open(path) as handle:
         try:
-            columns = reader.fieldnames or []
+            header = next(csv.reader(handle), [])
         except UnicodeDecodeError:
             raise _not_utf8(path) from None
         except csv.Error as problem:
             raise MetadataError(f"{path}:1: malformed CSV: {problem}") from None
-        if "id" not in columns:
-            raise MetadataError(f"{path}:1: needs an id column, has {columns}")
+    try:
+        return export_of(path, header, columns)
+    except ValueError as problem:
+        raise MetadataError(str(problem)) from None
+
+
+def _open(path: str):
+    try:
+        return open(path, newline="", encoding="utf-8-sig")  # -sig: the Met's export starts with a BOM
+    except OSError as problem:
+        raise MetadataError(f"{path}: cannot read: {problem.strerror}") from None
+
+
+def _read_rows(path: str, export: Export):
+    """Yield (line number, row in artdate's columns) for each data row; a file without an id
+    column is an error (one without year columns lists works to date). A row whose number of
+    fields is not the header's keeps a None key, which _work_from_row refuses."""
+    with _open(path) as handle:
+        reader = csv.DictReader(handle)
         try:
             for row in reader:
-                yield reader.line_num, row
+                wrong = row.get(None) is not None or None in row.values()
+                translated = translate(row, export)
+                if wrong:
+                    translated[None] = row.get(None) or [""]
+                yield reader.line_num, translated
         except UnicodeDecodeError:
             raise _not_utf8(path) from None
         except csv.Error as problem:

@@ -29,10 +29,11 @@ from tqdm import tqdm
 from . import shards, store
 from .catalog import Catalog
 from .config import PackConfig
+from .exports import parse_columns
 from .fetched import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
-from .metadata import MetadataResult, read_coarse_dates, read_metadata
+from .metadata import MetadataResult, Rejected, read_coarse_dates, read_metadata
 from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
 from .sources import make_source
 from .works import UNDATED, Work, middle_year, sample_key
@@ -159,6 +160,8 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
     """Pack the works of `config.metadata` into `config.out`; return the manifest."""
     settings = {name: getattr(config, name) for name in PACK_SETTINGS}
     settings["exclude_types"] = sorted(config.exclude_types)
+    if config.columns:  # only when given, so a store packed before --columns existed still resumes
+        settings["columns"] = list(config.columns)
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
         meta = _read_works(config, scratch)
@@ -169,8 +172,12 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         packer = _start_packer(config, meta.catalog, scratch, progress, stack)
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
         rejects_out.write(store.csv_bytes([metadata_reject_row(row) for row in meta.rejected], REJECT_COLUMNS))
+        excluded = (metadata_reject_row(Rejected(*row), EXCLUDED) for row in meta.catalog.excluded())
+        while chunk := list(itertools.islice(excluded, 10_000)):  # streamed: an export may exclude 100,000s
+            rejects_out.write(store.csv_bytes(chunk, REJECT_COLUMNS, header=False))
         tally = _pack_shards(packer, meta.catalog, done, rejects_out)
         tally.rejected += len(meta.rejected)
+        tally.excluded += meta.catalog.excluded_count()
     counts = {
         "rejected": tally.rejected,
         "excluded": tally.excluded,
@@ -178,6 +185,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         "rejected_rows": len(meta.rejected),
         "duplicates_dropped": meta.duplicates,
         "out_of_window": meta.out_of_window,
+        "not_public_domain": meta.not_public_domain,
     }
     if not tally.entries:
         raise NothingPacked(config.out, tally.rejected, tally.transient)
@@ -199,6 +207,8 @@ def _read_works(config: PackConfig, scratch: str) -> MetadataResult:
         skip_bad_rows=config.skip_bad_rows,
         catalog_path=os.path.join(scratch, "works.sqlite"),
         coarse=read_coarse_dates(config.coarse_dates) if config.coarse_dates else frozenset(),
+        columns=parse_columns(config.columns),
+        exclude_types=config.exclude_types,
     )
     if not meta.catalog.count():
         meta.catalog.close()

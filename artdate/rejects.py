@@ -23,12 +23,13 @@ def reject_row(work: Work, stage: str, reason: str, transient: bool = False) -> 
     }
 
 
-def metadata_reject_row(row: Rejected) -> dict:
-    """A row of rejects.csv for a metadata row that could not be read."""
+def metadata_reject_row(row: Rejected, stage: str = "metadata") -> dict:
+    """A row of rejects.csv for a metadata row that could not be read (or, stage EXCLUDED, whose
+    type the export gave is one of --exclude-types)."""
     return {
         "museum": row.museum,
         "id": row.id,
-        "stage": "metadata",
+        "stage": stage,
         "reason": row.reason,
         "transient": "",
         "where": row.where,
@@ -57,6 +58,8 @@ def summary_line(manifest: dict, out: str) -> str:
     transient = manifest.get("transient", 0)
     retry = f" ({transient} transient: rerun the same command to retry them)" if transient else ""
     excluded = f", excluded {manifest['excluded']} by type" if manifest.get("excluded") else ""
+    if manifest.get("not_public_domain"):
+        excluded += f", {manifest['not_public_domain']} not public domain (never requested)"
     undated = manifest["splits"]["undated"]["samples"]
     to_date = f" ({undated} undated, to date: never trained on)" if undated else ""
     return (

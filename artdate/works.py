@@ -34,6 +34,7 @@ class Work:
     csv_dir: str = ""
     source: str = ""  # the metadata file (one string shared by its works) ...
     line: int = 0  # ... and the line, for messages
+    date_text: str = ""  # the date as the metadata wrote it ("c. 1650", the Met's Object Date), if any
 
     @property
     def where(self) -> str:
@@ -56,6 +57,7 @@ class Work:
             "split": self.split,
             "title": self.title,
             "artist": self.artist,
+            "date_text": self.date_text,
         }
 
 

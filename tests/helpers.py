@@ -190,3 +190,54 @@ def images_shown_in_chromium(page: str, tmp_path) -> tuple[int, int, str]:
     found = re.search(r"<title>loaded (\d+) of (\d+)</title>", dom)
     assert found, dom[:300]
     return int(found.group(1)), int(found.group(2)), dom
+
+
+MET_CLASSIFICATIONS = ("Paintings", "Prints", "Photographs", "Ceramics", "Textiles-Woven", "Drawings", "")
+MET_DATES = (("ca. 1479–1425 B.C.", -1479, -1425), ("mid-19th century", 1834, 1866), ("1889", 1889, 1889))
+
+
+def synthetic_met_row(n: int) -> list[str]:
+    """Row n of a file in MetObjects.csv's shape (exports.MET_HEADER), about as long as the Met's
+    own rows (230 MB for 480,000): half public domain, titles with commas, quotes and newlines,
+    dimensions with the Met's \\r\\n, and now and then an undated work."""
+    from artdate.exports import MET_HEADER
+
+    text, begin, end = MET_DATES[n % len(MET_DATES)] if n % 97 else ("", 0, 0)
+    fields = {
+        "Object Number": f"{1900 + n % 120}.{n % 1000}.{n}",
+        "Is Highlight": "False",
+        "Is Timeline Work": "False",
+        "Is Public Domain": "True" if n % 2 else "False",
+        "Object ID": str(n + 1),
+        "Department": "European Paintings",
+        "AccessionYear": str(1900 + n % 120),
+        "Object Name": "Painting",
+        "Title": f'Work {n}, a "study"\nafter the antique, with figures' if n % 5 == 0 else f"Work {n}, oil",
+        "Artist Display Name": "Unknown, Dutch",
+        "Artist Display Bio": "Dutch, active Haarlem, ca. 1600–1650",
+        "Object Date": text,
+        "Object Begin Date": str(begin),
+        "Object End Date": str(end),
+        "Medium": "Oil on canvas",
+        "Dimensions": "H. 13.7 cm (5 3/8 in.)\r\nW. 5.6 cm (2 3/16 in.)",
+        "Credit Line": "Gift of a friend of the Museum, 1921",
+        "Classification": MET_CLASSIFICATIONS[n % len(MET_CLASSIFICATIONS)],
+        "Link Resource": f"http://www.metmuseum.org/art/collection/search/{n + 1}",
+        "Metadata Date": "12/7/2026 8:00:00 AM",
+        "Repository": "Metropolitan Museum of Art, New York, NY",
+        "Tags": "Men|Portraits",
+    }
+    return [fields.get(column, "") for column in MET_HEADER]
+
+
+def write_synthetic_met_export(path: str, rows: int) -> str:
+    """A file of `rows` synthetic rows in MetObjects.csv's shape, with its byte-order mark."""
+    import csv
+
+    from artdate.exports import MET_HEADER
+
+    with open(path, "w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.writer(f)
+        writer.writerow(MET_HEADER)
+        writer.writerows(synthetic_met_row(n) for n in range(rows))
+    return path

@@ -16,6 +16,7 @@ BENCH = os.path.join(ROOT, "bench")
 SMALLEST = {
     "checkpoint.py": (["--backbones", "efficientnet_lite0", "--repeats", "1"], "efficientnet_lite0"),
     "comparanda.py": (["--sizes", "2000", "--queries", "20", "--dim", "32", "--nprobe", "4"], "nprobe 4"),
+    "dates.py": ([], "| Met objectDate (recorded) | undate + artdate's layer |"),
     "data.py": (["--copies", "1", "--loader-workers", "1", "--batch-size", "16", "--passes", "1"], "shards, S3, uint8"),
     "fetch_soak.py": (["--works", "40", "--scale", "0.02"], "| all |"),
     "frozen.py": (["--folds", "2", "--sizes", "64", "--sets", "sample", "--recipes", "l1"], "| sample | sample | 64"),
@@ -24,6 +25,7 @@ SMALLEST = {
         "| local | 64 | jpeg | 1 |",
     ),
     "loader_start.py": (["--loader-workers", "1", "--passes", "2"], "forkserver"),
+    "met_export.py": (["--rows", "2000"], "| 2,000 |"),
     "museums.py": (["--works", "3"], "hours for the 2017 lists"),
     "pack.py": (["--copies", "1", "--size", "64"], "artdate pack --jobs 1"),
     "preempt.py": (["--ways", "none", "--at", "2", "--batch-size", "16"], "| none |"),
