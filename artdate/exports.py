@@ -10,6 +10,7 @@ work is never asked for) and `public` (False: the work may not be requested at a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 # The columns of artdate's own CSVs that --columns can name; `date` is a date written as text
@@ -82,15 +83,7 @@ def export_of(path: str, header: list[str], columns: dict[str, str]) -> Export:
         missing = [f"{name}={column!r}" for name, column in columns.items() if column not in header]
         if missing:
             raise ValueError(f"{path}:1: --columns {' '.join(missing)}: no such column; the file has {header}")
-        base = Export(
-            name=base.name or "columns",
-            columns={**base.columns, **columns},
-            museum=base.museum,
-            public_domain=base.public_domain,
-            types=base.types,
-            date_text=base.date_text,
-            years=base.years,
-        )
+        base = dataclasses.replace(base, name=base.name or "columns", columns={**base.columns, **columns})
     if "id" not in base.columns and "id" not in header:
         raise ValueError(f"{path}:1: needs an id column, has {header} (--columns id=COLUMN names another)")
     return base
