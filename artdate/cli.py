@@ -93,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{outcome['median_baseline_mae']:.1f} years"
     )
     ranges = outcome["ranges"]
-    if ranges:  # the validation works calibrated them: held-out coverage is bench/recipes.py's to measure
+    if ranges:  # the validation works calibrated them: held-out coverage is bench/quality/recipes.py's to measure
         print(
             f"{ranges['level']:.0%} year ranges: {ranges['width']:.0f} years wide on average "
             f"(calibrated on the validation works: {ranges['coverage']:.0%} of them inside)"

@@ -7,7 +7,7 @@ similarity) and the k nearest, the work itself left out, go to `results.neighbou
 comparison is exact (matrix products in blocks) up to APPROXIMATE_FROM training works; from there
 it goes through a faiss inverted-file index built once (`pip install 'artdate[faiss]'`), since
 exact search grows with the square of the corpus: minutes for the 2017 lists, hours for a
-million works (bench/comparanda.py measured both). The training works' embeddings are kept as
+million works (bench/scale/comparanda_search.py measured both). The training works' embeddings are kept as
 `results.reference.npz`, so `predict --comparanda results.csv` finds an image's neighbours with
 the same checkpoint.
 """

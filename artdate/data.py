@@ -84,7 +84,7 @@ class Batch:
         """How a batch crosses from a loader process to the one training or scoring: each tensor
         travels through shared memory, and every storage costs the receiving process a file
         descriptor passed over a socket (about 2 ms: the serial part of the loader, bench/
-        loader.py). So the labels travel inline as lists, and encoded JPEGs as one tensor of
+        speed/loader.py). So the labels travel inline as lists, and encoded JPEGs as one tensor of
         their bytes end to end; only the images use shared memory, one storage a batch."""
         image: Any = self.image
         lengths = None
@@ -347,7 +347,7 @@ def forkserver() -> multiprocessing.context.BaseContext:
     threads a fork would copy mid-lock (Ray's guidance); a forkserver forks from a clean
     single-threaded process. That process imports what a worker needs (`WORKER_IMPORTS`) once
     when it starts, so a worker forked from it starts in a fraction of a second instead of
-    importing them again (seconds each, every epoch: bench/loader_start.py). It keeps the
+    importing them again (seconds each, every epoch: bench/speed/loader_start.py). It keeps the
     environment of its start, so each worker takes this process's as it is now (storage
     credentials set later, for one: `_take_environment`)."""
     context = multiprocessing.get_context("forkserver")

@@ -5,7 +5,7 @@
 English reader) reads each date; the layer here only puts the text in the shape it reads (one
 kind of dash, a range cut into its two ends, BCE and a shortened end year carried to both ends)
 and then applies the rules for what it leaves to its caller: a circa, a part of a period (early,
-mid, late, a half, a quarter). bench/dates.py measured it against `undate` (bench/RESULTS.md).
+mid, late, a half, a quarter). bench/quality/date_readers.py measured it against `undate` (bench/RESULTS.md).
 
 The rules (docs/commands.md lists each form):
 - a year is itself; "dated 1652" is 1652; "probably", "possibly" change nothing;

@@ -1,6 +1,6 @@
 """Frozen features: a pretrained backbone's embedding of every work in a store, computed once and
 kept beside the shards (`_embeddings/{backbone}-{size}.npz`), and year heads trained on them in
-seconds. Recipe search on CPU is then not bound to full fine-tuning (bench/frozen.py measures how
+seconds. Recipe search on CPU is then not bound to full fine-tuning (bench/quality/frozen.py measures how
 close it comes).
 """
 

@@ -252,7 +252,7 @@ def fit(
     cfg.epochs passes of train_one_epoch over epoch_batches(epoch), each validated on
     validation() when given, as artdate train does after every epoch (bf16 autocast on CUDA, as it
     trains there; cfg.compile compiles the model). `through`: the module the batches go through
-    when it wraps `model` (bench/recipes.py emulates DDP ranks so); `device_transform` as in
+    when it wraps `model` (bench/quality/recipes.py emulates DDP ranks so); `device_transform` as in
     train_one_epoch."""
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)

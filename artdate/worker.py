@@ -172,7 +172,7 @@ def _recorded(batches, progress: EpochProgress, worker: Worker):
                 step += 1
                 if log is not None:
                     entry = {"epoch": progress.epoch, "step": step, "rank": worker.rank, "world": worker.world}
-                    # time: when the step's batch was read (bench/preempt.py times a resume by it)
+                    # time: when the step's batch was read (bench/scale/preempt.py times a resume by it)
                     log.write(json.dumps({**entry, "time": time.time(), "keys": batch.key}) + "\n")
                     log.flush()
             yield batch

@@ -68,8 +68,8 @@ stage() { # stage NAME LIMIT COMMAND...: run it, bounded by its limit and by wha
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$log"
 stage test_gpu 50 "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py
-stage input 150 "$python" bench/gpu_input.py --inputs model,cpu --store "$store" --seconds "$rows" "${tiny[@]}"
-stage device_decode 70 "$python" bench/gpu_input.py --inputs model,device --store "$store" --seconds "$rows" "${tiny[@]}"
-stage compiled 170 "$python" bench/gpu_input.py --compile --modes train --inputs model,cpu --train-loaders 2 \
+stage input 150 "$python" -m bench.speed.gpu_input --inputs model,cpu --store "$store" --seconds "$rows" "${tiny[@]}"
+stage device_decode 70 "$python" -m bench.speed.gpu_input --inputs model,device --store "$store" --seconds "$rows" "${tiny[@]}"
+stage compiled 170 "$python" -m bench.speed.gpu_input --compile --modes train --inputs model,cpu --train-loaders 2 \
   --store "$store" --seconds "$rows" "${tiny[@]}"
-stage model_sweep 30 "$python" bench/gpu_model.py sweep --max-batch 512 --steps 10 "${tiny_sweep[@]}"
+stage model_sweep 30 "$python" -m bench.speed.gpu_model sweep --max-batch 512 --steps 10 "${tiny_sweep[@]}"

@@ -32,7 +32,7 @@ def test_demo_beats_the_median_baseline(tmp_path):
     console = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(console) <= 40 and len(set(console)) == len(console), done.stderr
     assert not any(noise in done.stderr for noise in ("pid=", "Reporting training result", "WARNING")), done.stderr
-    # The recipe bench/recipes.py measured takes steps of 16 images, however many workers share them.
+    # The recipe bench/quality/recipes.py measured takes steps of 16 images, however many workers share them.
     with open(workdir / "shards" / "manifest.json") as f:
         training_works = json.load(f)["labels"]["train"]["count"]
     assert f"8 epochs of {training_works // 16} steps" in done.stderr, done.stderr[-3000:]

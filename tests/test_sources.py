@@ -232,7 +232,7 @@ def test_a_retry_after_longer_than_the_deadline_is_waited_out_not_counted(api):
 def test_a_soak_of_the_fetch_path_loses_no_work_to_passing_trouble(tmp_path, api):
     # Both museums' chains at the shipped pace (scaled), through recurring blocks, 503 bursts, reset
     # connections and an image that drips past the deadline: every work is packed, or a final
-    # reject for a final reason, after at most one rerun (bench/fetch_soak.py measures it larger).
+    # reject for a final reason, after at most one rerun (bench/scale/fetch_soak.py measures it larger).
     rows = soak_works(api, 150)
     api.weather = soak_weather(SCALE, drip=rows[7]["id"])
     manifest, out = pack(tmp_path, api, rows, source="auto", **shipped_pace(SCALE))

@@ -15,7 +15,7 @@ pass over every shard, as a training epoch or a scoring actor reads them:
   main process at a full core feeds no more processes. With 0 processes (the scoring actors'
   default, a thread reading ahead) everything happens in the main process.
 
-    python bench/loader.py [--copies 20] [--workers 0 1 2 4 8] [--pack-sizes 384 256] [--s3]
+    python -m bench.speed.loader [--copies 20] [--workers 0 1 2 4 8] [--pack-sizes 384 256] [--s3]
 """
 
 import argparse
@@ -23,12 +23,10 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import sample_copies
-
 from artdate import data, partition, shards
 from artdate.config import PackConfig
 from artdate.pack import run_pack
+from bench.common import sample_copies
 
 
 def one_pass(slices: list, transform, batch: int, workers: int) -> dict:
@@ -86,7 +84,7 @@ def main() -> None:
         ]
         s3 = None
         if args.s3:
-            from servers import SeaweedS3
+            from tests.servers import SeaweedS3
 
             s3 = SeaweedS3().start()
             os.environ.update(s3.environment())

@@ -2,7 +2,7 @@
 out: a model trains and calibrates on one set and reads the other.
 
 For each --directions A:B, the model trains on A's works outside the split `artdate demo` holds
-out (bench/recipes.py's training and recipes), its ranges are calibrated on A's held-out works,
+out (bench/quality/recipes.py's training and recipes), its ranges are calibrated on A's held-out works,
 and it reads them and every work of B. The ranges are calibrated two ways, on the same readings:
 - pooled: one margin from all of A's held-out works (artdate before issue 39);
 - by museum (artdate now, ranges.calibrate): a museum with enough calibration works its own
@@ -11,19 +11,18 @@ and it reads them and every work of B. The ranges are calibrated two ways, on th
 Prints the coverage (share of true years inside their range; the promise is --level) and the mean
 width per set and per museum of B with 20 works or more.
 
-    python bench/shift.py [--directions public-art:sample sample:public-art] [--recipes bins-10ep-sigma50 ...]
+    python -m bench.quality.shift [--directions public-art:sample sample:public-art] [--recipes bins-10ep-sigma50 ...]
 """
 
 import argparse
 import os
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
-from recipes import DEMO, RECIPES, load_works, predict, train
 
 from artdate import ranges
 from artdate.config import TrainConfig
+from bench.quality.recipes import DEMO, RECIPES, load_works, predict, train
 
 PER_MUSEUM_FROM = 20  # works of B a museum needs for a row of its own
 

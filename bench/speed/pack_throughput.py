@@ -4,7 +4,7 @@ The baseline is what a script would do by hand: one process, PIL open -> RGB -> 
 no draft decoding. `artdate pack` runs with 1 and with all cores. The sample is repeated
 --copies times (as different museums) so the run is long enough to measure.
 
-    python bench/pack.py [--copies 16] [--size 384]
+    python -m bench.speed.pack_throughput [--copies 16] [--size 384]
 """
 
 import argparse
@@ -14,12 +14,11 @@ import os
 import resource
 import tempfile
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import per_second, sample_copies
 from PIL import Image
 
 from artdate.config import PackConfig
 from artdate.pack import run_pack
+from bench.common import per_second, sample_copies
 
 
 def repeated_metadata(directory: str, copies: int) -> tuple[str, list[str]]:

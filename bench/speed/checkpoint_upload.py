@@ -7,7 +7,7 @@ today) the loop waits for both; with ASYNC it waits for the local write only. Th
 ratios to the local write measured in the same run, per backbone, with the share of a
 15-minute --checkpoint-every interval that each mode stalls.
 
-    python bench/checkpoint.py [--backbones resnet152 efficientnet_lite0] [--repeats 3]
+    python -m bench.speed.checkpoint_upload [--backbones resnet152 efficientnet_lite0] [--repeats 3]
 """
 
 import argparse
@@ -16,7 +16,6 @@ import statistics
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
 
 from artdate import ranges, store
@@ -61,7 +60,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from servers import SeaweedS3
+    from tests.servers import SeaweedS3
 
     s3 = SeaweedS3().start()
     os.environ.update(s3.environment())

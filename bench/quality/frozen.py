@@ -9,7 +9,7 @@ baseline (the median of that set's own training works). Prints MAE, the baseline
 predicting the training median, their ratio, the
 ranges' coverage and width, and seconds per fold.
 
-    python bench/frozen.py [--folds 10] [--sizes 128 160] [--sets sample public-art both]
+    python -m bench.quality.frozen [--folds 10] [--sizes 128 160] [--sets sample public-art both]
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import dataclasses
 import os
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import numpy as np
 import torch
-from common import ROOT
 
 from artdate import ranges
 from artdate.config import PackConfig
@@ -31,6 +29,7 @@ from artdate.metadata import read_coarse_dates, training_span
 from artdate.model import LabelEncoding
 from artdate.pack import run_pack
 from artdate.works import derive_seed
+from bench.common import ROOT
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SETS = {  # name -> (metadata CSV, image folder)

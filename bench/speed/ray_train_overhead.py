@@ -5,7 +5,7 @@ figures come from the per-epoch img/s each run reports (start-up excluded, shown
 "Ray daemons" is the share of all cores that Ray's own processes (raylet, GCS, dashboard and its
 agents) used during each Ray run: CPU the training workers could not have.
 
-    python bench/train.py [--backbone efficientnet_lite0] [--image-size 128] [--epochs 2]
+    python -m bench.speed.ray_train_overhead [--backbone efficientnet_lite0] [--image-size 128] [--epochs 2]
 """
 
 import argparse
@@ -13,15 +13,13 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import pack_sample, tiny_training
-
 from artdate import data, partition, shards
 from artdate.checkpoints import run_checkpoints
 from artdate.config import TrainConfig
 from artdate.loop import fit, label_encoding, shard_batches
 from artdate.model import ModelSpec, build_model
 from artdate.train import run_training
+from bench.common import pack_sample, tiny_training
 
 
 def plain_loop(store_url, cfg) -> float:

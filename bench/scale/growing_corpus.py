@@ -5,7 +5,7 @@ Each stage runs in a fresh Python process (this script with --stage), so its pea
 stage's driver alone: the pack process (encoders apart), the score driver (actors apart).
 Training runs once, on the smallest corpus, for a checkpoint that scores them all.
 
-    python bench/scale.py --sizes 2000 20000 100000 [--out bench/out/scale]
+    python -m bench.scale.growing_corpus --sizes 2000 20000 100000 [--out bench/out/scale]
 """
 
 import argparse
@@ -18,8 +18,7 @@ import subprocess
 import sys
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import ROOT, tiny_training
+from bench.common import ROOT, tiny_training
 
 
 def run_stage(stage: str, settings: dict) -> dict:
@@ -49,7 +48,7 @@ def run_stage(stage: str, settings: dict) -> dict:
 
 def in_fresh_process(stage: str, settings: dict) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--stage", stage, "--settings", json.dumps(settings)],
+        [sys.executable, "-m", "bench.scale.growing_corpus", "--stage", stage, "--settings", json.dumps(settings)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -110,7 +109,7 @@ def main() -> None:
         print(json.dumps(run_stage(args.stage, json.loads(args.settings))))
         return
 
-    from synth import generate
+    from artdate.synthetic import generate
 
     rows, checkpoint = [], None
     for works in sorted(args.sizes):

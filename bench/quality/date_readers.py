@@ -11,7 +11,7 @@ the library reads each end). A reading counts as
 - holds: the expected range lies inside it (a circa widened on purpose still holds);
 - wrong: a range came out that does not even overlap the expected one (worse than none).
 
-    python bench/dates.py [--public-art ../shared/public-art/artworks.csv]
+    python -m bench.quality.date_readers [--public-art ../shared/public-art/artworks.csv]
 """
 
 import argparse
@@ -22,10 +22,8 @@ import re
 import sys
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import SHARED
-
 from artdate.dates import read_date, read_end_with_edtf
+from bench.common import SHARED
 
 FORMS = {  # text -> the range docs/commands.md promises (None: an undated work)
     "1652": (1652, 1652),

@@ -15,7 +15,7 @@ of one school and century lie together), the query works new draws from the same
 `--dim` 1280 as EfficientNet-Lite0's features (ResNet152's are 2048). A whole corpus of N works
 against its training works costs the build plus N/1,000 times the per-1,000 figure.
 
-    python bench/comparanda.py [--sizes 10000 100000 1000000] [--queries 2000] [--dim 1280]
+    python -m bench.scale.comparanda_search [--sizes 10000 100000 1000000] [--queries 2000] [--dim 1280]
 """
 
 import argparse
@@ -23,7 +23,6 @@ import os
 import resource
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import numpy as np
 
 from artdate import comparanda

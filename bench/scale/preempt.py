@@ -14,7 +14,7 @@ the samples trained and then lost (the resumed weights never saw them), their se
 of an epoch measured in the same run (the baseline), the time from Ray's taking the notice to the
 registered checkpoint, and from the node's loss to the first resumed step.
 
-    python bench/preempt.py [--at 12] [--ways notice interval none]
+    python -m bench.scale.preempt [--at 12] [--ways notice interval none]
 """
 
 import argparse
@@ -26,11 +26,10 @@ import statistics
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import loopback_cluster
-from helpers import pack_sample, trained_in_epoch, wait_for_registered
-from servers import RayNodes
-from test_multinode import start_training, two_node_training
+from bench.common import loopback_cluster  # first: tests/ on sys.path for test_multinode's imports
+from tests.helpers import pack_sample, trained_in_epoch, wait_for_registered
+from tests.servers import RayNodes
+from tests.test_multinode import start_training, two_node_training
 
 DEADLINE_S = 8
 

@@ -1,7 +1,7 @@
 """ResNet152 on one CUDA device, model only (synthetic inputs already on the device).
 
-    python bench/gpu_model.py sweep [--backbone resnet152] [--image-size 224]
-    python bench/gpu_model.py compile
+    python -m bench.speed.gpu_model sweep [--backbone resnet152] [--image-size 224]
+    python -m bench.speed.gpu_model compile
 
 `sweep`: train and eval img/s in bf16 autocast with channels_last at batch 64, 128, ... up to
 `--max-batch` or out-of-memory, each against fp32 at batch 64 measured in the same run. `compile`:
@@ -14,11 +14,10 @@ import argparse
 import sys
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
-from common import per_second
 
 from artdate.model import build_model
+from bench.common import per_second
 
 STEPS, WARMUP = 20, 5  # timed steps after the warm-up ones
 

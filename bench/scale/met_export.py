@@ -2,16 +2,16 @@
 shape (the real header, synthetic rows as long as the Met's) as `artdate pack` reads it, each
 size in a fresh process, with --exclude-types photographs.
 
-    python bench/met_export.py [--rows 50000 500000]
+    python -m bench.scale.met_export [--rows 50000 500000]
 """
 
 import argparse
 import os
 import tempfile
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from helpers import write_synthetic_met_export
-from test_exports import read_export_in_a_fresh_process
+import bench.common  # noqa: F401  (first: tests/ on sys.path for test_exports's own imports)
+from tests.helpers import write_synthetic_met_export
+from tests.test_exports import read_export_in_a_fresh_process
 
 
 def main() -> None:

@@ -1,11 +1,9 @@
 """Write a synthetic corpus of dated works (artdate/synthetic.py) for the benchmarks.
 
-python bench/synth.py --works 20000 --out bench/out/synth-20000
+python -m bench.scale.synthetic_corpus --works 20000 --out bench/out/synth-20000
 """
 
 import argparse
-
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 
 from artdate.synthetic import generate
 

@@ -8,8 +8,8 @@ the transforms, `predict_years`, ranges.calibrate), in one process without Ray, 
 and re-encoded as pack does. `--ranks 2` trains as the demo's two DDP workers do: each batch of 16
 split in two halves with their own BatchNorm statistics (class Ranks).
 
-    python bench/recipes.py [--folds 5] [--ranks 2] [--recipes base,bins,...] [--json bench/out/recipes.json]
-    python bench/recipes.py --sets public-art --split fixed --ranks 2 --recipes bins-10ep-sigma50,...
+    python -m bench.quality.recipes [--folds 5] [--ranks 2] [--recipes base,bins,...] [--json bench/out/recipes.json]
+    python -m bench.quality.recipes --sets public-art --split fixed --ranks 2 --recipes bins-10ep-sigma50,...
 
 `--sets sample public-art` trains on both and measures each set on its own works against the
 median of its own training works. `--split fixed` trains one model per recipe and measures it on
@@ -38,9 +38,7 @@ import resource
 import sys
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
-from common import ROOT, SHARED
 
 from artdate import comparanda, data, ranges
 from artdate.config import TrainConfig
@@ -48,6 +46,7 @@ from artdate.images import encode_image
 from artdate.loop import fit
 from artdate.metadata import read_coarse_dates, read_metadata
 from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years
+from bench.common import ROOT, SHARED
 
 SETS = {  # name -> (metadata CSV, image folder, coarse-date flags or "")
     "sample": (os.path.join(ROOT, "metadata", "sample", "artworks.csv"), os.path.join(SHARED, "artworks-sample"), ""),

@@ -4,16 +4,15 @@ submitted through launch.py, on a store with fewer validation shards than ranks.
 Prints, per worker count: wall seconds of the job, whether every rank got training samples
 (balanced within one sample), and val_n against the validation split's size.
 
-    python bench/ranks.py [--workers 8 16]
+    python -m bench.scale.many_ranks [--workers 8 16]
 """
 
 import argparse
 import subprocess
 import sys
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import ROOT, loopback_cluster, pack_sample, stopwatch, tiny_training
-from helpers import flags
+from bench.common import ROOT, loopback_cluster, pack_sample, stopwatch, tiny_training
+from tests.helpers import flags
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ for scoring, each input for --seconds after a warm-up (start-up, cudnn autotunin
   ahead on a stream of its own (device_decode.readable), from the first loader count.
 Training uses artdate's own train_one_epoch (bf16 autocast on CUDA); scoring its evaluate.
 
-    python bench/gpu_input.py [--compile] [--seconds 60]           # on a GPU (bench/gpu.sh runs it)
-    python bench/gpu_input.py --device cpu --backbone resnet18 --image-size 32 --copies 1 --batch 16 --seconds 2
+    python -m bench.speed.gpu_input [--compile] [--seconds 60]           # on a GPU (bench/gpu.sh runs it)
+    python -m bench.speed.gpu_input --device cpu --backbone resnet18 --image-size 32 --copies 1 --batch 16 --seconds 2
 """
 
 import argparse
@@ -25,15 +25,14 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
-from common import per_second, sample_copies, stopwatch
 
 from artdate import data, partition, shards
 from artdate.config import PackConfig, TrainConfig
 from artdate.loop import evaluate, make_optimizer, make_scheduler, train_one_epoch
 from artdate.model import LabelEncoding, ModelSpec, build_model, compiled
 from artdate.pack import run_pack
+from bench.common import per_second, sample_copies, stopwatch
 
 
 def pack_copies(directory: str, copies: int, size: int) -> str:

@@ -6,7 +6,7 @@ loader), which builds artdate's training loader over the packed sample (local sh
 times, as epochs do: the seconds to the first batch of the first loader, of the later ones, and of a whole
 pass. Ratios (in brackets) are to fork in the same run.
 
-    python bench/loader_start.py [--loader-workers 1 2] [--passes 3]
+    python -m bench.speed.loader_start [--loader-workers 1 2] [--passes 3]
 """
 
 import argparse
@@ -15,8 +15,7 @@ import statistics
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-from common import pack_sample
+from bench.common import pack_sample
 
 
 def loader_passes(store_url: str, start_method: str, loader_workers: int, passes: int) -> list[tuple[float, float]]:

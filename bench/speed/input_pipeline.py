@@ -8,7 +8,7 @@ the consuming process (on the GPU in training; here on the CPU, counted in the r
 is packed at the default size (256 px since 2026-12-07, 384 before); the baselines read the original
 files (up to 512 px).
 
-    python bench/data.py [--copies 3] [--loader-workers 2]
+    python -m bench.speed.input_pipeline [--copies 3] [--loader-workers 2]
 """
 
 import argparse
@@ -17,15 +17,14 @@ import io
 import os
 import tempfile
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
-from common import per_second, sample_copies
 from PIL import Image
 
 from artdate import data, partition, shards, store
 from artdate.config import PackConfig
 from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs
 from artdate.pack import run_pack
+from bench.common import per_second, sample_copies
 
 
 class JpegFolder(torch.utils.data.Dataset):
@@ -93,7 +92,7 @@ def main():
         pack = dict(metadata=(metadata,), samples_per_shard=50, val_fraction=0.0, year_min=-1000, year_max=2100)
         run_pack(PackConfig(out=local, **pack), progress=False)
 
-        from servers import SeaweedS3
+        from tests.servers import SeaweedS3
 
         s3 = SeaweedS3().start()
         os.environ.update(s3.environment())

@@ -10,7 +10,7 @@ between them stay as shipped; the hours column scales the wall time back. A run 
 transient rejects is rerun once. Prints requests per packed work and the time lost to the weather
 against the clear run.
 
-    python bench/fetch_soak.py [--works 3000] [--scale 0.02]
+    python -m bench.scale.fetch_soak [--works 3000] [--scale 0.02]
 """
 
 import argparse
@@ -18,12 +18,10 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-import museum_servers
-from helpers import shipped_pace
-
 from artdate.config import PackConfig
 from artdate.pack import run_pack
+from tests import museum_servers
+from tests.helpers import shipped_pace
 
 
 def soak(works: int, scale: float, weather: str, scratch: str) -> dict:

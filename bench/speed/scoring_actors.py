@@ -3,10 +3,10 @@ without reading the next batch ahead in a thread, as the actors do), same run.
 
 Same shards, same checkpoint (efficientnet_lite0, freshly saved, 128 px input), batch 64. The
 shards hold the sample (300 images at 160 px, 25 a shard) or, with --works N, a synthetic corpus
-of N works (bench/synth.py, 64 px images, 250 a shard): the end-to-end figures then include
+of N works (bench/scale/synthetic_corpus.py, 64 px images, 250 a shard): the end-to-end figures then include
 Ray's and the actors' start-up over a corpus long enough to matter.
 
-    python bench/score.py [--works 12000]
+    python -m bench.speed.scoring_actors [--works 12000]
 """
 
 import argparse
@@ -14,10 +14,7 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
 import torch
-from common import pack_sample, per_second
-from synth import generate
 
 from artdate import data, partition, shards
 from artdate.checkpoints import load_checkpoint, save_checkpoint
@@ -27,6 +24,8 @@ from artdate.model import ModelSpec, build_model, predict_years
 from artdate.pack import run_pack
 from artdate.ranges import RangeCalibration
 from artdate.score import run_scoring
+from artdate.synthetic import generate
+from bench.common import pack_sample, per_second
 
 
 def plain_loop(store_url, checkpoint, read_ahead: bool = False) -> float:

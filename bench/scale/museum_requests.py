@@ -5,7 +5,7 @@ payloads on loopback; images are the sample's real images at the size each reque
 and counts what the server answered. Then prints the hours a full run of the 2017 lists takes
 at a given rate per host, and what the Rijksmuseum's images would weigh without IIIF sizing.
 
-    python bench/museums.py [--works 60] [--size 384] [--rate 2]
+    python -m bench.scale.museum_requests [--works 60] [--size 384] [--rate 2]
 """
 
 import argparse
@@ -13,11 +13,9 @@ import collections
 import os
 import tempfile
 
-import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
-import museum_servers
-
 from artdate.config import PackConfig
 from artdate.pack import run_pack
+from tests import museum_servers
 
 FULL_LISTS = {"met": 41_876, "rijks": 30_742}  # rows of metadata/met-data.csv and rijksmuseum-data.csv
 HOSTS = {
