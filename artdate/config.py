@@ -224,6 +224,12 @@ class TrainConfig(Settings):
         range=Range(at_least=0),
         help="update the progress bar every this many steps (0: only at the end of each epoch)",
     )
+    start_timeout: float = option(
+        900.0,
+        range=Range(above=0),
+        help="seconds to wait for the cluster to place --workers (the fewest of MIN-MAX) when it may grow "
+        "(nodes joining, autoscaling) before giving up; a cluster that can never place them fails at once",
+    )
     mlflow: str = option(
         "",
         help="MLflow tracking URI (sqlite:///mlflow.db, or a tracking server's http URL): log the settings, each "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import comparanda, data, device_decode, partition, shards, store
+from . import comparanda, data, device_decode, partition, placement, shards, store
 from .actor_pool import ActorPool
 from .checkpoints import load_checkpoint, resolve_checkpoint
 from .config import ScoreConfig
@@ -29,7 +29,8 @@ from .model import WithFeatures, compiled, predict_years
 from .parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name
 from .raycluster import connect, resolve_gpus
 
-WAIT_REPORT_SECONDS = 30
+WAIT_REPORT_SECONDS = placement.REPORT_SECONDS
+ASK_OPTIONS = "--cpus-per-actor/--gpus-per-actor"
 # --batch-size 0: a GPU scores ResNet152 at 7,454 img/s at 256 against 3,052 at 64 (bench/RESULTS.md).
 CPU_SCORE_BATCH, GPU_SCORE_BATCH = 64, 256
 
@@ -212,6 +213,10 @@ def _score_shards(
 
     actors = min(cfg.actors, len(todo))
     gpus = resolve_gpus(cfg.gpus_per_actor, actors, "actor", spec.backbone)
+    # Work goes to the actors that start; one that can never start is an error now, not after --start-timeout.
+    why = placement.never_fits(placement.Ask(1, cfg.cpus_per_actor, gpus, "scoring actor", ASK_OPTIONS))
+    if why:
+        raise placement.ClusterTooSmall(why, exit_code=2)
     actor_class = ray.remote(Scorer).options(num_cpus=cfg.cpus_per_actor, num_gpus=gpus, scheduling_strategy="SPREAD")
     total = sum(s["samples"] for s in todo)
     bar = tqdm(total=total, unit="img", desc="score", disable=None if progress else True, file=sys.stderr)
@@ -267,7 +272,8 @@ def _report_waiting(pool: ActorPool, cfg: ScoreConfig, gpus: float, waiting_sinc
         flush=True,
     )
     if pool.started() == 0 and time.monotonic() - waiting_since > cfg.start_timeout:
-        raise RuntimeError(
+        raise placement.ClusterTooSmall(
             f"no scoring actor ({ask}) could start within {cfg.start_timeout:g} s: the cluster lacks "
-            "the resources; lower --cpus-per-actor/--gpus-per-actor, or add nodes"
+            f"the resources; lower {ASK_OPTIONS}, or add nodes",
+            exit_code=1,
         )
