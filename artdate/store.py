@@ -181,6 +181,26 @@ def write_bytes(url: str, data: bytes) -> None:
         out.write(data)
 
 
+def check_output_file(url: str, option: str) -> None:
+    """Refuse now, naming `option`, a local file that could not be written later: a folder, a path
+    under a file, a folder where no file can be created."""
+    if is_s3(url):
+        return
+    path = os.path.abspath(url)
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {url} is a folder; name the file to write, such as {os.path.join(url, 'x.csv')}")
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {url}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as problem:
+        raise ValueError(f"{option} {url}: no file can be written in {folder} ({problem.strerror})") from None
+
+
 def csv_bytes(rows: list[dict], columns: list[str], header: bool = True) -> bytes:
     """Rows as CSV text (with a header line unless `header` is False), ready for write_bytes."""
     text = io.StringIO()
