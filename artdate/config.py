@@ -270,7 +270,8 @@ class ScoreConfig(Settings):
         "",
         help="the results CSV of a score of the training works with this checkpoint: their embeddings "
         "(kept beside it) are the dated works each work's nearest are found among, for a store of works to "
-        "date alone (default: the training works of --shards)",
+        "date alone (default: the training works of --shards this run scores, with --split all or train; "
+        "--split val or undated then writes no neighbours file, and says so)",
         storage=True,
     )
     start_timeout: float = option(

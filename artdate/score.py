@@ -154,6 +154,15 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
     todo_all = [s for s in manifest["shards"] if cfg.split in ("all", s["split"])]
     if not todo_all:
         raise ValueError(f"{cfg.shards} has no {cfg.split} shards to score")
+    if not cfg.comparanda and cfg.split in ("val", "undated"):
+        # The default comparanda are the training works this run scores: here none.
+        print(
+            f"no neighbours file: --split {cfg.split} scores none of the training works to compare with; to list "
+            "each work's nearest ones, pass --comparanda with the results of a score of the training works "
+            "(--split train or all) with this checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
     parts = cfg.out.rstrip("/") + ".parts"
     connect(verbose=verbose)
     # One run at a time per --out: a second would score everything again and delete the parts the
