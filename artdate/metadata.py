@@ -234,6 +234,12 @@ def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) ->
     result.out_of_window += not in_window
 
 
+def csv_columns(path: str) -> list[str]:
+    """The header of a metadata CSV that read_metadata has read."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return csv.DictReader(handle).fieldnames or []
+
+
 def _read_rows(path: str):
     """Yield (line number, row) for each data row; a file without an id column is an error (one
     without year columns lists works to date)."""

@@ -32,9 +32,9 @@ from .config import PackConfig
 from .fetched import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
-from .metadata import MetadataResult, read_coarse_dates, read_metadata
+from .metadata import MetadataResult, csv_columns, read_coarse_dates, read_metadata
 from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
-from .sources import make_source
+from .sources import check_image_source, make_source
 from .works import UNDATED, Work, middle_year, sample_key
 
 PACK_DIR = "_pack"
@@ -163,6 +163,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
         meta = _read_works(config, scratch)
         stack.callback(meta.catalog.close)
+        check_image_source(config, {path: csv_columns(path) for path in config.metadata})
         print_id = fingerprint(meta.catalog, settings)
         done = _start_or_resume(config.out, print_id, settings)
         _unfinish_to_retry(config.out)

@@ -108,7 +108,13 @@ def upload_file(local_path: str, url: str) -> None:
         return
     os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
     partial = f"{url}.partial-{os.getpid()}"
-    shutil.copyfile(local_path, partial)
+    try:
+        shutil.copyfile(local_path, partial)
+    except OSError as problem:
+        if os.path.exists(partial):
+            os.remove(partial)
+        # The copy's error names the local scratch file: the user needs the file that did not fit.
+        raise OSError(problem.errno, problem.strerror, url) from None
     os.replace(partial, url)
 
 
@@ -155,7 +161,10 @@ class _AtomicOutput:
             os.replace(self.path, self.url)
 
     def clean_up(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # flushing what is left failed (a full disk): the error already raised names the file
+            pass
         if os.path.exists(self.path):
             os.remove(self.path)
 
