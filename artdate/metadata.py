@@ -237,7 +237,7 @@ def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) ->
 def csv_columns(path: str) -> list[str]:
     """The header of a metadata CSV that read_metadata has read."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        return csv.DictReader(handle).fieldnames or []
+        return list(csv.DictReader(handle).fieldnames or [])
 
 
 def _read_rows(path: str):
