@@ -139,11 +139,13 @@ def read_metadata(
     skip_bad_rows: bool = False,
     catalog_path: str = ":memory:",
     coarse: frozenset[tuple[str, str]] = frozenset(),
+    images: str = "",
 ) -> MetadataResult:
     """Validate the rows of `paths` into a catalog of works (a file at `catalog_path` for large
     corpora: then memory does not grow with the number of works). A work in `coarse` (museum, id;
     see read_coarse_dates) dated to one year trains as the span that year stands for
-    (coarse_span); its year stays as given, so errors are still measured against it."""
+    (coarse_span); its year stays as given, so errors are still measured against it. `images`
+    (pack's --images) is where the file column's paths are found instead of each CSV's folder."""
 
     if not 0 <= val_fraction < 1:
         raise MetadataError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -159,7 +161,7 @@ def read_metadata(
             try:
                 work = _work_from_row(row, row_museum, work_id, path, line, csv_dir, coarse, seed, val_fraction)
                 in_window = work.year is None or year_min <= work.year <= year_max  # a window never drops the undated
-                _add_work(result, work, in_window, seed)
+                _add_work(result, work, in_window, seed, files_from_csv_dir=not images)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))
     if errors and not skip_bad_rows:
@@ -212,17 +214,18 @@ def _work_from_row(
 
 
 # What two rows of one work must agree on to be an exact duplicate (the image's file is read from
-# the CSV's folder, so that counts too when there is a file).
+# the CSV's folder, unless it is absolute or --images gives the folder, so that counts too).
 DUPLICATE_FIELDS = ("year", "year_start", "year_end", "file", "url", "title", "artist")
 
 
-def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) -> None:
+def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int, files_from_csv_dir: bool = True) -> None:
     """Add a work to the catalog, counting an exact duplicate row; a ValueError for a work whose
     key is taken by a different row (a conflicting duplicate, or another work's key)."""
     earlier = result.catalog.get(work.key)
     if earlier is not None and (earlier.museum, earlier.id) == (work.museum, work.id):
         differ = [name for name in DUPLICATE_FIELDS if getattr(earlier, name) != getattr(work, name)]
-        if work.file and earlier.csv_dir != work.csv_dir and "file" not in differ:
+        from_csv_dir = files_from_csv_dir and work.file and not os.path.isabs(work.file)
+        if from_csv_dir and earlier.csv_dir != work.csv_dir and "file" not in differ:
             differ.append("file's folder")
         if differ:
             raise ValueError(f"conflicting duplicate of {earlier.where}: {', '.join(differ)} differ")

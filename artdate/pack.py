@@ -200,6 +200,7 @@ def _read_works(config: PackConfig, scratch: str) -> MetadataResult:
         skip_bad_rows=config.skip_bad_rows,
         catalog_path=os.path.join(scratch, "works.sqlite"),
         coarse=read_coarse_dates(config.coarse_dates) if config.coarse_dates else frozenset(),
+        images=config.images,
     )
     if not meta.catalog.count():
         meta.catalog.close()
