@@ -296,6 +296,29 @@ def test_a_really_full_disk_names_the_file_that_did_not_fit(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
+def test_sigterm_stops_a_pack_with_exit_143_and_the_rerun_completes(tmp_path):
+    """SIGTERM (a scheduler, `kill`) ended the process with no word and no clean-up: now it stops
+    as Ctrl-C does, exit 143 and the line that says to rerun; the rerun packs what is missing."""
+    need_sample()
+    out = tmp_path / "store"
+    settings = dict(metadata=SAMPLE_CSV, images=SHARED_SAMPLE, out=out, size=96, samples_per_shard=16)
+    settings.update(year_min=-1000, year_max=2100, jobs=1, quiet=True)
+    process = subprocess.Popen(artdate_command("pack", *flags(settings)), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(out / "_pack") and os.listdir(out / "_pack")):  # a shard published
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 143
+    assert process.stderr.read().strip().splitlines()[-1] == (
+        "artdate pack: terminated; rerun the same command to resume"
+    )
+    assert_nothing_looks_finished(out)
+    rerun = run_artdate("pack", *flags(settings), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((out / "manifest.json").read_text())["packed"] == 300
+
+
 def test_a_read_only_out_is_a_clear_error(tmp_path):
     out = tmp_path / "store"
     out.mkdir()
