@@ -26,6 +26,7 @@ ROWS = [
 
 
 def write_csv(tmp_path, rows=ROWS):
+    tmp_path.mkdir(exist_ok=True)
     path = tmp_path / "results.csv"
     path.write_text("museum,id,year,pred\n" + "".join(f"{m},{i},{y},{p}\n" for m, i, y, p in rows))
     return str(path)
@@ -119,6 +120,11 @@ def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figure
     path.write_text(path.read_text().replace("1600,1700", "1600,soon"))
     with pytest.raises(ValueError, match="line 5: pred_high 'soon' is not a finite number"):
         read_results(str(path))
+    # A report of results without ranges into the same folder: the earlier figure of ranges goes
+    # (it stayed, as if of these results).
+    run_report(ReportConfig(results=write_csv(tmp_path / "plain"), out=str(tmp_path / "out")))
+    assert "range_reliability.png" not in os.listdir(tmp_path / "out")
+    assert "pred_vs_year.png" in os.listdir(tmp_path / "out")
 
 
 @requires_sample
