@@ -146,6 +146,7 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
 
     if not store.is_s3(cfg.out) and os.path.isdir(cfg.out):  # found now, not after scoring every shard
         raise ValueError(f"--out {cfg.out} is a folder; name the results file, such as {cfg.out}/results.csv")
+    store.check_output_file(cfg.out, "--out")  # under a file, or in a folder that takes no file
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     _, spec, _ = load_checkpoint(checkpoint)  # a missing or incompatible checkpoint fails here, not in every actor
