@@ -22,6 +22,7 @@ CHECKPOINT_FILE = "checkpoint.pt"  # what inference needs: weights, spec, metric
 TRAINING_FILE = "training_state.pt"  # what only a resumed run needs: optimizer state (2x the weights with AdamW)
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"  # in the run's storage: what a resumed run must share with it (run_identity)
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
 CHECKPOINT_FORMAT = "artdate-checkpoint/2"  # 2: a range calibration and the learning curve in every checkpoint
 
 
@@ -151,3 +152,35 @@ def claim_run(storage: str, identity: dict) -> None:
 def checkpoint_url(storage: str, checkpoint_path: str) -> str:
     """The store URL of a checkpoint Ray wrote (Ray's path has no scheme on S3)."""
     return f"s3://{checkpoint_path}" if store.is_s3(storage) else checkpoint_path
+
+
+def registered_checkpoints(storage: str) -> tuple[set[str], str | None]:
+    """(names of the checkpoint folders Ray Train registered in a run's storage, the latest of them:
+    what a --resume continues from, None when there is none)."""
+    url = store.join(storage, RAY_SNAPSHOT_FILE)
+    if not store.exists(url):
+        return set(), None
+    snapshot = json.loads(store.read_bytes(url))
+    results = snapshot.get("checkpoint_results", []) + snapshot.get("pending_training_results", [])
+    latest = (snapshot.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    return {r["checkpoint_dir_name"] for r in results} | ({latest} if latest else set()), latest
+
+
+def unregistered_checkpoints(storage: str, registered: set[str]) -> list[str]:
+    """Checkpoint folders in `storage` that Ray Train never registered: written by a run that
+    stopped before registering them, or registered out and not yet deleted."""
+    return [
+        name
+        for name in store.list_names(storage)
+        if name.startswith("checkpoint_") and not name.endswith(".json") and name not in registered
+    ]
+
+
+def delete_folder(url: str) -> None:
+    filesystem, path = store.pyarrow_filesystem(url)
+    if filesystem is None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        filesystem.delete_dir(path)

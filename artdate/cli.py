@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from . import config
@@ -133,14 +135,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM (a scheduler, `kill`, a container stopping): stop as Ctrl-C does, exit 143."""
+
+
+def terminate_on_sigterm() -> None:
+    """SIGTERM raises Terminated in this process's main thread. Processes forked from it (pack's
+    image workers) take the default action instead: their parent stops them with SIGTERM."""
+    main_pid = os.getpid()
+
+    def stop(signum, frame) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+# How to go on after an interruption: train continues only when asked to.
+RESUME_HINT = {"train": "rerun the same command with --resume to continue from the last checkpoint"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_environment()
+    terminate_on_sigterm()
     try:
         return args.function(args)
-    except KeyboardInterrupt:
-        print(f"artdate {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        hint = RESUME_HINT.get(args.command, "rerun the same command to resume")
+        print(f"artdate {args.command}: {what}; {hint}", file=sys.stderr, flush=True)
+        return code
     except Exception as problem:
         known = user_error(problem)
         if known is None:
@@ -158,8 +186,11 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
     import boto3.exceptions
     import botocore.exceptions
 
+    from .placement import ClusterTooSmall
     from .rejects import NothingPacked
 
+    if isinstance(problem, ClusterTooSmall):
+        return str(problem), problem.exit_code
     if isinstance(problem, NothingPacked):  # bad input, unless a passing failure may cure it
         return str(problem), 1 if problem.transient else 2
     if isinstance(problem, (ValueError, FileNotFoundError)):

@@ -236,6 +236,12 @@ class TrainConfig(Settings):
         range=Range(at_least=0),
         help="update the progress bar every this many steps (0: only at the end of each epoch)",
     )
+    start_timeout: float = option(
+        900.0,
+        range=Range(above=0),
+        help="seconds to wait for the cluster to place --workers (the fewest of MIN-MAX) when it may grow "
+        "(nodes joining, autoscaling) before giving up; a cluster that can never place them fails at once",
+    )
     mlflow: str = option(
         "",
         help="MLflow tracking URI (sqlite:///mlflow.db, or a tracking server's http URL): log the settings, each "
@@ -276,7 +282,8 @@ class ScoreConfig(Settings):
         "",
         help="the results CSV of a score of the training works with this checkpoint: their embeddings "
         "(kept beside it) are the dated works each work's nearest are found among, for a store of works to "
-        "date alone (default: the training works of --shards)",
+        "date alone (default: the training works of --shards this run scores, with --split all or train; "
+        "--split val or undated then writes no neighbours file, and says so)",
         storage=True,
     )
     start_timeout: float = option(

@@ -154,6 +154,7 @@ def read_metadata(
     coarse: frozenset[tuple[str, str]] = frozenset(),
     columns: dict[str, str] | None = None,
     exclude_types: tuple[str, ...] = (),
+    images: str = "",
 ) -> MetadataResult:
     """Validate the rows of `paths` into a catalog of works (a file at `catalog_path` for large
     corpora: then memory does not grow with the number of works). A work in `coarse` (museum, id;
@@ -161,7 +162,8 @@ def read_metadata(
     (coarse_span); its year stays as given, so errors are still measured against it. `columns`
     (--columns) maps artdate's columns onto the files' (exports.py, which also knows the Met's
     export by its header); a row an export marks as not public domain is counted, and one whose
-    type is in `exclude_types` listed as excluded, before any request."""
+    type is in `exclude_types` listed as excluded, before any request. `images` (pack's --images)
+    is where the file column's paths are found instead of each CSV's folder."""
 
     if not 0 <= val_fraction < 1:
         raise MetadataError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -187,7 +189,7 @@ def read_metadata(
             try:
                 work = _work_from_row(row, row_museum, work_id, path, line, csv_dir, coarse, seed, val_fraction)
                 in_window = work.year is None or year_min <= work.year <= year_max  # a window never drops the undated
-                _add_work(result, work, in_window, seed)
+                _add_work(result, work, in_window, seed, files_from_csv_dir=not images)
             except ValueError as problem:
                 errors.append(Rejected(row_museum, work_id, str(problem), where))
     if errors and not skip_bad_rows:
@@ -241,17 +243,18 @@ def _work_from_row(
 
 
 # What two rows of one work must agree on to be an exact duplicate (the image's file is read from
-# the CSV's folder, so that counts too when there is a file).
+# the CSV's folder, unless it is absolute or --images gives the folder, so that counts too).
 DUPLICATE_FIELDS = ("year", "year_start", "year_end", "file", "url", "title", "artist", "date_text")
 
 
-def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) -> None:
+def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int, files_from_csv_dir: bool = True) -> None:
     """Add a work to the catalog, counting an exact duplicate row; a ValueError for a work whose
     key is taken by a different row (a conflicting duplicate, or another work's key)."""
     earlier = result.catalog.get(work.key)
     if earlier is not None and (earlier.museum, earlier.id) == (work.museum, work.id):
         differ = [name for name in DUPLICATE_FIELDS if getattr(earlier, name) != getattr(work, name)]
-        if work.file and earlier.csv_dir != work.csv_dir and "file" not in differ:
+        from_csv_dir = files_from_csv_dir and work.file and not os.path.isabs(work.file)
+        if from_csv_dir and earlier.csv_dir != work.csv_dir and "file" not in differ:
             differ.append("file's folder")
         if differ:
             raise ValueError(f"conflicting duplicate of {earlier.where}: {', '.join(differ)} differ")
@@ -263,8 +266,21 @@ def _add_work(result: MetadataResult, work: Work, in_window: bool, seed: int) ->
     result.out_of_window += not in_window
 
 
+def csv_columns(path: str, columns: dict[str, str]) -> list[str]:
+    """artdate's columns a metadata CSV has: its header's, and those --columns (or the preset of
+    the export its header shows) reads from it."""
+    return _header(path) + list(_export_of(path, columns).columns)
+
+
 def _export_of(path: str, columns: dict[str, str]) -> Export:
     """The export the file's header shows (exports.py); a MetadataError naming the file."""
+    try:
+        return export_of(path, _header(path), columns)
+    except ValueError as problem:
+        raise MetadataError(str(problem)) from None
+
+
+def _header(path: str) -> list[str]:
     with _open(path) as handle:
         try:
             header = next(csv.reader(handle), [])
@@ -272,10 +288,7 @@ def _export_of(path: str, columns: dict[str, str]) -> Export:
             raise _not_utf8(path) from None
         except csv.Error as problem:
             raise MetadataError(f"{path}:1: malformed CSV: {problem}") from None
-    try:
-        return export_of(path, header, columns)
-    except ValueError as problem:
-        raise MetadataError(str(problem)) from None
+    return header
 
 
 def _open(path: str):

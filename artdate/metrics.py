@@ -35,10 +35,10 @@ def read_results(url: str) -> pd.DataFrame:
     frame["dated"] = frame["year"].str.strip() != ""  # an empty year: a work to date (score's undated split)
     for column in columns:
         numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = numbers.isna() & (frame["dated"] if column == "year" else True)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{url}: line {row + 2}: {column} {frame[column].iloc[row]!r} is not a number")
+        bad = ~np.isfinite(numbers.to_numpy(dtype=float)) & (frame["dated"].to_numpy() if column == "year" else True)
+        if bad.any():  # an empty cell, text, or inf: the year bins and every figure need a finite number
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{url}: line {row + 2}: {column} {frame[column].iloc[row]!r} is not a finite number")
         frame[column] = numbers.astype(float)
     if "range_level" in frame.columns:
         frame["range_level"] = pd.to_numeric(frame["range_level"], errors="coerce")
@@ -46,7 +46,8 @@ def read_results(url: str) -> pd.DataFrame:
         raise ValueError(f"{url}: no rows")
     frame["error"] = frame["pred"] - frame["year"]  # NaN for the undated
     frame["abs_error"] = frame["error"].abs()
-    frame["bin"] = np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS
+    # Whole years (the figures label their bins "1200", not "1200.0"); empty for the undated.
+    frame["bin"] = (np.floor(frame["year"] / BIN_YEARS) * BIN_YEARS).astype("Int64")
     if "pred_low" in columns:
         # ranges.inside's rule (ends included), written here so that report never imports torch
         frame["inside"] = (frame["pred_low"] <= frame["year"]) & (frame["year"] <= frame["pred_high"])

@@ -33,9 +33,9 @@ from .exports import parse_columns
 from .fetched import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
-from .metadata import MetadataResult, Rejected, read_coarse_dates, read_metadata
+from .metadata import MetadataResult, Rejected, csv_columns, read_coarse_dates, read_metadata
 from .rejects import EXCLUDED, REJECT_COLUMNS, NothingPacked, metadata_reject_row, reject_row, transient_rejects
-from .sources import make_source
+from .sources import check_image_source, make_source
 from .works import UNDATED, Work, middle_year, sample_key
 
 PACK_DIR = "_pack"
@@ -166,6 +166,8 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="artdate-pack-"))
         meta = _read_works(config, scratch)
         stack.callback(meta.catalog.close)
+        columns = parse_columns(config.columns)
+        check_image_source(config, {path: csv_columns(path, columns) for path in config.metadata})
         print_id = fingerprint(meta.catalog, settings)
         done = _start_or_resume(config.out, print_id, settings)
         _unfinish_to_retry(config.out)
@@ -209,6 +211,7 @@ def _read_works(config: PackConfig, scratch: str) -> MetadataResult:
         coarse=read_coarse_dates(config.coarse_dates) if config.coarse_dates else frozenset(),
         columns=parse_columns(config.columns),
         exclude_types=config.exclude_types,
+        images=config.images,
     )
     if not meta.catalog.count():
         meta.catalog.close()

@@ -9,6 +9,16 @@ import pandas as pd
 
 from .metrics import held_out, range_level
 
+# Every figure the report may draw: a report into a folder removes those this run did not draw.
+FIGURES = (
+    "works_per_bin.png",
+    "error_per_bin.png",
+    "pred_vs_year.png",
+    "learning_curves.png",
+    "range_reliability.png",
+    "undated_years.png",
+)
+
 
 def make_plots(frame: pd.DataFrame, out: str) -> list[str]:
     plt = _pyplot()

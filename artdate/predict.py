@@ -15,7 +15,7 @@ from .config import PredictConfig
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, open_rgb
 from .model import predict_years
-from .parts import COLUMNS
+from .parts import COLUMNS, skipped_url
 from .ranges import Predictions
 from .works import UNDATED, sample_key
 
@@ -53,7 +53,8 @@ def read_image_bytes(location: str, timeout: float, max_bytes: int, allow_link_l
 
 
 def image_locations(given: tuple[str, ...]) -> list[str]:
-    """Each location as given, a local folder as the image files in it (by name, not descending)."""
+    """Each location as given, a local folder as the image files in it (by name, not descending);
+    an image given twice (x.jpg and ./x.jpg, or in a folder and by name) once."""
     found = []
     for location in given:
         if "://" not in location and os.path.isdir(location):
@@ -63,7 +64,23 @@ def image_locations(given: tuple[str, ...]) -> list[str]:
             found += [os.path.join(location, name) for name in names]
         else:
             found.append(location)
-    return found
+    seen: set[str] = set()
+    unique = []
+    for location in found:
+        same = location if "://" in location else os.path.realpath(location)
+        if same not in seen:
+            seen.add(same)
+            unique.append(location)
+    return unique
+
+
+def work_ids(locations: list[str]) -> list[str]:
+    """Each image's id in the results: its file name without the extension, or with it where two
+    images share a stem (x.png, x.gif), or the location itself where they share the name too."""
+    names = [os.path.basename(location.rstrip("/")) or location for location in locations]
+    stems = [os.path.splitext(name)[0] or name for name in names]
+    ids = [stem if stems.count(stem) == 1 else name for stem, name in zip(stems, names)]
+    return [i if ids.count(i) == 1 else location for i, location in zip(ids, locations)]
 
 
 def as_training_saw(raw: bytes, location: str, max_pixels: int, spec):
@@ -84,6 +101,8 @@ def predict_images(cfg: PredictConfig) -> tuple[list[Predicted], list[tuple[str,
     """(each readable image's prediction, in the order given; (location, why) of each image that
     could not be read; the level its ranges are calibrated to). One image that cannot be read is
     an error; among several, it is skipped and named, and none readable is an error."""
+    if cfg.out:  # found now, not after every image is dated
+        store.check_output_file(cfg.out, "--out")
     locations = image_locations(cfg.images)
     model, spec, info = load_checkpoint(cfg.checkpoint)
     transform = data.eval_transform(spec.image_size)
@@ -132,8 +151,7 @@ def write_results(out: str, predicted: list[Predicted], level: float) -> None:
     lies under it, so report shows it); with comparanda, the neighbours file beside it."""
     base = os.path.dirname(os.path.abspath(out)) if not store.is_s3(out) else ""
     rows, neighbours = [], []
-    for work in predicted:
-        name = os.path.splitext(os.path.basename(work.location.rstrip("/")))[0] or work.location
+    for work, name in zip(predicted, work_ids([work.location for work in predicted])):
         key = sample_key("", work.location)
         local = base and "://" not in work.location
         path = os.path.relpath(os.path.abspath(work.location), base) if local else work.location
@@ -166,3 +184,8 @@ def write_results(out: str, predicted: list[Predicted], level: float) -> None:
     store.write_bytes(out, store.csv_bytes(rows, [*COLUMNS, "path"]))
     if neighbours:
         store.write_bytes(comparanda.neighbours_url(out), store.csv_bytes(neighbours, comparanda.NEIGHBOUR_COLUMNS))
+    # What an earlier predict or score left beside `out` is of other works: report would show it.
+    stale = [comparanda.reference_url(out), skipped_url(out)] + ([] if neighbours else [comparanda.neighbours_url(out)])
+    for url in stale:
+        if store.exists(url):
+            store.delete(url)

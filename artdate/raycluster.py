@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 
 
 def prepare_environment() -> None:
@@ -30,12 +32,17 @@ def connect(address: str = "", verbose: bool = False) -> None:
     import ray
 
     if not ray.is_initialized():
+        # ray.init installs its own SIGTERM handler (it aborts the driver: exit -6, a stack dump);
+        # the command's own (cli.py: stop as Ctrl-C does, exit 143) is put back.
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             address=address or None,
             dashboard_host="127.0.0.1",
             logging_level=logging.INFO if verbose else logging.ERROR,
             log_to_driver=verbose,
         )
+        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 # Backbones that train at a usable speed on CPU (the demo's and the tests'); anything else on CPU

@@ -17,7 +17,7 @@ from .config import ReportConfig
 from .gallery import find_images, neighbour_images, pick_galleries, pick_undated, read_neighbours
 from .metrics import comparanda_summary, read_results, summarize
 from .page import render_html
-from .plots import learning_curve_plot, make_plots, undated_plot
+from .plots import FIGURES, learning_curve_plot, make_plots, undated_plot
 
 
 def run_report(cfg: ReportConfig) -> dict:
@@ -45,6 +45,9 @@ def run_report(cfg: ReportConfig) -> dict:
     images = find_images(wanted[~wanted.index.duplicated()], cfg.results, cfg.shards)
     nearest_images = neighbour_images(to_date, neighbours, cfg.results)
     page = render_html(cfg.results, summary, plots, galleries, images, cfg.out, neighbours, to_date, nearest_images)
+    for name in set(FIGURES) - set(plots):  # an earlier report's, of other results: not this page's
+        if os.path.exists(os.path.join(cfg.out, name)):
+            os.remove(os.path.join(cfg.out, name))
     partial = os.path.join(cfg.out, "report.html.partial")
     with open(partial, "w", encoding="utf-8") as f:
         f.write(page)

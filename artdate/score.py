@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import comparanda, data, device_decode, partition, shards, store
+from . import comparanda, data, device_decode, partition, placement, shards, store
 from .actor_pool import ActorPool
 from .checkpoints import load_checkpoint, resolve_checkpoint
 from .config import ScoreConfig
@@ -29,7 +29,8 @@ from .model import WithFeatures, compiled, predict_years
 from .parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name
 from .raycluster import connect, resolve_gpus
 
-WAIT_REPORT_SECONDS = 30
+WAIT_REPORT_SECONDS = placement.REPORT_SECONDS
+ASK_OPTIONS = "--cpus-per-actor/--gpus-per-actor"
 # --batch-size 0: a GPU scores ResNet152 at 7,454 img/s at 256 against 3,052 at 64 (bench/RESULTS.md).
 CPU_SCORE_BATCH, GPU_SCORE_BATCH = 64, 256
 
@@ -149,6 +150,7 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
 
     if not store.is_s3(cfg.out) and os.path.isdir(cfg.out):  # found now, not after scoring every shard
         raise ValueError(f"--out {cfg.out} is a folder; name the results file, such as {cfg.out}/results.csv")
+    store.check_output_file(cfg.out, "--out")  # under a file, or in a folder that takes no file
     manifest = shards.read_manifest(cfg.shards)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     _, spec, _ = load_checkpoint(checkpoint)  # a missing or incompatible checkpoint fails here, not in every actor
@@ -157,6 +159,15 @@ def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) 
     todo_all = [s for s in manifest["shards"] if cfg.split in ("all", s["split"])]
     if not todo_all:
         raise ValueError(f"{cfg.shards} has no {cfg.split} shards to score")
+    if not cfg.comparanda and cfg.split in ("val", "undated"):
+        # The default comparanda are the training works this run scores: here none.
+        print(
+            f"no neighbours file: --split {cfg.split} scores none of the training works to compare with; to list "
+            "each work's nearest ones, pass --comparanda with the results of a score of the training works "
+            "(--split train or all) with this checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
     parts = cfg.out.rstrip("/") + ".parts"
     connect(verbose=verbose)
     # One run at a time per --out: a second would score everything again and delete the parts the
@@ -216,6 +227,10 @@ def _score_shards(
 
     actors = min(cfg.actors, len(todo))
     gpus = resolve_gpus(cfg.gpus_per_actor, actors, "actor", spec.backbone)
+    # Work goes to the actors that start; one that can never start is an error now, not after --start-timeout.
+    why = placement.never_fits(placement.Ask(1, cfg.cpus_per_actor, gpus, "scoring actor", ASK_OPTIONS))
+    if why:
+        raise placement.ClusterTooSmall(why, exit_code=2)
     actor_class = ray.remote(Scorer).options(num_cpus=cfg.cpus_per_actor, num_gpus=gpus, scheduling_strategy="SPREAD")
     total = sum(s["samples"] for s in todo)
     bar = tqdm(total=total, unit="img", desc="score", disable=None if progress else True, file=sys.stderr)
@@ -271,7 +286,8 @@ def _report_waiting(pool: ActorPool, cfg: ScoreConfig, gpus: float, waiting_sinc
         flush=True,
     )
     if pool.started() == 0 and time.monotonic() - waiting_since > cfg.start_timeout:
-        raise RuntimeError(
+        raise placement.ClusterTooSmall(
             f"no scoring actor ({ask}) could start within {cfg.start_timeout:g} s: the cluster lacks "
-            "the resources; lower --cpus-per-actor/--gpus-per-actor, or add nodes"
+            f"the resources; lower {ASK_OPTIONS}, or add nodes",
+            exit_code=1,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -193,6 +194,39 @@ def api_roots(api_urls: tuple[str, ...]) -> dict[str, str]:
             raise ValueError(f"--api-url {given!r}: expected MUSEUM=URL with MUSEUM one of {', '.join(roots)}")
         roots[museum] = url
     return roots
+
+
+PATTERN_FIELDS = ("id", "museum")
+
+
+def check_images_pattern(images: str) -> None:
+    """--images as a pattern may name {id} and {museum} only: checked once, not work by work."""
+    if "{" not in images and "}" not in images:
+        return
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(images) if field is not None]
+    except ValueError as problem:
+        raise ValueError(f"--images {images!r}: not a pattern ({problem}); use {{id}} and {{museum}}") from None
+    unknown = [field for field in fields if field not in PATTERN_FIELDS]
+    if unknown or not fields:
+        named = f"unknown field {{{unknown[0]}}}" if unknown else "no field"
+        raise ValueError(f"--images {images!r}: {named}; a pattern names each work's image with {{id}} and {{museum}}")
+
+
+def check_image_source(config: PackConfig, columns: dict[str, list[str]]) -> None:
+    """Refuse, before any work, settings that give no work an image: a pattern with an unknown
+    field, or no --source, no --images and a CSV (of `columns`: file -> its header) without a
+    file or url column."""
+    if config.images:
+        check_images_pattern(config.images)
+    if config.source or config.images:
+        return
+    for path, header in columns.items():
+        if "file" not in header and "url" not in header:
+            raise ValueError(
+                f"{path} has no file or url column and no --images was given: no work has an image; give "
+                "--images FOLDER (its {id}.jpg) or a pattern such as DIR/{id}.jpg, or --source auto"
+            )
 
 
 def make_source(config: PackConfig, client: HttpClient) -> Source:

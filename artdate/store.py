@@ -108,7 +108,13 @@ def upload_file(local_path: str, url: str) -> None:
         return
     os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
     partial = f"{url}.partial-{os.getpid()}"
-    shutil.copyfile(local_path, partial)
+    try:
+        shutil.copyfile(local_path, partial)
+    except OSError as problem:
+        if os.path.exists(partial):
+            os.remove(partial)
+        # The copy's error names the local scratch file: the user needs the file that did not fit.
+        raise OSError(problem.errno, problem.strerror, url) from None
     os.replace(partial, url)
 
 
@@ -155,7 +161,10 @@ class _AtomicOutput:
             os.replace(self.path, self.url)
 
     def clean_up(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # flushing what is left failed (a full disk): the error already raised names the file
+            pass
         if os.path.exists(self.path):
             os.remove(self.path)
 
@@ -179,6 +188,26 @@ def write_bytes(url: str, data: bytes) -> None:
         return
     with atomic_output(url) as out:
         out.write(data)
+
+
+def check_output_file(url: str, option: str) -> None:
+    """Refuse now, naming `option`, a local file that could not be written later: a folder, a path
+    under a file, a folder where no file can be created."""
+    if is_s3(url):
+        return
+    path = os.path.abspath(url)
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {url} is a folder; name the file to write, such as {os.path.join(url, 'x.csv')}")
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {url}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as problem:
+        raise ValueError(f"{option} {url}: no file can be written in {folder} ({problem.strerror})") from None
 
 
 def csv_bytes(rows: list[dict], columns: list[str], header: bool = True) -> bytes:

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 from typing import Any
 
-from . import gpu_memory, partition, shards, store, tracking
-from .checkpoints import checkpoint_url, claim_run, run_checkpoints, run_identity
+from . import gpu_memory, partition, placement, shards, store, tracking
+from .checkpoints import (
+    checkpoint_url,
+    claim_run,
+    delete_folder,
+    registered_checkpoints,
+    run_checkpoints,
+    run_identity,
+    unregistered_checkpoints,
+)
 from .config import TrainConfig
 from .console import TrainingConsole
 from .loop import for_device, gpu_batch, label_encoding
 from .model import ModelSpec, build_model
 from .raycluster import connect, resolve_gpus
 from .worker import train_func
-
-# How long sizing the batch may wait for a GPU the workers will get (an autoscaler adding a node).
-GPU_PROBE_TIMEOUT = 900.0
 
 
 def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False) -> str:
@@ -32,10 +38,11 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     manifest = shards.read_manifest(cfg.shards)
     check_settings(cfg, manifest, storage)
     spec = model_spec(cfg, manifest)
-    claim_run(storage, run_identity(spec, manifest, cfg.seed))
-    # A wrong backbone name or weights file fails here, not in every worker. ImageNet weights are
-    # fetched by the workers only: the driver (often a CPU head node) has no use for them.
+    # A wrong backbone name or weights file fails here, before run.json claims the storage for it,
+    # not in every worker. ImageNet weights are fetched by the workers only: the driver (often a CPU
+    # head node) has no use for them.
     build_model(cfg.backbone, spec.encoding.num_outputs, "none" if cfg.weights == "imagenet" else cfg.weights)
+    claim_run(storage, run_identity(spec, manifest, cfg.seed))
 
     connect(verbose=verbose)  # before importing ray.train: ray reads its network settings on import
     import ray
@@ -44,8 +51,11 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     gpus = resolve_gpus(cfg.gpus_per_worker, worker_range(cfg.workers)[1], "worker", cfg.backbone)
+    wait_for_workers(cfg, gpus)
     cfg = resolve_batch(cfg, spec, gpus)
     steps, global_batch = batch_plan(cfg, manifest)
+    if cfg.resume:
+        announce_resume(storage)
     # Rank 0 -> this console. On this driver's node, so a lost worker node does not take it along.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
@@ -72,7 +82,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, verbose: bool = False)
     best_url = None
     try:
         with TrainingConsole(events, cfg.epochs, progress):
-            result = trainer.fit()
+            result = fit_in_a_thread(trainer)
         best = result.get_best_checkpoint(metric="val_mae", mode="min") if result.best_checkpoints else None
         if best is None:
             raise RuntimeError(f"training ended without a checkpoint in {storage}")
@@ -94,13 +104,70 @@ def resolve_batch(cfg: TrainConfig, spec: ModelSpec, gpus: float) -> TrainConfig
         flush=True,
     )
     card = gpu_memory.card_for_workers(
-        cfg.backbone, spec.encoding.num_outputs, cfg.image_size, gpus, timeout=GPU_PROBE_TIMEOUT
+        cfg.backbone, spec.encoding.num_outputs, cfg.image_size, gpus, timeout=cfg.start_timeout
     )
     share = min(1.0, gpus)
     resolved = for_device(cfg, True, card, share)
     most = gpu_batch(cfg.image_size)
     print(gpu_memory.describe(card, resolved.batch_size, cfg.image_size, share, most), file=sys.stderr, flush=True)
     return resolved
+
+
+def fit_in_a_thread(trainer):
+    """trainer.fit() in a thread of its own. In the main thread Ray Train installs a SIGINT handler
+    that aborts the run and ends the process with exit 1 and no word; this way Ctrl-C reaches the
+    main thread as KeyboardInterrupt (the CLI: exit 130 and how to resume), and leaving the process
+    ends the run's controller and workers with it."""
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as problem:  # noqa: BLE001 -- handed to the main thread as it is
+            outcome["error"] = problem
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)  # a short wait, so a signal is handled at once
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def wait_for_workers(cfg: TrainConfig, gpus: float) -> None:
+    """Fail now, naming what the run asks for and what the cluster has, when the cluster can never
+    place --workers (the fewest of MIN-MAX); else wait for room up to --start-timeout, saying so:
+    Ray Train itself would wait without end and without a word."""
+    if cfg.cpus_per_worker == 0 and gpus == 0:
+        raise ValueError(
+            "--cpus-per-worker 0 with no GPU per worker reserves nothing for a worker, and Ray Train "
+            "places each worker on what it reserves: give a share of a CPU, such as --cpus-per-worker 0.1"
+        )
+    fewest = worker_range(cfg.workers)[0]
+    options = "--workers, --cpus-per-worker" + (", --gpus-per-worker" if gpus else "")
+    if gpus and cfg.gpus_per_worker > 0:
+        options += " (or --gpus-per-worker 0 for CPU training)"
+    placement.wait_for_room(
+        placement.Ask(fewest, cfg.cpus_per_worker, gpus, "training worker", options), cfg.start_timeout
+    )
+
+
+def announce_resume(storage: str) -> None:
+    """--resume: remove the checkpoint folders Ray Train never registered (written as an interrupted
+    run stopped: a resume would not use them, and they would be taken for the run's), and say when
+    there is no checkpoint to continue from. Which checkpoint it continues from, rank 0 says."""
+    registered, latest = registered_checkpoints(storage)
+    for name in unregistered_checkpoints(storage, registered):
+        delete_folder(store.join(storage, name))
+        print(f"removed {name}: a checkpoint the stopped run was still writing (never registered)", file=sys.stderr)
+    if latest is None:
+        print(
+            f"--resume: {storage} holds no finished checkpoint (the run stopped before its first one was "
+            "registered): training from the start",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def with_absolute_urls(cfg: TrainConfig) -> TrainConfig:

@@ -48,6 +48,10 @@ def test_bad_input_to_every_command_is_one_line_and_exit_2(
             f"--out {tmp_path} is a folder; name the results file",
         ),
         (
+            ["score", "--shards", sample_store, "--checkpoint", tiny_checkpoint, "--out", str(a_file / "r.csv")],
+            f"--out {a_file / 'r.csv'}: {a_file} is a file, not a folder",
+        ),
+        (
             ["predict", os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "--checkpoint", str(a_file)],
             f"{a_file} is not a readable checkpoint",
         ),

@@ -121,6 +121,19 @@ def test_exact_duplicates_are_dropped_and_counted(tmp_path):
     assert result.duplicates == 1
 
 
+def test_rows_of_two_csvs_naming_one_image_through_images_are_exact_duplicates(tmp_path):
+    """With --images the file column is read under it, not the CSV's folder: two CSVs in two
+    folders whose rows agree name the same image (they were a "conflicting duplicate")."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = write(tmp_path / "one", "id,year,file\na,1500,a.jpg\n")
+    second = write(tmp_path / "two", "id,year,file\na,1500,a.jpg\n")
+    result = read_metadata([first, second], museum="met", images=str(tmp_path / "images"))
+    assert [w.id for w in result.works] == ["a"] and result.duplicates == 1
+    with pytest.raises(MetadataError, match="conflicting duplicate .* file's folder differ"):
+        read_metadata([first, second], museum="met")  # without --images: two files of the same name
+
+
 def test_skip_bad_rows_lists_them(tmp_path):
     path = write(tmp_path, "id,year\na,1500\nb,oops\nc,1600.5\n")
     result = read_metadata([path], museum="met", skip_bad_rows=True)

@@ -60,6 +60,36 @@ def drive(nodes, stage, settings):
 def test_train_then_score_across_two_nodes(ray_nodes, s3_url):
     manifest = pack_sample(s3_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/two-nodes"
+    # More ranks than the nodes hold: nodes may join this cluster, so the run waits, saying what
+    # for, then gives up at --start-timeout (3 s here: its reports at the shipped 1/30 of it).
+    waited = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            ray_nodes.address,
+            ray_nodes.head_ip,
+            "train",
+            json.dumps(two_node_training(s3_url, storage + "-never", workers=3, start_timeout=3)),
+        ],
+        env=ray_nodes.environment(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert waited.returncode != 0
+    assert "waiting for the cluster to place 3 training worker(s) x 2 CPU (it has 4 CPU and no GPU on 2 node(s)" in (
+        waited.stderr
+    )
+    assert (
+        waited.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "the cluster could not place 3 training worker(s) x 2 CPU within 3 s (--start-timeout): it has 4 CPU and "
+            "no GPU on 2 node(s); lower --workers, --cpus-per-worker, or add nodes"
+        )
+    )
     best = drive(ray_nodes, "train", two_node_training(s3_url, storage))
     assert best.startswith(storage + "/checkpoint_")  # stdout is the result alone
     (metrics,) = run_checkpoints(storage).values()

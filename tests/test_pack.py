@@ -277,6 +277,48 @@ def test_a_full_disk_is_a_clear_error_leaves_nothing_finished_and_the_rerun_comp
     assert json.loads((out / "manifest.json").read_text())["packed"] == 300
 
 
+def test_a_really_full_disk_names_the_file_that_did_not_fit(tmp_path):
+    """A filesystem that is full (a 300 KB tmpfs: smaller than the first shard), not a file size
+    limit: the error named no file ("writing: No space left on device"), and the partial files stayed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        failed = pack_cli(disk / "store")
+        error = failed.stderr.strip()
+        assert failed.returncode == 1 and error == (
+            f"artdate pack: error: {disk / 'store' / 'train-000000.tar'}: No space left on device; "
+            "nothing unfinished was published"
+        ), error
+        assert_nothing_looks_finished(disk / "store")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_sigterm_stops_a_pack_with_exit_143_and_the_rerun_completes(tmp_path):
+    """SIGTERM (a scheduler, `kill`) ended the process with no word and no clean-up: now it stops
+    as Ctrl-C does, exit 143 and the line that says to rerun; the rerun packs what is missing."""
+    need_sample()
+    out = tmp_path / "store"
+    settings = dict(metadata=SAMPLE_CSV, images=SHARED_SAMPLE, out=out, size=96, samples_per_shard=16)
+    settings.update(year_min=-1000, year_max=2100, jobs=1, quiet=True)
+    process = subprocess.Popen(artdate_command("pack", *flags(settings)), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(out / "_pack") and os.listdir(out / "_pack")):  # a shard published
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 143
+    assert process.stderr.read().strip().splitlines()[-1] == (
+        "artdate pack: terminated; rerun the same command to resume"
+    )
+    assert_nothing_looks_finished(out)
+    rerun = run_artdate("pack", *flags(settings), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((out / "manifest.json").read_text())["packed"] == 300
+
+
 def test_a_read_only_out_is_a_clear_error(tmp_path):
     out = tmp_path / "store"
     out.mkdir()
@@ -353,6 +395,24 @@ def test_a_pack_that_packed_nothing_leaves_no_finished_store_and_says_why(tmp_pa
     # A nonsense option is refused before any work: nothing is read or written.
     assert main(["pack", "--metadata", str(metadata), "--out", str(tmp_path / "zero"), "--size", "0"]) == 2
     assert "--size 0: must be at least 1" in capsys.readouterr().err and not (tmp_path / "zero").exists()
+
+
+def test_settings_that_give_no_work_an_image_are_one_error_before_any_work(tmp_path, capsys):
+    """They failed work by work ("unexpected answer: KeyError: 'idx'" in rejects.csv), then "packed nothing"."""
+    from artdate.cli import main
+
+    metadata = tmp_path / "works.csv"
+    metadata.write_text("id,year\na,1600\nb,1650\n")
+    for extra, message in [
+        (["--images", str(tmp_path / "{idx}.jpg")], "{idx}.jpg': unknown field {idx}; a pattern names each work's"),
+        (["--images", str(tmp_path / "{id.jpg")], "{id.jpg': not a pattern"),
+        ([], f"{metadata} has no file or url column and no --images was given: no work has an image"),
+    ]:
+        out = tmp_path / "store"
+        assert main(["pack", "--metadata", str(metadata), "--out", str(out), "--jobs", "1", "--quiet", *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1, error
+        assert not out.exists()  # before any work: nothing written
 
 
 @requires_sample

@@ -179,3 +179,43 @@ def test_a_folder_of_images_to_date_makes_a_results_csv_that_report_reads(tiny_c
     assert "works to date: n 4" in capsys.readouterr().out
     page = (tmp_path / "report" / "report.html").read_text()
     assert "Works to date (4)" in page and page.count("data:image/jpeg;base64,") == 3  # the scans' thumbnails
+
+
+def test_several_inputs_get_distinct_ids_once_each_and_nothing_stale_beside_out(
+    tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    """x.png and x.gif are two works with two ids; one file given twice (x.jpg, ./x.jpg) is one
+    work; files an earlier run left beside --out (its neighbours, a score's reference and skip
+    list) go, or report shows them with these works; --out that cannot be written is named first."""
+    import csv
+
+    from PIL import Image
+
+    image = Image.open(IMAGE).convert("RGB")
+    image.save(tmp_path / "x.png")
+    image.save(tmp_path / "x.gif")
+    (tmp_path / "x.jpg").write_bytes(open(IMAGE, "rb").read())
+    out = tmp_path / "p.csv"
+    earlier = [tmp_path / "p.neighbours.csv", tmp_path / "p.reference.npz", tmp_path / "p.skipped.csv"]
+    for path in earlier:
+        path.write_text("an earlier run's\n")
+    given = [str(tmp_path / "x.png"), str(tmp_path / "x.gif"), str(tmp_path / "x.jpg"), "./x.jpg", str(tmp_path)]
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", *given, "--checkpoint", tiny_checkpoint, "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["id"] for row in rows) == ["x.gif", "x.jpg", "x.png"]  # x.jpg once, though given 3 times
+    assert len({row["key"] for row in rows}) == 3
+    assert not any(path.exists() for path in earlier)
+
+    (tmp_path / "main.csv").write_text("a file\n")
+    os.mkdir(tmp_path / "pred1")
+    for bad, message in [
+        ("pred1", "--out pred1 is a folder; name the file to write"),
+        ("main.csv/x.csv", f"--out main.csv/x.csv: {tmp_path / 'main.csv'} is a file, not a folder"),
+        ("/proc/x.csv", "--out /proc/x.csv: no file can be written in /proc"),
+    ]:
+        capsys.readouterr()
+        assert main(["predict", "x.jpg", "--checkpoint", tiny_checkpoint, "--out", bad]) == 2, bad
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"artdate predict: error: {message}") and len(error.splitlines()) == 1, error

@@ -26,6 +26,7 @@ ROWS = [
 
 
 def write_csv(tmp_path, rows=ROWS):
+    tmp_path.mkdir(exist_ok=True)
     path = tmp_path / "results.csv"
     path.write_text("museum,id,year,pred\n" + "".join(f"{m},{i},{y},{p}\n" for m, i, y, p in rows))
     return str(path)
@@ -33,6 +34,13 @@ def write_csv(tmp_path, rows=ROWS):
 
 def test_summary_matches_the_hand_computed_figures(tmp_path):
     summary = run_report(ReportConfig(results=write_csv(tmp_path), out=str(tmp_path / "out")))
+    # The figures label each bin as plots.py writes it: whole years ("1500.0" before).
+    assert [str(b) for b in sorted(read_results(write_csv(tmp_path))["bin"].unique())] == [
+        "1500",
+        "1600",
+        "1700",
+        "1850",
+    ]
     errors = [-120, -30, 0, 10, 60, 200]
     assert summary["n"] == 6
     assert summary["mae"] == sum(abs(e) for e in errors) / 6 == 70.0
@@ -110,8 +118,13 @@ def test_range_coverage_and_the_century_confusion_match_the_hand_computed_figure
     assert "These figures are those of the 4 validation works (the model never trained on them; all 6" in page
     assert '<div class="card">MAE (years)<b>62.5</b></div>' in page
     path.write_text(path.read_text().replace("1600,1700", "1600,soon"))
-    with pytest.raises(ValueError, match="line 5: pred_high 'soon' is not a number"):
+    with pytest.raises(ValueError, match="line 5: pred_high 'soon' is not a finite number"):
         read_results(str(path))
+    # A report of results without ranges into the same folder: the earlier figure of ranges goes
+    # (it stayed, as if of these results).
+    run_report(ReportConfig(results=write_csv(tmp_path / "plain"), out=str(tmp_path / "out")))
+    assert "range_reliability.png" not in os.listdir(tmp_path / "out")
+    assert "pred_vs_year.png" in os.listdir(tmp_path / "out")
 
 
 @requires_sample
@@ -138,7 +151,10 @@ def test_the_2017_file_format_with_image_paths(tmp_path):
     "content, message",
     [
         ("year,guess\n1500,1600\n", r"needs columns year and pred; missing \['pred'\]"),
-        ("year,pred\n1500,1600\n1600,soon\n", r"line 3: pred 'soon' is not a number"),
+        ("year,pred\n1500,1600\n1600,soon\n", r"line 3: pred 'soon' is not a finite number"),
+        # It was "Cannot convert non-finite values (NA or inf) to integer", naming nothing.
+        ("year,pred\n1500,1600\n1600,inf\n", r"r.csv: line 3: pred 'inf' is not a finite number"),
+        ("year,pred\n-inf,1600\n", r"r.csv: line 2: year '-inf' is not a finite number"),
         ("", "not a readable CSV"),
     ],
 )

@@ -12,10 +12,19 @@ from helpers import ROOT, artdate_command, flags, pack_sample, tiny_training, tr
 from servers import kill_session
 
 from artdate import data, partition, ranges, shards, store
-from artdate.checkpoints import CHECKPOINT_FILE, TRAINING_FILE, load_checkpoint, run_checkpoints
+from artdate.checkpoints import (
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    TRAINING_FILE,
+    load_checkpoint,
+    registered_checkpoints,
+    run_checkpoints,
+    unregistered_checkpoints,
+)
 from artdate.config import TrainConfig
 from artdate.loop import CURVE, evaluate, make_scheduler
 from artdate.model import load_tensors
+from artdate.placement import ClusterTooSmall
 from artdate.rank_checkpoints import UNVALIDATED_MAE
 from artdate.train import run_training
 
@@ -302,3 +311,89 @@ def test_a_rank_that_fails_after_a_preemption_notice_waits_for_the_restart(monke
     )
     assert time.monotonic() - started >= 1.9  # the deadline, then the wait past it
     assert "rank 1: RuntimeError after a preemption notice" in capsys.readouterr().err
+
+
+def test_what_the_local_ray_can_never_give_is_refused_at_once_naming_both(tmp_path, sample_store, local_ray):
+    """The embedded Ray cannot grow: more workers than its CPUs, a GPU share on a machine without
+    one, used to wait forever in silence (Ray Train retries the worker group every minute)."""
+    import time
+
+    cpus = int(local_ray.cluster_resources()["CPU"])
+    storage = str(tmp_path / "run")
+    started = time.monotonic()
+    with pytest.raises(
+        ClusterTooSmall,
+        match=rf"asked for {cpus + 1} training worker\(s\) x 1 CPU, but the local Ray "
+        rf"that artdate started .* has {cpus} CPU and no GPU on 1 node\(s\): {cpus} fit; lower --workers",
+    ) as never:
+        run_training(small(sample_store, storage, workers=cpus + 1))
+    assert never.value.exit_code == 2
+    with pytest.raises(
+        ClusterTooSmall, match=r"x 1 CPU \+ 0.5 GPU, but .* no GPU on 1 node\(s\): 0 fit.* --gpus-per-worker 0 for CPU"
+    ):
+        run_training(small(sample_store, storage, gpus_per_worker=0.5))
+    with pytest.raises(ValueError, match="--cpus-per-worker 0 with no GPU per worker reserves nothing"):
+        run_training(small(sample_store, storage, cpus_per_worker=0, gpus_per_worker=0))
+    assert time.monotonic() - started < 60  # no waiting for what never comes
+
+    # A setting that fails leaves nothing behind: before, run.json claimed the storage for
+    # backbone nosuchnet and refused every later run, --resume included.
+    with pytest.raises(ValueError, match="unknown backbone 'nosuchnet'"):
+        run_training(small(sample_store, str(tmp_path / "other"), backbone="nosuchnet"))
+    assert not os.path.exists(tmp_path / "other")
+
+
+def test_ctrl_c_and_sigterm_stop_training_saying_how_to_resume(tmp_path, sample_store, capfd):
+    """Ctrl-C exits 130, SIGTERM 143, each with the line that says to resume; each resume says
+    what it continues from; a checkpoint folder Ray never registered is removed, not left behind."""
+    import shutil
+    import signal
+
+    storage = str(tmp_path / "run")
+    settings = tiny_training(sample_store, storage, epochs=3, lr=2e-3, warmup_epochs=0.5)
+
+    def stop_after(epoch, how, *extra):
+        errors = tmp_path / f"stderr-{how}"
+        with open(errors, "w") as stderr:
+            process = subprocess.Popen(artdate_command("train", *flags(settings), *extra), cwd=ROOT, stderr=stderr)
+            wait_for_registered(storage, f'"epoch":{epoch}', lambda: process.poll() is None)
+            process.send_signal(how)
+            code = process.wait(60)
+        return code, errors.read_text().strip().splitlines()
+
+    code, lines = stop_after(0, signal.SIGINT)
+    assert code == 130 and lines[-1] == (
+        "artdate train: interrupted; rerun the same command with --resume to continue from the last checkpoint"
+    )
+    code, lines = stop_after(1, signal.SIGTERM, "--resume")
+    assert code == 143 and lines[-1].startswith("artdate train: terminated; rerun the same command with --resume")
+    assert any(line.startswith(f"resuming after epoch 1 from {storage}/checkpoint_") for line in lines)
+
+    # A folder as a run stopped while uploading a checkpoint leaves it: never registered.
+    registered, latest = registered_checkpoints(storage)
+    assert latest in registered and unregistered_checkpoints(storage, registered) == []
+    shutil.copytree(os.path.join(storage, latest), os.path.join(storage, "checkpoint_2099-01-01_00-00-00.000000"))
+    capfd.readouterr()
+    run_training(small(sample_store, storage, epochs=3, resume=True))
+    err = capfd.readouterr().err
+    assert "removed checkpoint_2099-01-01_00-00-00.000000: a checkpoint the stopped run was still writing" in err
+    assert f"resuming after epoch 2 from {storage}/{latest}" in err
+    assert unregistered_checkpoints(storage, registered_checkpoints(storage)[0]) == []
+    assert sorted(m["epoch"] for m in run_checkpoints(storage).values()) == [0, 1, 2]  # each epoch once
+    assert [epoch_metrics(storage)[e]["start_epoch"] for e in range(3)] == [0, 1, 2]
+
+
+def test_a_resume_with_no_registered_checkpoint_says_so(tmp_path, capfd):
+    """Stopped before its first checkpoint was registered: --resume says it starts from the
+    beginning, and removes the folder that checkpoint was being written to."""
+    from artdate.train import announce_resume
+
+    storage = tmp_path / "run"
+    (storage / "checkpoint_2026-12-07_10-00-00.000000").mkdir(parents=True)
+    (storage / "checkpoint_2026-12-07_10-00-00.000000" / "metrics.json").write_text("{}")
+    (storage / RUN_FILE).write_text("{}")
+    announce_resume(str(storage))
+    assert os.listdir(storage) == [RUN_FILE]
+    err = capfd.readouterr().err
+    assert "removed checkpoint_2026-12-07_10-00-00.000000" in err
+    assert f"--resume: {storage} holds no finished checkpoint (the run stopped before its first one" in err

@@ -27,7 +27,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-def test_works_to_date_are_never_trained_on_and_are_dated_with_ranges_and_comparanda(tmp_path):
+def test_works_to_date_are_never_trained_on_and_are_dated_with_ranges_and_comparanda(tmp_path, capfd):
     # The sample with every tenth work's dates left empty: 30 works to date beside 270 dated.
     with open(SAMPLE_CSV) as f:
         rows = list(csv.DictReader(f))
@@ -68,6 +68,13 @@ def test_works_to_date_are_never_trained_on_and_are_dated_with_ranges_and_compar
     assert {
         scored[sample_key(n["neighbour_museum"], n["neighbour_id"])]["split"] for f in nearest.values() for n in f
     } == {"train"}
+
+    # --split undated scores no training works: no neighbours file, and it says so (it said nothing).
+    capfd.readouterr()
+    only = str(tmp_path / "only-undated.csv")
+    run_scoring(ScoreConfig(shards=store, checkpoint=best, out=only, actors=1, split="undated"), progress=False)
+    assert len(read_rows(only)) == 30 and not os.path.exists(only[: -len(".csv")] + ".neighbours.csv")
+    assert "no neighbours file: --split undated scores none of the training works" in capfd.readouterr().err
 
     # A store of the works to date alone, dated against the first run's training works.
     alone = str(tmp_path / "alone.csv")
