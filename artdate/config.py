@@ -355,7 +355,7 @@ class DemoConfig(Settings):
         (), help="with --fetch: MUSEUM=URL replaces the Met's public API root, as for pack", action="append"
     )
     # The recipe that cross-validated best on the sample among those that run in a few minutes
-    # (bench/recipes.py, bench/RESULTS.md).
+    # (bench/quality/recipes.py, bench/RESULTS.md).
     epochs: int = option(
         0,
         range=Range(at_least=0),
@@ -373,7 +373,7 @@ class DemoConfig(Settings):
         16,
         range=Range(at_least=1),
         help="images per optimizer step, split among the workers, so the recipe "
-        "bench/recipes.py measured in one process is the one trained",
+        "bench/quality/recipes.py measured in one process is the one trained",
     )
     loss: str = option("bins", help="training loss", choices=["mse", "l1", "huber", "bins"])
     label_sigma: float = option(
