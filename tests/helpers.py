@@ -241,3 +241,17 @@ def write_synthetic_met_export(path: str, rows: int) -> str:
         writer.writerow(MET_HEADER)
         writer.writerows(synthetic_met_row(n) for n in range(rows))
     return path
+
+
+def labels_of(out: str, manifest: dict) -> dict:
+    """{id: the JSON record of its sample} of every shard a local pack wrote into `out`."""
+    import tarfile
+
+    labels = {}
+    for shard in manifest["shards"]:
+        with tarfile.open(os.path.join(out, shard["name"])) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    record = json.load(tar.extractfile(member))
+                    labels[record["id"]] = record
+    return labels

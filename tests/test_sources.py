@@ -4,12 +4,11 @@ import csv
 import json
 import os
 import socket
-import tarfile
 import threading
 import time
 
 import pytest
-from helpers import shipped_pace
+from helpers import labels_of, shipped_pace
 from museum_servers import SAMPLE, SOAK_UNKNOWN, MuseumApi, have_fixtures, sample_images, soak_weather, soak_works
 
 from artdate import USER_AGENT
@@ -36,17 +35,6 @@ def api():
 def rejects_of(out):
     with open(os.path.join(out, "rejects.csv")) as f:
         return {row["id"]: row for row in csv.DictReader(f)}
-
-
-def labels_of(out, manifest):
-    labels = {}
-    for shard in manifest["shards"]:
-        with tarfile.open(os.path.join(out, shard["name"])) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(".json"):
-                    record = json.load(tar.extractfile(member))
-                    labels[record["id"]] = record
-    return labels
 
 
 def pack(tmp_path, api, rows, name="works.csv", out="store", **settings):

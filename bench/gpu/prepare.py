@@ -84,16 +84,20 @@ def folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)
 
 
-def checkout_bytes() -> int:
-    """What git carries of the checkout: its tracked and untracked, not ignored, files."""
+def carried_files() -> list[str]:
+    """What a device call carries of the checkout: its tracked and untracked, not ignored, files
+    (relative paths)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
         check=True,
         capture_output=True,
     ).stdout.split(b"\0")
-    paths = [os.path.join(ROOT, p.decode()) for p in listed if p]
-    return sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    return [p.decode() for p in listed if p and os.path.isfile(os.path.join(ROOT, p.decode()))]
+
+
+def checkout_bytes() -> int:
+    return sum(os.path.getsize(os.path.join(ROOT, name)) for name in carried_files())
 
 
 def main() -> None:
