@@ -60,11 +60,15 @@ def met_works(count: int, out: str, seed: int = 0) -> str:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What the demo trains with where its options do not say, as bench/RESULTS.md measured it."""
+    """What the demo trains with where its options do not say, as bench/RESULTS.md measured it
+    (its options' defaults: --batch-size 16, --loss bins, --label-sigma 50, are the rest of it)."""
 
     epochs: int
     image_size: int
     backbone_lr_scale: float
+    backbone: str = "efficientnet_lite0"  # ImageNet weights that install offline
+    lr: float = 2e-3
+    flip_averaging: bool = True  # up to 4 y better on public-art's unseen works (bench/RESULTS.md)
 
 
 def demo_recipe(synthetic: bool, training_works: int) -> Recipe:
@@ -133,12 +137,12 @@ def run_demo(cfg: DemoConfig, progress: bool = True, verbose: bool = False) -> d
     recipe = demo_recipe(cfg.synthetic, manifest["labels"]["train"]["count"])
     epochs = cfg.epochs or recipe.epochs
     image_size = cfg.image_size or recipe.image_size
-    step(f"2/4 train efficientnet_lite0 at {image_size} px with {cfg.workers} workers on CPU for {epochs} epochs")
+    step(f"2/4 train {recipe.backbone} at {image_size} px with {cfg.workers} workers on CPU for {epochs} epochs")
     cores = os.cpu_count() or 1
     train = TrainConfig(
         shards=shards_url,
         storage=run_url,
-        backbone="efficientnet_lite0",
+        backbone=recipe.backbone,
         epochs=epochs,
         batch_size=max(1, cfg.batch_size // cfg.workers),
         image_size=image_size,
@@ -147,8 +151,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True, verbose: bool = False) -> d
         gpus_per_worker=0,
         loss=cfg.loss,
         label_sigma=cfg.label_sigma,
-        flip_averaging=True,  # up to 4 y better on public-art's unseen works (bench/RESULTS.md)
-        lr=2e-3,
+        flip_averaging=recipe.flip_averaging,
+        lr=recipe.lr,
         backbone_lr_scale=recipe.backbone_lr_scale,
         loader_workers=1,
         log_every=5,

@@ -67,10 +67,10 @@ def measure(backbone: str, num_outputs: int, image_size: int) -> TrainingMemory:
     plus the size of DDP's gradient buckets, which a single process does not allocate."""
     import torch
 
-    from .model import build_model
+    from .model import build_model, on_device
 
     device = torch.device("cuda")
-    model = build_model(backbone, num_outputs, weights="none").to(device).to(memory_format=torch.channels_last)
+    model = on_device(build_model(backbone, num_outputs, weights="none"), device)
     optimizer = torch.optim.AdamW(model.parameters())
     peaks = []
     for batch in PROBE_BATCHES:

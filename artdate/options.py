@@ -129,6 +129,22 @@ def storage_fields(config_class: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(config_class) if f.metadata.get("storage")]
 
 
+def with_absolute_storage(settings: Any, words: tuple[str, ...] = ()) -> Any:
+    """`settings` with the local paths of its storage options made absolute (store.absolute): Ray's
+    workers and actors run in other folders than the driver. A value among `words` (such as
+    --weights imagenet) names no path and stays as it is."""
+    from . import store
+
+    changes: dict[str, Any] = {}
+    for f in storage_fields(type(settings)):
+        value = getattr(settings, f.name)
+        if isinstance(value, str) and value not in words:
+            changes[f.name] = store.absolute(value)
+        elif isinstance(value, tuple):
+            changes[f.name] = tuple(store.absolute(v) for v in value)
+    return dataclasses.replace(settings, **changes)
+
+
 def from_arguments(config_class: type, args: argparse.Namespace) -> Any:
     """Build `config_class` from parsed arguments (extra attributes of `args` are ignored)."""
     values = {}

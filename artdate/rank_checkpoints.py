@@ -19,9 +19,14 @@ from .partition import Slice
 from .rank import EpochProgress, Position, Worker
 
 
+def distributed() -> bool:
+    """Whether this process is a rank of a DDP process group (not the plain loop)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def gather(value):
     """Every rank's `value`, in rank order (just [value] outside DDP)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not distributed():
         return [value]
     values = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(values, value)

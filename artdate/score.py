@@ -25,7 +25,8 @@ from .actor_pool import ActorPool
 from .checkpoints import load_checkpoint, resolve_checkpoint
 from .config import ScoreConfig
 from .lease import Lease
-from .model import WithFeatures, compiled, predict_years
+from .model import WithFeatures, compiled, on_device, predict_years
+from .options import with_absolute_storage
 from .parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name
 from .raycluster import connect, resolve_gpus
 
@@ -52,9 +53,7 @@ class Scorer:
         self.device = torch.device("cuda" if on_gpu else "cpu")
         self.model, self.spec, info = load_checkpoint(checkpoint_url)
         self.calibration = info["calibration"]
-        self.model.to(self.device)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        self.model = on_device(self.model, self.device)
         self.forward = compiled(WithFeatures(self.model), compile)  # the years and the comparanda's features
         self.transform = data.eval_transform(self.spec.image_size)
         self.batch_size = batch_size
@@ -138,15 +137,7 @@ class Tally:
 def run_scoring(cfg: ScoreConfig, progress: bool = True, verbose: bool = False) -> dict:
     """Score the shards; write cfg.out; return a summary (rows, shards, skipped, seconds).
     `verbose` forwards the actors' and Ray's own output to this console."""
-    from dataclasses import replace
-
-    cfg = replace(
-        cfg,
-        shards=store.absolute(cfg.shards),
-        checkpoint=store.absolute(cfg.checkpoint),
-        out=store.absolute(cfg.out),
-        comparanda=store.absolute(cfg.comparanda),
-    )
+    cfg = with_absolute_storage(cfg)
 
     if not store.is_s3(cfg.out) and os.path.isdir(cfg.out):  # found now, not after scoring every shard
         raise ValueError(f"--out {cfg.out} is a folder; name the results file, such as {cfg.out}/results.csv")

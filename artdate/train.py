@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .console import TrainingConsole
 from .loop import for_device, gpu_batch, label_encoding
 from .model import ModelSpec, build_model
+from .options import with_absolute_storage
 from .raycluster import connect, resolve_gpus
 from .worker import train_func
 
@@ -172,14 +173,8 @@ def announce_resume(storage: str) -> None:
 
 def with_absolute_urls(cfg: TrainConfig) -> TrainConfig:
     """Paths as the workers must read them: they run in other folders."""
-    weights = cfg.weights if cfg.weights in ("imagenet", "none") else store.absolute(cfg.weights)
-    return dataclasses.replace(
-        cfg,
-        shards=store.absolute(cfg.shards),
-        storage=store.absolute(cfg.storage),
-        weights=weights,
-        mlflow=tracking.absolute_uri(cfg.mlflow) if cfg.mlflow else "",
-    )
+    cfg = with_absolute_storage(cfg, words=("imagenet", "none"))
+    return dataclasses.replace(cfg, mlflow=tracking.absolute_uri(cfg.mlflow) if cfg.mlflow else "")
 
 
 def worker_range(workers: int | str) -> tuple[int, int]:

@@ -18,12 +18,13 @@ import torch
 from . import data, partition, ranges
 from .config import TrainConfig
 from .loop import CURVE, evaluate, make_optimizer, make_scheduler, train_one_epoch, validation_metrics
-from .model import ModelSpec, build_model, compiled
+from .model import ModelSpec, build_model, compiled, on_device
 from .partition import Slice
 from .rank import EpochProgress, Worker
 from .rank_checkpoints import (
     checkpoint_and_report,
     checkpoint_due,
+    distributed,
     gather,
     resume,
     save_inside_epoch,
@@ -71,12 +72,8 @@ def start_worker(config: dict) -> Worker:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)  # the same fresh head on every rank (DDP also broadcasts rank 0's)
-    model = build_model(spec.backbone, spec.encoding.num_outputs, cfg.weights)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = on_device(build_model(spec.backbone, spec.encoding.num_outputs, cfg.weights), device)
     model = ray.train.torch.prepare_model(model)
     plain_model: torch.nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
     train_shards = partition.manifest_shards(cfg.shards, manifest, "train")
@@ -233,6 +230,6 @@ def share_rank0_buffers(model) -> None:
     """Give every rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them before each
     forward, but each rank then updates its own copy with its own batch, so after the last step
     they differ; rank 0's are the ones saved, and validation must evaluate the saved weights."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if distributed():
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, src=0)

@@ -30,7 +30,7 @@ import torch
 from artdate import data, partition, shards
 from artdate.config import PackConfig, TrainConfig
 from artdate.loop import evaluate, make_optimizer, make_scheduler, train_one_epoch
-from artdate.model import LabelEncoding, ModelSpec, build_model, compiled
+from artdate.model import LabelEncoding, ModelSpec, build_model, compiled, on_device
 from artdate.pack import run_pack
 from bench.common import per_second, sample_copies, stopwatch
 
@@ -73,11 +73,8 @@ def main():
     args = parser.parse_args()
     device = torch.device(args.device)
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    torch.backends.cudnn.benchmark = True
     spec = ModelSpec(args.backbone, args.image_size, LabelEncoding("l1", mean=1700.0, std=150.0))
-    model = build_model(args.backbone, 1, weights="none").to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = on_device(build_model(args.backbone, 1, weights="none"), device)  # as train and score run it
     forward = compiled(model, args.compile)
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
