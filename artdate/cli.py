@@ -81,7 +81,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         named = f"{work.location}: " if len(predicted) + len(failed) > 1 else ""
         print(f"{named}{work.year:.0f} ({work.low:.0f}-{work.high:.0f})")
         for near in work.nearest:  # --comparanda: the dated works the guess rests on
-            print(f"  {near['year']}  {near['museum']} {near['id']}  (similarity {near['similarity']:.2f})")
+            print(
+                f"  {near['neighbour_year']}  {near['neighbour_museum']} {near['neighbour_id']}  "
+                f"(similarity {near['similarity']:.2f})"
+            )
     return 0
 
 

@@ -153,19 +153,7 @@ def write_comparanda(
             queries = read_array(store.join(parts, features_name(name)))
             own = np.array([position.get(row["key"], -1) for row in rows], dtype=np.int64)
             sims, index = search.nearest(queries, k, own)
-            table = [
-                {
-                    "key": row["key"],
-                    "rank": rank + 1,
-                    "neighbour_id": reference["ids"][j],
-                    "neighbour_museum": reference["museums"][j],
-                    "neighbour_year": reference["years"][j],
-                    "similarity": round(float(sims[i, rank]), 4),
-                    "neighbour_shard": reference["shards"][j],
-                }
-                for i, row in enumerate(rows)
-                for rank, j in enumerate(index[i])
-            ]
+            table = neighbour_rows([row["key"] for row in rows], sims, index, reference)
             file.write(store.csv_bytes(table, NEIGHBOUR_COLUMNS, header=False))
             written += len(table)
     saved = io.BytesIO()
@@ -218,20 +206,26 @@ def saved_reference(results: str, checkpoint: str) -> dict:
         return {name: saved[name].tolist() if name != "features" else saved[name] for name in names}
 
 
-def image_neighbours(reference: dict, features: np.ndarray, k: int = K) -> list[list[dict]]:
-    """The k training works of a `saved_reference` nearest to each row of `features` (predict)."""
-    sims, index = nearest(features, reference["features"], k)
+def neighbour_rows(keys: list[str], sims: np.ndarray, index: np.ndarray, reference: dict) -> list[dict]:
+    """The neighbours file's rows (NEIGHBOUR_COLUMNS): for the work of each key, its nearest
+    training works of `reference` at `index` (a row a work, nearest first) with their similarity."""
     return [
-        [
-            {
-                "rank": rank + 1,
-                "id": str(reference["ids"][j]),
-                "museum": str(reference["museums"][j]),
-                "year": int(reference["years"][j]),
-                "similarity": float(sims[i, rank]),
-                "shard": str(reference["shards"][j]),
-            }
-            for rank, j in enumerate(index[i])
-        ]
-        for i in range(len(features))
+        {
+            "key": key,
+            "rank": rank + 1,
+            "neighbour_id": str(reference["ids"][j]),
+            "neighbour_museum": str(reference["museums"][j]),
+            "neighbour_year": int(reference["years"][j]),
+            "similarity": round(float(sims[i, rank]), 4),
+            "neighbour_shard": str(reference["shards"][j]),
+        }
+        for i, key in enumerate(keys)
+        for rank, j in enumerate(index[i])
     ]
+
+
+def image_neighbours(reference: dict, features: np.ndarray, keys: list[str], k: int = K) -> list[list[dict]]:
+    """For each row of `features` (predict's images, of `keys`), the neighbours file's rows of
+    the k training works of a `saved_reference` nearest to it."""
+    sims, index = nearest(features, reference["features"], k)
+    return [neighbour_rows([key], sims[i : i + 1], index[i : i + 1], reference) for i, key in enumerate(keys)]

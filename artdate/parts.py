@@ -35,6 +35,41 @@ COLUMNS = [
     "key",
 ]
 SKIP_COLUMNS = ["shard", "key", "reason"]
+
+
+def result_row(
+    work_id: str,
+    museum: str,
+    key: str,
+    split: str,
+    predicted: tuple[float, float, float, float | None],
+    level: float,
+    dated: tuple[int, int, int] | None = None,
+    shard: str = "",
+) -> dict:
+    """A row of results.csv (COLUMNS), score's and predict's alike: the predicted (year, low, high,
+    spread) rounded as the file keeps them (the year and spread to 0.1 y, the range to whole years);
+    a dated work's (year, year_start, year_end) and its error, all empty for a work to date."""
+    year_predicted, low, high, spread = predicted
+    year, year_start, year_end = dated or (None, None, None)
+    return {
+        "id": work_id,
+        "museum": museum,
+        "year": year,
+        "pred": round(year_predicted, 1),
+        "pred_low": round(low),
+        "pred_high": round(high),
+        "range_level": level,
+        "diff": round(year_predicted - year, 1) if year is not None else None,
+        "split": split,
+        "shard": shard,
+        "year_start": year_start,
+        "year_end": year_end,
+        "spread": None if spread is None else round(spread, 1),
+        "key": key,
+    }
+
+
 CLAIM_FILE = "_run.json"  # which checkpoint and shards the parts are of (store.claim)
 LEASE_FILE = "_lease"
 

@@ -15,7 +15,7 @@ from .config import PredictConfig
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, open_rgb
 from .model import predict_years
-from .parts import COLUMNS, skipped_url
+from .parts import COLUMNS, result_row, skipped_url
 from .ranges import Predictions
 from .works import UNDATED, sample_key
 
@@ -135,7 +135,8 @@ def _predicted(model, spec, info, inputs, locations, reference: dict | None) -> 
     predicted: Predictions = predict_years(
         model, spec, inputs, torch.device("cpu"), info["calibration"], embeddings=embeddings if reference else None
     )
-    nearest = comparanda.image_neighbours(reference, embeddings[0].numpy()) if reference else []
+    keys = [sample_key("", location) for location in locations]
+    nearest = comparanda.image_neighbours(reference, embeddings[0].numpy(), keys) if reference else []
     spreads = predicted.spread.tolist() if predicted.spread is not None else [None] * len(locations)
     return [
         Predicted(location, float(year), float(low), float(high), spread, nearest[i] if nearest else [])
@@ -155,32 +156,9 @@ def write_results(out: str, predicted: list[Predicted], level: float) -> None:
         key = sample_key("", work.location)
         local = base and "://" not in work.location
         path = os.path.relpath(os.path.abspath(work.location), base) if local else work.location
-        rows.append(
-            {
-                "id": name,
-                "museum": "",
-                "pred": round(work.year, 1),
-                "pred_low": round(work.low),
-                "pred_high": round(work.high),
-                "range_level": level,
-                "split": UNDATED,
-                "spread": None if work.spread is None else round(work.spread, 1),
-                "key": key,
-                "path": path,
-            }
-        )
-        neighbours += [
-            {
-                "key": key,
-                "rank": n["rank"],
-                "neighbour_id": n["id"],
-                "neighbour_museum": n["museum"],
-                "neighbour_year": n["year"],
-                "similarity": round(n["similarity"], 4),
-                "neighbour_shard": n["shard"],
-            }
-            for n in work.nearest
-        ]
+        row = result_row(name, "", key, UNDATED, (work.year, work.low, work.high, work.spread), level)
+        rows.append({**row, "path": path})
+        neighbours += work.nearest
     store.write_bytes(out, store.csv_bytes(rows, [*COLUMNS, "path"]))
     if neighbours:
         store.write_bytes(comparanda.neighbours_url(out), store.csv_bytes(neighbours, comparanda.NEIGHBOUR_COLUMNS))

@@ -27,7 +27,7 @@ from .config import ScoreConfig
 from .lease import Lease
 from .model import WithFeatures, compiled, on_device, predict_years
 from .options import with_absolute_storage
-from .parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name
+from .parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name, result_row
 from .raycluster import connect, resolve_gpus
 
 WAIT_REPORT_SECONDS = placement.REPORT_SECONDS
@@ -83,27 +83,13 @@ class Scorer:
             )
             years, lows, highs = predicted.year.tolist(), predicted.low.tolist(), predicted.high.tolist()
             spreads: list = predicted.spread.tolist() if predicted.spread is not None else [None] * len(years)
+            level = self.calibration.level
             for i, key in enumerate(batch.key):
-                dated = int(batch.year[i]) != data.NO_YEAR  # an undated work's year, range and diff stay empty
-                year = int(batch.year[i]) if dated else None
-                rows.append(
-                    {
-                        "id": batch.id[i],
-                        "museum": batch.museum[i],
-                        "year": year,
-                        "pred": round(years[i], 1),
-                        "pred_low": round(lows[i]),
-                        "pred_high": round(highs[i]),
-                        "range_level": self.calibration.level,
-                        "diff": round(years[i] - year, 1) if year is not None else None,
-                        "split": split,
-                        "shard": shard_url,
-                        "year_start": int(batch.year_start[i]) if dated else None,
-                        "year_end": int(batch.year_end[i]) if dated else None,
-                        "spread": None if spreads[i] is None else round(spreads[i], 1),
-                        "key": key,
-                    }
-                )
+                dated = None  # an undated work's year, range and diff stay empty
+                if int(batch.year[i]) != data.NO_YEAR:
+                    dated = (int(batch.year[i]), int(batch.year_start[i]), int(batch.year_end[i]))
+                predicted_i = (years[i], lows[i], highs[i], spreads[i])
+                rows.append(result_row(batch.id[i], batch.museum[i], key, split, predicted_i, level, dated, shard_url))
         features = torch.cat(embeddings).numpy().astype(np.float16) if embeddings else np.zeros((0, 0), np.float16)
         return rows, skips, features
 
