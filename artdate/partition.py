@@ -21,7 +21,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from . import store
+from .shards import shard_url
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,7 @@ class Slice:
 
 def manifest_shards(store_url: str, manifest: dict, split: str | None = None) -> list[Shard]:
     """The store's shards of one split (or all of them)."""
-    return [
-        Shard(store.join(store_url, s["name"]), s["samples"]) for s in manifest["shards"] if split in (None, s["split"])
-    ]
+    return [Shard(shard_url(store_url, s), s["samples"]) for s in manifest["shards"] if split in (None, s["split"])]
 
 
 def store_slices(store_url: str, manifest: dict, split: str | None = None) -> list[Slice]:

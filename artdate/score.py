@@ -165,16 +165,16 @@ def _score(
     """Score the shards of `todo_all` that have no part yet, then assemble cfg.out from the parts."""
     claim_parts(parts, checkpoint, cfg.shards)
     done = set(store.list_names(parts))
-    todo = [s for s in todo_all if part_name(store.join(cfg.shards, s["name"])) not in done]
+    todo = [s for s in todo_all if part_name(shards.shard_url(cfg.shards, s)) not in done]
     tally = _score_shards(cfg, checkpoint, spec, todo, parts, lease, progress)
     if tally.incomplete:
         raise ValueError(
             "some shards could not be read whole; their rows were not kept:\n  " + "\n  ".join(tally.incomplete)
         )
 
-    shard_urls = [store.join(cfg.shards, s["name"]) for s in todo_all]
+    shard_urls = [shards.shard_url(cfg.shards, s) for s in todo_all]
     rows, unreadable = assemble(
-        parts, shard_urls, {store.join(cfg.shards, s["name"]): s["samples"] for s in todo_all}, cfg.out
+        parts, shard_urls, {shards.shard_url(cfg.shards, s): s["samples"] for s in todo_all}, cfg.out
     )
     neighbours = comparanda.write_comparanda(
         parts, [part_name(url) for url in shard_urls], cfg.out, checkpoint, reference_from=cfg.comparanda
@@ -212,7 +212,7 @@ def _score_shards(
     total = sum(s["samples"] for s in todo)
     bar = tqdm(total=total, unit="img", desc="score", disable=None if progress else True, file=sys.stderr)
     tally = Tally()
-    queue = [(store.join(cfg.shards, s["name"]), s) for s in todo]
+    queue = [(shards.shard_url(cfg.shards, s), s) for s in todo]
     batch = cfg.batch_size or (GPU_SCORE_BATCH if gpus > 0 else CPU_SCORE_BATCH)
     make_actor = functools.partial(
         actor_class.remote, checkpoint, batch, cfg.decode_on, cfg.loader_workers, cfg.compile, gpus > 0

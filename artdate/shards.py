@@ -171,5 +171,10 @@ def read_manifest(url: str) -> dict:
 
 def shard_urls(store_url: str, manifest: dict, split: str | None = None) -> list[str]:
     """URLs of the store's shards, of one split or (split=None) all of them."""
+    return [shard_url(store_url, s) for s in manifest["shards"] if split in (None, s["split"])]
+
+
+def shard_url(store_url: str, entry: dict) -> str:
+    """The URL of the shard of a manifest `entry`, in the store at `store_url` (or its manifest's URL)."""
     root = store_url[: -len(MANIFEST)].rstrip("/") if store_url.endswith(MANIFEST) else store_url
-    return [store.join(root, s["name"]) for s in manifest["shards"] if split in (None, s["split"])]
+    return store.join(root, entry["name"])
