@@ -31,8 +31,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .parts import skipped_url
     from .score import run_scoring
+    from .score_parts import skipped_url
 
     settings = from_arguments(config.ScoreConfig, args)
     summary = run_scoring(settings, progress=not args.quiet, verbose=args.verbose)

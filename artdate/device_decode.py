@@ -1,4 +1,4 @@
-"""The stage every consumer (training, validation, scoring) reads its batches through: `readable`
+"""The stage every consumer (training, validation, scoring) reads its batches through: `decoded_batches`
 decodes them on the device when asked (nvJPEG on CUDA, one batch ahead on a stream of its own),
 counts the skipped samples and passes on only batches with images."""
 
@@ -52,7 +52,7 @@ def _wait_for_queued_work(device: torch.device) -> None:
         torch.cuda.current_stream(device).synchronize()
 
 
-def readable(batches, skipped: list[Skip], device: torch.device | None = None, device_transform=None):
+def decoded_batches(batches, skipped: list[Skip], device: torch.device | None = None, device_transform=None):
     """The one stage training, validation and scoring read their batches through: each batch
     decoded and transformed on `device` when a `device_transform` is given (the loader passed
     encoded JPEGs; on CUDA one batch ahead, on a stream of its own: decoded_ahead), its skip

@@ -59,7 +59,7 @@ def train_one_epoch(
     images, started = 0, time.perf_counter()
     skipped: list[data.Skip] = []
     step = 0
-    for batch in device_decode.readable(batches, skipped, device, device_transform):
+    for batch in device_decode.decoded_batches(batches, skipped, device, device_transform):
         step += 1
         inputs = model_inputs(batch.image, spec, device)
         # Non-blocking copies of the (pinned) labels: a blocking copy waits for the GPU every step.
@@ -102,7 +102,7 @@ def evaluate(
     model.eval()
     predictions, years = [], []
     skipped: list[data.Skip] = []
-    for batch in device_decode.readable(batches, skipped, device, device_transform):
+    for batch in device_decode.decoded_batches(batches, skipped, device, device_transform):
         predictions.append(predict_years(model, spec, batch.image, device))
         years.append(batch.year.float())
         if museums is not None:

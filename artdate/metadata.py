@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .catalog import Catalog
 from .dates import read_date
 from .exports import Export, export_of, translate
-from .fetched import Excluded, TypeFilter
+from .fetched_image import Excluded, TypeFilter
 from .works import UNDATED, Work, assign_split, middle_year
 
 SANE_YEARS = (-10000, 2100)

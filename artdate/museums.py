@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from .fetched import Fetched, NotAvailable, TypeFilter
+from .fetched_image import Fetched, NotAvailable, TypeFilter
 from .http_client import FetchError, HttpClient
 from .images import image_size
 from .metadata import SANE_YEARS

@@ -30,7 +30,7 @@ from . import shards, store
 from .catalog import Catalog
 from .config import PackConfig
 from .exports import parse_columns
-from .fetched import Excluded, Fetched, Source
+from .fetched_image import Excluded, Fetched, Source
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, image_size
 from .metadata import MetadataResult, Rejected, csv_columns, read_coarse_dates, read_metadata
@@ -168,8 +168,8 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
         stack.callback(meta.catalog.close)
         columns = parse_columns(config.columns)
         check_image_source(config, {path: csv_columns(path, columns) for path in config.metadata})
-        print_id = fingerprint(meta.catalog, settings)
-        done = _start_or_resume(config.out, print_id, settings)
+        store_fingerprint = fingerprint(meta.catalog, settings)
+        done = _start_or_resume(config.out, store_fingerprint, settings)
         _unfinish_to_retry(config.out)
         packer = _start_packer(config, meta.catalog, scratch, progress, stack)
         rejects_out = stack.enter_context(store.atomic_output(store.join(config.out, shards.REJECTS)))
@@ -191,7 +191,7 @@ def run_pack(config: PackConfig, progress: bool = True) -> dict:
     }
     if not tally.entries:
         raise NothingPacked(config.out, tally.rejected, tally.transient)
-    manifest = shards.build_manifest(tally.entries, tally.totals, settings, print_id, counts)
+    manifest = shards.build_manifest(tally.entries, tally.totals, settings, store_fingerprint, counts)
     store.write_bytes(store.join(config.out, shards.MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
 
@@ -282,13 +282,13 @@ def _encoders(jobs: int) -> Executor:
     return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _start_or_resume(out: str, print_id: str, settings: dict) -> set[str]:
+def _start_or_resume(out: str, store_fingerprint: str, settings: dict) -> set[str]:
     """Names of the shards already finished by an earlier run of the same plan; refuses another plan."""
     plan_url = store.join(out, PACK_DIR, PLAN)
     manifest_url = store.join(out, shards.MANIFEST)
     if not store.exists(plan_url) and store.exists(manifest_url):
         raise ValueError(f"{out} already holds a finished store made by another pack; use an empty --out")
-    if store.claim(plan_url, {"fingerprint": print_id, "settings": settings}):
+    if store.claim(plan_url, {"fingerprint": store_fingerprint, "settings": settings}):
         raise ValueError(
             f"{out} holds a pack of other metadata or settings; pack into an empty --out or delete {out} first"
         )

@@ -15,8 +15,8 @@ from .config import PredictConfig
 from .http_client import FetchError, HttpClient
 from .images import ImageRejected, encode_image, open_rgb
 from .model import predict_years
-from .parts import COLUMNS, result_row, skipped_url
 from .ranges import Predictions
+from .score_parts import COLUMNS, result_row, skipped_url
 from .works import UNDATED, sample_key
 
 # What a folder's images are: the extensions of the formats pack reads.

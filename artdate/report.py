@@ -1,6 +1,6 @@
 """`artdate report`: where the model is right and wrong, from any CSV with `year` and `pred`.
 
-Writes summary.json (metrics.py), the plots (plots.py) and report.html (page.py): one
+Writes summary.json (metrics.py), the plots (plots.py) and report.html (report_page.py): one
 self-contained page with the figures, tables and galleries of the best hits and the worst misses
 each way (gallery.py). With --run, the training run's learning curves lead the page.
 """
@@ -16,8 +16,8 @@ from . import store
 from .config import ReportConfig
 from .gallery import find_images, neighbour_images, pick_galleries, pick_undated, read_neighbours
 from .metrics import comparanda_summary, read_results, summarize
-from .page import render_html
 from .plots import FIGURES, learning_curve_plot, make_plots, undated_plot
+from .report_page import render_html
 
 
 def run_report(cfg: ReportConfig) -> dict:

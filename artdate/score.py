@@ -1,7 +1,7 @@
 """`artdate score`: a pool of Ray actors scores whole shards into results.csv.
 
 Each actor (`Scorer`) loads the checkpoint once and scores one shard per call. The driver writes
-each finished shard's rows to `<out>.parts/` at once (parts.py), so a rerun after a crash or Ctrl-C scores only
+each finished shard's rows to `<out>.parts/` at once (score_parts.py), so a rerun after a crash or Ctrl-C scores only
 the shards that are missing. Work goes only to actors that have started: actors the cluster
 cannot place yet (waiting for the autoscaler) join when they start, and a visible message says
 so. An actor that dies is killed for good (releasing its GPU), replaced, and its shard scored
@@ -27,8 +27,8 @@ from .config import ScoreConfig
 from .lease import Lease
 from .model import WithFeatures, compiled, on_device, predict_years
 from .options import with_absolute_storage
-from .parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name, result_row
 from .raycluster import connect, resolve_gpus
+from .score_parts import LEASE_FILE, assemble, claim_parts, clear_parts, keep_part, part_name, result_row
 
 WAIT_REPORT_SECONDS = placement.REPORT_SECONDS
 ASK_OPTIONS = "--cpus-per-actor/--gpus-per-actor"
@@ -77,7 +77,7 @@ class Scorer:
             pin_memory=self.device.type == "cuda",
         )
         device_transform = self.transform if self.on_device else None
-        for batch in device_decode.readable(data.prefetch(loader), skips, self.device, device_transform):
+        for batch in device_decode.decoded_batches(data.prefetch(loader), skips, self.device, device_transform):
             predicted = predict_years(
                 self.forward, self.spec, batch.image, self.device, self.calibration, embeddings, batch.museum
             )

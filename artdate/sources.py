@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from . import store
 from .config import PackConfig
-from .fetched import Excluded, Fetched, NotAvailable, Source, TypeFilter
+from .fetched_image import Excluded, Fetched, NotAvailable, Source, TypeFilter
 from .http_client import FetchError, HttpClient
 from .images import image_size
 from .museums import MET_API, RIJKS_API, MetSource, RijksSource

@@ -1,5 +1,5 @@
 """What runs on every rank of a Ray Train run (`train_func`): resume, then per epoch train,
-validate and checkpoint, with the plain loop of loop.py and the checkpoints of rank_checkpoints.py.
+validate and checkpoint, with the plain loop of loop.py and the checkpoints of rank_checkpointing.py.
 
 Rank 0 writes a checkpoint after every epoch, and inside an epoch on a preemption notice or every
 --checkpoint-every minutes. A restarted worker group, or a rerun with --resume, continues from the
@@ -20,8 +20,7 @@ from .config import TrainConfig
 from .loop import CURVE, evaluate, make_optimizer, make_scheduler, train_one_epoch, validation_metrics
 from .model import ModelSpec, build_model, compiled, on_device
 from .partition import Slice
-from .rank import EpochProgress, Worker
-from .rank_checkpoints import (
+from .rank_checkpointing import (
     checkpoint_and_report,
     checkpoint_due,
     distributed,
@@ -30,6 +29,7 @@ from .rank_checkpoints import (
     save_inside_epoch,
     wait_for_preemption_restart,
 )
+from .rank_state import EpochProgress, RankState
 from .works import derive_seed
 
 
@@ -43,7 +43,7 @@ def train_func(config: dict) -> None:
         raise
 
 
-def train_epochs(worker: Worker) -> None:
+def train_epochs(worker: RankState) -> None:
     """Resume, then per epoch train, validate, checkpoint."""
     position = resume(worker)
     scheduler = make_scheduler(worker.optimizer, worker.cfg, worker.steps_per_epoch, position.epoch, position.step)
@@ -62,7 +62,7 @@ def train_epochs(worker: Worker) -> None:
         checkpoint_and_report(worker, {**metrics, "step": worker.steps_per_epoch}, "epoch")
 
 
-def start_worker(config: dict) -> Worker:
+def start_worker(config: dict) -> RankState:
     """This rank's device, model (DDP through Ray Train) and optimizer."""
     import ray.train
     import ray.train.torch
@@ -79,7 +79,7 @@ def start_worker(config: dict) -> Worker:
     train_shards = partition.manifest_shards(cfg.shards, manifest, "train")
     val_shards = partition.manifest_shards(cfg.shards, manifest, "val")
     global_batch = config["global_batch"]
-    return Worker(
+    return RankState(
         cfg=cfg,
         spec=spec,
         rank=rank,
@@ -102,7 +102,7 @@ def start_worker(config: dict) -> Worker:
     )
 
 
-def train_epoch(worker: Worker, scheduler, progress: EpochProgress, plan: list[Slice]) -> tuple[list[Slice], dict]:
+def train_epoch(worker: RankState, scheduler, progress: EpochProgress, plan: list[Slice]) -> tuple[list[Slice], dict]:
     """Train what is left of an epoch's `plan`; (this rank's slices of it, its training statistics)."""
     cfg, rank, on_device, epoch = worker.cfg, worker.rank, worker.decode_on_device, progress.epoch
     progress.mine = partition.assign_train(plan, worker.global_batch, worker.world)[rank]
@@ -154,7 +154,7 @@ def train_epoch(worker: Worker, scheduler, progress: EpochProgress, plan: list[S
     return progress.mine, stats
 
 
-def _recorded(batches, progress: EpochProgress, worker: Worker):
+def _recorded(batches, progress: EpochProgress, worker: RankState):
     """Pass the batches on, noting the samples each one read (and, with --key-log, its keys)."""
     log = None
     if worker.cfg.key_log:
@@ -178,7 +178,7 @@ def _recorded(batches, progress: EpochProgress, worker: Worker):
             log.close()
 
 
-def validate(worker: Worker, epoch: int, mine: list[Slice], stats: dict) -> tuple[dict, ranges.RangeCalibration]:
+def validate(worker: RankState, epoch: int, mine: list[Slice], stats: dict) -> tuple[dict, ranges.RangeCalibration]:
     """The epoch's metrics over every rank (each validates its share of the split with rank 0's
     BatchNorm statistics) and the range calibration measured on the whole validation split."""
     import ray

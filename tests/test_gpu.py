@@ -86,7 +86,7 @@ def test_decoding_on_the_gpu_leaves_memory_that_queued_work_still_reads_intact(t
 @pytest.mark.gpu
 @needs_cuda
 def test_batches_decoded_ahead_on_their_own_stream_match_the_ones_decoded_in_turn(tmp_path):
-    """readable() on CUDA decodes the next batch on a stream of its own while the caller's stream
+    """decoded_batches() on CUDA decodes the next batch on a stream of its own while the caller's stream
     works on this one; the batches must be those decode_on_device gives one at a time."""
     device = torch.device("cuda")
     transform = data.eval_transform(64)
@@ -94,7 +94,7 @@ def test_batches_decoded_ahead_on_their_own_stream_match_the_ones_decoded_in_tur
     in_turn = [device_decode.decode_on_device(batch, transform, device).image.cpu() for batch in batches]
     skipped: list = []
     ahead = []
-    for batch in device_decode.readable(batches, skipped, device, transform):
+    for batch in device_decode.decoded_batches(batches, skipped, device, transform):
         torch.cuda._sleep(50_000_000)  # the model's work on the caller's stream, while the next decodes
         ahead.append(batch.image.cpu())
     assert len(ahead) == 3 and all(torch.equal(a, b) for a, b in zip(ahead, in_turn)) and skipped == []
@@ -109,7 +109,7 @@ def test_batches_decoded_on_the_cpu_pass_through_the_same_stage(tmp_path):
     )
     broken.index = [0]
     skipped: list = []
-    passed = list(device_decode.readable([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
+    passed = list(device_decode.decoded_batches([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
     assert [b.image.shape for b in passed] == [(3, 3, 64, 64)]
     assert [s.key for s in skipped] == ["b"] and skipped[0].reason.startswith("undecodable")
 

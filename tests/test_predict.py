@@ -153,7 +153,7 @@ def test_a_folder_of_images_to_date_makes_a_results_csv_that_report_reads(tiny_c
     import csv
     import shutil
 
-    from artdate.parts import COLUMNS
+    from artdate.score_parts import COLUMNS
 
     scans = tmp_path / "scans"
     scans.mkdir()

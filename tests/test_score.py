@@ -20,10 +20,10 @@ from artdate import data, partition, shards
 from artdate.checkpoints import load_checkpoint
 from artdate.config import PredictConfig, ScoreConfig
 from artdate.model import predict_years
-from artdate.parts import CLAIM_FILE, COLUMNS
 from artdate.placement import ClusterTooSmall
 from artdate.predict import predict_images
 from artdate.score import run_scoring
+from artdate.score_parts import CLAIM_FILE, COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 

@@ -13,7 +13,7 @@ from museum_servers import SAMPLE, SOAK_UNKNOWN, MuseumApi, have_fixtures, sampl
 
 from artdate import USER_AGENT
 from artdate.config import PackConfig
-from artdate.fetched import Excluded, TypeFilter, singular
+from artdate.fetched_image import Excluded, TypeFilter, singular
 from artdate.http_client import FetchError, HttpClient, redact
 from artdate.museums import iiif_size
 from artdate.pack import run_pack

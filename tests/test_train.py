@@ -25,7 +25,7 @@ from artdate.config import TrainConfig
 from artdate.loop import CURVE, evaluate, make_scheduler
 from artdate.model import load_tensors
 from artdate.placement import ClusterTooSmall
-from artdate.rank_checkpoints import UNVALIDATED_MAE
+from artdate.rank_checkpointing import UNVALIDATED_MAE
 from artdate.train import run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -296,17 +296,17 @@ def test_a_rank_that_fails_after_a_preemption_notice_waits_for_the_restart(monke
     import time
     from types import SimpleNamespace
 
-    from artdate import rank_checkpoints
+    from artdate import rank_checkpointing
 
-    monkeypatch.setattr(rank_checkpoints, "PREEMPTION_RESTART_WAIT_S", 1.0)
+    monkeypatch.setattr(rank_checkpointing, "PREEMPTION_RESTART_WAIT_S", 1.0)
     problem = RuntimeError("Connection closed by peer")
     started = time.monotonic()
-    rank_checkpoints.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=None), problem)
+    rank_checkpointing.wait_for_preemption_restart(SimpleNamespace(rank=1, preemption_deadline=None), problem)
     assert time.monotonic() - started < 0.5  # no notice: the error is a failure at once
     assert capsys.readouterr().err == ""
 
     started = time.monotonic()
-    rank_checkpoints.wait_for_preemption_restart(
+    rank_checkpointing.wait_for_preemption_restart(
         SimpleNamespace(rank=1, preemption_deadline=time.time() + 1.0), problem
     )
     assert time.monotonic() - started >= 1.9  # the deadline, then the wait past it

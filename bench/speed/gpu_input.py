@@ -12,7 +12,7 @@ for scoring, each input for --seconds after a warm-up (start-up, cudnn autotunin
   and the 5 per GPU docs/cluster.md plans), its passes over the shards wrapping round as an
   epoch's do;
 - shards, device decode: the loader passes encoded JPEGs; the GPU decodes and crops them one batch
-  ahead on a stream of its own (device_decode.readable), from the first loader count.
+  ahead on a stream of its own (device_decode.decoded_batches), from the first loader count.
 Training uses artdate's own train_one_epoch (bf16 autocast on CUDA); scoring its evaluate.
 
     python -m bench.speed.gpu_input [--compile] [--seconds 60]           # on a GPU (bench/gpu.sh runs it)

@@ -16,7 +16,7 @@ import torch
 from . import partition, ranges, tracking
 from .checkpoints import CHECKPOINT_FILE, TRAINING_FILE, load_tensors, save_checkpoint
 from .partition import Slice
-from .rank import EpochProgress, Position, Worker
+from .rank_state import EpochProgress, Position, RankState
 
 
 def distributed() -> bool:
@@ -33,7 +33,7 @@ def gather(value):
     return values
 
 
-def resume(worker: Worker) -> Position:
+def resume(worker: RankState) -> Position:
     """Where to start, from the checkpoint Ray Train hands a restarted or resumed run (whose
     weights, optimizer state, calibration and learning curve it loads); the start for a new run."""
     import ray.train
@@ -70,7 +70,7 @@ def resume(worker: Worker) -> Position:
 PREEMPTION_RESTART_WAIT_S = 60.0
 
 
-def wait_for_preemption_restart(worker: Worker, problem: Exception) -> None:
+def wait_for_preemption_restart(worker: RankState, problem: Exception) -> None:
     """After a preemption notice, a rank's collectives and loaders break as the node goes. Ray Train
     counts an error as the preemption only when it sees the preempted worker's death in the same
     poll: a survivor's broken collective, or the preempted rank's own error in the moment before
@@ -87,7 +87,7 @@ def wait_for_preemption_restart(worker: Worker, problem: Exception) -> None:
     time.sleep(max(0.0, worker.preemption_deadline - time.time()) + PREEMPTION_RESTART_WAIT_S)
 
 
-def checkpoint_due(worker: Worker) -> str:
+def checkpoint_due(worker: RankState) -> str:
     """Why a checkpoint is due at this step ("preemption", "interval") or "". Every rank calls it
     at the same steps: Ray's preemption check and the broadcast of rank 0's clock are collectives."""
     import ray.train
@@ -104,7 +104,7 @@ def checkpoint_due(worker: Worker) -> str:
     return "interval" if ray.train.collective.broadcast_from_rank_zero(due) else ""
 
 
-def save_inside_epoch(worker: Worker, progress: EpochProgress, step: int, reason: str, scheduler) -> None:
+def save_inside_epoch(worker: RankState, progress: EpochProgress, step: int, reason: str, scheduler) -> None:
     """A checkpoint at `step` of the epoch: the weights, and what of the epoch's plan is left (every
     rank's unread slices), so a resume on any number of ranks trains each remaining sample once."""
     left = gather([[s.url, s.start, s.stop] for s in partition.unread(progress.mine, progress.read)])
@@ -120,7 +120,7 @@ def save_inside_epoch(worker: Worker, progress: EpochProgress, step: int, reason
     )
 
 
-def checkpoint_and_report(worker: Worker, metrics: dict, reason: str, inside_epoch: dict | None = None) -> None:
+def checkpoint_and_report(worker: RankState, metrics: dict, reason: str, inside_epoch: dict | None = None) -> None:
     """Rank 0 writes the checkpoint; every rank reports to Ray Train; rank 0 tells MLflow and the
     console. `reason`: epoch, preemption or interval (the last two inside an epoch)."""
     import ray.train

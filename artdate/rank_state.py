@@ -1,4 +1,4 @@
-"""What one rank of a Ray Train run holds (`Worker`: its settings, model, share of the data and
+"""What one rank of a Ray Train run holds (`RankState`: its settings, model, share of the data and
 state between steps) and where it is in the run (`Position`, `EpochProgress`)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .partition import Shard, Slice
 
 
 @dataclass
-class Worker:
+class RankState:
     """What the steps of one Ray Train worker share (train_func)."""
 
     cfg: TrainConfig
