@@ -7,14 +7,14 @@ import os
 import signal
 import sys
 
-from . import config
-from .options import add_arguments, from_arguments
-from .raycluster import prepare_environment
+from artdate.core import config
+from artdate.core.options import add_arguments, from_arguments
+from artdate.core.raycluster import prepare_environment
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .pack import run_pack
-    from .rejects import summary_line
+    from artdate.pack.rejects import summary_line
+    from artdate.pack.run import run_pack
 
     settings = from_arguments(config.PackConfig, args)
     manifest = run_pack(settings, progress=not args.quiet)
@@ -23,7 +23,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import run_training
+    from artdate.train.run import run_training
 
     best = run_training(from_arguments(config.TrainConfig, args), progress=not args.quiet, verbose=args.verbose)
     print(best)  # the last line: scripts take the best checkpoint's URL from here
@@ -31,8 +31,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .score import run_scoring
-    from .score_parts import skipped_url
+    from artdate.score.run import run_scoring
+    from artdate.score.score_parts import skipped_url
 
     settings = from_arguments(config.ScoreConfig, args)
     summary = run_scoring(settings, progress=not args.quiet, verbose=args.verbose)
@@ -47,7 +47,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import run_report
+    from artdate.report.run import run_report
 
     settings = from_arguments(config.ReportConfig, args)
     summary = run_report(settings)
@@ -66,7 +66,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_images, write_results
+    from artdate.score.predict import predict_images, write_results
 
     settings = from_arguments(config.PredictConfig, args)
     predicted, failed, level = predict_images(settings)
@@ -89,7 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from artdate.demo import run_demo
 
     outcome = run_demo(from_arguments(config.DemoConfig, args), progress=not args.quiet, verbose=args.verbose)
     print(f"\ndata:       {outcome['data']}")
@@ -189,8 +189,8 @@ def user_error(problem: Exception) -> tuple[str, int] | None:
     import boto3.exceptions
     import botocore.exceptions
 
-    from .placement import ClusterTooSmall
-    from .rejects import NothingPacked
+    from artdate.core.placement import ClusterTooSmall
+    from artdate.pack.rejects import NothingPacked
 
     if isinstance(problem, ClusterTooSmall):
         return str(problem), problem.exit_code

@@ -2,7 +2,7 @@
 
 pack -> train (2 workers, the offline-pretrained EfficientNet-Lite0) -> score -> report, then
 the validation MAE next to the baseline of always predicting the training median. Without
---data the works are synthetic (artdate/synthetic.py), so a fresh machine needs nothing else;
+--data the works are synthetic (artdate/pack/synthetic.py), so a fresh machine needs nothing else;
 --data DIR takes DIR/artworks.csv and the images it names (../shared/artworks-sample, a user's own);
 --fetch N takes N works of the 2017 Met list from the Met's open-access API (needs internet).
 """
@@ -16,16 +16,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import store
-from .config import DemoConfig, PackConfig, ReportConfig, ScoreConfig, TrainConfig
-from .metadata import read_metadata
-from .pack import run_pack
-from .rejects import summary_line
-from .report import read_results, run_report
-from .score import run_scoring
-from .synthetic import generate
-from .train import run_training
-from .works import derive_seed
+from artdate.core import store
+from artdate.core.config import DemoConfig, PackConfig, ReportConfig, ScoreConfig, TrainConfig
+from artdate.core.works import derive_seed
+from artdate.pack.metadata import read_metadata
+from artdate.pack.rejects import summary_line
+from artdate.pack.run import run_pack
+from artdate.pack.synthetic import generate
+from artdate.report.run import read_results, run_report
+from artdate.score.run import run_scoring
+from artdate.train.run import run_training
 
 SYNTHETIC_WORKS = 300  # as many as the 300-work sample the demo's recipe was measured on
 # Real images are packed at public-art's own size, so the 192 px recipe reads them unscaled; the

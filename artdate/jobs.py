@@ -31,7 +31,7 @@ class ClusterUnreachable(Exception):
 
 def parsed_command(argv: list[str]):
     """(config class, parsed arguments) of an artdate command line; argparse exits 2 on a bad one."""
-    from .cli import COMMANDS, build_parser
+    from artdate.cli import COMMANDS, build_parser
 
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command][0], args
@@ -40,7 +40,7 @@ def parsed_command(argv: list[str]):
 def local_storage(argv: list[str]) -> list[str]:
     """'--option value' for each storage option of the command (defaults included) that names a
     local path rather than a URL every node can reach."""
-    from .options import storage_fields
+    from artdate.core.options import storage_fields
 
     config_class, args = parsed_command(argv)
     found = []

@@ -52,11 +52,11 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
     after each epoch as artdate train does: its learning curve."""
     import torch
 
-    from artdate import data, partition, shards
-    from artdate.checkpoints import save_checkpoint
-    from artdate.config import TrainConfig
-    from artdate.loop import fit, label_encoding, shard_batches
-    from artdate.model import ModelSpec, build_model
+    from artdate.core.config import TrainConfig
+    from artdate.data import partition, pipeline, shards
+    from artdate.model.checkpoints import save_checkpoint
+    from artdate.model.network import ModelSpec, build_model
+    from artdate.train.loop import fit, label_encoding, shard_batches
 
     torch.manual_seed(0)
     manifest = shards.read_manifest(sample_store)
@@ -75,9 +75,9 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
         model,
         spec,
         cfg,
-        shard_batches(two_shards, data.train_transform(64), cfg),
+        shard_batches(two_shards, pipeline.train_transform(64), cfg),
         partition.steps_per_epoch(partition.manifest_shards(sample_store, manifest, "train")[:2], cfg.batch_size),
-        validation=lambda: data.make_loader(val_slices, data.eval_transform(64), 32, loader_workers=0),
+        validation=lambda: pipeline.make_loader(val_slices, pipeline.eval_transform(64), 32, loader_workers=0),
     )
     directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
     directory.mkdir()
@@ -89,7 +89,7 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray():
     """The embedded local Ray that artdate starts (on 127.0.0.1), shut down after the module."""
-    from artdate.raycluster import connect
+    from artdate.core.raycluster import connect
 
     connect()
     import ray

@@ -31,8 +31,8 @@ def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96, works: in
     """The sample packed into `out`; only its first `works` rows when given (shorter epochs)."""
     import tempfile
 
-    from artdate.config import PackConfig
-    from artdate.pack import run_pack
+    from artdate.core.config import PackConfig
+    from artdate.pack.run import run_pack
 
     need_sample()
     with tempfile.TemporaryDirectory() as folder:
@@ -58,7 +58,7 @@ def wait_for_registered(storage: str, fragment: str, still_running, timeout: flo
     """Until Ray has registered a checkpoint whose metrics hold `fragment` (`"epoch":0`): its
     snapshot in the storage lists the registered ones. A checkpoint already written but not yet
     registered (not every rank has reported it) when a worker dies is not resumed from."""
-    from artdate import store
+    from artdate.core import store
 
     snapshot = store.join(storage, "checkpoint_manager_snapshot.json")
     deadline = time.monotonic() + timeout
@@ -105,7 +105,7 @@ def shipped_pace(scale: float) -> dict:
     can live (a pause longer than a deadline), stay as shipped."""
     import dataclasses
 
-    from artdate.config import PackConfig
+    from artdate.core.config import PackConfig
 
     shipped = {f.name: f.default for f in dataclasses.fields(PackConfig)}
     pace = {name: shipped[name] * scale for name in ("timeout", "block_pause", "backoff")}
@@ -200,7 +200,7 @@ def synthetic_met_row(n: int) -> list[str]:
     """Row n of a file in MetObjects.csv's shape (exports.MET_HEADER), about as long as the Met's
     own rows (230 MB for 480,000): half public domain, titles with commas, quotes and newlines,
     dimensions with the Met's \\r\\n, and now and then an undated work."""
-    from artdate.exports import MET_HEADER
+    from artdate.core.exports import MET_HEADER
 
     text, begin, end = MET_DATES[n % len(MET_DATES)] if n % 97 else ("", 0, 0)
     fields = {
@@ -234,7 +234,7 @@ def write_synthetic_met_export(path: str, rows: int) -> str:
     """A file of `rows` synthetic rows in MetObjects.csv's shape, with its byte-order mark."""
     import csv
 
-    from artdate.exports import MET_HEADER
+    from artdate.core.exports import MET_HEADER
 
     with open(path, "w", newline="", encoding="utf-8-sig") as f:
         writer = csv.writer(f)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from artdate import comparanda
+from artdate.model import comparanda
 
 faiss = pytest.importorskip("faiss", reason="the index path needs faiss-cpu (pip install 'artdate[faiss]')")
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from artdate.console import TrainingConsole, duration
+from artdate.core.console import TrainingConsole, duration
 
 
 def epoch_event(epoch: int, mae: float) -> dict:

@@ -7,16 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from artdate import data, device_decode, partition, shards
-from artdate.data import make_loader, take_steps
-from artdate.partition import Slice
-from artdate.works import derive_seed
+from artdate.core.works import derive_seed
+from artdate.data import device_decode, partition, pipeline, shards
+from artdate.data.partition import Slice
+from artdate.data.pipeline import make_loader, take_steps
 
 
 def test_ranks_draw_different_augmentations_reproducibly(sample_store):
     manifest = shards.read_manifest(sample_store)
     train = partition.store_slices(sample_store, manifest, "train")[:1]
-    transform = data.train_transform(48)
+    transform = pipeline.train_transform(48)
 
     def first_batch(seed):
         loader = make_loader(train, transform, batch_size=8, loader_workers=1, seed=seed)
@@ -30,7 +30,7 @@ def test_ranks_draw_different_augmentations_reproducibly(sample_store):
 def test_loader_reads_each_sample_once_with_two_worker_processes(sample_store):
     manifest = shards.read_manifest(sample_store)
     slices = partition.whole(partition.manifest_shards(sample_store, manifest, "train"))
-    transform = data.eval_transform(64)
+    transform = pipeline.eval_transform(64)
     keys = []
     for batch in make_loader(slices, transform, batch_size=10, loader_workers=2):
         assert batch.image.shape[1:] == (3, 64, 64) and batch.image.dtype == torch.uint8
@@ -46,7 +46,7 @@ def test_loader_workers_fork_from_a_server_that_already_imported_what_they_decod
 
     manifest = shards.read_manifest(sample_store)
     slices = partition.whole(partition.manifest_shards(sample_store, manifest, "train"))
-    next(iter(make_loader(slices, data.train_transform(32), batch_size=4, loader_workers=1)))
+    next(iter(make_loader(slices, pipeline.train_transform(32), batch_size=4, loader_workers=1)))
     (server,) = [pid for pid in os.listdir("/proc") if pid.isdigit() and forkserver_of(int(pid), os.getpid())]
     libraries = open(f"/proc/{server}/maps").read()
     assert "libtorch_cpu" in libraries and "torchvision" in libraries and "torchcodec" in libraries
@@ -64,7 +64,7 @@ def forkserver_of(pid: int, parent: int) -> bool:
 def test_loader_workers_split_a_single_shard(sample_store):
     manifest = shards.read_manifest(sample_store)
     (one, *_) = partition.manifest_shards(sample_store, manifest, "train")
-    transform = data.eval_transform(32)
+    transform = pipeline.eval_transform(32)
     piece = Slice(one.url, 3, one.samples - 2)
     keys = [k for b in make_loader([piece], transform, batch_size=4, loader_workers=2) for k in b.key]
     assert len(keys) == len(set(keys)) == piece.samples
@@ -75,7 +75,7 @@ def test_loader_streams_from_s3_in_worker_processes(s3_url):
 
     manifest = pack_sample(s3_url, samples_per_shard=100)
     slices = partition.whole(partition.manifest_shards(s3_url, manifest, "val"))
-    transform = data.eval_transform(32)
+    transform = pipeline.eval_transform(32)
     loader = make_loader(slices, transform, batch_size=8, loader_workers=2)
     assert sum(len(b.key) for b in loader) == manifest["splits"]["val"]["samples"]
 
@@ -99,7 +99,7 @@ def test_corrupt_samples_are_skipped_and_counted_also_at_the_end_of_a_shard(tmp_
     good = [(f"met_{i}", jpeg((i, 0, 0)), labels(1500 + i)) for i in range(5)]
     bad = [("met_bad1", b"not a jpeg", labels(1600)), ("met_bad2", jpeg((1, 2, 3))[:50], labels(1601))]
     url = write_shard(tmp_path / "a.tar", good[:2] + bad[:1] + good[2:] + bad[1:])  # the last sample is bad
-    transform = data.eval_transform(32)
+    transform = pipeline.eval_transform(32)
     batches = list(make_loader([Slice(url, 0, 7)], transform, batch_size=3, loader_workers=0))
     assert sorted(k for b in batches for k in b.key) == sorted(k for k, _, _ in good)
     skipped = [s for b in batches for s in b.skipped]
@@ -113,7 +113,7 @@ def test_a_truncated_shard_yields_what_it_can(tmp_path):
         content = f.read()
     with open(url, "wb") as f:
         f.write(content[: len(content) // 2])
-    transform = data.eval_transform(32)
+    transform = pipeline.eval_transform(32)
     batches = list(make_loader([Slice(url, 0, 6)], transform, batch_size=2, loader_workers=0))
     keys = [k for b in batches for k in b.key]
     skipped = [s for b in batches for s in b.skipped]
@@ -121,9 +121,9 @@ def test_a_truncated_shard_yields_what_it_can(tmp_path):
     assert all(s.unread and s.reason.startswith("shard ended") for s in skipped)
 
 
-def batch_of(year: int) -> data.Batch:
+def batch_of(year: int) -> pipeline.Batch:
     item = {"image": torch.zeros(3, 2, 2, dtype=torch.uint8), "year": year, "year_start": year, "year_end": year}
-    return data.collate(
+    return pipeline.collate(
         [{**item, "key": f"met_{year}", "shard": "a.tar", "index": 0, "id": str(year), "museum": "met"}], []
     )
 
@@ -137,7 +137,7 @@ def test_take_steps_wraps_short_ranks_and_never_hangs_on_empty_ones():
 
     assert [int(b.year[0]) for b in take_steps(make_pass, 7)] == [0, 1, 2, 0, 1, 2, 0]
     assert len(passes) == 3
-    skipped_only = data.collate([], [data.Skip("a.tar", "met_1", "undecodable")])
+    skipped_only = pipeline.collate([], [pipeline.Skip("a.tar", "met_1", "undecodable")])
     with pytest.raises(RuntimeError, match="no decodable samples"):
         list(take_steps(lambda: iter([skipped_only]), 2))
 
@@ -155,18 +155,18 @@ def test_prefetch_reads_ahead_in_another_thread_in_order_and_passes_errors_on():
 
     got = []
     with pytest.raises(OSError, match="shard ended"):
-        for item in data.prefetch(source()):
+        for item in pipeline.prefetch(source()):
             got.append(item)
     assert got == [0, 1, 2, 3, 4]
     assert threading.get_ident() not in threads and len(set(threads)) == 1
-    assert list(data.prefetch([])) == []
+    assert list(pipeline.prefetch([])) == []
 
 
 def test_decoding_on_the_device_matches_the_loader_and_records_what_does_not_decode(tmp_path):
     good = [(f"met_{i}", jpeg((40 * i, 100, 0)), labels(1500 + i)) for i in range(4)]
     bad = ("met_bad", jpeg((1, 2, 3))[:60], labels(1600))
     url = write_shard(tmp_path / "a.tar", good[:2] + [bad] + good[2:])
-    transform = data.eval_transform(32)
+    transform = pipeline.eval_transform(32)
     on_loader = list(make_loader([Slice(url, 0, 5)], transform, batch_size=5, loader_workers=0))
     (encoded_batch,) = make_loader([Slice(url, 0, 5)], None, batch_size=5, loader_workers=0)
     assert isinstance(encoded_batch.image, list) and len(encoded_batch.image) == 5  # not decoded yet
@@ -187,10 +187,10 @@ def test_a_batch_crosses_from_a_loader_process_in_one_shared_storage(monkeypatch
 
     import torch.multiprocessing.reductions as reductions
 
-    jpegs = [data.encoded(bytes([255, 216, n, 255, 217])) for n in range(3)]
+    jpegs = [pipeline.encoded(bytes([255, 216, n, 255, 217])) for n in range(3)]
     years = torch.tensor([1600, 1700, 1800])
-    batch = data.Batch(jpegs, years, years - 10, years + 10, ["a", "b", "c"], ["s"] * 3, ["1", "2", "3"], ["m"] * 3)
-    batch.index, batch.skipped = [4, 5, 6], [data.Skip("s", "d", "undecodable", index=7)]
+    batch = pipeline.Batch(jpegs, years, years - 10, years + 10, ["a", "b", "c"], ["s"] * 3, ["1", "2", "3"], ["m"] * 3)
+    batch.index, batch.skipped = [4, 5, 6], [pipeline.Skip("s", "d", "undecodable", index=7)]
     payload = bytes(ForkingPickler.dumps(batch))
     rebuilt = []
     real = reductions.rebuild_storage_fd

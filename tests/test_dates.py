@@ -7,10 +7,10 @@ import tarfile
 import pytest
 from museum_servers import have_fixtures, sample_images
 
-from artdate.config import PackConfig
-from artdate.dates import read_date
-from artdate.metadata import MetadataError
-from artdate.pack import run_pack
+from artdate.core.config import PackConfig
+from artdate.pack.dates import read_date
+from artdate.pack.metadata import MetadataError
+from artdate.pack.run import run_pack
 
 # text -> (year_start, year_end) as docs/commands.md's date rules promise; None: an undated work
 FORMS = {

@@ -48,7 +48,7 @@ def test_demo_beats_the_median_baseline(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(SHARED_SAMPLE), reason="needs ../shared/artworks-sample")
 def test_demo_data_is_a_folder_or_a_synthetic_corpus(tmp_path):
     # The pipeline after pack is the same either way (the test above runs it end to end).
-    from artdate.config import DemoConfig
+    from artdate.core.config import DemoConfig
     from artdate.demo import demo_pack
 
     pack, said = demo_pack(DemoConfig(workdir=str(tmp_path), data=(SHARED_SAMPLE,)), "shards")
@@ -89,10 +89,10 @@ def test_demo_recipe_grows_with_the_real_training_works():
 
 @pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")
 def test_demo_fetch_takes_works_of_the_met_list_from_the_met(tmp_path):
-    from artdate.config import DemoConfig
+    from artdate.core.config import DemoConfig
     from artdate.demo import MET_LIST, demo_pack
-    from artdate.metadata import read_metadata
-    from artdate.pack import run_pack
+    from artdate.pack.metadata import read_metadata
+    from artdate.pack.run import run_pack
 
     api = MuseumApi(sample_images(4)).start()
     try:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from artdate.raycluster import resolve_gpus
+from artdate.core.raycluster import resolve_gpus
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -48,7 +48,7 @@ def test_gpus_the_autoscaler_can_add_are_used_on_a_cold_cluster(local_ray, capfd
 def test_sizing_the_batch_for_gpus_the_cluster_never_gets_stops_naming_what_it_asked_for(local_ray):
     """--batch-size 0 on GPUs measures the card first (gpu_memory.card_for_workers): with no GPU to be
     had, it ends with one line instead of waiting for ever."""
-    from artdate.gpu_memory import card_for_workers
+    from artdate.train.gpu_memory import card_for_workers
 
     with pytest.raises(RuntimeError, match=r"no GPU \(1 per worker\) could be had within 2 s .*--batch-size"):
         card_for_workers("resnet18", 1, 64, 1.0, timeout=2)

@@ -5,11 +5,13 @@ import os
 import numpy as np
 import torch
 
-from artdate import data, embeddings, partition, shards, store
-from artdate.config import PackConfig
-from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, build_model, feature_extractor
-from artdate.pack import run_pack
-from artdate.synthetic import generate
+from artdate.core import store
+from artdate.core.config import PackConfig
+from artdate.data import partition, pipeline, shards
+from artdate.model.network import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, build_model, feature_extractor
+from artdate.pack.run import run_pack
+from artdate.pack.synthetic import generate
+from artdate.score import embeddings
 
 
 def test_embeddings_are_the_backbones_features_and_are_kept_beside_the_shards(sample_store, monkeypatch):
@@ -20,7 +22,7 @@ def test_embeddings_are_the_backbones_features_and_are_kept_beside_the_shards(sa
     # Brute force: the first validation shard's images through the backbone without its head.
     model = feature_extractor(build_model("efficientnet_lite0", 1, "imagenet")).eval()
     first = partition.store_slices(sample_store, manifest, "val")[0]
-    batch = next(iter(data.make_loader([first], data.eval_transform(64), 8, loader_workers=0)))
+    batch = next(iter(pipeline.make_loader([first], pipeline.eval_transform(64), 8, loader_workers=0)))
     inputs = (batch.image.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
         IMAGENET_STD
     ).view(1, 3, 1, 1)

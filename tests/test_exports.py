@@ -12,10 +12,10 @@ from helpers import labels_of, write_synthetic_met_export
 from museum_servers import MuseumApi, have_fixtures, recorded_met_objects, sample_images
 
 from artdate.cli import main
-from artdate.config import PackConfig
-from artdate.exports import MET_HEADER
-from artdate.pack import run_pack
-from artdate.rejects import summary_line
+from artdate.core.config import PackConfig
+from artdate.core.exports import MET_HEADER
+from artdate.pack.rejects import summary_line
+from artdate.pack.run import run_pack
 
 pytestmark = pytest.mark.skipif(
     not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample"
@@ -152,7 +152,7 @@ def test_columns_read_another_export_and_refuse_what_it_lacks(tmp_path, capsys):
 
 READ_AND_MEASURE = """
 import os, resource, sys, tempfile, time
-from artdate.metadata import read_metadata
+from artdate.pack.metadata import read_metadata
 started = time.perf_counter()
 with tempfile.TemporaryDirectory() as scratch:
     meta = read_metadata([sys.argv[1]], year_min=-5000, year_max=2100, exclude_types=("photographs",),

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from artdate import data, device_decode
-from artdate.config import TrainConfig
-from artdate.loop import make_optimizer, make_scheduler, train_one_epoch
-from artdate.model import LabelEncoding, ModelSpec, build_model
+from artdate.core.config import TrainConfig
+from artdate.data import device_decode, pipeline
+from artdate.model.network import LabelEncoding, ModelSpec, build_model
+from artdate.train.loop import make_optimizer, make_scheduler, train_one_epoch
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
 
@@ -24,7 +24,7 @@ def test_bf16_channels_last_training_step_lowers_the_loss(device):
     model = build_model("resnet18", 1, weights="none").to(device, memory_format=torch.channels_last)
     images = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8)
     years = torch.randint(1300, 1900, (16,))
-    batch = data.Batch(images, years, years, years, key=[], shard=[], id=[], museum=[])
+    batch = pipeline.Batch(images, years, years, years, key=[], shard=[], id=[], museum=[])
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, 40)
@@ -34,9 +34,9 @@ def test_bf16_channels_last_training_step_lowers_the_loss(device):
     assert last["loss"] < first["loss"]
 
 
-def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
+def jpeg_batch(tmp_path, count: int, width: int, height: int) -> pipeline.Batch:
     """A loader's batch of `count` encoded baseline JPEGs (transform=None), as device decoding gets it."""
-    from artdate import partition, shards
+    from artdate.data import partition, shards
 
     samples = []
     for i in range(count):
@@ -45,7 +45,7 @@ def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
         samples.append((f"met_{i}", out.getvalue(), {"id": str(i), "museum": "met", "year": 1500}))
     shards.write_tar(str(tmp_path / "a.tar"), samples)
     slices = [partition.Slice(str(tmp_path / "a.tar"), 0, count)]
-    (batch,) = data.make_loader(slices, None, batch_size=count, loader_workers=0)
+    (batch,) = pipeline.make_loader(slices, None, batch_size=count, loader_workers=0)
     return batch
 
 
@@ -53,7 +53,7 @@ def jpeg_batch(tmp_path, count: int, width: int, height: int) -> data.Batch:
 @needs_cuda
 def test_jpegs_decoded_on_the_gpu_match_the_cpu(tmp_path):
     batch = jpeg_batch(tmp_path, 6, 96, 80)
-    transform = data.eval_transform(64)
+    transform = pipeline.eval_transform(64)
     on_gpu = device_decode.decode_on_device(batch, transform, torch.device("cuda")).image.cpu().float()
     on_cpu = device_decode.decode_on_device(batch, transform, torch.device("cpu")).image.float()
     assert on_gpu.shape == on_cpu.shape == (6, 3, 64, 64)
@@ -89,7 +89,7 @@ def test_batches_decoded_ahead_on_their_own_stream_match_the_ones_decoded_in_tur
     """decoded_batches() on CUDA decodes the next batch on a stream of its own while the caller's stream
     works on this one; the batches must be those decode_on_device gives one at a time."""
     device = torch.device("cuda")
-    transform = data.eval_transform(64)
+    transform = pipeline.eval_transform(64)
     batches = [jpeg_batch(tmp_path, 4, 96 + 16 * n, 80) for n in range(3)]
     in_turn = [device_decode.decode_on_device(batch, transform, device).image.cpu() for batch in batches]
     skipped: list = []
@@ -104,12 +104,14 @@ def test_batches_decoded_on_the_cpu_pass_through_the_same_stage(tmp_path):
     """The stage every consumer reads through: decoded when asked, skips counted, empty batches
     left out (here on the CPU, where there is no stream to decode ahead on)."""
     batch = jpeg_batch(tmp_path, 3, 96, 80)
-    broken = data.Batch(
+    broken = pipeline.Batch(
         [torch.tensor([1, 2, 3], dtype=torch.uint8)], *([torch.tensor([1500])] * 3), ["b"], ["s"], ["9"], ["met"]
     )
     broken.index = [0]
     skipped: list = []
-    passed = list(device_decode.decoded_batches([batch, broken], skipped, torch.device("cpu"), data.eval_transform(64)))
+    passed = list(
+        device_decode.decoded_batches([batch, broken], skipped, torch.device("cpu"), pipeline.eval_transform(64))
+    )
     assert [b.image.shape for b in passed] == [(3, 3, 64, 64)]
     assert [s.key for s in skipped] == ["b"] and skipped[0].reason.startswith("undecodable")
 
@@ -119,7 +121,7 @@ def test_batches_decoded_on_the_cpu_pass_through_the_same_stage(tmp_path):
 def test_the_batch_probe_measures_resnet152_near_the_line_read_on_an_h200():
     """gpu_memory.measure (what sizes --batch-size 0) against the H200's readings: the probe adds
     DDP's gradient buckets and CUDA's own memory, which the sweep's readings left out."""
-    from artdate.gpu_memory import GIB, RESNET152_AT_224, measure
+    from artdate.train.gpu_memory import GIB, RESNET152_AT_224, measure
 
     measured = measure("resnet152", 1, 224)
     for batch in (128, 256):

@@ -9,11 +9,11 @@ import torch
 import yaml
 from helpers import ROOT
 
-from artdate import data, device_decode, partition, shards
-from artdate.config import TrainConfig
-from artdate.gpu_memory import GIB, HEADROOM, RESNET152_AT_224, Card, fitting_batch
-from artdate.loop import CPU_BATCH, for_device, gpu_batch, make_optimizer, make_scheduler, train_one_epoch
-from artdate.model import LabelEncoding, ModelSpec, build_model
+from artdate.core.config import TrainConfig
+from artdate.data import device_decode, partition, pipeline, shards
+from artdate.model.network import LabelEncoding, ModelSpec, build_model
+from artdate.train.gpu_memory import GIB, HEADROOM, RESNET152_AT_224, Card, fitting_batch
+from artdate.train.loop import CPU_BATCH, for_device, gpu_batch, make_optimizer, make_scheduler, train_one_epoch
 
 # total_memory as torch reports it for each card (the A10G of cluster/aws-gpu.yaml: 23,028 MiB).
 CARDS = {"NVIDIA A10G": 22.49, "Tesla T4": 14.58, "NVIDIA H100 80GB HBM3": 79.19, "NVIDIA H200": 139.8}
@@ -55,7 +55,7 @@ def test_the_reference_line_reads_back_the_measured_peaks():
 
 def test_a_scoring_actor_that_asked_for_no_gpu_scores_on_the_cpu_of_a_gpu_node(tiny_checkpoint, monkeypatch):
     """Ray 2.60 shows a GPU node's GPUs to an actor that asked for none: is_available() is True there."""
-    from artdate.score import Scorer
+    from artdate.score.run import Scorer
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     scorer = Scorer(tiny_checkpoint, batch_size=4)
@@ -66,8 +66,8 @@ def test_a_scoring_actor_that_asked_for_no_gpu_scores_on_the_cpu_of_a_gpu_node(t
 def test_a_loader_pins_memory_only_for_a_consumer_on_cuda(sample_store, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CPU worker on a GPU node
     slices = partition.store_slices(sample_store, shards.read_manifest(sample_store))[:1]
-    assert data.make_loader(slices, None, 8, loader_workers=0).pin_memory is False
-    assert data.make_loader(slices, None, 8, loader_workers=0, pin_memory=True).pin_memory is True
+    assert pipeline.make_loader(slices, None, 8, loader_workers=0).pin_memory is False
+    assert pipeline.make_loader(slices, None, 8, loader_workers=0, pin_memory=True).pin_memory is True
 
 
 class SynchronisingCalls:
@@ -102,7 +102,7 @@ def test_a_training_step_makes_no_call_that_waits_for_the_gpu(monkeypatch):
     model = build_model("resnet18", spec.encoding.num_outputs, weights="none")
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     years = torch.tensor([1400, 1500, 1600, 1700])
-    batch = data.Batch(images, years, years - 10, years + 10, key=[], shard=[], id=[], museum=[])
+    batch = pipeline.Batch(images, years, years - 10, years + 10, key=[], shard=[], id=[], museum=[])
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, 8)
@@ -136,7 +136,9 @@ def test_a_failed_batch_decode_waits_for_the_stream_again_before_decoding_one_by
     monkeypatch.setattr(torchcodec.decoders, "decode_jpeg", decode_jpeg)
     jpegs = [torch.zeros(10, dtype=torch.uint8)] * 2
     years = torch.tensor([1500, 1600])
-    batch = data.Batch(jpegs, years, years, years, key=["a", "b"], shard=["s", "s"], id=["a", "b"], museum=["m", "m"])
+    batch = pipeline.Batch(
+        jpegs, years, years, years, key=["a", "b"], shard=["s", "s"], id=["a", "b"], museum=["m", "m"]
+    )
     batch.index = [0, 1]
     decoded = device_decode.decode_on_device(batch, lambda image: image, torch.device("cuda"))
     assert events == ["wait", "batch", "wait", "one", "one"]
@@ -172,8 +174,10 @@ def test_every_kuberay_pod_has_room_in_dev_shm_for_its_loaders_batches():
     train = TrainConfig(shards="", storage="")
     # A GPU node's worst case: the largest automatic batch at 224 px, from as many loader processes
     # as a GPU pod has CPUs (8), each with its prefetched batches.
-    need = data.shared_memory_need(gpu_batch(224), 224, loader_workers=8)
+    need = pipeline.shared_memory_need(gpu_batch(224), 224, loader_workers=8)
     assert need > 64 * 2**20 * 10
     assert limits["gpu"] >= need
-    assert limits["gpu"] >= data.shared_memory_need(gpu_batch(train.image_size), train.image_size, train.loader_workers)
+    assert limits["gpu"] >= pipeline.shared_memory_need(
+        gpu_batch(train.image_size), train.image_size, train.loader_workers
+    )
     assert limits["head"] > 0

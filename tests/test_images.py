@@ -7,7 +7,7 @@ import pytest
 from helpers import SAMPLE_IMAGES, requires_sample
 from PIL import Image
 
-from artdate.images import ImageRejected, encode_image
+from artdate.core.images import ImageRejected, encode_image
 
 SAMPLE_IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")  # 419x512
 

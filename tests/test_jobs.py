@@ -6,8 +6,8 @@ import sys
 import pytest
 from helpers import ROOT, flags, pack_sample, tiny_training
 
-from artdate import store
-from artdate.checkpoints import run_checkpoints
+from artdate.core import store
+from artdate.model.checkpoints import run_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from artdate import lease, store
-from artdate.lease import Lease, LeaseHeld
+from artdate.core import lease, store
+from artdate.core.lease import Lease, LeaseHeld
 
 HOLD = """
 import sys, time
-from artdate.lease import Lease
+from artdate.core.lease import Lease
 held = Lease(sys.argv[1], "the test output").acquire()  # kept: the lock lives as long as the object
 print("held", flush=True)
 time.sleep(600)

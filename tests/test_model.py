@@ -6,13 +6,13 @@ import pytest
 import torch
 from helpers import SAMPLE_IMAGES
 
-from artdate import data, partition, shards
-from artdate.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
 from artdate.cli import main
-from artdate.config import TrainConfig
-from artdate.loop import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
-from artdate.model import LabelEncoding, ModelSpec, build_model
-from artdate.ranges import RangeCalibration
+from artdate.core.config import TrainConfig
+from artdate.data import partition, pipeline, shards
+from artdate.model.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
+from artdate.model.network import LabelEncoding, ModelSpec, build_model
+from artdate.model.ranges import RangeCalibration
+from artdate.train.loop import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
 
 
 @pytest.mark.parametrize("backbone, outputs", [("efficientnet_lite0", 1), ("resnet18", 30), ("mobilenet_v3_small", 1)])
@@ -108,7 +108,7 @@ def test_error_metrics():
 
 def small_setup(sample_store, loss="mse"):
     manifest = shards.read_manifest(sample_store)
-    from artdate.loop import label_encoding
+    from artdate.train.loop import label_encoding
 
     encoding = label_encoding(manifest, loss, 50)
     spec = ModelSpec("efficientnet_lite0", 64, encoding)
@@ -120,8 +120,8 @@ def test_loss_goes_down_on_a_tiny_problem_without_ray(sample_store):
     torch.manual_seed(0)
     manifest, spec, model = small_setup(sample_store)
     first_shard = partition.store_slices(sample_store, manifest, "train")[:1]
-    transform = data.eval_transform(64)
-    batch = next(iter(data.make_loader(first_shard, transform, batch_size=16, loader_workers=0)))
+    transform = pipeline.eval_transform(64)
+    batch = next(iter(pipeline.make_loader(first_shard, transform, batch_size=16, loader_workers=0)))
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=30)
@@ -253,23 +253,30 @@ def test_a_training_step_can_decode_and_augment_on_the_device(sample_store):
     torch.manual_seed(0)
     manifest, spec, model = small_setup(sample_store)
     first_shard = partition.store_slices(sample_store, manifest, "train")[:1]
-    encoded = list(data.make_loader(first_shard, None, batch_size=16, loader_workers=0))  # JPEGs, not decoded
+    encoded = list(pipeline.make_loader(first_shard, None, batch_size=16, loader_workers=0))  # JPEGs, not decoded
     cfg = TrainConfig(shards="", storage="", lr=3e-3, epochs=1, warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=30)
     stats = train_one_epoch(
-        model, spec, optimizer, scheduler, encoded, torch.device("cpu"), 0, device_transform=data.train_transform(64)
+        model,
+        spec,
+        optimizer,
+        scheduler,
+        encoded,
+        torch.device("cpu"),
+        0,
+        device_transform=pipeline.train_transform(64),
     )
     assert stats["images"] == first_shard[0].samples and stats["skipped"] == 0
-    predictions, years, skipped = evaluate(model, spec, encoded, torch.device("cpu"), data.eval_transform(64))
+    predictions, years, skipped = evaluate(model, spec, encoded, torch.device("cpu"), pipeline.eval_transform(64))
     assert len(predictions.year) == len(years) == first_shard[0].samples and skipped == 0
 
 
 def test_a_compiled_run_trains_scores_alike_and_its_checkpoint_loads_without_compiling(
     tmp_path, sample_store, monkeypatch
 ):
-    from artdate.loop import fit, label_encoding, shard_batches
-    from artdate.score import Scorer
+    from artdate.score.run import Scorer
+    from artdate.train.loop import fit, label_encoding, shard_batches
 
     # torch.compile's code generator (inductor) takes minutes per model on 2 cores: this compiles
     # with aot_eager, the same graph capture and the same `_orig_mod.` names, another generator.
@@ -281,8 +288,8 @@ def test_a_compiled_run_trains_scores_alike_and_its_checkpoint_loads_without_com
     model = build_model(spec.backbone, spec.encoding.num_outputs, "imagenet")
     cfg = TrainConfig(shards="", storage="", epochs=1, batch_size=16, loader_workers=0, shuffle_buffer=0, compile=True)
     train, val = (partition.store_slices(sample_store, manifest, split)[:1] for split in ("train", "val"))
-    validation = lambda: data.make_loader(val, data.eval_transform(64), 32, loader_workers=0)  # noqa: E731
-    fitted = fit(model, spec, cfg, shard_batches(train, data.train_transform(64), cfg), 2, validation=validation)
+    validation = lambda: pipeline.make_loader(val, pipeline.eval_transform(64), 32, loader_workers=0)  # noqa: E731
+    fitted = fit(model, spec, cfg, shard_batches(train, pipeline.train_transform(64), cfg), 2, validation=validation)
     assert fitted.metrics["images"] == 32 and math.isfinite(fitted.metrics["val_mae"])
     save_checkpoint(str(tmp_path), spec, model, fitted.metrics, fitted.calibration)
     loaded, _, _ = load_checkpoint(str(tmp_path))  # no compiling: the module's own names
@@ -295,8 +302,8 @@ def test_a_compiled_run_trains_scores_alike_and_its_checkpoint_loads_without_com
 
 
 def test_the_batch_left_to_the_device_fills_a_gpu_with_the_learning_rate_scaled_by_its_square_root():
-    from artdate.gpu_memory import GIB, RESNET152_AT_224, Card
-    from artdate.loop import for_device, gpu_batch
+    from artdate.train.gpu_memory import GIB, RESNET152_AT_224, Card
+    from artdate.train.loop import for_device, gpu_batch
 
     auto = TrainConfig(shards="", storage="")
     assert auto.batch_size == 0

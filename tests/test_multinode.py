@@ -10,14 +10,16 @@ import time
 import pytest
 from helpers import ROOT, pack_sample, tiny_training, trained_in_epoch, wait_for_registered
 
-from artdate import store
-from artdate.checkpoints import run_checkpoints
+from artdate.core import store
+from artdate.model.checkpoints import run_checkpoints
 
 pytestmark = pytest.mark.slow
 
 DRIVER = """
 import json, sys, ray
-from artdate import config, score, train
+from artdate.core import config
+from artdate.score import run as score
+from artdate.train import run as train
 ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
 settings = json.loads(sys.argv[4])
 if sys.argv[3] == "train":

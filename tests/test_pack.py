@@ -22,11 +22,12 @@ from helpers import (
 )
 from museum_servers import MuseumApi, have_fixtures, sample_images
 
-from artdate import shards, store
-from artdate.config import PackConfig
-from artdate.data import register_s3
-from artdate.metadata import read_metadata
-from artdate.pack import run_pack
+from artdate.core import store
+from artdate.core.config import PackConfig
+from artdate.data import shards
+from artdate.data.pipeline import register_s3
+from artdate.pack.metadata import read_metadata
+from artdate.pack.run import run_pack
 
 
 def pack(out, **settings):

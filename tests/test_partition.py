@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artdate.partition import (
+from artdate.core.works import derive_seed
+from artdate.data.partition import (
     Shard,
     Slice,
     assign_train,
@@ -16,7 +17,6 @@ from artdate.partition import (
     steps_per_epoch,
     unread,
 )
-from artdate.works import derive_seed
 
 
 def shard_list(sizes):

@@ -7,13 +7,13 @@ import torch
 from helpers import SAMPLE_IMAGES
 from museum_servers import MuseumApi
 
-from artdate import shards
-from artdate.checkpoints import load_checkpoint, save_checkpoint
 from artdate.cli import main
-from artdate.config import PredictConfig
-from artdate.data import decode_image, eval_transform
-from artdate.model import predict_years
-from artdate.predict import predict_images
+from artdate.core.config import PredictConfig
+from artdate.data import shards
+from artdate.data.pipeline import decode_image, eval_transform
+from artdate.model.checkpoints import load_checkpoint, save_checkpoint
+from artdate.model.network import predict_years
+from artdate.score.predict import predict_images
 
 IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
 
@@ -153,7 +153,7 @@ def test_a_folder_of_images_to_date_makes_a_results_csv_that_report_reads(tiny_c
     import csv
     import shutil
 
-    from artdate.score_parts import COLUMNS
+    from artdate.score.score_parts import COLUMNS
 
     scans = tmp_path / "scans"
     scans.mkdir()

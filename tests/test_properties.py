@@ -11,11 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artdate.config import PackConfig
-from artdate.metadata import MetadataError, read_metadata
-from artdate.model import LabelEncoding
-from artdate.pack import run_pack
-from artdate.works import MAX_KEY, sample_key
+from artdate.core.config import PackConfig
+from artdate.core.works import MAX_KEY, sample_key
+from artdate.model.network import LabelEncoding
+from artdate.pack.metadata import MetadataError, read_metadata
+from artdate.pack.run import run_pack
 
 # In CI (CI=true) the examples are derived from the test names, so a submission's run is
 # reproducible; elsewhere each run explores new ones.

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from artdate import ranges
-from artdate.model import LabelEncoding, ModelSpec, predict_years
+from artdate.model import ranges
+from artdate.model.network import LabelEncoding, ModelSpec, predict_years
 
 
 def test_bin_quantiles_spread_each_bin_over_its_years():
@@ -120,7 +120,7 @@ def test_ranges_take_the_margin_of_their_museum_and_a_wider_one_for_a_museum_uns
     """Issue 39: a museum with enough validation works gets its own margin; one in the validation
     split with too few the pooled margin; one it does not hold the margin that the validation
     museums needed at the promised level of them."""
-    from artdate.ranges import (
+    from artdate.model.ranges import (
         OWN_MARGIN_FROM,
         SPREAD_FROM,
         Predictions,

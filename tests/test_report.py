@@ -9,10 +9,10 @@ import pytest
 from helpers import SAMPLE_IMAGES, images_shown_in_chromium, requires_sample
 from PIL import Image
 
-from artdate import shards
-from artdate.config import ReportConfig
-from artdate.metrics import read_results
-from artdate.report import run_report
+from artdate.core.config import ReportConfig
+from artdate.data import shards
+from artdate.report.metrics import read_results
+from artdate.report.run import run_report
 
 # Hand-built: errors (pred - year) of -120, -30, 0, 10, 60 and 200.
 ROWS = [
@@ -212,7 +212,7 @@ def test_report_renders_in_chromium(tmp_path, sample_store, tiny_checkpoint):
 
 
 def test_images_come_only_from_listed_shards_and_the_csvs_folder(tmp_path, sample_store):
-    from artdate.gallery import find_images
+    from artdate.report.gallery import find_images
 
     image = open(os.path.join(SAMPLE_IMAGES, "aic_866.jpg"), "rb").read()
     folder = tmp_path / "results"
@@ -265,8 +265,8 @@ def test_a_run_without_checkpoints_is_a_clear_error(tmp_path):
 
 
 def test_the_learning_curve_is_the_longest_history_even_past_a_checkpoint_inside_the_last_epoch(tmp_path):
-    from artdate.checkpoints import CHECKPOINT_FILE, METRICS_FILE
-    from artdate.report import learning_curve
+    from artdate.model.checkpoints import CHECKPOINT_FILE, METRICS_FILE
+    from artdate.report.run import learning_curve
 
     curve = [{"epoch": 0, "train_loss": 2.0, "val_mae": 90.0, "val_median_ae": 70.0, "val_range_width": 300.0}]
     ended = curve + [{**curve[0], "epoch": 1, "val_mae": 80.0}]

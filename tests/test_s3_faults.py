@@ -11,10 +11,9 @@ import threading
 import time
 
 import pytest
+from artdate.core.s3stream import ResumableObject
 from helpers import SAMPLE_CSV, SHARED_SAMPLE, artdate_command, flags, tiny_training
 from servers import SeaweedS3, kill_session
-
-from artdate.s3stream import ResumableObject
 
 
 @pytest.fixture
@@ -44,7 +43,7 @@ def test_a_ray_train_write_started_while_s3_is_down_lands_once_it_is_back(own_se
     # checkpoints through this pyarrow filesystem; with pyarrow's 3 attempts a run died when S3
     # restarted at that moment ("Could not connect to server"). Ray pickles the filesystem to the
     # TrainController's process, and pyarrow's own pickling drops the retry strategy: test the copy.
-    from artdate.store import pyarrow_filesystem
+    from artdate.core.store import pyarrow_filesystem
 
     for name, value in own_server.environment().items():
         monkeypatch.setenv(name, value)

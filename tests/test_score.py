@@ -16,14 +16,14 @@ import torch
 from helpers import ROOT, SAMPLE_IMAGES, artdate_command, flags, pack_sample
 from servers import kill_session
 
-from artdate import data, partition, shards
-from artdate.checkpoints import load_checkpoint
-from artdate.config import PredictConfig, ScoreConfig
-from artdate.model import predict_years
-from artdate.placement import ClusterTooSmall
-from artdate.predict import predict_images
-from artdate.score import run_scoring
-from artdate.score_parts import CLAIM_FILE, COLUMNS
+from artdate.core.config import PredictConfig, ScoreConfig
+from artdate.core.placement import ClusterTooSmall
+from artdate.data import partition, pipeline, shards
+from artdate.model.checkpoints import load_checkpoint
+from artdate.model.network import predict_years
+from artdate.score.predict import predict_images
+from artdate.score.run import run_scoring
+from artdate.score.score_parts import CLAIM_FILE, COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -55,8 +55,8 @@ def expected_predictions(store_url, checkpoint, embedded=None):
     `embedded`, key -> the embedding the year head read."""
     model, spec, info = load_checkpoint(checkpoint)
     manifest = shards.read_manifest(store_url)
-    loader = data.make_loader(
-        partition.store_slices(store_url, manifest), data.eval_transform(spec.image_size), 32, loader_workers=0
+    loader = pipeline.make_loader(
+        partition.store_slices(store_url, manifest), pipeline.eval_transform(spec.image_size), 32, loader_workers=0
     )
     found = {}
     for batch in loader:
@@ -152,11 +152,13 @@ def test_two_actors_score_every_work_once_and_match_a_plain_loop(tmp_path, sampl
 def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_checkpoint, monkeypatch):
     """A GPU actor must not wait on JPEG decoding: the loader runs in a thread of its own while
     the model scores the batch before. Every sample still comes back once, in shard order."""
-    from artdate.score import Scorer
+    from artdate.score.run import Scorer
 
     decoding_threads = set()
-    decode = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda jpg: decoding_threads.add(threading.get_ident()) or decode(jpg))
+    decode = pipeline.decode_image
+    monkeypatch.setattr(
+        pipeline, "decode_image", lambda jpg: decoding_threads.add(threading.get_ident()) or decode(jpg)
+    )
     manifest = shards.read_manifest(sample_store)
     shard = manifest["shards"][0]
     url = partition.store_slices(sample_store, manifest)[0].url
@@ -165,7 +167,7 @@ def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_c
         np.linalg.norm(features.astype(np.float32), axis=1), 1, atol=1e-2
     )
     assert decoding_threads and threading.get_ident() not in decoding_threads
-    keys = [sample["__key__"] for sample in data.read_slice(partition.Slice(url, 0, shard["samples"]))]
+    keys = [sample["__key__"] for sample in pipeline.read_slice(partition.Slice(url, 0, shard["samples"]))]
     assert [row["key"] for row in rows] == keys and len(keys) == shard["samples"] and not skips
 
 
@@ -242,7 +244,7 @@ def test_clear_errors(tmp_path, sample_store, tiny_checkpoint):
 def test_more_actors_than_the_cluster_can_place_score_with_those_that_started(
     tmp_path, sample_store, tiny_checkpoint, capfd, monkeypatch
 ):
-    from artdate import score
+    from artdate.score import run as score
 
     monkeypatch.setattr(score, "WAIT_REPORT_SECONDS", 1)
     out = str(tmp_path / "results.csv")
@@ -300,7 +302,7 @@ def test_an_undecodable_sample_is_recorded_and_the_run_completes(tmp_path, tiny_
 def test_a_crash_during_clean_up_leaves_parts_that_still_name_their_checkpoint(
     tmp_path, sample_store, tiny_checkpoint, monkeypatch
 ):
-    from artdate import store
+    from artdate.core import store
 
     out = str(tmp_path / "results.csv")
     deleted, real_delete = [], store.delete
@@ -338,7 +340,7 @@ def test_the_driver_killed_with_its_ray_then_rerun(tmp_path, tiny_checkpoint):
 
 
 def test_a_second_score_into_the_same_out_is_refused_while_the_first_runs(tmp_path, tiny_checkpoint):
-    from artdate.lease import LeaseHeld
+    from artdate.core.lease import LeaseHeld
 
     store_url = str(tmp_path / "shards")
     manifest = pack_sample(store_url, samples_per_shard=8)

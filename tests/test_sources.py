@@ -12,13 +12,13 @@ from helpers import labels_of, shipped_pace
 from museum_servers import SAMPLE, SOAK_UNKNOWN, MuseumApi, have_fixtures, sample_images, soak_weather, soak_works
 
 from artdate import USER_AGENT
-from artdate.config import PackConfig
-from artdate.fetched_image import Excluded, TypeFilter, singular
-from artdate.http_client import FetchError, HttpClient, redact
-from artdate.museums import iiif_size
-from artdate.pack import run_pack
-from artdate.rejects import NothingPacked, summary_line
-from artdate.sources import api_roots, original_name
+from artdate.core.config import PackConfig
+from artdate.core.http_client import FetchError, HttpClient, redact
+from artdate.pack.fetched_image import Excluded, TypeFilter, singular
+from artdate.pack.museums import iiif_size
+from artdate.pack.rejects import NothingPacked, summary_line
+from artdate.pack.run import run_pack
+from artdate.pack.sources import api_roots, original_name
 
 pytestmark = pytest.mark.skipif(
     not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample"

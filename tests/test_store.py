@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from artdate import store
+from artdate.core import store
 
 
 def test_region_comes_from_the_standard_chain_not_a_default(tmp_path):

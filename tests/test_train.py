@@ -11,8 +11,12 @@ import torch
 from helpers import ROOT, artdate_command, flags, pack_sample, tiny_training, trained_in_epoch, wait_for_registered
 from servers import kill_session
 
-from artdate import data, partition, ranges, shards, store
-from artdate.checkpoints import (
+from artdate.core import store
+from artdate.core.config import TrainConfig
+from artdate.core.placement import ClusterTooSmall
+from artdate.data import partition, pipeline, shards
+from artdate.model import ranges
+from artdate.model.checkpoints import (
     CHECKPOINT_FILE,
     RUN_FILE,
     TRAINING_FILE,
@@ -21,12 +25,10 @@ from artdate.checkpoints import (
     run_checkpoints,
     unregistered_checkpoints,
 )
-from artdate.config import TrainConfig
-from artdate.loop import CURVE, evaluate, make_scheduler
-from artdate.model import load_tensors
-from artdate.placement import ClusterTooSmall
-from artdate.rank_checkpointing import UNVALIDATED_MAE
-from artdate.train import run_training
+from artdate.model.network import load_tensors
+from artdate.train.loop import CURVE, evaluate, make_scheduler
+from artdate.train.rank_checkpointing import UNVALIDATED_MAE
+from artdate.train.run import run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -83,8 +85,11 @@ def test_two_workers_from_s3_to_s3(s3_url):
     assert state["metrics"]["val_mae"] == min(m["val_mae"] for m in metrics.values())
     # Validation across both ranks evaluated exactly the weights that were saved (both ranks use
     # rank 0's BatchNorm statistics), so one process evaluating the checkpoint finds the same MAE.
-    loader = data.make_loader(
-        partition.store_slices(shards_url, manifest, "val"), data.eval_transform(spec.image_size), 8, loader_workers=0
+    loader = pipeline.make_loader(
+        partition.store_slices(shards_url, manifest, "val"),
+        pipeline.eval_transform(spec.image_size),
+        8,
+        loader_workers=0,
     )
     predictions, years, _ = evaluate(model, spec, loader, torch.device("cpu"))
     assert (predictions.year - years).abs().mean().item() == pytest.approx(state["metrics"]["val_mae"], abs=1e-2)
@@ -268,8 +273,8 @@ def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
 def test_no_val_split_is_a_clear_error(tmp_path):
     from helpers import SAMPLE_CSV, SHARED_SAMPLE
 
-    from artdate.config import PackConfig
-    from artdate.pack import run_pack
+    from artdate.core.config import PackConfig
+    from artdate.pack.run import run_pack
 
     no_val = str(tmp_path / "noval")
     run_pack(
@@ -296,7 +301,7 @@ def test_a_rank_that_fails_after_a_preemption_notice_waits_for_the_restart(monke
     import time
     from types import SimpleNamespace
 
-    from artdate import rank_checkpointing
+    from artdate.train import rank_checkpointing
 
     monkeypatch.setattr(rank_checkpointing, "PREEMPTION_RESTART_WAIT_S", 1.0)
     problem = RuntimeError("Connection closed by peer")
@@ -386,7 +391,7 @@ def test_ctrl_c_and_sigterm_stop_training_saying_how_to_resume(tmp_path, sample_
 def test_a_resume_with_no_registered_checkpoint_says_so(tmp_path, capfd):
     """Stopped before its first checkpoint was registered: --resume says it starts from the
     beginning, and removes the folder that checkpoint was being written to."""
-    from artdate.train import announce_resume
+    from artdate.train.run import announce_resume
 
     storage = tmp_path / "run"
     (storage / "checkpoint_2026-12-07_10-00-00.000000").mkdir(parents=True)

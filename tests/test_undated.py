@@ -11,13 +11,13 @@ import shutil
 import pytest
 from helpers import SAMPLE_CSV, SHARED_SAMPLE, images_shown_in_chromium, requires_sample, tiny_training
 
-from artdate import shards
-from artdate.config import PackConfig, ReportConfig, ScoreConfig, TrainConfig
-from artdate.pack import run_pack
-from artdate.report import run_report
-from artdate.score import run_scoring
-from artdate.train import run_training
-from artdate.works import sample_key
+from artdate.core.config import PackConfig, ReportConfig, ScoreConfig, TrainConfig
+from artdate.core.works import sample_key
+from artdate.data import shards
+from artdate.pack.run import run_pack
+from artdate.report.run import run_report
+from artdate.score.run import run_scoring
+from artdate.train.run import run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray"), requires_sample]
 

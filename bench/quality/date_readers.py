@@ -22,7 +22,7 @@ import re
 import sys
 import time
 
-from artdate.dates import read_date, read_end_with_edtf
+from artdate.pack.dates import read_date, read_end_with_edtf
 from bench.common import SHARED
 
 FORMS = {  # text -> the range docs/commands.md promises (None: an undated work)

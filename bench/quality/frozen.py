@@ -1,4 +1,4 @@
-"""Year heads on frozen features (artdate/embeddings.py): k-fold cross-validation on real works.
+"""Year heads on frozen features (artdate/score/embeddings.py): k-fold cross-validation on real works.
 
 Packs the 300-work sample and ../shared/public-art (160 px, as the demo packs), embeds every work
 once with the ImageNet backbone (kept beside the shards), then for each head recipe and fold:
@@ -22,13 +22,13 @@ import time
 import numpy as np
 import torch
 
-from artdate import ranges
-from artdate.config import PackConfig
-from artdate.embeddings import Embeddings, embed_store, fit_head
-from artdate.metadata import read_coarse_dates, training_span
-from artdate.model import LabelEncoding
-from artdate.pack import run_pack
-from artdate.works import derive_seed
+from artdate.core.config import PackConfig
+from artdate.core.works import derive_seed
+from artdate.model import ranges
+from artdate.model.network import LabelEncoding
+from artdate.pack.metadata import read_coarse_dates, training_span
+from artdate.pack.run import run_pack
+from artdate.score.embeddings import Embeddings, embed_store, fit_head
 from bench.common import ROOT
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")

@@ -40,12 +40,13 @@ import time
 
 import torch
 
-from artdate import comparanda, data, ranges
-from artdate.config import TrainConfig
-from artdate.images import encode_image
-from artdate.loop import fit
-from artdate.metadata import read_coarse_dates, read_metadata
-from artdate.model import LabelEncoding, ModelSpec, build_model, predict_years
+from artdate.core.config import TrainConfig
+from artdate.core.images import encode_image
+from artdate.data import pipeline
+from artdate.model import comparanda, ranges
+from artdate.model.network import LabelEncoding, ModelSpec, build_model, predict_years
+from artdate.pack.metadata import read_coarse_dates, read_metadata
+from artdate.train.loop import fit
 from bench.common import ROOT, SHARED
 
 SETS = {  # name -> (metadata CSV, image folder, coarse-date flags or "")
@@ -152,7 +153,7 @@ def load_works(names: list[str], coarse: bool = False, pack_size: int = PACK_SIZ
                 jpg = encode_image(f.read(), pack_size)[0]
             works.append(
                 Work(
-                    data.decode_image(jpg),
+                    pipeline.decode_image(jpg),
                     work.year,
                     work.year_start,
                     work.year_end,
@@ -170,9 +171,9 @@ def batches_of(works: list[Work], transform, batch_size: int, generator: torch.G
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
         chosen = [works[i] for i in order[start : start + batch_size]]
-        yield data.Batch(
+        yield pipeline.Batch(
             image=torch.stack([transform(w.image) for w in chosen]),
-            **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in data.LABELS},
+            **{name: torch.tensor([getattr(w, name) for w in chosen]) for name in pipeline.LABELS},
             **{name: [""] * len(chosen) for name in ("key", "shard", "id", "museum")},
             index=list(range(len(chosen))),
         )
@@ -221,7 +222,7 @@ def train(
     spec = ModelSpec(backbone=cfg.backbone, image_size=cfg.image_size, encoding=encoding, pack_size=pack_size)
     torch.manual_seed(seed)
     model = build_model(cfg.backbone, encoding.num_outputs).to(device)
-    transform = data.train_transform(cfg.image_size)
+    transform = pipeline.train_transform(cfg.image_size)
     generator = torch.Generator().manual_seed(seed)
     fit(
         model,
@@ -242,7 +243,7 @@ def predict(
     calibration: ranges.RangeCalibration | None = None,
     embeddings: list | None = None,
 ) -> ranges.Predictions:
-    transform = data.eval_transform(spec.image_size)
+    transform = pipeline.eval_transform(spec.image_size)
     device = next(model.parameters()).device
     return ranges.Predictions.concat(
         [

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from artdate import ranges
-from artdate.config import TrainConfig
+from artdate.core.config import TrainConfig
+from artdate.model import ranges
 from bench.quality.recipes import DEMO, RECIPES, load_works, predict, train
 
 PER_MUSEUM_FROM = 20  # works of B a museum needs for a row of its own

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from artdate import comparanda
+from artdate.model import comparanda
 
 K = comparanda.K
 

@@ -18,8 +18,8 @@ import os
 import tempfile
 import time
 
-from artdate.config import PackConfig
-from artdate.pack import run_pack
+from artdate.core.config import PackConfig
+from artdate.pack.run import run_pack
 from tests import museum_servers
 from tests.helpers import shipped_pace
 

@@ -23,20 +23,20 @@ from bench.common import ROOT, tiny_training
 
 def run_stage(stage: str, settings: dict) -> dict:
     """Run one stage here; its figures (seconds, peak RSS in MB, the stage's own summary)."""
-    from artdate import config
+    from artdate.core import config
 
     started = time.perf_counter()
     if stage == "pack":
-        from artdate.pack import run_pack
+        from artdate.pack.run import run_pack
 
         manifest = run_pack(config.PackConfig(**{**settings, "metadata": tuple(settings["metadata"])}), progress=False)
         summary = {"packed": manifest["packed"], "rejected": manifest["rejected"], "shards": len(manifest["shards"])}
     elif stage == "train":
-        from artdate.train import run_training
+        from artdate.train.run import run_training
 
         summary = {"best": run_training(config.TrainConfig(**settings))}
     else:
-        from artdate.score import run_scoring
+        from artdate.score.run import run_scoring
 
         summary = run_scoring(config.ScoreConfig(**settings), progress=False)
     return {
@@ -109,7 +109,7 @@ def main() -> None:
         print(json.dumps(run_stage(args.stage, json.loads(args.settings))))
         return
 
-    from artdate.synthetic import generate
+    from artdate.pack.synthetic import generate
 
     rows, checkpoint = [], None
     for works in sorted(args.sizes):

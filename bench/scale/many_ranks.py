@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 16])
     args = parser.parse_args()
 
-    from artdate.checkpoints import run_checkpoints
+    from artdate.model.checkpoints import run_checkpoints
 
     rows = []
     with loopback_cluster("ranks") as (bucket, nodes):

@@ -13,8 +13,8 @@ import collections
 import os
 import tempfile
 
-from artdate.config import PackConfig
-from artdate.pack import run_pack
+from artdate.core.config import PackConfig
+from artdate.pack.run import run_pack
 from tests import museum_servers
 
 FULL_LISTS = {"met": 41_876, "rijks": 30_742}  # rows of metadata/met-data.csv and rijksmuseum-data.csv

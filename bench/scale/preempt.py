@@ -78,7 +78,7 @@ def lose_node(nodes: RayNodes, way: str, storage: str, still_running) -> dict:
 
 
 def one_run(nodes: RayNodes, s3_url: str, way: str, at: int, work: str, batch_size: int) -> dict:
-    from artdate.checkpoints import run_checkpoints
+    from artdate.model.checkpoints import run_checkpoints
 
     storage = s3_url.rsplit("/", 1)[0] + f"/runs/{way}"
     keys = os.path.join(work, way)

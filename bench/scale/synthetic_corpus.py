@@ -1,11 +1,11 @@
-"""Write a synthetic corpus of dated works (artdate/synthetic.py) for the benchmarks.
+"""Write a synthetic corpus of dated works (artdate/pack/synthetic.py) for the benchmarks.
 
 python -m bench.scale.synthetic_corpus --works 20000 --out bench/out/synth-20000
 """
 
 import argparse
 
-from artdate.synthetic import generate
+from artdate.pack.synthetic import generate
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

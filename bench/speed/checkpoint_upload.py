@@ -18,11 +18,12 @@ import time
 
 import torch
 
-from artdate import ranges, store
-from artdate.checkpoints import save_checkpoint
-from artdate.config import TrainConfig
-from artdate.loop import make_optimizer
-from artdate.model import LabelEncoding, ModelSpec, build_model
+from artdate.core import store
+from artdate.core.config import TrainConfig
+from artdate.model import ranges
+from artdate.model.checkpoints import save_checkpoint
+from artdate.model.network import LabelEncoding, ModelSpec, build_model
+from artdate.train.loop import make_optimizer
 
 INTERVAL_S = 15 * 60  # the --checkpoint-every of cluster/kuberay/rayjob.yaml
 

@@ -27,11 +27,11 @@ import time
 
 import torch
 
-from artdate import data, partition, shards
-from artdate.config import PackConfig, TrainConfig
-from artdate.loop import evaluate, make_optimizer, make_scheduler, train_one_epoch
-from artdate.model import LabelEncoding, ModelSpec, build_model, compiled, on_device
-from artdate.pack import run_pack
+from artdate.core.config import PackConfig, TrainConfig
+from artdate.data import partition, pipeline, shards
+from artdate.model.network import LabelEncoding, ModelSpec, build_model, compiled, on_device
+from artdate.pack.run import run_pack
+from artdate.train.loop import evaluate, make_optimizer, make_scheduler, train_one_epoch
 from bench.common import per_second, sample_copies, stopwatch
 
 
@@ -79,7 +79,7 @@ def main():
     cfg = TrainConfig(shards="", storage="", warmup_epochs=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, 10**9)
-    transforms = {"train": data.train_transform(args.image_size), "score": data.eval_transform(args.image_size)}
+    transforms = {"train": pipeline.train_transform(args.image_size), "score": pipeline.eval_transform(args.image_size)}
 
     with tempfile.TemporaryDirectory() as scratch:
         store_url = pack_copies(args.store or scratch, args.copies, args.pack_size)
@@ -87,15 +87,15 @@ def main():
         total = sum(s.samples for s in slices)
         years = torch.randint(1300, 1900, (args.batch,))
         images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8)
-        synthetic = data.Batch(images.to(device), years, years, years, key=[], shard=[], id=[], museum=[])
+        synthetic = pipeline.Batch(images.to(device), years, years, years, key=[], shard=[], id=[], museum=[])
 
         def stream(kind: str, mode: str, loaders: int):
             """Endless batches of one input, as the step reads them (None: no decoding on the device).
-            Scoring reads its loader a batch ahead in a thread, as score's actors do (data.prefetch)."""
+            Scoring reads its loader a batch ahead in a thread, as score's actors do (pipeline.prefetch)."""
             if kind == "model":
                 return itertools.repeat(synthetic), None
             on_device = kind == "device"
-            loader = data.make_loader(
+            loader = pipeline.make_loader(
                 slices,
                 None if on_device else transforms[mode],
                 args.batch,
@@ -104,8 +104,8 @@ def main():
                 persistent=True,
                 pin_memory=device.type == "cuda",
             )
-            batches = data.take_steps(loader.__iter__, 10**12)
-            return (batches if mode == "train" else data.prefetch(batches)), transforms[mode] if on_device else None
+            batches = pipeline.take_steps(loader.__iter__, 10**12)
+            return (batches if mode == "train" else pipeline.prefetch(batches)), transforms[mode] if on_device else None
 
         def run(mode: str, batches, device_transform) -> int:
             if mode == "train":

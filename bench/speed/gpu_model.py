@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from artdate.model import build_model
+from artdate.model.network import build_model
 from bench.common import per_second
 
 STEPS, WARMUP = 20, 5  # timed steps after the warm-up ones

@@ -20,10 +20,11 @@ import tempfile
 import torch
 from PIL import Image
 
-from artdate import data, partition, shards, store
-from artdate.config import PackConfig
-from artdate.model import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs
-from artdate.pack import run_pack
+from artdate.core import store
+from artdate.core.config import PackConfig
+from artdate.data import partition, pipeline, shards
+from artdate.model.network import IMAGENET_MEAN, IMAGENET_STD, LabelEncoding, ModelSpec, model_inputs
+from artdate.pack.run import run_pack
 from bench.common import per_second, sample_copies
 
 
@@ -62,7 +63,7 @@ def rate(loader, normalise: bool) -> float:
     def count() -> int:
         images = 0
         for batch in loader:
-            if isinstance(batch, data.Batch):  # artdate's uint8 batches
+            if isinstance(batch, pipeline.Batch):  # artdate's uint8 batches
                 if normalise:  # as the training step does, here on the CPU
                     model_inputs(batch.image, SPEC, torch.device("cpu"))
                 images += len(batch.image)
@@ -80,7 +81,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--passes", type=int, default=2, help="timed passes of each pipeline (the best counts)")
     args = parser.parse_args()
-    transform = data.train_transform(224)
+    transform = pipeline.train_transform(224)
     workers = args.loader_workers
     results = {}
     with tempfile.TemporaryDirectory() as directory:
@@ -115,14 +116,14 @@ def main():
                 num_workers=workers,
                 shuffle=True,
             )
-            local_shards = lambda: data.make_loader(  # noqa: E731
+            local_shards = lambda: pipeline.make_loader(  # noqa: E731
                 partition.store_slices(local, shards.read_manifest(local)),
                 transform,
                 args.batch_size,
                 loader_workers=workers,
                 shuffle_buffer=200,
             )
-            s3_shards = lambda: data.make_loader(  # noqa: E731
+            s3_shards = lambda: pipeline.make_loader(  # noqa: E731
                 partition.store_slices("s3://bench/shards", shards.read_manifest("s3://bench/shards")),
                 transform,
                 args.batch_size,

@@ -23,17 +23,17 @@ import os
 import tempfile
 import time
 
-from artdate import data, partition, shards
-from artdate.config import PackConfig
-from artdate.pack import run_pack
+from artdate.core.config import PackConfig
+from artdate.data import partition, pipeline, shards
+from artdate.pack.run import run_pack
 from bench.common import sample_copies
 
 
 def one_pass(slices: list, transform, batch: int, workers: int) -> dict:
     """One pass over `slices`: start-up apart, then the steady rate and the main process's CPU."""
     started = time.perf_counter()
-    loader = data.make_loader(slices, transform, batch, loader_workers=workers)
-    batches = iter(data.prefetch(loader) if workers == 0 else loader)
+    loader = pipeline.make_loader(slices, transform, batch, loader_workers=workers)
+    batches = iter(pipeline.prefetch(loader) if workers == 0 else loader)
     next(batches)
     first, cpu_first = time.perf_counter(), time.process_time()
     images = sum(len(batch.key) for batch in batches)
@@ -64,8 +64,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["train", "score", "jpeg"])
     args = parser.parse_args()
     transforms = {
-        "train": data.train_transform(args.image_size),
-        "score": data.eval_transform(args.image_size),
+        "train": pipeline.train_transform(args.image_size),
+        "score": pipeline.eval_transform(args.image_size),
         "jpeg": None,  # --decode-on device: the loader passes the encoded JPEGs on, the GPU decodes
     }
     print(

@@ -22,14 +22,15 @@ def loader_passes(store_url: str, start_method: str, loader_workers: int, passes
     """(seconds to the first batch, seconds for the pass) of `passes` loaders, one after another."""
     import json
 
-    from artdate import data, partition, store
+    from artdate.core import store
+    from artdate.data import partition, pipeline
 
     manifest = json.loads(store.read_bytes(store.join(store_url, "manifest.json")))
     slices = partition.store_slices(store_url, manifest, "train")
     times = []
     for _ in range(passes):
         started = time.perf_counter()
-        loader = data.make_loader(slices, data.train_transform(64), 16, loader_workers=loader_workers)
+        loader = pipeline.make_loader(slices, pipeline.train_transform(64), 16, loader_workers=loader_workers)
         if start_method == "fork":  # artdate's own is a forkserver
             loader.multiprocessing_context = "fork"
         batches = iter(loader)

@@ -16,8 +16,8 @@ import tempfile
 
 from PIL import Image
 
-from artdate.config import PackConfig
-from artdate.pack import run_pack
+from artdate.core.config import PackConfig
+from artdate.pack.run import run_pack
 from bench.common import per_second, sample_copies
 
 

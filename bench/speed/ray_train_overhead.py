@@ -13,12 +13,12 @@ import os
 import tempfile
 import time
 
-from artdate import data, partition, shards
-from artdate.checkpoints import run_checkpoints
-from artdate.config import TrainConfig
-from artdate.loop import fit, label_encoding, shard_batches
-from artdate.model import ModelSpec, build_model
-from artdate.train import run_training
+from artdate.core.config import TrainConfig
+from artdate.data import partition, pipeline, shards
+from artdate.model.checkpoints import run_checkpoints
+from artdate.model.network import ModelSpec, build_model
+from artdate.train.loop import fit, label_encoding, shard_batches
+from artdate.train.run import run_training
 from bench.common import pack_sample, tiny_training
 
 
@@ -29,7 +29,7 @@ def plain_loop(store_url, cfg) -> float:
     model = build_model(cfg.backbone, spec.encoding.num_outputs, cfg.weights)
     slices = partition.store_slices(store_url, manifest, "train")
     steps = partition.steps_per_epoch(partition.manifest_shards(store_url, manifest, "train"), cfg.batch_size)
-    fitted = fit(model, spec, cfg, shard_batches(slices, data.train_transform(cfg.image_size), cfg), steps)
+    fitted = fit(model, spec, cfg, shard_batches(slices, pipeline.train_transform(cfg.image_size), cfg), steps)
     return max(epoch["images"] / epoch["seconds"] for epoch in fitted.epochs)
 
 

@@ -16,30 +16,30 @@ import time
 
 import torch
 
-from artdate import data, partition, shards
-from artdate.checkpoints import load_checkpoint, save_checkpoint
-from artdate.config import PackConfig, ScoreConfig
-from artdate.loop import label_encoding
-from artdate.model import ModelSpec, build_model, predict_years
-from artdate.pack import run_pack
-from artdate.ranges import RangeCalibration
-from artdate.score import run_scoring
-from artdate.synthetic import generate
+from artdate.core.config import PackConfig, ScoreConfig
+from artdate.data import partition, pipeline, shards
+from artdate.model.checkpoints import load_checkpoint, save_checkpoint
+from artdate.model.network import ModelSpec, build_model, predict_years
+from artdate.model.ranges import RangeCalibration
+from artdate.pack.run import run_pack
+from artdate.pack.synthetic import generate
+from artdate.score.run import run_scoring
+from artdate.train.loop import label_encoding
 from bench.common import pack_sample, per_second
 
 
 def plain_loop(store_url, checkpoint, read_ahead: bool = False) -> float:
     """img/s of one process scoring shard after shard; `read_ahead` decodes the next batch in a
-    thread while the model runs, as the scoring actors do (data.prefetch)."""
+    thread while the model runs, as the scoring actors do (pipeline.prefetch)."""
     model, spec, _ = load_checkpoint(checkpoint)
     slices = partition.store_slices(store_url, shards.read_manifest(store_url))
-    transform = data.eval_transform(spec.image_size)
+    transform = pipeline.eval_transform(spec.image_size)
 
     def count() -> int:
         images = 0
         for piece in slices:
-            loader = data.make_loader([piece], transform, 64, loader_workers=0)
-            for batch in data.prefetch(loader) if read_ahead else loader:
+            loader = pipeline.make_loader([piece], transform, 64, loader_workers=0)
+            for batch in pipeline.prefetch(loader) if read_ahead else loader:
                 predict_years(model, spec, batch.image, torch.device("cpu"))
                 images += len(batch.key)
         return images

@@ -1,0 +1,2 @@
+"""The network and what travels with it: the year head and its ranges, checkpoints, comparanda.
+Imports core only."""

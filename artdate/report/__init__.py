@@ -1,0 +1,1 @@
+"""Stage 4, `artdate report`: metrics, figures and the HTML page of a results CSV."""
