@@ -3,8 +3,8 @@ timer, and the loopback S3 server with a two-node Ray cluster.
 
 bench/ is a package: each script runs from the checkout's root as `python -m bench.GROUP.SCRIPT`
 (speed/, scale/, quality/; docs/benchmarks.md), so it imports this checkout's artdate, this module
-(`from bench.common import ...`) and the tests' own servers and settings (`tests.helpers`: the
-tiny training, packing the sample; `tests.servers`) as packages.
+(`from bench.common import ...`) and the tests' own servers and settings (`tests.support`: the
+tiny training, packing the sample, the servers) as packages.
 """
 
 import contextlib
@@ -13,14 +13,10 @@ import os
 import sys
 import time
 
-from tests.helpers import SAMPLE_CSV, SHARED_SAMPLE, TINY, pack_sample, tiny_training  # noqa: F401
+from tests.support.helpers import SAMPLE_CSV, SHARED_SAMPLE, TINY, pack_sample, tiny_training  # noqa: F401
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-# The one sys.path edit left: tests/test_multinode.py and tests/test_exports.py, whose drivers
-# scale/preempt.py and scale/met_export.py reuse, import their siblings bare (`from helpers import`),
-# as tests/conftest.py's path lets them. It goes when they import the support package (issue 46, 3).
-sys.path.append(os.path.join(ROOT, "tests"))
 SHARED = os.path.dirname(SHARED_SAMPLE)  # the images stay in ../shared, beside the checkout
 OUT = os.path.join(BENCH, "out")  # what a benchmark keeps between runs (ignored by git)
 
@@ -76,7 +72,7 @@ def loopback_cluster(bucket: str):
     """A SeaweedFS S3 server (its settings in this process's environment, as the nodes see them)
     and a two-node Ray cluster on 127.0.0.2 and 127.0.0.3; yields (s3:// URL of a fresh bucket,
     the nodes). Both are stopped on exit."""
-    from tests.servers import RayNodes, SeaweedS3
+    from tests.support.servers import RayNodes, SeaweedS3
 
     s3 = SeaweedS3().start()
     os.environ.update(s3.environment())

@@ -6,9 +6,8 @@ import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import pack_sample, tiny_training  # noqa: E402
-from servers import SeaweedS3  # noqa: E402
+from tests.support.helpers import pack_sample, tiny_training
+from tests.support.servers import SeaweedS3
 
 EXIT_STATUS = pytest.StashKey[int]()
 
@@ -36,6 +35,17 @@ def s3_url(s3_server):
     """A fresh, empty s3:// prefix in a fresh bucket."""
     bucket = s3_server.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
     return f"s3://{bucket}/store"
+
+
+@pytest.fixture
+def api():
+    """The museums' APIs and an image host on loopback, answering with their recorded payloads, with
+    the sample's first four images (ids 866, 874, ...) behind them."""
+    from tests.support.museums import MuseumApi, sample_images
+
+    server = MuseumApi(sample_images(4), slow_seconds=2.0).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +113,8 @@ def ray_nodes(s3_server):
     """A two-node Ray cluster on 127.0.0.2 and 127.0.0.3 whose nodes see the test's S3 settings
     in their environment (as cluster nodes would hold their own credentials)."""
     import ray
-    from servers import RayNodes
+
+    from tests.support.servers import RayNodes
 
     if ray.is_initialized():
         ray.shutdown()

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, requires_sample
+
+from tests.support.helpers import ROOT, requires_sample
 
 BENCH = os.path.join(ROOT, "bench")
 # script under bench/, by group (speed, scale, quality) -> (its smallest arguments, a piece of what it

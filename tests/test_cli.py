@@ -4,7 +4,8 @@ import argparse
 import os
 
 import pytest
-from helpers import SAMPLE_CSV, SAMPLE_IMAGES, run_artdate
+
+from tests.support.helpers import SAMPLE_CSV, SAMPLE_IMAGES, run_artdate
 
 
 def artdate(*argv, env=None):

@@ -7,10 +7,10 @@ import shlex
 import jsonschema
 import ray
 import yaml
-from helpers import ROOT
 
 from artdate.cli import build_parser
 from artdate.jobs import local_storage
+from tests.support.helpers import ROOT
 
 CLUSTER = os.path.join(ROOT, "cluster")
 

@@ -71,7 +71,7 @@ def test_loader_workers_split_a_single_shard(sample_store):
 
 
 def test_loader_streams_from_s3_in_worker_processes(s3_url):
-    from helpers import pack_sample
+    from tests.support.helpers import pack_sample
 
     manifest = pack_sample(s3_url, samples_per_shard=100)
     slices = partition.whole(partition.manifest_shards(s3_url, manifest, "val"))

@@ -5,12 +5,12 @@ import json
 import tarfile
 
 import pytest
-from museum_servers import have_fixtures, sample_images
 
 from artdate.core.config import PackConfig
 from artdate.pack.dates import read_date
 from artdate.pack.metadata import MetadataError
 from artdate.pack.run import run_pack
+from tests.support.museums import have_fixtures, sample_images
 
 # text -> (year_start, year_end) as docs/commands.md's date rules promise; None: an undated work
 FORMS = {

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, SHARED_SAMPLE
-from museum_servers import MuseumApi, have_fixtures, sample_images
+
+from tests.support.helpers import ROOT, SHARED_SAMPLE
+from tests.support.museums import MuseumApi, have_fixtures, sample_images
 
 pytestmark = pytest.mark.slow
 

@@ -4,29 +4,21 @@ payloads, and any other export through --columns."""
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from helpers import labels_of, write_synthetic_met_export
-from museum_servers import MuseumApi, have_fixtures, recorded_met_objects, sample_images
 
 from artdate.cli import main
 from artdate.core.config import PackConfig
 from artdate.core.exports import MET_HEADER
 from artdate.pack.rejects import summary_line
 from artdate.pack.run import run_pack
+from tests.support.exports import read_export_in_a_fresh_process, write_synthetic_met_export
+from tests.support.helpers import labels_of
+from tests.support.museums import have_fixtures, recorded_met_objects, sample_images
 
 pytestmark = pytest.mark.skipif(
     not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample"
 )
-
-
-@pytest.fixture
-def api():
-    server = MuseumApi(sample_images(4)).start()
-    yield server
-    server.stop()
 
 
 def met_row(record: dict, **changes) -> dict:
@@ -148,32 +140,6 @@ def test_columns_read_another_export_and_refuse_what_it_lacks(tmp_path, capsys):
         error = capsys.readouterr().err
         assert error.startswith(f"artdate pack: error: {message}") and error.count("\n") == 1
         assert not (tmp_path / "never").exists()
-
-
-READ_AND_MEASURE = """
-import os, resource, sys, tempfile, time
-from artdate.pack.metadata import read_metadata
-started = time.perf_counter()
-with tempfile.TemporaryDirectory() as scratch:
-    meta = read_metadata([sys.argv[1]], year_min=-5000, year_max=2100, exclude_types=("photographs",),
-                         catalog_path=os.path.join(scratch, "works.sqlite"))
-    counts = (meta.catalog.count(), meta.not_public_domain, meta.catalog.excluded_count())
-seconds = time.perf_counter() - started
-try:  # this process's own peak (ru_maxrss keeps the forked parent's from before exec)
-    with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
-except OSError:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(*counts, seconds, peak)
-"""
-
-
-def read_export_in_a_fresh_process(path: str) -> tuple[int, int, int, float, float]:
-    """(works, not public domain, excluded, seconds, peak RSS in MB) of reading `path` as pack
-    does (its list of works in a scratch SQLite file), in a process of its own."""
-    done = subprocess.run([sys.executable, "-c", READ_AND_MEASURE, path], capture_output=True, text=True, check=True)
-    works, not_public, excluded, seconds, rss = done.stdout.split()
-    return int(works), int(not_public), int(excluded), float(seconds), float(rss)
 
 
 @pytest.mark.slow  # about a minute on 2 cores: a 230 MB file written and read

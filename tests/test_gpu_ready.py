@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import ROOT
 
 from artdate.core.config import TrainConfig
 from artdate.data import device_decode, partition, pipeline, shards
 from artdate.model.network import LabelEncoding, ModelSpec, build_model
 from artdate.train.gpu_memory import GIB, HEADROOM, RESNET152_AT_224, Card, fitting_batch
 from artdate.train.loop import CPU_BATCH, for_device, gpu_batch, make_optimizer, make_scheduler, train_one_epoch
+from tests.support.helpers import ROOT
 
 # total_memory as torch reports it for each card (the A10G of cluster/aws-gpu.yaml: 23,028 MiB).
 CARDS = {"NVIDIA A10G": 22.49, "Tesla T4": 14.58, "NVIDIA H100 80GB HBM3": 79.19, "NVIDIA H200": 139.8}

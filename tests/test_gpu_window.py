@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, requires_sample
 
 from bench.gpu.prepare import carried_files
+from tests.support.helpers import ROOT, requires_sample
 
 # What the device's image lacks (../shared/ENVIRONMENT.md), and what the window must not need.
 LACKING = ["torchcodec", "webdataset", "braceexpand", "pytest", "ray", "boto3", "botocore", "s3fs"]

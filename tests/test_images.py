@@ -1,21 +1,14 @@
 import io
 import os
-import struct
-import zlib
 
 import pytest
-from helpers import SAMPLE_IMAGES, requires_sample
 from PIL import Image
 
 from artdate.core.images import ImageRejected, encode_image
+from tests.support.helpers import SAMPLE_IMAGES, requires_sample
+from tests.support.images import image_bytes, png_bomb
 
 SAMPLE_IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")  # 419x512
-
-
-def image_bytes(size=(400, 300), mode="RGB", color=(200, 30, 30), fmt="JPEG", **save):
-    out = io.BytesIO()
-    Image.new(mode, size, color).save(out, fmt, **save)
-    return out.getvalue()
 
 
 def decoded(jpg):
@@ -35,18 +28,6 @@ def test_shrinks_the_shorter_side_keeping_the_aspect():
 def test_never_upscales():
     jpg, width, height = encode_image(image_bytes((120, 90)), size=224)
     assert (width, height) == (120, 90)
-
-
-def png_bomb(width: int = 200_000, height: int = 200_000) -> bytes:
-    """A 100-byte PNG whose header declares width x height pixels (40 gigapixels by default)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 # Every kind of image Pillow reads becomes RGB: grey, CMYK, palette, 16-bit grey, grey + alpha.

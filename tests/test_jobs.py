@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, flags, pack_sample, tiny_training
 
 from artdate.core import store
 from artdate.model.checkpoints import run_checkpoints
+from tests.support.helpers import ROOT, flags, pack_sample, tiny_training
 
 pytestmark = pytest.mark.slow
 

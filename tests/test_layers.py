@@ -16,7 +16,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+
+from tests.support.helpers import ROOT
 
 PACKAGE = os.path.join(ROOT, "artdate")
 APP = {"cli", "demo", "jobs"}
@@ -167,7 +168,8 @@ def test_pack_and_report_run_without_torch_or_ray(tmp_path):
     script = f"""
 import sys
 from artdate.cli import main
-assert main(["pack", "--metadata", {str(works)!r}, "--images", {str(images)!r}, "--out", {str(tmp_path / "shards")!r}, "--quiet"]) == 0
+assert main(["pack", "--metadata", {str(works)!r}, "--images", {str(images)!r},
+             "--out", {str(tmp_path / "shards")!r}, "--quiet"]) == 0
 assert main(["report", {str(tmp_path / "results.csv")!r}, "--out", {str(tmp_path / "report")!r}]) == 0
 print(sorted({{"torch", "ray", "torchvision"}} & set(sys.modules)))
 """

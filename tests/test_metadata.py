@@ -1,10 +1,10 @@
 import os
 
 import pytest
-from helpers import ROOT, SAMPLE_CSV
 
 from artdate.core.works import assign_split, sample_key
 from artdate.pack.metadata import MetadataError, coarse_span, read_coarse_dates, read_metadata
+from tests.support.helpers import ROOT, SAMPLE_CSV
 
 # metadata/SOURCE.md: 30178 Rijksmuseum rows lie in 1200..1930; 292 of them repeat a row exactly.
 RIJKS_IN_WINDOW = 29886

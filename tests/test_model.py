@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-from helpers import SAMPLE_IMAGES
 
 from artdate.cli import main
 from artdate.core.config import TrainConfig
@@ -13,6 +12,7 @@ from artdate.model.checkpoints import load_checkpoint, resolve_checkpoint, save_
 from artdate.model.network import LabelEncoding, ModelSpec, build_model
 from artdate.model.ranges import RangeCalibration
 from artdate.train.loop import error_metrics, evaluate, make_optimizer, make_scheduler, train_one_epoch
+from tests.support.helpers import SAMPLE_IMAGES
 
 
 @pytest.mark.parametrize("backbone, outputs", [("efficientnet_lite0", 1), ("resnet18", 30), ("mobilenet_v3_small", 1)])

@@ -9,18 +9,6 @@ import time
 
 import pytest
 import webdataset as wds
-from helpers import (
-    ROOT,
-    SAMPLE_CSV,
-    SAMPLE_IMAGES,
-    SHARED_SAMPLE,
-    artdate_command,
-    flags,
-    need_sample,
-    requires_sample,
-    run_artdate,
-)
-from museum_servers import MuseumApi, have_fixtures, sample_images
 
 from artdate.core import store
 from artdate.core.config import PackConfig
@@ -28,21 +16,19 @@ from artdate.data import shards
 from artdate.data.pipeline import register_s3
 from artdate.pack.metadata import read_metadata
 from artdate.pack.run import run_pack
-
-
-def pack(out, **settings):
-    need_sample()
-    defaults = dict(
-        metadata=(SAMPLE_CSV,),
-        images=SHARED_SAMPLE,
-        out=out,
-        size=96,
-        samples_per_shard=40,
-        year_min=-1000,
-        year_max=2100,
-        jobs=1,
-    )
-    return run_pack(PackConfig(**{**defaults, **settings}), progress=False)
+from tests.support.helpers import (
+    ROOT,
+    SAMPLE_CSV,
+    SAMPLE_IMAGES,
+    SHARED_SAMPLE,
+    artdate_command,
+    flags,
+    need_sample,
+    pack_sample,
+    requires_sample,
+    run_artdate,
+)
+from tests.support.museums import MuseumApi, have_fixtures, sample_images
 
 
 def read_with_tarfile(url, manifest):
@@ -86,7 +72,7 @@ def check_round_trip(url, manifest, expected_works):
 
 def test_round_trip_local(tmp_path):
     out = str(tmp_path / "store")
-    manifest = pack(out)
+    manifest = pack_sample(out, samples_per_shard=40)
     works = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100).works
     check_round_trip(out, manifest, works)
     assert manifest["rejected"] == 0
@@ -99,7 +85,7 @@ def test_round_trip_local(tmp_path):
 
 
 def test_round_trip_s3_with_parallel_encoding(s3_url):
-    manifest = pack(s3_url, jobs=2, samples_per_shard=64)
+    manifest = pack_sample(s3_url, jobs=2, samples_per_shard=64)
     works = read_metadata([SAMPLE_CSV], year_min=-1000, year_max=2100).works
     check_round_trip(s3_url, manifest, works)
     assert shards.read_manifest(s3_url)["fingerprint"] == manifest["fingerprint"]
@@ -112,7 +98,7 @@ def test_round_trip_s3_with_parallel_encoding(s3_url):
 
 
 def test_default_year_window_and_shard_size(tmp_path):
-    manifest = pack(str(tmp_path / "s"), year_min=1200, year_max=1930, samples_per_shard=1000)
+    manifest = pack_sample(str(tmp_path / "s"), year_min=1200, year_max=1930, samples_per_shard=1000)
     assert manifest["packed"] + manifest["out_of_window"] == 300
     assert manifest["out_of_window"] > 0
     assert manifest["labels"]["all"]["min"] >= 1200 and manifest["labels"]["all"]["max"] <= 1930
@@ -171,13 +157,13 @@ def test_a_read_error_that_may_pass_is_transient_and_a_missing_file_final(tmp_pa
 
 def test_rerun_of_a_finished_pack_does_nothing_and_other_settings_are_refused(tmp_path):
     out = str(tmp_path / "store")
-    first = pack(out)
+    first = pack_sample(out, samples_per_shard=40)
     mtimes = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out) if name.endswith(".tar")}
-    again = pack(out)
+    again = pack_sample(out, samples_per_shard=40)
     assert again["shards"] == first["shards"]
     assert mtimes == {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in mtimes}
     with pytest.raises(ValueError, match="holds a pack of other metadata or settings"):
-        pack(out, size=128)
+        pack_sample(out, samples_per_shard=40, size=128)
 
 
 @pytest.mark.skipif(not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample")

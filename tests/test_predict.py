@@ -4,8 +4,6 @@ import tarfile
 
 import pytest
 import torch
-from helpers import SAMPLE_IMAGES
-from museum_servers import MuseumApi
 
 from artdate.cli import main
 from artdate.core.config import PredictConfig
@@ -14,6 +12,8 @@ from artdate.data.pipeline import decode_image, eval_transform
 from artdate.model.checkpoints import load_checkpoint, save_checkpoint
 from artdate.model.network import predict_years
 from artdate.score.predict import predict_images
+from tests.support.helpers import SAMPLE_IMAGES
+from tests.support.images import image_bytes, png_bomb
 
 IMAGE = os.path.join(SAMPLE_IMAGES, "aic_866.jpg")
 
@@ -71,14 +71,10 @@ def test_a_checkpoint_file_saved_under_another_name_is_read(tiny_checkpoint, tmp
     assert renamed.year == original.year
 
 
-def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
+def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server, api):
     with open(IMAGE, "rb") as f:
         data = f.read()
-    api = MuseumApi({"866": data}).start()
-    try:
-        from_http = predict_year(PredictConfig(images=(f"{api.url}/img/866",), checkpoint=tiny_checkpoint))
-    finally:
-        api.stop()
+    from_http = predict_year(PredictConfig(images=(f"{api.url}/img/866",), checkpoint=tiny_checkpoint))
     bucket = s3_url.split("/")[2]
     s3_server.client().put_object(Bucket=bucket, Key="images/866.jpg", Body=data)
     from_s3 = predict_year(PredictConfig(images=(f"s3://{bucket}/images/866.jpg",), checkpoint=tiny_checkpoint))
@@ -86,14 +82,6 @@ def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server):
     for other in (from_http, from_s3):
         assert other.year == pytest.approx(local.year)
         assert (other.low, other.high) == pytest.approx((local.low, local.high))
-
-
-@pytest.fixture
-def api():
-    with open(IMAGE, "rb") as f:
-        server = MuseumApi({"866": f.read()}).start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize(
@@ -121,7 +109,6 @@ def test_bad_paths_are_clear_errors(tiny_checkpoint, tmp_path, capsys):
 
 def test_image_kinds_predict_and_hostile_images_are_one_line_errors(tiny_checkpoint, tmp_path, capsys):
     from PIL import Image
-    from test_images import image_bytes, png_bomb
 
     for name, data in [
         ("cmyk.jpg", image_bytes((80, 60), "CMYK", (0, 255, 255, 0))),

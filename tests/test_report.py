@@ -6,13 +6,13 @@ import tarfile
 
 import pandas as pd
 import pytest
-from helpers import SAMPLE_IMAGES, images_shown_in_chromium, requires_sample
 from PIL import Image
 
 from artdate.core.config import ReportConfig
 from artdate.data import shards
 from artdate.report.metrics import read_results
 from artdate.report.run import run_report
+from tests.support.helpers import SAMPLE_IMAGES, images_shown_in_chromium, requires_sample
 
 # Hand-built: errors (pred - year) of -120, -30, 0, 10, 60 and 200.
 ROWS = [

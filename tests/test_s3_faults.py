@@ -11,9 +11,10 @@ import threading
 import time
 
 import pytest
+
 from artdate.core.s3stream import ResumableObject
-from helpers import SAMPLE_CSV, SHARED_SAMPLE, artdate_command, flags, tiny_training
-from servers import SeaweedS3, kill_session
+from tests.support.helpers import SAMPLE_CSV, SHARED_SAMPLE, artdate_command, flags, tiny_training, wait_for_count
+from tests.support.servers import SeaweedS3, kill_session
 
 
 @pytest.fixture
@@ -83,14 +84,12 @@ def pack_command(out: str) -> list[str]:
 def wait_for_objects(server, bucket: str, prefix: str, suffix: str, count: int, process, timeout: float = 180) -> int:
     """Until at least `count` objects under `prefix` end in `suffix` (asserting the command still
     runs); returns how many there are."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def found() -> int:
         listed = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-        found = sum(o["Key"].endswith(suffix) for o in listed)
-        if found >= count:
-            return found
-        assert process.poll() is None and time.monotonic() < deadline, "the command ended before the fault"
-        time.sleep(0.1)
+        return sum(o["Key"].endswith(suffix) for o in listed)
+
+    return wait_for_count(found, count, lambda: process.poll() is None, timeout)
 
 
 def wait_for_records(server, bucket: str, prefix: str, count: int, process) -> None:
@@ -145,7 +144,7 @@ def score_command(bucket: str, checkpoint: str, batch_size: int = 64) -> list[st
     return artdate_command("score", *flags({**settings, "actors": 2, "batch_size": batch_size, "quiet": True}))
 
 
-def wait_for_parts(server, bucket: str, count: int, process) -> int:
+def wait_for_kept_parts(server, bucket: str, count: int, process) -> int:
     """Until score has kept the parts of `count` shards; returns how many it has kept."""
     return wait_for_objects(server, bucket, "results.csv.parts/", ".tar.csv", count, process)
 
@@ -185,7 +184,7 @@ def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
         score_command(bucket, tiny_checkpoint, batch_size=1), env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for_parts(own_server, bucket, 3, process)
+        wait_for_kept_parts(own_server, bucket, 3, process)
         own_server.kill()
         time.sleep(2)
         own_server.restart()
@@ -210,12 +209,12 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
         start_new_session=True,
     )
     try:
-        before = wait_for_parts(own_server, bucket, 2, process)
+        before = wait_for_kept_parts(own_server, bucket, 2, process)
         os.kill(scoring_actors(process.pid)[0], 9)  # an actor dies ...
         own_server.kill()  # ... S3 crashes ...
         time.sleep(2)
         own_server.restart()
-        wait_for_parts(own_server, bucket, before + 2, process)  # scoring went on after both faults
+        wait_for_kept_parts(own_server, bucket, before + 2, process)  # scoring went on after both faults
     finally:
         kill_session(process)  # ... and the machine running the driver is lost, with its Ray
     client = own_server.client()

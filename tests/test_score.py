@@ -13,8 +13,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, SAMPLE_IMAGES, artdate_command, flags, pack_sample
-from servers import kill_session
 
 from artdate.core.config import PredictConfig, ScoreConfig
 from artdate.core.placement import ClusterTooSmall
@@ -24,13 +22,19 @@ from artdate.model.network import predict_years
 from artdate.score.predict import predict_images
 from artdate.score.run import run_scoring
 from artdate.score.score_parts import CLAIM_FILE, COLUMNS
+from tests.support.helpers import (
+    ROOT,
+    SAMPLE_IMAGES,
+    artdate_command,
+    flags,
+    pack_sample,
+    parts_kept,
+    read_rows,
+    wait_for_count,
+)
+from tests.support.servers import kill_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
-
-
-def read_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def start_score_command(store_url, checkpoint, out, **popen):
@@ -39,15 +43,6 @@ def start_score_command(store_url, checkpoint, out, **popen):
     settings = dict(shards=store_url, checkpoint=checkpoint, out=out, actors=1, batch_size=1, quiet=True)
     command = artdate_command("score", *flags(settings))
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, **{"stderr": subprocess.DEVNULL, **popen})
-
-
-def wait_for_parts(out, count, still_running):
-    """Wait until `count` shards have their part in `<out>.parts/` (asserting the run goes on)."""
-    parts = out + ".parts"
-    deadline = time.monotonic() + 120
-    while not (os.path.isdir(parts) and sum(n.endswith(".tar.csv") for n in os.listdir(parts)) >= count):
-        assert still_running() and time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def expected_predictions(store_url, checkpoint, embedded=None):
@@ -186,7 +181,7 @@ def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_chec
         )
     )
     thread.start()
-    wait_for_parts(out, 3, thread.is_alive)  # kill mid-run: some shards done, most still to come
+    wait_for_count(lambda: parts_kept(out), 3, thread.is_alive)  # kill mid-run: some shards done, most still to come
     (victim, *_) = [a for a in list_actors(filters=[("class_name", "=", "Scorer"), ("state", "=", "ALIVE")])]
     os.kill(victim.pid, signal.SIGKILL)
     thread.join(180)
@@ -201,7 +196,7 @@ def test_rerun_after_an_interruption_scores_only_what_is_missing(tmp_path, tiny_
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
     process = start_score_command(store_url, tiny_checkpoint, out)
-    wait_for_parts(out, 3, lambda: process.poll() is None)
+    wait_for_count(lambda: parts_kept(out), 3, lambda: process.poll() is None)
     parts = out + ".parts"
     process.send_signal(signal.SIGINT)  # Ctrl-C
     process.wait(60)
@@ -330,7 +325,7 @@ def test_the_driver_killed_with_its_ray_then_rerun(tmp_path, tiny_checkpoint):
     out = str(tmp_path / "results.csv")
     # Its own session: SIGKILL to every process in it takes the driver and the Ray it started, as a lost machine would.
     process = start_score_command(store_url, tiny_checkpoint, out, start_new_session=True)
-    wait_for_parts(out, 3, lambda: process.poll() is None)
+    wait_for_count(lambda: parts_kept(out), 3, lambda: process.poll() is None)
     kill_session(process)
     assert not os.path.exists(out)
     summary = run_scoring(ScoreConfig(shards=store_url, checkpoint=tiny_checkpoint, out=out, actors=2), progress=False)
@@ -346,7 +341,7 @@ def test_a_second_score_into_the_same_out_is_refused_while_the_first_runs(tmp_pa
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
     first = start_score_command(store_url, tiny_checkpoint, out, stderr=subprocess.PIPE, text=True)
-    wait_for_parts(out, 1, lambda: first.poll() is None)
+    wait_for_count(lambda: parts_kept(out), 1, lambda: first.poll() is None)
     parts = out + ".parts"
     # Before, both scored everything and the first to finish deleted the other's parts.
     with pytest.raises(LeaseHeld, match=rf"another run \(pid {first.pid} on .*\) is writing --out {out}"):

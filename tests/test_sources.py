@@ -8,8 +8,6 @@ import threading
 import time
 
 import pytest
-from helpers import labels_of, shipped_pace
-from museum_servers import SAMPLE, SOAK_UNKNOWN, MuseumApi, have_fixtures, sample_images, soak_weather, soak_works
 
 from artdate import USER_AGENT
 from artdate.core.config import PackConfig
@@ -19,17 +17,20 @@ from artdate.pack.museums import iiif_size
 from artdate.pack.rejects import NothingPacked, summary_line
 from artdate.pack.run import run_pack
 from artdate.pack.sources import api_roots, original_name
+from tests.support.helpers import labels_of, shipped_pace
+from tests.support.museums import (
+    SAMPLE,
+    SOAK_UNKNOWN,
+    MuseumApi,
+    have_fixtures,
+    sample_images,
+    soak_weather,
+    soak_works,
+)
 
 pytestmark = pytest.mark.skipif(
     not have_fixtures(), reason="needs ../shared/museum-fixtures and ../shared/artworks-sample"
 )
-
-
-@pytest.fixture
-def api():
-    server = MuseumApi(sample_images(4), slow_seconds=2.0).start()
-    yield server
-    server.stop()
 
 
 def rejects_of(out):

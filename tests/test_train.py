@@ -8,8 +8,6 @@ import threading
 
 import pytest
 import torch
-from helpers import ROOT, artdate_command, flags, pack_sample, tiny_training, trained_in_epoch, wait_for_registered
-from servers import kill_session
 
 from artdate.core import store
 from artdate.core.config import TrainConfig
@@ -29,6 +27,16 @@ from artdate.model.network import load_tensors
 from artdate.train.loop import CURVE, evaluate, make_scheduler
 from artdate.train.rank_checkpointing import UNVALIDATED_MAE
 from artdate.train.run import run_training
+from tests.support.helpers import (
+    ROOT,
+    artdate_command,
+    flags,
+    pack_sample,
+    tiny_training,
+    trained_in_epoch,
+    wait_for_registered,
+)
+from tests.support.servers import kill_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -271,10 +279,9 @@ def test_more_ranks_than_shards_train_and_validate_everything(tmp_path):
 
 
 def test_no_val_split_is_a_clear_error(tmp_path):
-    from helpers import SAMPLE_CSV, SHARED_SAMPLE
-
     from artdate.core.config import PackConfig
     from artdate.pack.run import run_pack
+    from tests.support.helpers import SAMPLE_CSV, SHARED_SAMPLE
 
     no_val = str(tmp_path / "noval")
     run_pack(

@@ -9,7 +9,6 @@ import os
 import shutil
 
 import pytest
-from helpers import SAMPLE_CSV, SHARED_SAMPLE, images_shown_in_chromium, requires_sample, tiny_training
 
 from artdate.core.config import PackConfig, ReportConfig, ScoreConfig, TrainConfig
 from artdate.core.works import sample_key
@@ -18,13 +17,16 @@ from artdate.pack.run import run_pack
 from artdate.report.run import run_report
 from artdate.score.run import run_scoring
 from artdate.train.run import run_training
+from tests.support.helpers import (
+    SAMPLE_CSV,
+    SHARED_SAMPLE,
+    images_shown_in_chromium,
+    read_rows,
+    requires_sample,
+    tiny_training,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray"), requires_sample]
-
-
-def read_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_works_to_date_are_never_trained_on_and_are_dated_with_ranges_and_comparanda(tmp_path, capfd):

@@ -2,9 +2,9 @@
 pack of both museums at the shipped pace, and that they cost no work.
 
 Packs `--works` works (9 in 10 of the Met, 1 in 10 of the Rijksmuseum, 5 unknown to the Met) with
-`--source auto` against tests/museum_servers.py (the museums' recorded payloads on loopback), three
+`--source auto` against tests/support/museums.py (the museums' recorded payloads on loopback), three
 times on fresh servers: in clear weather (the baseline), with the Met's recurring blocks alone,
-and with all the weather of museum_servers.soak_weather. Every time setting of pack and of the
+and with all the weather of museums.soak_weather. Every time setting of pack and of the
 weather is its shipped or real value times `--scale` (the rate divided by it), so the ratios
 between them stay as shipped; the hours column scales the wall time back. A run that leaves
 transient rejects is rerun once. Prints requests per packed work and the time lost to the weather
@@ -20,20 +20,20 @@ import time
 
 from artdate.core.config import PackConfig
 from artdate.pack.run import run_pack
-from tests import museum_servers
-from tests.helpers import shipped_pace
+from tests.support import museums
+from tests.support.helpers import shipped_pace
 
 
 def soak(works: int, scale: float, weather: str, scratch: str) -> dict:
     """One soak on a fresh server; its figures."""
-    api = museum_servers.MuseumApi(museum_servers.sample_images(8)).start()
+    api = museums.MuseumApi(museums.sample_images(8)).start()
     try:
-        rows = museum_servers.soak_works(api, works)
+        rows = museums.soak_works(api, works)
         if weather == "blocks":
-            full = museum_servers.soak_weather(scale, drip="")
-            api.weather = museum_servers.Weather(block_period=full.block_period, block_seconds=full.block_seconds)
+            full = museums.soak_weather(scale, drip="")
+            api.weather = museums.Weather(block_period=full.block_period, block_seconds=full.block_seconds)
         elif weather == "all":
-            api.weather = museum_servers.soak_weather(scale, drip=rows[7]["id"])
+            api.weather = museums.soak_weather(scale, drip=rows[7]["id"])
         metadata = os.path.join(scratch, f"{weather}.csv")
         with open(metadata, "w") as f:
             f.write("id,year,museum\n" + "".join(f"{r['id']},{r['year']},{r['museum']}\n" for r in rows))
@@ -93,7 +93,7 @@ def main() -> None:
                 f"{r['packed']}, {r['final']}, {r['transient']} |",
                 flush=True,
             )
-            assert r["final"] == museum_servers.SOAK_UNKNOWN and r["transient"] == 0, r
+            assert r["final"] == museums.SOAK_UNKNOWN and r["transient"] == 0, r
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from bench.common import ROOT, loopback_cluster, pack_sample, stopwatch, tiny_training
-from tests.helpers import flags
+from tests.support.helpers import flags
 
 
 def main() -> None:

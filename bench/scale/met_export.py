@@ -9,9 +9,7 @@ import argparse
 import os
 import tempfile
 
-import bench.common  # noqa: F401  (first: tests/ on sys.path for test_exports's own imports)
-from tests.helpers import write_synthetic_met_export
-from tests.test_exports import read_export_in_a_fresh_process
+from tests.support.exports import read_export_in_a_fresh_process, write_synthetic_met_export
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """What fetching from the museums costs per work: requests per host and bytes downloaded.
 
-Runs `artdate pack --source auto` against tests/museum_servers.py (the museums' recorded
+Runs `artdate pack --source auto` against tests/support/museums.py (the museums' recorded
 payloads on loopback; images are the sample's real images at the size each request asks for)
 and counts what the server answered. Then prints the hours a full run of the 2017 lists takes
 at a given rate per host, and what the Rijksmuseum's images would weigh without IIIF sizing.
@@ -15,7 +15,7 @@ import tempfile
 
 from artdate.core.config import PackConfig
 from artdate.pack.run import run_pack
-from tests import museum_servers
+from tests.support import museums
 
 FULL_LISTS = {"met": 41_876, "rijks": 30_742}  # rows of metadata/met-data.csv and rijksmuseum-data.csv
 HOSTS = {
@@ -37,10 +37,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second per host, for the hours")
     args = parser.parse_args()
-    images = museum_servers.sample_images(args.works)
+    images = museums.sample_images(args.works)
     for n in range(args.works):  # Rijksmuseum objects reshaped from the Milkmaid's record, all shown by its image
-        museum_servers.RIJKS_OBJECTS[f"BENCH-{n}"] = (f"3{n:08d}", None, "202108369")
-    api = museum_servers.MuseumApi(images).start()
+        museums.RIJKS_OBJECTS[f"BENCH-{n}"] = (f"3{n:08d}", None, "202108369")
+    api = museums.MuseumApi(images).start()
     try:
         with tempfile.TemporaryDirectory() as scratch:
             metadata = os.path.join(scratch, "works.csv")

@@ -26,10 +26,10 @@ import statistics
 import tempfile
 import time
 
-from bench.common import loopback_cluster  # first: tests/ on sys.path for test_multinode's imports
-from tests.helpers import pack_sample, trained_in_epoch, wait_for_registered
-from tests.servers import RayNodes
-from tests.test_multinode import start_training, two_node_training
+from bench.common import loopback_cluster
+from tests.support.cluster_runs import start_training, two_node_training
+from tests.support.helpers import pack_sample, trained_in_epoch, wait_for_registered
+from tests.support.servers import RayNodes
 
 DEADLINE_S = 8
 

@@ -61,7 +61,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from tests.servers import SeaweedS3
+    from tests.support.servers import SeaweedS3
 
     s3 = SeaweedS3().start()
     os.environ.update(s3.environment())

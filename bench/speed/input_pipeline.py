@@ -93,7 +93,7 @@ def main():
         pack = dict(metadata=(metadata,), samples_per_shard=50, val_fraction=0.0, year_min=-1000, year_max=2100)
         run_pack(PackConfig(out=local, **pack), progress=False)
 
-        from tests.servers import SeaweedS3
+        from tests.support.servers import SeaweedS3
 
         s3 = SeaweedS3().start()
         os.environ.update(s3.environment())

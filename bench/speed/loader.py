@@ -84,7 +84,7 @@ def main() -> None:
         ]
         s3 = None
         if args.s3:
-            from tests.servers import SeaweedS3
+            from tests.support.servers import SeaweedS3
 
             s3 = SeaweedS3().start()
             os.environ.update(s3.environment())

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The sample's works (facts) ship in metadata/sample; its images stay in ../shared, where they were
 # copied to: a test that needs them skips without it. ARTDATE_SAMPLE names another copy of them (a
 # GPU window's, bench/gpu/prepare.py: ../shared does not travel to the device machine).
@@ -27,8 +27,9 @@ def need_sample() -> None:
         pytest.skip("needs the sample's images in ../shared/artworks-sample")
 
 
-def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96, works: int = 0) -> dict:
-    """The sample packed into `out`; only its first `works` rows when given (shorter epochs)."""
+def pack_sample(out: str, works: int = 0, **settings) -> dict:
+    """The sample packed into `out` (96 px, 32 works a shard unless `settings` say otherwise); only
+    its first `works` rows when given (shorter epochs)."""
     import tempfile
 
     from artdate.core.config import PackConfig
@@ -41,17 +42,34 @@ def pack_sample(out: str, samples_per_shard: int = 32, size: int = 96, works: in
             metadata = os.path.join(folder, "artworks.csv")
             with open(SAMPLE_CSV, encoding="utf-8") as sample, open(metadata, "w", encoding="utf-8") as subset:
                 subset.writelines(sample.readlines()[: works + 1])  # the header and `works` rows
-        settings = PackConfig(
-            metadata=(metadata,),
-            images=SHARED_SAMPLE,
-            out=out,
-            size=size,
-            samples_per_shard=samples_per_shard,
-            year_min=-1000,
-            year_max=2100,
-            jobs=1,
+        defaults = dict(images=SHARED_SAMPLE, size=96, samples_per_shard=32, year_min=-1000, year_max=2100, jobs=1)
+        return run_pack(PackConfig(metadata=(metadata,), out=out, **{**defaults, **settings}), progress=False)
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of a CSV file (results.csv, a neighbours file) as dicts."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def wait_for_count(count_now, count: int, still_running, timeout: float = 180) -> int:
+    """Until `count_now()` reaches `count`, asserting all the while that the command under test still
+    runs (`still_running()`); returns the last count."""
+    deadline = time.monotonic() + timeout
+    while (found := count_now()) < count:
+        assert still_running() and time.monotonic() < deadline, (
+            f"the command ended (or {timeout:.0f} s passed) at {found} of {count}"
         )
-        return run_pack(settings, progress=False)
+        time.sleep(0.05)
+    return found
+
+
+def parts_kept(out: str) -> int:
+    """How many shards a local score into `out` has kept in `<out>.parts/`."""
+    parts = out + ".parts"
+    return sum(n.endswith(".tar.csv") for n in os.listdir(parts)) if os.path.isdir(parts) else 0
 
 
 def wait_for_registered(storage: str, fragment: str, still_running, timeout: float = 300) -> None:
@@ -190,57 +208,6 @@ def images_shown_in_chromium(page: str, tmp_path) -> tuple[int, int, str]:
     found = re.search(r"<title>loaded (\d+) of (\d+)</title>", dom)
     assert found, dom[:300]
     return int(found.group(1)), int(found.group(2)), dom
-
-
-MET_CLASSIFICATIONS = ("Paintings", "Prints", "Photographs", "Ceramics", "Textiles-Woven", "Drawings", "")
-MET_DATES = (("ca. 1479–1425 B.C.", -1479, -1425), ("mid-19th century", 1834, 1866), ("1889", 1889, 1889))
-
-
-def synthetic_met_row(n: int) -> list[str]:
-    """Row n of a file in MetObjects.csv's shape (exports.MET_HEADER), about as long as the Met's
-    own rows (230 MB for 480,000): half public domain, titles with commas, quotes and newlines,
-    dimensions with the Met's \\r\\n, and now and then an undated work."""
-    from artdate.core.exports import MET_HEADER
-
-    text, begin, end = MET_DATES[n % len(MET_DATES)] if n % 97 else ("", 0, 0)
-    fields = {
-        "Object Number": f"{1900 + n % 120}.{n % 1000}.{n}",
-        "Is Highlight": "False",
-        "Is Timeline Work": "False",
-        "Is Public Domain": "True" if n % 2 else "False",
-        "Object ID": str(n + 1),
-        "Department": "European Paintings",
-        "AccessionYear": str(1900 + n % 120),
-        "Object Name": "Painting",
-        "Title": f'Work {n}, a "study"\nafter the antique, with figures' if n % 5 == 0 else f"Work {n}, oil",
-        "Artist Display Name": "Unknown, Dutch",
-        "Artist Display Bio": "Dutch, active Haarlem, ca. 1600–1650",
-        "Object Date": text,
-        "Object Begin Date": str(begin),
-        "Object End Date": str(end),
-        "Medium": "Oil on canvas",
-        "Dimensions": "H. 13.7 cm (5 3/8 in.)\r\nW. 5.6 cm (2 3/16 in.)",
-        "Credit Line": "Gift of a friend of the Museum, 1921",
-        "Classification": MET_CLASSIFICATIONS[n % len(MET_CLASSIFICATIONS)],
-        "Link Resource": f"http://www.metmuseum.org/art/collection/search/{n + 1}",
-        "Metadata Date": "12/7/2026 8:00:00 AM",
-        "Repository": "Metropolitan Museum of Art, New York, NY",
-        "Tags": "Men|Portraits",
-    }
-    return [fields.get(column, "") for column in MET_HEADER]
-
-
-def write_synthetic_met_export(path: str, rows: int) -> str:
-    """A file of `rows` synthetic rows in MetObjects.csv's shape, with its byte-order mark."""
-    import csv
-
-    from artdate.core.exports import MET_HEADER
-
-    with open(path, "w", newline="", encoding="utf-8-sig") as f:
-        writer = csv.writer(f)
-        writer.writerow(MET_HEADER)
-        writer.writerows(synthetic_met_row(n) for n in range(rows))
-    return path
 
 
 def labels_of(out: str, manifest: dict) -> dict:

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlparse
 
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 FIXTURES = os.path.join(SHARED, "museum-fixtures")
 SAMPLE = os.path.join(SHARED, "artworks-sample")
