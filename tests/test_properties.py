@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from artdate.core.config import PackConfig
-from artdate.core.works import MAX_KEY, sample_key
 from artdate.model.network import LabelEncoding
 from artdate.pack.metadata import MetadataError, read_metadata
 from artdate.pack.run import run_pack
@@ -115,34 +114,6 @@ def test_years_round_trip_through_the_encodings(encoding, offset, regression):
     regression = LabelEncoding(regression.loss, regression.mean, regression.std, encoding.year_min, encoding.year_max)
     as_output = regression.targets(year, year, year)[:, None]
     assert abs(regression.decode(as_output)[0].item() - year.item()) < 1e-2  # inside the window: exact
-
-
-NAMES = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=150)
-
-
-@given(NAMES, NAMES, NAMES, NAMES)
-@settings(max_examples=300)
-def test_sample_keys_are_bounded_safe_and_unique(museum, work_id, other_museum, other_id):
-    key = sample_key(museum, work_id)
-    assert len(key) <= MAX_KEY and set(key) <= set(string.ascii_letters + string.digits + "_~-")
-    if (museum, work_id) != (other_museum, other_id):
-        assert key != sample_key(other_museum, other_id)
-
-
-def test_sample_keys_are_stable_across_runs_and_versions():
-    # Written down once: a key that changed would orphan every packed store and results file.
-    assert sample_key("met", "436535") == "met_436535"
-    assert sample_key("rijks", "RP-T-1930-54(V)") == "rijks_RP-T-1930-54-V-~49953bc985d3b3ca"
-    assert sample_key("Musée d'Orsay", "RF 1977 12") == "Mus-e-d-Orsay_RF-1977-12~a870cb88f2bad035"
-
-
-@given(
-    st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=20),
-    st.sampled_from([".", "/", " ", "é"]),
-)
-def test_ids_that_differ_only_in_punctuation_get_distinct_keys(stem, mark):
-    ids = {stem + "-1", stem + mark + "1", stem + "_1"}
-    assert len({sample_key("met", i) for i in ids}) == len(ids)
 
 
 def tiny_jpeg() -> bytes:
