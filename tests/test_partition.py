@@ -104,7 +104,7 @@ def test_unread_leaves_what_was_not_read_as_slices():
 def test_an_epoch_interrupted_any_number_of_times_on_any_world_sizes_trains_each_sample_once(
     sizes, global_batch, worlds, data
 ):
-    """What train.py does across checkpoints inside an epoch: each attempt cuts what is left among
+    """What train/run.py does across checkpoints inside an epoch: each attempt cuts what is left among
     its ranks, each rank reads its run in any order (a shuffle buffer, loader workers) for some
     steps of its share, a checkpoint keeps what no rank read. The last attempt runs to the end."""
     whole = epoch_plan(shard_list(sizes), epoch=0, seed=0)

@@ -1,4 +1,4 @@
-"""data.py and device_decode.py: reading slices of shards, decoding, the DataLoader and its
+"""pipeline.py and device_decode.py: reading slices of shards, decoding, the DataLoader and its
 processes, skipped samples, and batches decoded on the device."""
 
 import io

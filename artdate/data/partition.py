@@ -11,7 +11,7 @@ number of shards, and every rank gets the same number of samples (give or take o
   keeps the plan's unread samples (`unread`), which a resume cuts among its own ranks.
 - Validation: the same cut without the shuffle, so every validation sample is evaluated exactly
   once, whatever the number of ranks and validation shards.
-- Within a rank, the DataLoader workers cut the rank's slices again the same way (data.py).
+- Within a rank, the DataLoader workers cut the rank's slices again the same way (pipeline.py).
 """
 
 from __future__ import annotations

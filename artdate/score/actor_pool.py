@@ -1,6 +1,6 @@
 """A pool of Ray actors that take one task at a time, replacing any that dies or fails to start.
 
-Generic: score.py gives it a way to make a scoring actor and hands it shards.
+Generic: score/run.py gives it a way to make a scoring actor and hands it shards.
 """
 
 from __future__ import annotations
