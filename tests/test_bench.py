@@ -35,10 +35,8 @@ SMALLEST = {
     "scale/comparanda_search.py": (["--sizes", "2000", "--queries", "20", "--dim", "32", "--nprobe", "4"], "nprobe 4"),
     "scale/fetch_soak.py": (["--works", "40", "--scale", "0.02"], "| all |"),
     "scale/growing_corpus.py": (["--sizes", "200", "--out", "{tmp}", "--actors", "1", "--epochs", "1"], "| 200 |"),
-    "scale/many_ranks.py": (["--workers", "2"], "| 2 |"),
     "scale/met_export.py": (["--rows", "2000"], "| 2,000 |"),
     "scale/museum_requests.py": (["--works", "3"], "hours for the 2017 lists"),
-    "scale/preempt.py": (["--ways", "none", "--at", "2", "--batch-size", "16"], "| none |"),
     "scale/synthetic_corpus.py": (["--works", "5", "--out", "{tmp}/synth"], "works.csv"),
     "quality/date_readers.py": ([], "| Met objectDate (recorded) | undate + artdate's layer |"),
     "quality/frozen.py": (
@@ -58,6 +56,8 @@ SMALLEST = {
 
 # Run at their smallest by bench/gpu.sh's rehearsal (tests/test_gpu_window.py), as the window runs them.
 IN_THE_GPU_WINDOW = {"speed/gpu_input.py", "speed/gpu_model.py"}
+# Run at their smallest by tests/test_multinode.py on its two-node cluster (no second cluster start).
+ON_THE_TESTS_CLUSTER = {"scale/preempt.py", "scale/many_ranks.py"}
 
 
 def module_of(script: str) -> str:
@@ -68,7 +68,7 @@ def module_of(script: str) -> str:
 def test_every_benchmark_has_a_smallest_run():
     scripts = {os.path.relpath(path, BENCH) for path in glob.glob(os.path.join(BENCH, "*", "*.py"))}
     scripts -= {"gpu/prepare.py"} | {path for path in scripts if path.endswith("__init__.py")}
-    assert scripts == set(SMALLEST) | IN_THE_GPU_WINDOW
+    assert scripts == set(SMALLEST) | IN_THE_GPU_WINDOW | ON_THE_TESTS_CLUSTER
     assert not glob.glob(os.path.join(BENCH, "*", "*", "*.py"))  # a deeper script would escape the table
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from artdate.core import store
 from artdate.model.checkpoints import run_checkpoints
+from bench.scale import many_ranks, preempt
 from tests.support.cluster_runs import DRIVER, drive, start_training, two_node_training
 from tests.support.helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
 
@@ -67,20 +68,30 @@ def test_train_then_score_across_two_nodes(ray_nodes, s3_url):
     assert len(rows) == len({r["key"] for r in rows}) == manifest["packed"]
 
 
-def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_nodes, s3_url):
+def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_nodes, s3_url, tmp_path):
+    """bench/scale/preempt.py's run without a notice, at its smallest, on this module's cluster: the
+    worker node SIGKILLed at rank 0's step 2 of epoch 1, a replacement joins, the run resumes from
+    the checkpoint at the end of epoch 0."""
     pack_sample(s3_url)
-    storage = s3_url.rsplit("/", 1)[0] + "/runs/lost-node"
-    driver = start_training(ray_nodes, two_node_training(s3_url, storage, epochs=3, keep_checkpoints=10))
-    wait_for_registered(storage, '"epoch":0', lambda: driver.poll() is None)
-    ray_nodes.kill_worker()  # one rank per node (2 CPUs each): the run loses a rank mid-epoch 1
-    time.sleep(3)
-    ray_nodes.start_worker()  # the replacement node joins; the run resumes on it
-    out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err[-3000:]
+    row = preempt.one_run(ray_nodes, s3_url, "none", 2, str(tmp_path), 16)
+    storage = s3_url.rsplit("/", 1)[0] + "/runs/none"
     by_epoch = sorted(run_checkpoints(storage).values(), key=lambda m: m["epoch"])
-    assert [m["epoch"] for m in by_epoch] == [0, 1, 2]  # each once: not restarted from scratch
-    assert [m["start_epoch"] for m in by_epoch] == [0, 1, 1]
-    assert sorted(by_epoch[2]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
+    assert [m["epoch"] for m in by_epoch] == [0, 1]  # each once: not restarted from scratch
+    assert [m["start_epoch"] for m in by_epoch] == [0, 1]  # epoch 1 ran in the resumed run
+    assert sorted(by_epoch[1]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
+    assert row["resumed_at_step"] == 0 and row["lost_samples"] > 0  # the steps of epoch 1 before the loss
+    assert "| none | " in preempt.table([row], 2, 16)
+
+
+def test_many_ranks_bench_at_its_smallest_on_this_cluster(ray_nodes, s3_url):
+    """bench/scale/many_ranks.py at its smallest (2 ranks of 2 CPUs, submitted through launch.py as a
+    Ray job), on this module's cluster rather than one of its own."""
+    ((workers, _, fewest, most, nodes, val_n, val_samples, _),) = rows = many_ranks.measure(
+        ray_nodes, s3_url.rsplit("/", 1)[0], [2]
+    )
+    assert workers == 2 and 0 < fewest <= most <= fewest + 1  # balanced within one sample
+    assert nodes == ["127.0.0.2", "127.0.0.3"] and val_n == val_samples
+    assert "| 2 | 2 |" in many_ranks.table(rows)
 
 
 def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_sample_once(

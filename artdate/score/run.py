@@ -167,19 +167,17 @@ def _score(
     """Score the shards of `todo_all` that have no part yet, then assemble cfg.out from the parts."""
     claim_parts(parts, checkpoint, cfg.shards)
     done = set(store.list_names(parts))
-    todo = [s for s in todo_all if part_name(shards.shard_url(cfg.shards, s)) not in done]
+    samples_of = {shards.shard_url(cfg.shards, s): s["samples"] for s in todo_all}  # by URL, in the manifest's order
+    todo = [s for s, url in zip(todo_all, samples_of) if part_name(url) not in done]
     tally = _score_shards(cfg, checkpoint, spec, todo, parts, lease, progress)
     if tally.incomplete:
         raise ValueError(
             "some shards could not be read whole; their rows were not kept:\n  " + "\n  ".join(tally.incomplete)
         )
 
-    shard_urls = [shards.shard_url(cfg.shards, s) for s in todo_all]
-    rows, unreadable = assemble(
-        parts, shard_urls, {shards.shard_url(cfg.shards, s): s["samples"] for s in todo_all}, cfg.out
-    )
+    rows, unreadable = assemble(parts, list(samples_of), samples_of, cfg.out)
     neighbours = comparanda.write_comparanda(
-        parts, [part_name(url) for url in shard_urls], cfg.out, checkpoint, reference_from=cfg.comparanda
+        parts, [part_name(url) for url in samples_of], cfg.out, checkpoint, reference_from=cfg.comparanda
     )
     clear_parts(parts)
     seconds = time.perf_counter() - tally.started

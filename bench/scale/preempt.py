@@ -123,6 +123,23 @@ def one_run(nodes: RayNodes, s3_url: str, way: str, at: int, work: str, batch_si
     }
 
 
+def table(rows: list[dict], at: int, batch_size: int) -> str:
+    lines = [
+        f"\nlost at rank 0's step {at} of epoch 1; global batch {2 * batch_size}; deadline {DEADLINE_S} s",
+        "| way | samples lost | lost s | lost / epoch | notice -> checkpoint s | loss -> resumed step s | epoch s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        notice = f"{r['notice_to_checkpoint_s']:.1f}" if r["notice_to_checkpoint_s"] is not None else "-"
+        lines.append(
+            f"| {r['way']} | {r['lost_samples']} of {r['samples_per_epoch']} | {r['lost_s']:.1f}"
+            f" | {r['lost_s'] / r['epoch_s']:.2f}x | {notice} | {r['loss_to_resumed_step_s']:.1f}"
+            f" | {r['epoch_s']:.1f} |"
+        )
+    lines.append(f"median epoch {statistics.median(r['epoch_s'] for r in rows):.1f} s")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--at", type=int, default=12, help="rank 0's step of epoch 1 at which the node is lost")
@@ -138,17 +155,7 @@ def main() -> None:
             rows.append(one_run(nodes, s3_url, way, args.at, work, args.batch_size))
             print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\nlost at rank 0's step {args.at} of epoch 1; global batch {2 * args.batch_size}; deadline {DEADLINE_S} s")
-    print("| way | samples lost | lost s | lost / epoch | notice -> checkpoint s | loss -> resumed step s | epoch s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        notice = f"{r['notice_to_checkpoint_s']:.1f}" if r["notice_to_checkpoint_s"] is not None else "-"
-        print(
-            f"| {r['way']} | {r['lost_samples']} of {r['samples_per_epoch']} | {r['lost_s']:.1f}"
-            f" | {r['lost_s'] / r['epoch_s']:.2f}x | {notice} | {r['loss_to_resumed_step_s']:.1f}"
-            f" | {r['epoch_s']:.1f} |"
-        )
-    print(f"median epoch {statistics.median(r['epoch_s'] for r in rows):.1f} s")
+    print(table(rows, args.at, args.batch_size))
 
 
 if __name__ == "__main__":
