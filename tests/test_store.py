@@ -17,7 +17,7 @@ def test_region_comes_from_the_standard_chain_not_a_default(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
     env["AWS_CONFIG_FILE"] = str(config)
     probe = (
-        "from artdate import store; fs, path = store.pyarrow_filesystem('s3://bucket/runs/r1'); "
+        "from artdate.core import store; fs, path = store.pyarrow_filesystem('s3://bucket/runs/r1'); "
         "print(store.s3_client().meta.region_name, fs.region, path)"
     )
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)

@@ -118,7 +118,7 @@ def _received_batch(image, lengths: list[int] | None, labels: list[list[int]], o
 
 def train_transform(image_size: int):
     """uint8 CHW tensor -> random resized crop + flip, still uint8: the float conversion and the
-    normalisation run on the device (model.model_inputs), on 4x fewer bytes through the loader."""
+    normalisation run on the device (network.model_inputs), on 4x fewer bytes through the loader."""
     from torchvision.transforms import v2
 
     return v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip()])
