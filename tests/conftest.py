@@ -133,6 +133,22 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Tests that start a two-node Ray cluster on 127.0.0.2-3 (test_jobs, test_multinode) run one module
+# after the other on one xdist worker: the nodes' fixed addresses take one cluster at a time.
+TWO_NODE_CLUSTER = "two-node-cluster"
+
+
+def pytest_collection_modifyitems(items):
+    """The suite runs on two xdist workers (`-n 2 --dist loadgroup`, pyproject.toml). A module whose
+    tests share a Ray it starts (local_ray, ray_nodes: module-scoped) stays on one worker, so each
+    such Ray starts once; every other test goes to whichever worker is free."""
+    for item in items:
+        if "ray_nodes" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(TWO_NODE_CLUSTER))
+        elif "local_ray" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_sessionfinish(session, exitstatus):
     session.config.stash[EXIT_STATUS] = int(exitstatus)
 
