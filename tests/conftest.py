@@ -40,7 +40,7 @@ def s3_url(s3_server):
 @pytest.fixture
 def api():
     """The museums' APIs and an image host on loopback, answering with their recorded payloads, with
-    the sample's first four images (ids 866, 874, ...) behind them."""
+    the sample's first four images (ids aic_866, aic_874, ...) behind them."""
     from tests.support.museums import MuseumApi, sample_images
 
     server = MuseumApi(sample_images(4), slow_seconds=2.0).start()

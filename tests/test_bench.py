@@ -56,7 +56,8 @@ SMALLEST = {
 
 # Run at their smallest by bench/gpu.sh's rehearsal (tests/test_gpu_window.py), as the window runs them.
 IN_THE_GPU_WINDOW = {"speed/gpu_input.py", "speed/gpu_model.py"}
-# Run at their smallest by tests/test_multinode.py on its two-node cluster (no second cluster start).
+# Run by the tests that already start a two-node cluster (no second start): preempt.py's run without a
+# notice by test_multinode.py, many_ranks.py at 8 ranks by test_jobs.py.
 ON_THE_TESTS_CLUSTER = {"scale/preempt.py", "scale/many_ranks.py"}
 
 

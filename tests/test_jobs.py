@@ -7,6 +7,7 @@ import pytest
 
 from artdate.core import store
 from artdate.model.checkpoints import run_checkpoints
+from bench.scale import many_ranks
 from tests.support.helpers import ROOT, flags, pack_sample, tiny_training
 
 pytestmark = pytest.mark.slow
@@ -164,19 +165,19 @@ def test_ctrl_c_leaves_the_job_running_and_logs_follows_it(ray_nodes, s3_url, ti
 
 
 def test_eight_ranks_with_fewer_validation_shards_than_ranks_validate_every_work_once(ray_nodes, s3_url):
-    manifest = pack_sample(s3_url)  # 32 per shard: 2 validation shards for 8 ranks
-    assert manifest["splits"]["val"]["shards"] < 8
-    storage = s3_url.rsplit("/", 1)[0] + "/runs/eight"
-    settings = tiny_training(s3_url, storage, epochs=1, batch_size=8, image_size=48, workers=8, loader_workers=0)
-    trained = launch(
-        ray_nodes, "train", *flags({**settings, "cpus_per_worker": 0.25, "gpus_per_worker": 0, "verbose": True})
+    """bench/scale/many_ranks.py at 8 ranks (of 0.5 CPU) on this module's cluster, submitted through
+    launch.py: 2 validation shards for 8 ranks, every rank trains, every validation work once."""
+    outputs: list = []
+    ((workers, _, fewest, most, _, val_n, val_samples, val_shards, ranks),) = rows = many_ranks.measure(
+        ray_nodes, s3_url.rsplit("/", 1)[0], [8], outputs
     )
-    assert trained.returncode == 0, trained.stderr[-3000:] + trained.stdout[-3000:]
-    assert "device: CPU, 8 worker(s)" in trained.stdout + trained.stderr
-    assert "(RayTrainWorker pid=" in trained.stdout  # --verbose: the workers' own output too
-    (metrics,) = run_checkpoints(storage).values()
-    assert len(metrics["slices_per_rank"]) == 8
-    assert metrics["val_n"] == manifest["splits"]["val"]["samples"]
+    assert val_shards < 8 and ranks == workers == 8
+    assert 0 < fewest <= most <= fewest + 1  # balanced within one sample
+    assert val_n == val_samples
+    ((stdout, stderr),) = outputs
+    assert "device: CPU, 8 worker(s)" in stdout + stderr
+    assert "(RayTrainWorker pid=" in stdout  # --verbose: the workers' own output too
+    assert "| 8 | 0.5 |" in many_ranks.table(rows)
 
 
 def test_the_job_upload_holds_the_code_and_no_data_outputs_or_secrets(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from artdate.core import store
 from artdate.model.checkpoints import run_checkpoints
-from bench.scale import many_ranks, preempt
+from bench.scale import preempt
 from tests.support.cluster_runs import DRIVER, drive, start_training, two_node_training
 from tests.support.helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
 
@@ -81,17 +81,6 @@ def test_a_lost_node_is_replaced_and_training_resumes_from_the_checkpoint(ray_no
     assert sorted(by_epoch[1]["node_per_rank"]) == ["127.0.0.2", "127.0.0.3"]
     assert row["resumed_at_step"] == 0 and row["lost_samples"] > 0  # the steps of epoch 1 before the loss
     assert "| none | " in preempt.table([row], 2, 16)
-
-
-def test_many_ranks_bench_at_its_smallest_on_this_cluster(ray_nodes, s3_url):
-    """bench/scale/many_ranks.py at its smallest (2 ranks of 2 CPUs, submitted through launch.py as a
-    Ray job), on this module's cluster rather than one of its own."""
-    ((workers, _, fewest, most, nodes, val_n, val_samples, _),) = rows = many_ranks.measure(
-        ray_nodes, s3_url.rsplit("/", 1)[0], [2]
-    )
-    assert workers == 2 and 0 < fewest <= most <= fewest + 1  # balanced within one sample
-    assert nodes == ["127.0.0.2", "127.0.0.3"] and val_n == val_samples
-    assert "| 2 | 2 |" in many_ranks.table(rows)
 
 
 def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_sample_once(

@@ -74,7 +74,7 @@ def test_a_checkpoint_file_saved_under_another_name_is_read(tiny_checkpoint, tmp
 def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server, api):
     with open(IMAGE, "rb") as f:
         data = f.read()
-    from_http = predict_year(PredictConfig(images=(f"{api.url}/img/866",), checkpoint=tiny_checkpoint))
+    from_http = predict_year(PredictConfig(images=(f"{api.url}/img/aic_866",), checkpoint=tiny_checkpoint))
     bucket = s3_url.split("/")[2]
     s3_server.client().put_object(Bucket=bucket, Key="images/866.jpg", Body=data)
     from_s3 = predict_year(PredictConfig(images=(f"s3://{bucket}/images/866.jpg",), checkpoint=tiny_checkpoint))
@@ -90,7 +90,7 @@ def test_http_and_s3_images(tiny_checkpoint, s3_url, s3_server, api):
         ("/img/notimage", {}, "not an image"),
         ("/nothing/here", {}, "HTTP 404 from http://127.0.0.1"),
         ("/img/huge", {"max_bytes": 1_000_000}, "over the cap of 1000000"),
-        ("/img/866", {"max_pixels": 1000}, "over the limit of 1000 pixels"),
+        ("/img/aic_866", {"max_pixels": 1000}, "over the limit of 1000 pixels"),
     ],
 )
 def test_bad_urls_are_clear_errors(tiny_checkpoint, api, path, settings, message):

@@ -25,6 +25,7 @@ from artdate.score.score_parts import CLAIM_FILE, COLUMNS
 from tests.support.helpers import (
     ROOT,
     SAMPLE_IMAGES,
+    alive_actors,
     artdate_command,
     flags,
     pack_sample,
@@ -167,8 +168,6 @@ def test_a_scorer_decodes_the_next_batch_off_its_own_thread(sample_store, tiny_c
 
 
 def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_checkpoint, capfd):
-    from ray.util.state import list_actors
-
     store_url = str(tmp_path / "shards")
     manifest = pack_sample(store_url, samples_per_shard=8)
     out = str(tmp_path / "results.csv")
@@ -182,7 +181,7 @@ def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_chec
     )
     thread.start()
     wait_for_count(lambda: parts_kept(out), 3, thread.is_alive)  # kill mid-run: some shards done, most still to come
-    (victim, *_) = [a for a in list_actors(filters=[("class_name", "=", "Scorer"), ("state", "=", "ALIVE")])]
+    (victim, *_) = alive_actors("Scorer")
     os.kill(victim.pid, signal.SIGKILL)
     thread.join(180)
     assert "summary" in outcome

@@ -29,6 +29,7 @@ from artdate.train.rank_checkpointing import UNVALIDATED_MAE
 from artdate.train.run import run_training
 from tests.support.helpers import (
     ROOT,
+    alive_actors,
     artdate_command,
     flags,
     pack_sample,
@@ -168,8 +169,6 @@ def test_resume_continues_the_optimizer_and_schedule_and_refuses_other_settings(
 
 
 def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store):
-    from ray.util.state import list_actors
-
     storage = str(tmp_path / "run")
     outcome = {}
 
@@ -182,7 +181,7 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
     thread = threading.Thread(target=train)
     thread.start()
     wait_for_registered(storage, '"epoch":0', thread.is_alive)  # then kill a worker mid-epoch 1
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    workers = alive_actors("RayTrainWorker")
     assert len(workers) == 2
     os.kill(workers[-1].pid, 9)
     thread.join(300)

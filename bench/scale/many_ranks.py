@@ -15,10 +15,11 @@ from bench.common import ROOT, loopback_cluster, pack_sample, stopwatch, tiny_tr
 from tests.support.helpers import flags
 
 
-def measure(nodes, bucket: str, worker_counts: list[int]) -> list[tuple]:
+def measure(nodes, bucket: str, worker_counts: list[int], outputs: list | None = None) -> list[tuple]:
     """One training job a worker count on `nodes` (servers.RayNodes), the sample packed under the
     s3:// `bucket`: (workers, wall s, fewest and most train samples of a rank, nodes, val_n, the
-    validation split's samples and shards) each."""
+    validation split's samples and shards, ranks that trained) each. With a list `outputs`, the jobs
+    run --verbose and their (stdout, stderr) go there."""
     from artdate.model.checkpoints import run_checkpoints
 
     rows = []
@@ -28,6 +29,8 @@ def measure(nodes, bucket: str, worker_counts: list[int]) -> list[tuple]:
         storage = f"{bucket}/runs/w{workers}"
         settings = tiny_training(store_url, storage, epochs=1, batch_size=4, image_size=48, workers=workers)
         settings.update(cpus_per_worker=f"{4 / workers:g}", gpus_per_worker=0, loader_workers=0)
+        if outputs is not None:
+            settings["verbose"] = True
         with stopwatch() as seconds:
             done = subprocess.run(
                 [sys.executable, "launch.py", "--address", nodes.dashboard_url, "train", *flags(settings)],
@@ -39,6 +42,8 @@ def measure(nodes, bucket: str, worker_counts: list[int]) -> list[tuple]:
             )
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-3000:] + done.stdout[-3000:])
+        if outputs is not None:
+            outputs.append((done.stdout, done.stderr))
         (metrics,) = run_checkpoints(storage).values()
         loads = [sum(stop - start for _, start, stop in rank) for rank in metrics["slices_per_rank"]]
         rows.append(
@@ -51,6 +56,7 @@ def measure(nodes, bucket: str, worker_counts: list[int]) -> list[tuple]:
                 metrics["val_n"],
                 manifest["splits"]["val"]["samples"],
                 manifest["splits"]["val"]["shards"],
+                len(loads),
             )
         )
     return rows
@@ -62,7 +68,7 @@ def table(rows: list[tuple]) -> str:
         "| validation shards |",
         "|---|---|---|---|---|---|---|",
     ]
-    for workers, seconds, low, high, node_ips, val_n, val_total, val_shards in rows:
+    for workers, seconds, low, high, node_ips, val_n, val_total, val_shards, _ in rows:
         lines.append(
             f"| {workers} | {4 / workers:g} | {seconds:.0f} | {low}-{high} | {', '.join(node_ips)} "
             f"| {val_n} / {val_total} | {val_shards} |"

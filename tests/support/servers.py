@@ -59,12 +59,25 @@ class SeaweedS3:
         with open(config_path, "w") as f:
             json.dump({"identities": [identity]}, f)
         os.makedirs(os.path.join(self.directory, "data"))
+        # A port found free can be taken before weed binds it (by the other xdist worker's servers and
+        # Ray): weed then exits naming it, and the start is tried again on other ports.
+        for attempt in range(3):
+            self.command = self._command(weed, config_path)
+            try:
+                return self._launch(timeout)
+            except RuntimeError:
+                with open(os.path.join(self.directory, "weed.log"), errors="replace") as log:
+                    if "is not available" not in log.read() or attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _command(self, weed: str, config_path: str) -> list[str]:
         self.port = free_port()
         # Every port named: by default weed puts each gRPC port at its HTTP port + 10000, which for
         # an ephemeral port above 55535 is no port at all (a start that failed now and then).
         ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-        command = [
+        return [
             weed,
             "mini",
             f"-dir={self.directory}/data",
@@ -83,8 +96,6 @@ class SeaweedS3:
             f"-admin.port={ports['admin']}",
             *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
         ]
-        self.command = command
-        return self._launch(timeout)
 
     def _launch(self, timeout: float) -> "SeaweedS3":
         log = open(os.path.join(self.directory, "weed.log"), "ab")
