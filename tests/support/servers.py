@@ -190,6 +190,9 @@ class RayNodes:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         return env
 
+    # Each node's dashboard agent (which runs the jobs launch.py submits) gets a port of its own: by
+    # default every Ray on a machine asks for 52365, also on 127.0.0.1, and a node whose agent lost
+    # that race to another Ray (the other xdist worker's) answered "No available agent to submit job".
     def start(self, timeout: float = 120.0) -> "RayNodes":
         self.directory = tempfile.mkdtemp(prefix="adray-")  # short: Ray's socket paths have a length limit
         self.port, self.dashboard_port = free_port(self.head_ip), free_port(self.head_ip)
@@ -205,6 +208,8 @@ class RayNodes:
             "--include-dashboard=true",
             f"--dashboard-host={self.head_ip}",
             f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port(self.head_ip)}",
+            f"--dashboard-agent-listen-port={free_port(self.head_ip)}",
             f"--temp-dir={self.directory}/tmp",
         ]
         self._start(head, "head", timeout)
@@ -221,6 +226,7 @@ class RayNodes:
             f"--node-ip-address={self.worker_ip}",
             f"--num-cpus={self.cpus_per_node}",
             "--num-gpus=0",
+            f"--dashboard-agent-listen-port={free_port(self.worker_ip)}",
         ]
         self._start(worker, "worker", timeout)
 
