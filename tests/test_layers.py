@@ -145,8 +145,16 @@ def test_no_import_cycle_between_artdate_modules():
     ],
 )
 def test_a_breach_of_each_rule_is_named(importer, imported, rule):
-    assert [b for b in breaches({importer: {imported}}) if rule in b] == [f"{importer} -> {imported} ({rule})"]
-    assert breaches({importer: {importer.rsplit(".", 1)[0]}} if importer.count(".") > 1 else {}) == []
+    assert breaches({importer: {imported}}) == [f"{importer} -> {imported} ({rule})"]
+
+
+def test_imports_the_rules_allow_are_no_breach():
+    allowed = {
+        "artdate.data.pipeline": {"artdate.data.shards", "artdate.core.store", "artdate"},
+        "artdate.score.predict": {"artdate.score.score_parts", "artdate.model.network", "artdate.data.pipeline"},
+        "artdate.cli": {"artdate.pack.run", "artdate.train.run", "artdate.core.config"},
+    }
+    assert breaches(allowed) == []
 
 
 def test_a_cycle_is_found():

@@ -27,6 +27,7 @@ from tests.support.helpers import (
     pack_sample,
     requires_sample,
     run_artdate,
+    wait_for_count,
 )
 from tests.support.museums import MuseumApi, have_fixtures, sample_images
 
@@ -182,11 +183,11 @@ def test_interrupted_pack_resumes_without_refetching(tmp_path, s3_url):
         scratch.mkdir()
         process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(scratch)})
         records = store.join(s3_url, "_pack")
-        deadline = time.monotonic() + 60
-        while sum(n.endswith(".tar.json") for n in store.list_names(records)) < 3:
-            assert process.poll() is None, "pack ended before it could be interrupted"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+
+        def finished() -> int:
+            return sum(n.endswith(".tar.json") for n in store.list_names(records))
+
+        wait_for_count(finished, 3, lambda: process.poll() is None, timeout=60)  # then interrupt pack
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert not store.exists(store.join(s3_url, "manifest.json"))

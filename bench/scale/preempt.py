@@ -28,7 +28,7 @@ import time
 
 from bench.common import loopback_cluster
 from tests.support.cluster_runs import start_training, two_node_training
-from tests.support.helpers import pack_sample, trained_in_epoch, wait_for_registered
+from tests.support.helpers import pack_sample, trained_in_epoch, wait_for_count, wait_for_registered
 from tests.support.servers import RayNodes
 
 DEADLINE_S = 8
@@ -52,11 +52,12 @@ def samples_read(keys: str, epoch: int) -> int:
 
 
 def wait_for_step(keys: str, epoch: int, step: int, still_running, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(s >= step for _, steps in step_times(keys, epoch) for s, _ in steps):
-        assert still_running(), "the run ended early"
-        assert time.monotonic() < deadline, f"rank 0 did not reach step {step} of epoch {epoch}"
-        time.sleep(0.1)
+    """Until rank 0 has trained step `step` of `epoch`."""
+
+    def reached() -> int:
+        return max((s for _, steps in step_times(keys, epoch) for s, _ in steps), default=-1)
+
+    wait_for_count(reached, step, still_running, timeout)
 
 
 def lose_node(nodes: RayNodes, way: str, storage: str, still_running) -> dict:

@@ -61,15 +61,18 @@ class SeaweedS3:
         os.makedirs(os.path.join(self.directory, "data"))
         # A port found free can be taken before weed binds it (by the other xdist worker's servers and
         # Ray): weed then exits naming it, and the start is tried again on other ports.
+        log_path = os.path.join(self.directory, "weed.log")
         for attempt in range(3):
             self.command = self._command(weed, config_path)
+            logged = os.path.getsize(log_path) if os.path.exists(log_path) else 0
             try:
                 return self._launch(timeout)
             except RuntimeError:
-                with open(os.path.join(self.directory, "weed.log"), errors="replace") as log:
+                with open(log_path, errors="replace") as log:
+                    log.seek(logged)  # this attempt's lines only
                     if "is not available" not in log.read() or attempt == 2:
                         raise
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _command(self, weed: str, config_path: str) -> list[str]:
         self.port = free_port()
