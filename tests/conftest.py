@@ -48,18 +48,42 @@ def api():
     server.stop()
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> str:
+    """`build(folder)` run once for the whole test session: under xdist the first worker to take the
+    lock builds it in the workers' shared temporary folder and the others wait for it and read it
+    (as pytest-xdist's docs advise for session fixtures), instead of each worker training its own."""
+    from filelock import FileLock
+
+    if worker_id == "master":  # one process (-n 0)
+        folder = tmp_path_factory.mktemp(name)
+        build(str(folder))
+        return str(folder)
+    folder = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(str(folder))
+            (folder / ".built").touch()
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
-def sample_store(tmp_path_factory):
+def sample_store(tmp_path_factory, worker_id):
     """The 300-image sample packed once, small (96 px, 32 per shard: 9 train + 2 val shards)."""
-    out = str(tmp_path_factory.mktemp("sample") / "shards")
-    pack_sample(out)
-    return out
+    folder = built_once(tmp_path_factory, worker_id, "sample", lambda folder: pack_sample(f"{folder}/shards"))
+    return f"{folder}/shards"
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(sample_store, tmp_path_factory):
+def tiny_checkpoint(sample_store, tmp_path_factory, worker_id):
     """A checkpoint from a tiny plain training run (two passes over two shards, 64 px), validated
     after each epoch as artdate train does: its learning curve."""
+    folder = built_once(tmp_path_factory, worker_id, "run", lambda folder: train_tiny_checkpoint(sample_store, folder))
+    return f"{folder}/checkpoint_tiny"
+
+
+def train_tiny_checkpoint(sample_store: str, folder: str) -> None:
     import torch
 
     from artdate.core.config import TrainConfig
@@ -89,11 +113,10 @@ def tiny_checkpoint(sample_store, tmp_path_factory):
         partition.steps_per_epoch(partition.manifest_shards(sample_store, manifest, "train")[:2], cfg.batch_size),
         validation=lambda: pipeline.make_loader(val_slices, pipeline.eval_transform(64), 32, loader_workers=0),
     )
-    directory = tmp_path_factory.mktemp("run") / "checkpoint_tiny"
-    directory.mkdir()
+    directory = os.path.join(folder, "checkpoint_tiny")
+    os.mkdir(directory)
     metrics = {**fitted.metrics, "history": fitted.history}
-    save_checkpoint(str(directory), spec, model, metrics, fitted.calibration, {"epoch": 1})
-    return str(directory)
+    save_checkpoint(directory, spec, model, metrics, fitted.calibration, {"epoch": 1})
 
 
 @pytest.fixture(scope="module")

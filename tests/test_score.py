@@ -182,7 +182,7 @@ def test_a_killed_actor_is_replaced_and_the_file_is_complete(tmp_path, tiny_chec
     thread.start()
     wait_for_count(lambda: parts_kept(out), 3, thread.is_alive)  # kill mid-run: some shards done, most still to come
     (victim, *_) = alive_actors("Scorer")
-    os.kill(victim.pid, signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     thread.join(180)
     assert "summary" in outcome
     rows = read_rows(out)

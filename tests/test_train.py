@@ -183,7 +183,7 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
     wait_for_registered(storage, '"epoch":0', thread.is_alive)  # then kill a worker mid-epoch 1
     workers = alive_actors("RayTrainWorker")
     assert len(workers) == 2
-    os.kill(workers[-1].pid, 9)
+    os.kill(workers[-1], 9)
     thread.join(300)
     assert "error" not in outcome, outcome.get("error")
     assert_resumed_after_epoch_0(storage)

@@ -23,6 +23,11 @@ def prepare_environment() -> None:
 def connect(address: str = "", verbose: bool = False) -> None:
     """Join the cluster at `address` or RAY_ADDRESS, else start the embedded local Ray.
 
+    The embedded Ray runs no dashboard: it lives as long as the one command that started it, the
+    command prints its own progress, and the dashboard's processes cost every local command about
+    3 CPU seconds to start (bench/RESULTS.md). A cluster (`ray start --head`, docs/cluster.md) keeps
+    its own; `include_dashboard` applies only to a Ray that ray.init starts.
+
     Unless `verbose`, the workers' and actors' output stays in the Ray session's log files (the
     driver prints what a run shows: artdate/core/console.py) and so do Ray's own warnings about itself
     (token authentication, internal actors): a user can act on neither."""
@@ -37,7 +42,7 @@ def connect(address: str = "", verbose: bool = False) -> None:
         on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             address=address or None,
-            dashboard_host="127.0.0.1",
+            include_dashboard=False,
             logging_level=logging.INFO if verbose else logging.ERROR,
             log_to_driver=verbose,
         )

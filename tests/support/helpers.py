@@ -224,12 +224,33 @@ def labels_of(out: str, manifest: dict) -> dict:
     return labels
 
 
-def alive_actors(class_name: str) -> list:
-    """The live actors of `class_name` in this process's own Ray (ray.util.state), asked at its GCS
-    address: with another Ray up on the machine (the other xdist worker's, a command's own), the
-    state API's auto-detection finds several and refuses."""
-    import ray
-    from ray.util.state import list_actors
+def alive_actors(class_name: str) -> list[int]:
+    """The process ids of the live actors of `class_name` in this process's own Ray: the processes
+    titled ray::<class_name> (ray::<class_name>.<method> while one runs) that descend from this
+    process (the embedded Ray's raylet, started by this process, starts them), read from /proc.
+    Another Ray up on the machine (the other xdist worker's, a command's own) does not descend from
+    it; and the embedded Ray runs no dashboard, which Ray's state API would need."""
+    parents, titles = {}, {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                titles[int(entry)] = cmdline.read().split(b"\0")[0].decode(errors="replace").strip()
+        except (OSError, ValueError):  # not a process, or one that ended meanwhile
+            continue
+        if fields[0] != "Z":  # a zombie has died already
+            parents[int(entry)] = int(fields[1])
 
-    address = ray.get_runtime_context().gcs_address
-    return list_actors(address=address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+    def descends_from_this_process(pid: int) -> bool:
+        while pid in parents and pid > 1:
+            pid = parents[pid]
+            if pid == os.getpid():
+                return True
+        return False
+
+    return sorted(
+        pid
+        for pid, title in titles.items()
+        if pid in parents and title.split(".")[0] == f"ray::{class_name}" and descends_from_this_process(pid)
+    )
