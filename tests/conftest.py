@@ -148,10 +148,17 @@ def ray_nodes(s3_server):
 
 
 def pytest_configure(config):
-    """Let the commands under test hear Ctrl-C. A suite started in the background by a
+    """OpenMP threads wait for work passively, in every process the suite starts (torch reads the
+    setting when it loads, after this). The suite runs two xdist workers on two cores, so nearly
+    every torch process shares its cores with another, and OpenMP's default spin-waiting burned
+    them: three bench smokes side by side took 4-6x the CPU time of the same three with passive
+    waiting (bench/RESULTS.md). A user's own setting is kept.
+
+    Let the commands under test hear Ctrl-C. A suite started in the background by a
     non-interactive shell (`pytest &`, nohup) inherits SIGINT ignored, and an ignored signal stays
     ignored across exec: the Ctrl-C tests' commands then ran to the end (exit 0, results written)
     instead of stopping. A handler, unlike SIG_IGN, is reset to the default in a child."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

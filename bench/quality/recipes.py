@@ -65,7 +65,7 @@ CPU = torch.device("cpu")
 # (efficientnet_lite0, l1, 128 px, 6 epochs, lr 2e-3, batch 16).
 DEMO = dict(backbone="efficientnet_lite0", loss="l1", image_size=128, epochs=6, lr=2e-3, batch_size=16)
 RECIPES = {
-    "tiny": {"epochs": 1, "image_size": 64},  # the smallest run, for the smoke test (tests/test_bench.py)
+    "tiny": {"epochs": 1, "image_size": 32},  # the smallest run, for the smoke test (tests/test_bench.py)
     "l1": {},
     "mse": {"loss": "mse"},
     "huber": {"loss": "huber"},
