@@ -32,6 +32,7 @@ SMALLEST = {
         "Ray Train, 1 worker(s)",
     ),
     "speed/scoring_actors.py": (["--one-actor"], "Ray actors x1"),
+    "speed/shared_cores.py": (["--copies", "1", "--steps", "1", "--repeats", "1"], "no dashboard (artdate)"),
     "scale/comparanda_search.py": (["--sizes", "2000", "--queries", "20", "--dim", "32", "--nprobe", "4"], "nprobe 4"),
     "scale/fetch_soak.py": (["--works", "40", "--scale", "0.02"], "| all |"),
     "scale/growing_corpus.py": (["--sizes", "200", "--out", "{tmp}", "--actors", "1", "--epochs", "1"], "| 200 |"),
