@@ -25,7 +25,7 @@ def connect(address: str = "", verbose: bool = False) -> None:
 
     The embedded Ray runs no dashboard: it lives as long as the one command that started it, the
     command prints its own progress, and the dashboard's processes cost every local command about
-    3 CPU seconds to start (bench/RESULTS.md). A cluster (`ray start --head`, docs/cluster.md) keeps
+    3 CPU seconds to start (bench/speed/shared_cores.py). A cluster (`ray start --head`, docs/cluster.md) keeps
     its own; `include_dashboard` applies only to a Ray that ray.init starts.
 
     Unless `verbose`, the workers' and actors' output stays in the Ray session's log files (the
