@@ -226,7 +226,8 @@ def labels_of(out: str, manifest: dict) -> dict:
 
 def alive_actors(class_name: str) -> list[int]:
     """The process ids of the live actors of `class_name` in this process's own Ray: the processes
-    titled ray::<class_name> (ray::<class_name>.<method> while one runs) that descend from this
+    titled ray::<class_name> (ray::<class_name>.<method> while one runs; ray::<class_name>.__init__
+    is an actor still being made, which the state API does not call alive) that descend from this
     process (the embedded Ray's raylet, started by this process, starts them), read from /proc.
     Another Ray up on the machine (the other xdist worker's, a command's own) does not descend from
     it; and the embedded Ray runs no dashboard, which Ray's state API would need."""
@@ -252,5 +253,8 @@ def alive_actors(class_name: str) -> list[int]:
     return sorted(
         pid
         for pid, title in titles.items()
-        if pid in parents and title.split(".")[0] == f"ray::{class_name}" and descends_from_this_process(pid)
+        if pid in parents
+        and title.split(".")[0] == f"ray::{class_name}"
+        and not title.endswith(".__init__")
+        and descends_from_this_process(pid)
     )
