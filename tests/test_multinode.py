@@ -13,7 +13,7 @@ from artdate.core import store
 from artdate.model.checkpoints import run_checkpoints
 from bench.scale import preempt
 from tests.support.cluster_runs import DRIVER, drive, start_training, two_node_training
-from tests.support.helpers import ROOT, pack_sample, trained_in_epoch, wait_for_registered
+from tests.support.helpers import LOADER_PROCESS, ROOT, pack_sample, trained_in_epoch, wait_for_registered
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +104,7 @@ def test_a_preemption_notice_checkpoints_at_that_step_and_the_epoch_trains_each_
         max_preemptions=2,
         preemption_poll_steps=1,
         key_log=keys,
+        **LOADER_PROCESS,
     )
     node = ray_nodes.worker_node_id()  # asked before the run: the drain follows epoch 0 at once
     driver = start_training(ray_nodes, settings)

@@ -13,7 +13,15 @@ import time
 import pytest
 
 from artdate.core.s3stream import ResumableObject
-from tests.support.helpers import SAMPLE_CSV, SHARED_SAMPLE, artdate_command, flags, tiny_training, wait_for_count
+from tests.support.helpers import (
+    LOADER_PROCESS,
+    SAMPLE_CSV,
+    SHARED_SAMPLE,
+    artdate_command,
+    flags,
+    tiny_training,
+    wait_for_count,
+)
 from tests.support.servers import SeaweedS3, kill_session
 
 
@@ -228,7 +236,12 @@ def test_training_rides_out_an_s3_restart_without_losing_a_sample(own_server, pa
     bucket, env = packed
     storage = f"s3://{bucket}/runs/outage"
     command = artdate_command(
-        "train", *flags(tiny_training(f"s3://{bucket}/shards", storage, epochs=3, image_size=48, keep_checkpoints=10))
+        "train",
+        *flags(
+            tiny_training(
+                f"s3://{bucket}/shards", storage, epochs=3, image_size=48, keep_checkpoints=10, **LOADER_PROCESS
+            )
+        ),
     )
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

@@ -28,6 +28,7 @@ from artdate.train.loop import CURVE, evaluate, make_scheduler
 from artdate.train.rank_checkpointing import UNVALIDATED_MAE
 from artdate.train.run import run_training
 from tests.support.helpers import (
+    LOADER_PROCESS,
     ROOT,
     alive_actors,
     artdate_command,
@@ -68,7 +69,7 @@ def test_two_workers_from_s3_to_s3(s3_url):
     shards_url = s3_url
     manifest = pack_sample(shards_url)
     storage = s3_url.rsplit("/", 1)[0] + "/runs/first"
-    best = run_training(small(shards_url, storage, epochs=3, flip_averaging=True))
+    best = run_training(small(shards_url, storage, epochs=3, flip_averaging=True, **LOADER_PROCESS))
 
     assert best.startswith(storage + "/checkpoint_") and store.exists(store.join(best, CHECKPOINT_FILE))
     metrics = epoch_metrics(storage)
@@ -243,6 +244,7 @@ def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers
         checkpoint_every=0.01,
         preemption_poll_steps=2,
         key_log=keys,
+        **LOADER_PROCESS,
     )
     command = artdate_command("train", *flags(settings))
     process = subprocess.Popen(
@@ -254,7 +256,9 @@ def test_a_run_killed_inside_an_epoch_resumes_there_on_another_number_of_workers
     assert inside and all(m["epoch"] == 0 and m["world_size"] == 2 and m["step"] > 0 for m in inside)
     assert all(m["val_mae"] == UNVALIDATED_MAE for m in inside)  # never taken for the run's best
 
-    run_training(small(sample_store, storage, epochs=2, batch_size=16, workers=1, resume=True, key_log=keys))
+    run_training(
+        small(sample_store, storage, epochs=2, batch_size=16, workers=1, resume=True, key_log=keys, **LOADER_PROCESS)
+    )
     ends = {m["epoch"]: m for m in run_checkpoints(storage).values() if m["reason"] == "epoch"}
     assert sorted(ends) == [0, 1] and [ends[e]["world_size"] for e in (0, 1)] == [1, 1]
     resumed_at = ends[0]["start_step"]

@@ -28,7 +28,7 @@ import time
 
 from bench.common import loopback_cluster
 from tests.support.cluster_runs import start_training, two_node_training
-from tests.support.helpers import pack_sample, trained_in_epoch, wait_for_count, wait_for_registered
+from tests.support.helpers import LOADER_PROCESS, pack_sample, trained_in_epoch, wait_for_count, wait_for_registered
 from tests.support.servers import RayNodes
 
 DEADLINE_S = 8
@@ -95,6 +95,7 @@ def one_run(nodes: RayNodes, s3_url: str, way: str, at: int, work: str, batch_si
         preemption_poll_steps=1,
         checkpoint_every=0.1 if way == "interval" else 0.0,
         key_log=keys,
+        **LOADER_PROCESS,
     )
     driver = start_training(nodes, settings)
     wait_for_registered(storage, '"epoch":0', lambda: driver.poll() is None)

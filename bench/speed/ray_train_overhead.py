@@ -19,7 +19,7 @@ from artdate.model.checkpoints import run_checkpoints
 from artdate.model.network import ModelSpec, build_model
 from artdate.train.loop import fit, label_encoding, shard_batches
 from artdate.train.run import run_training
-from bench.common import pack_sample, tiny_training
+from bench.common import LOADER_PROCESS, pack_sample, tiny_training
 
 
 def plain_loop(store_url, cfg) -> float:
@@ -64,7 +64,9 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         store_url = os.path.join(directory, "shards")
         pack_sample(store_url, samples_per_shard=20, size=160)
-        common = tiny_training(store_url, "", image_size=args.image_size, epochs=args.epochs, backbone=args.backbone)
+        common = tiny_training(
+            store_url, "", image_size=args.image_size, epochs=args.epochs, backbone=args.backbone, **LOADER_PROCESS
+        )
         baseline = plain_loop(store_url, TrainConfig(**common))
         rows = [("plain PyTorch loop, 1 process", baseline, 0.0, 0.0)]
         for workers in args.worker_counts:

@@ -132,15 +132,19 @@ def shipped_pace(scale: float) -> dict:
 
 
 # The tiny training the tests and benchmarks run: the demo's backbone on small crops and batches,
-# two DDP workers with one loader process each, no progress lines.
+# two DDP workers, no progress lines. No loader processes: each rank's would start a forkserver
+# that imports torch, a third of a tiny run's CPU (one epoch: 42 CPU s with one loader process
+# per rank, 28 without; 2 cores). The runs that follow samples across loader processes (a stream
+# from S3, a resume inside an epoch) ask for one: LOADER_PROCESS.
 TINY = {
     "backbone": "efficientnet_lite0",
     "image_size": 64,
     "batch_size": 16,
     "workers": 2,
-    "loader_workers": 1,
+    "loader_workers": 0,
     "log_every": 0,
 }
+LOADER_PROCESS = {"loader_workers": 1}
 
 
 def tiny_training(shards: str, storage: str, **overrides) -> dict:
