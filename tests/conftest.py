@@ -119,10 +119,25 @@ def train_tiny_checkpoint(sample_store: str, folder: str) -> None:
     save_checkpoint(directory, spec, model, metrics, fitted.calibration, {"epoch": 1})
 
 
+def assert_grouped(request, fixture: str, group: str, within: str = "") -> None:
+    """Under `--dist loadgroup`, that every test using `fixture` (whose nodeid starts with `within`)
+    is in xdist group `group`, its nodeid's `@group` suffix: a test outside it would go to either
+    worker, and each worker would start its own copy of the fixture's Ray."""
+    if getattr(request.config.option, "loadgroup", False):  # set on xdist's workers
+        strays = [
+            item.nodeid
+            for item in request.session.items
+            if fixture in item.fixturenames and item.nodeid.startswith(within) and not item.nodeid.endswith(f"@{group}")
+        ]
+        assert not strays, f"not in xdist group {group}: {strays}"
+
+
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(request):
     """The embedded local Ray that artdate starts (on 127.0.0.1), shut down after the module."""
     from artdate.core.raycluster import connect
+
+    assert_grouped(request, "local_ray", request.module.__name__, within=request.node.nodeid)
 
     connect()
     import ray
@@ -132,12 +147,14 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def ray_nodes(s3_server):
+def ray_nodes(s3_server, request):
     """A two-node Ray cluster on 127.0.0.2 and 127.0.0.3 whose nodes see the test's S3 settings
     in their environment (as cluster nodes would hold their own credentials)."""
     import ray
 
     from tests.support.servers import RayNodes
+
+    assert_grouped(request, "ray_nodes", TWO_NODE_CLUSTER)
 
     if ray.is_initialized():
         ray.shutdown()
@@ -168,10 +185,15 @@ def pytest_configure(config):
 TWO_NODE_CLUSTER = "two-node-cluster"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """The suite runs on two xdist workers (`-n 2 --dist loadgroup`, pyproject.toml). A module whose
     tests share a Ray it starts (local_ray, ray_nodes: module-scoped) stays on one worker, so each
-    such Ray starts once; every other test goes to whichever worker is free."""
+    such Ray starts once; every other test goes to whichever worker is free. xdist reads the
+    groups in its own hook, which turns each into a nodeid suffix (`...@two-node-cluster`): this
+    one runs first, or the groups come too late and are ignored (as they were: both workers
+    started both two-node clusters and their own local Rays). xdist hands out the groups first,
+    the largest first."""
     for item in items:
         if "ray_nodes" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group(TWO_NODE_CLUSTER))
