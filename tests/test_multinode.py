@@ -142,6 +142,7 @@ def test_elastic_workers_grow_when_a_node_joins_and_shrink_when_it_is_lost(ray_n
     pack_sample(s3_url, works=150)  # half the sample: the epochs after the shrink are what the test waits for
     storage = s3_url.rsplit("/", 1)[0] + "/runs/elastic"
     ray_nodes.kill_worker()
+    ray_nodes.wait_until_worker_is_gone()  # so the run starts on the head's CPUs alone
     # Each resize takes the controller 20-25 s (the node's start, then a new worker group from the
     # last checkpoint), while the run trains on: on a fast machine about 5 epochs of this small run
     # go by before the shrink. 12 epochs leave room for both resizes before the end (6 of twice

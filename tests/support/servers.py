@@ -261,6 +261,19 @@ class RayNodes:
         """SIGKILL the worker node's every process (raylet, its workers): a lost spot node."""
         kill_session(self.processes.pop(1))
 
+    def wait_until_worker_is_gone(self, timeout: float = 120.0) -> None:
+        """Until the head counts the killed worker node dead (its health checks failing, seconds after
+        the kill): a run started before then is offered the lost node's CPUs and waits out Ray Train's
+        60-second worker group start for them."""
+        subprocess.run(
+            [sys.executable, "-c", NODE_GONE, self.address, self.head_ip, self.worker_ip, str(timeout)],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+            check=True,
+        )
+
     def _start(self, command: list[str], name: str, timeout: float) -> None:
         log_path = os.path.join(self.directory, f"{name}.log")
         log = open(log_path, "wb")  # a restarted node starts a fresh log
@@ -292,6 +305,16 @@ NODE_ID = """
 import sys, ray
 ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
 print(next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == sys.argv[3]))
+"""
+
+NODE_GONE = """
+import sys, time, ray
+ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], logging_level="ERROR")
+deadline = time.monotonic() + float(sys.argv[4])
+while any(n["Alive"] and n["NodeManagerAddress"] == sys.argv[3] for n in ray.nodes()):
+    if time.monotonic() > deadline:
+        sys.exit(f"the node on {sys.argv[3]} still counts as alive after {sys.argv[4]} s")
+    time.sleep(0.5)
 """
 
 
