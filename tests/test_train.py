@@ -190,24 +190,6 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(tmp_path, sample_store
     assert_resumed_after_epoch_0(storage)
 
 
-def test_the_whole_run_killed_after_a_checkpoint_continues_with_resume(tmp_path, sample_store):
-    storage = str(tmp_path / "run")
-    settings = tiny_training(sample_store, storage, epochs=3, lr=2e-3, warmup_epochs=0.5)
-    command = artdate_command("train", *flags(settings))
-    # Its own session: SIGKILL to all of it takes the driver, its Ray and the workers, as a lost machine would.
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    wait_for_registered(storage, '"epoch":0', lambda: process.poll() is None)
-    kill_session(process)
-    first = dict(run_checkpoints(storage))
-    assert sorted(m["epoch"] for m in first.values()) == [0]
-    best = run_training(small(sample_store, storage, epochs=3, resume=True))
-    assert best.startswith(storage + "/checkpoint_")
-    assert_resumed_after_epoch_0(storage)
-    assert set(first) <= set(run_checkpoints(storage))  # epoch 0's checkpoint is the one written before the kill
-
-
 def test_key_log_reading_counts_a_restart_from_the_epoch_start_as_lost(tmp_path):
     """Two attempts of epoch 1 on 2 ranks both start from step 0 (a loss without a checkpoint in
     the epoch); a third resumes from the second's step 3: what the first trained is lost, what the
@@ -358,14 +340,16 @@ def test_what_the_local_ray_can_never_give_is_refused_at_once_naming_both(tmp_pa
     assert not os.path.exists(tmp_path / "other")
 
 
-def test_ctrl_c_and_sigterm_stop_training_saying_how_to_resume(tmp_path, sample_store, capfd):
+def test_a_run_stopped_by_ctrl_c_sigterm_or_a_kill_resumes_where_it_stopped(tmp_path, sample_store, capfd):
     """Ctrl-C exits 130, SIGTERM 143, each with the line that says to resume; each resume says
-    what it continues from; a checkpoint folder Ray never registered is removed, not left behind."""
+    what it continues from. Then the whole run SIGKILLed after a checkpoint (its own session: the
+    driver, its Ray and the workers, as a lost machine would) goes on with --resume too; a
+    checkpoint folder Ray never registered is removed, not left behind. Each epoch trains once."""
     import shutil
     import signal
 
     storage = str(tmp_path / "run")
-    settings = tiny_training(sample_store, storage, epochs=3, lr=2e-3, warmup_epochs=0.5)
+    settings = tiny_training(sample_store, storage, epochs=4, lr=2e-3, warmup_epochs=0.5, keep_checkpoints=10)
 
     def stop_after(epoch, how, *extra):
         errors = tmp_path / f"stderr-{how}"
@@ -383,19 +367,37 @@ def test_ctrl_c_and_sigterm_stop_training_saying_how_to_resume(tmp_path, sample_
     code, lines = stop_after(1, signal.SIGTERM, "--resume")
     assert code == 143 and lines[-1].startswith("artdate train: terminated; rerun the same command with --resume")
     assert any(line.startswith(f"resuming after epoch 1 from {storage}/checkpoint_") for line in lines)
+    registered, latest = registered_checkpoints(storage)
+    assert latest in registered and unregistered_checkpoints(storage, registered) == []  # a stop cleans up
+
+    killed = subprocess.Popen(
+        artdate_command("train", *flags(settings), "--resume"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_registered(storage, '"epoch":2', lambda: killed.poll() is None)
+    kill_session(killed)
+    before_the_kill = dict(run_checkpoints(storage))
+    assert sorted(m["epoch"] for m in before_the_kill.values()) == [0, 1, 2]
 
     # A folder as a run stopped while uploading a checkpoint leaves it: never registered.
     registered, latest = registered_checkpoints(storage)
-    assert latest in registered and unregistered_checkpoints(storage, registered) == []
     shutil.copytree(os.path.join(storage, latest), os.path.join(storage, "checkpoint_2099-01-01_00-00-00.000000"))
     capfd.readouterr()
-    run_training(small(sample_store, storage, epochs=3, resume=True))
+    run_training(small(sample_store, storage, epochs=4, resume=True))
     err = capfd.readouterr().err
     assert "removed checkpoint_2099-01-01_00-00-00.000000: a checkpoint the stopped run was still writing" in err
-    assert f"resuming after epoch 2 from {storage}/{latest}" in err
+    assert f"resuming after epoch 3 from {storage}/{latest}" in err
     assert unregistered_checkpoints(storage, registered_checkpoints(storage)[0]) == []
-    assert sorted(m["epoch"] for m in run_checkpoints(storage).values()) == [0, 1, 2]  # each epoch once
-    assert [epoch_metrics(storage)[e]["start_epoch"] for e in range(3)] == [0, 1, 2]
+    assert sorted(m["epoch"] for m in run_checkpoints(storage).values()) == [0, 1, 2, 3]  # each epoch once
+    assert [epoch_metrics(storage)[e]["start_epoch"] for e in range(4)] == [0, 1, 2, 3]
+    assert set(before_the_kill) <= set(run_checkpoints(storage))  # the checkpoints the killed run wrote are kept
+    # The learning curve went on from the checkpoint: epoch 0 as the first run measured it.
+    history = epoch_metrics(storage)[3]["history"]
+    assert [h["epoch"] for h in history] == list(range(4))
+    assert history[0] == {name: epoch_metrics(storage)[0][name] for name in CURVE}
 
 
 def test_a_resume_with_no_registered_checkpoint_says_so(tmp_path, capfd):
