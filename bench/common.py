@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from tests.support.helpers import LOADER_PROCESS, SAMPLE_CSV, SHARED_SAMPLE, TINY, pack_sample, tiny_training  # noqa: F401
+from tests.support.helpers import SAMPLE_CSV, SHARED_SAMPLE, TINY, pack_sample, tiny_training  # noqa: F401
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)

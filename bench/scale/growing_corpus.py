@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import LOADER_PROCESS, ROOT, tiny_training
+from bench.common import ROOT, tiny_training
 
 
 def run_stage(stage: str, settings: dict) -> dict:
@@ -102,6 +102,9 @@ def main() -> None:
         default=250,
         help="small enough that the smallest corpus has several shards per actor",
     )
+    parser.add_argument(
+        "--loader-workers", type=int, default=1, help="per training worker (its figures in RESULTS.md: 1)"
+    )
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,7 +134,7 @@ def main() -> None:
                     cpus_per_worker=2,
                     gpus_per_worker=0,
                     lr=3e-3,
-                    **LOADER_PROCESS,  # as its figures in bench/RESULTS.md were measured
+                    loader_workers=args.loader_workers,
                 ),
             )
             checkpoint = train["best"]

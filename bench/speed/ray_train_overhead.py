@@ -6,6 +6,7 @@ figures come from the per-epoch img/s each run reports (start-up excluded, shown
 agents) used during each Ray run: CPU the training workers could not have.
 
     python -m bench.speed.ray_train_overhead [--backbone efficientnet_lite0] [--image-size 128] [--epochs 2]
+        [--loader-workers 1]
 """
 
 import argparse
@@ -19,7 +20,7 @@ from artdate.model.checkpoints import run_checkpoints
 from artdate.model.network import ModelSpec, build_model
 from artdate.train.loop import fit, label_encoding, shard_batches
 from artdate.train.run import run_training
-from bench.common import LOADER_PROCESS, pack_sample, tiny_training
+from bench.common import pack_sample, tiny_training
 
 
 def plain_loop(store_url, cfg) -> float:
@@ -60,12 +61,20 @@ def main():
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--worker-counts", type=int, nargs="+", default=[1, 2], help="Ray Train runs of these sizes")
+    parser.add_argument(
+        "--loader-workers", type=int, default=1, help="per worker, and the plain loop's (its figures in RESULTS.md: 1)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         store_url = os.path.join(directory, "shards")
         pack_sample(store_url, samples_per_shard=20, size=160)
         common = tiny_training(
-            store_url, "", image_size=args.image_size, epochs=args.epochs, backbone=args.backbone, **LOADER_PROCESS
+            store_url,
+            "",
+            image_size=args.image_size,
+            epochs=args.epochs,
+            backbone=args.backbone,
+            loader_workers=args.loader_workers,
         )
         baseline = plain_loop(store_url, TrainConfig(**common))
         rows = [("plain PyTorch loop, 1 process", baseline, 0.0, 0.0)]
