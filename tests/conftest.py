@@ -185,20 +185,32 @@ def pytest_configure(config):
 TWO_NODE_CLUSTER = "two-node-cluster"
 
 
+def run_order(item) -> int:
+    """Longest first: the two-node cluster's tests (about 12 minutes on one worker), the modules
+    that share a local Ray, the other slow tests, then the quick ones, which fill the two workers'
+    last minutes so that they end together (file order within each: a stable sort)."""
+    if "ray_nodes" in item.fixturenames:
+        return 0
+    if "local_ray" in item.fixturenames:
+        return 1
+    return 2 if item.get_closest_marker("slow") else 3
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """The suite runs on two xdist workers (`-n 2 --dist loadgroup`, pyproject.toml). A module whose
-    tests share a Ray it starts (local_ray, ray_nodes: module-scoped) stays on one worker, so each
-    such Ray starts once; every other test goes to whichever worker is free. xdist reads the
-    groups in its own hook, which turns each into a nodeid suffix (`...@two-node-cluster`): this
-    one runs first, or the groups come too late and are ignored (as they were: both workers
-    started both two-node clusters and their own local Rays). xdist hands out the groups first,
-    the largest first."""
+    """The suite runs on two xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`,
+    pyproject.toml), which take the tests in the order run_order puts them. A module whose tests
+    share a Ray it starts (local_ray, ray_nodes: module-scoped) stays on one worker, so each such
+    Ray starts once; every other test goes to whichever worker is free. xdist reads the groups in
+    its own hook, which turns each into a nodeid suffix (`...@two-node-cluster`): this one runs
+    first, or the groups come too late and are ignored (as they were: both workers started both
+    two-node clusters and their own local Rays)."""
     for item in items:
         if "ray_nodes" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group(TWO_NODE_CLUSTER))
         elif "local_ray" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=run_order)
 
 
 def pytest_sessionfinish(session, exitstatus):

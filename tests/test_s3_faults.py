@@ -119,6 +119,7 @@ def assert_complete_store(server, bucket: str, prefix: str) -> None:
     assert len(keys) == len(set(keys)) == 300
 
 
+@pytest.mark.slow
 def test_pack_rides_out_a_short_s3_outage_and_a_rerun_finishes_after_a_long_one(own_server):
     bucket = own_server.make_bucket("pack")
     env = {**os.environ, **own_server.environment()}
@@ -186,6 +187,7 @@ def packed(own_server):
     return bucket, env
 
 
+@pytest.mark.slow
 def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
     bucket, env = packed
     process = subprocess.Popen(
@@ -203,6 +205,7 @@ def test_scoring_rides_out_an_s3_restart(own_server, packed, tiny_checkpoint):
     assert_every_work_once(own_server, bucket)
 
 
+@pytest.mark.slow
 def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_rerun(
     own_server, packed, tiny_checkpoint
 ):
@@ -232,6 +235,7 @@ def test_an_actor_killed_s3_restarted_and_the_driver_killed_in_one_run_then_a_re
     assert_every_work_once(own_server, bucket)
 
 
+@pytest.mark.slow
 def test_training_rides_out_an_s3_restart_without_losing_a_sample(own_server, packed):
     bucket, env = packed
     storage = f"s3://{bucket}/runs/outage"
