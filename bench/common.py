@@ -60,6 +60,14 @@ def stopwatch():
     stopped = time.perf_counter()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy so far (/proc/stat: all but idle and iowait), for
+    what runs in processes that are not this one's children (Ray's daemons, actors and workers)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def per_second(run) -> float:
     """Items per second of `run()`, which returns how many items it handled."""
     with stopwatch() as elapsed:

@@ -3,10 +3,13 @@
 All three run train_one_epoch over the same shards with the same transform and model; the Ray
 figures come from the per-epoch img/s each run reports (start-up excluded, shown separately).
 "Ray daemons" is the share of all cores that Ray's own processes (raylet, GCS, dashboard and its
-agents) used during each Ray run: CPU the training workers could not have.
+agents) used during each Ray run: CPU the training workers could not have. "CPU s" is the whole
+machine's CPU time during each Ray run, start-up and actors included (run it on an otherwise idle
+machine): what a short run, such as the tests' tiny ones, costs. Each Ray run is repeated for each
+`--loader-workers` (DataLoader processes per worker; the plain loop uses the first).
 
     python -m bench.speed.ray_train_overhead [--backbone efficientnet_lite0] [--image-size 128] [--epochs 2]
-        [--loader-workers 1]
+        [--worker-counts 1 2] [--loader-workers 1 0]
 """
 
 import argparse
@@ -20,7 +23,7 @@ from artdate.model.checkpoints import run_checkpoints
 from artdate.model.network import ModelSpec, build_model
 from artdate.train.loop import fit, label_encoding, shard_batches
 from artdate.train.run import run_training
-from bench.common import pack_sample, tiny_training
+from bench.common import machine_busy_seconds, pack_sample, tiny_training
 
 
 def plain_loop(store_url, cfg) -> float:
@@ -62,7 +65,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--worker-counts", type=int, nargs="+", default=[1, 2], help="Ray Train runs of these sizes")
     parser.add_argument(
-        "--loader-workers", type=int, default=1, help="per worker, and the plain loop's (its figures in RESULTS.md: 1)"
+        "--loader-workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="Ray Train runs with these DataLoader processes per worker; the plain loop uses the first",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
@@ -74,28 +81,35 @@ def main():
             image_size=args.image_size,
             epochs=args.epochs,
             backbone=args.backbone,
-            loader_workers=args.loader_workers,
+            loader_workers=args.loader_workers[0],
         )
         baseline = plain_loop(store_url, TrainConfig(**common))
-        rows = [("plain PyTorch loop, 1 process", baseline, 0.0, 0.0)]
+        rows = [("plain PyTorch loop, 1 process", baseline, 0.0, 0.0, 0.0)]
         for workers in args.worker_counts:
-            storage = os.path.join(directory, f"run-{workers}")
-            started, daemons_before = time.perf_counter(), ray_daemon_cpu_seconds()
-            # Ray sets OMP_NUM_THREADS to a worker's CPU reservation: reserve the cores, or it runs on one thread.
-            cpus = max(1, (os.cpu_count() or 1) // workers)
-            run_training(TrainConfig(**{**common, "storage": storage, "workers": workers, "cpus_per_worker": cpus}))
-            wall = time.perf_counter() - started
-            # The daemons of the embedded Ray outlive the run: read them before the next one starts.
-            daemon_share = (ray_daemon_cpu_seconds() - daemons_before) / (wall * (os.cpu_count() or 1))
-            rate = max(m["images_per_second"] for m in run_checkpoints(storage).values())
-            rows.append((f"Ray Train, {workers} worker(s)", rate, wall, daemon_share))
+            for loaders in args.loader_workers:
+                storage = os.path.join(directory, f"run-{workers}-{loaders}")
+                started, daemons_before, busy = time.perf_counter(), ray_daemon_cpu_seconds(), machine_busy_seconds()
+                # Ray sets OMP_NUM_THREADS to a worker's CPU reservation: reserve the cores, or it runs on one thread.
+                cpus = max(1, (os.cpu_count() or 1) // workers)
+                settings = {**common, "storage": storage, "workers": workers, "cpus_per_worker": cpus}
+                run_training(TrainConfig(**{**settings, "loader_workers": loaders}))
+                wall, cpu = time.perf_counter() - started, machine_busy_seconds() - busy
+                # The daemons of the embedded Ray outlive the run: read them before the next one starts.
+                daemon_share = (ray_daemon_cpu_seconds() - daemons_before) / (wall * (os.cpu_count() or 1))
+                rate = max(m["images_per_second"] for m in run_checkpoints(storage).values())
+                rows.append((f"Ray Train, {workers} worker(s), {loaders} loader", rate, wall, cpu, daemon_share))
     print(f"{args.backbone} at {args.image_size} px, batch 16 per worker, CPU, {os.cpu_count()} cores")
-    print(f"{'run':<32}{'img/s':>8}{'vs plain':>10}{'wall s':>8}{'Ray daemons':>13}")
-    for name, rate, wall, daemon_share in rows:
-        print(f"{name:<32}{rate:>8.1f}{rate / baseline:>10.2f}{wall:>8.0f}{daemon_share:>13.0%}")
+    print(f"{'run':<42}{'img/s':>8}{'vs plain':>10}{'wall s':>8}{'CPU s':>8}{'CPU vs 1st':>12}{'Ray daemons':>13}")
+    first_cpu = rows[1][3]
+    for name, rate, wall, cpu, daemon_share in rows:
+        cpu_ratio = f"{cpu / first_cpu:12.2f}" if cpu else f"{'':12}"
+        print(f"{name:<42}{rate:>8.1f}{rate / baseline:>10.2f}{wall:>8.0f}{cpu:>8.0f}{cpu_ratio}{daemon_share:>13.0%}")
     print("Ray daemons: CPU time of raylet, GCS, dashboard and agents during the run, as a share of all cores")
-    if len(rows) > 2:
-        print(f"{args.worker_counts[1]} workers vs {args.worker_counts[0]}: {rows[2][1] / rows[1][1]:.2f}x")
+    print("CPU s: the whole machine's during the run, start-up included; CPU vs 1st: against the first Ray run")
+    if len(args.worker_counts) > 1:
+        step = len(args.loader_workers)  # rows per worker count
+        more, fewer = rows[1 + step][1], rows[1][1]
+        print(f"{args.worker_counts[1]} workers vs {args.worker_counts[0]}: {more / fewer:.2f}x")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import ROOT
+from bench.common import ROOT, machine_busy_seconds
 
 TRAIN = """
 import torch
@@ -63,12 +63,6 @@ def side_by_side(copies: int, steps: int, wait_policy: str | None) -> tuple[floa
     for process in running:
         assert process.wait() == 0
     return time.perf_counter() - started, children_cpu() - cpu
-
-
-def machine_busy_seconds() -> float:
-    with open("/proc/stat") as stat:
-        ticks = [int(field) for field in stat.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def ray_start(dashboard: bool) -> tuple[float, float]:
