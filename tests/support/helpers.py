@@ -133,9 +133,9 @@ def shipped_pace(scale: float) -> dict:
 
 # The tiny training the tests and benchmarks run: the demo's backbone on small crops and batches,
 # two DDP workers, no progress lines. No loader processes: each rank's would start a forkserver
-# that imports torch, a third of a tiny run's CPU (one epoch: 42 CPU s with one loader process
-# per rank, 28 without; 2 cores). The runs that follow samples across loader processes (a stream
-# from S3, a resume inside an epoch) ask for one: LOADER_PROCESS.
+# that imports torch, a third of a tiny run's CPU (0.68x without: bench/speed/ray_train_overhead.py,
+# bench/RESULTS.md). The runs that follow samples across loader processes (a stream from S3, a
+# resume inside an epoch) ask for one: LOADER_PROCESS.
 TINY = {
     "backbone": "efficientnet_lite0",
     "image_size": 64,
