@@ -11,6 +11,7 @@ from artdate.core.works import derive_seed
 from artdate.data import device_decode, partition, pipeline, shards
 from artdate.data.partition import Slice
 from artdate.data.pipeline import make_loader, take_steps
+from tests.support.processes import live_processes
 
 
 def test_ranks_draw_different_augmentations_reproducibly(sample_store):
@@ -47,18 +48,13 @@ def test_loader_workers_fork_from_a_server_that_already_imported_what_they_decod
     manifest = shards.read_manifest(sample_store)
     slices = partition.whole(partition.manifest_shards(sample_store, manifest, "train"))
     next(iter(make_loader(slices, pipeline.train_transform(32), batch_size=4, loader_workers=1)))
-    (server,) = [pid for pid in os.listdir("/proc") if pid.isdigit() and forkserver_of(int(pid), os.getpid())]
+    (server,) = [
+        process.pid
+        for process in live_processes()
+        if process.parent == os.getpid() and any("forkserver" in arg for arg in process.argv)
+    ]
     libraries = open(f"/proc/{server}/maps").read()
     assert "libtorch_cpu" in libraries and "torchvision" in libraries and "torchcodec" in libraries
-
-
-def forkserver_of(pid: int, parent: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            return ppid == parent and b"forkserver" in cmdline.read()
-    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
-        return False
 
 
 def test_loader_workers_split_a_single_shard(sample_store):

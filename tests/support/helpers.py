@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.support.processes import live_processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The sample's works (facts) ship in metadata/sample; its images stay in ../shared, where they were
 # copied to: a test that needs them skips without it. ARTDATE_SAMPLE names another copy of them (a
@@ -235,17 +237,8 @@ def alive_actors(class_name: str) -> list[int]:
     process (the embedded Ray's raylet, started by this process, starts them), read from /proc.
     Another Ray up on the machine (the other xdist worker's, a command's own) does not descend from
     it; and the embedded Ray runs no dashboard, which Ray's state API would need."""
-    parents, titles = {}, {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                titles[int(entry)] = cmdline.read().split(b"\0")[0].decode(errors="replace").strip()
-        except (OSError, ValueError):  # not a process, or one that ended meanwhile
-            continue
-        if fields[0] != "Z":  # a zombie has died already
-            parents[int(entry)] = int(fields[1])
+    processes = live_processes()
+    parents = {process.pid: process.parent for process in processes}
 
     def descends_from_this_process(pid: int) -> bool:
         while pid in parents and pid > 1:
@@ -255,10 +248,10 @@ def alive_actors(class_name: str) -> list[int]:
         return False
 
     return sorted(
-        pid
-        for pid, title in titles.items()
-        if pid in parents
-        and title.split(".")[0] == f"ray::{class_name}"
-        and not title.endswith(".__init__")
-        and descends_from_this_process(pid)
+        process.pid
+        for process in processes
+        if process.argv
+        and process.argv[0].split(".")[0] == f"ray::{class_name}"
+        and not process.argv[0].endswith(".__init__")
+        and descends_from_this_process(process.pid)
     )

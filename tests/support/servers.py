@@ -12,6 +12,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from tests.support.processes import live_processes
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -323,7 +325,7 @@ def kill_session(leader: subprocess.Popen) -> None:
     a lost machine would: a driver, the Ray it started and Ray's workers. The driver's process group
     alone is not enough: Ray's workers lead groups of their own and ran on for seconds after it,
     writing checkpoints and results."""
-    while members := session_members(leader.pid):
+    while members := [process.pid for process in live_processes() if process.session == leader.pid]:
         for pid in members:
             try:
                 os.kill(pid, 9)
@@ -331,17 +333,3 @@ def kill_session(leader: subprocess.Popen) -> None:
                 pass
         time.sleep(0.1)
     leader.wait(60)
-
-
-def session_members(session: int) -> list[int]:
-    """Live (not zombie) processes of a session, from /proc/PID/stat: "pid (comm) state ppid pgrp session"."""
-    members = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
-            continue
-        if fields[0] != "Z" and int(fields[3]) == session:
-            members.append(int(entry))
-    return members
