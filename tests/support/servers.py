@@ -267,14 +267,14 @@ class RayNodes:
         """Until the head counts the killed worker node dead (its health checks failing, seconds after
         the kill): a run started before then is offered the lost node's CPUs and waits out Ray Train's
         60-second worker group start for them."""
-        subprocess.run(
+        waited = subprocess.run(
             [sys.executable, "-c", NODE_GONE, self.address, self.head_ip, self.worker_ip, str(timeout)],
             env=self.environment(),
             capture_output=True,
             text=True,
             timeout=timeout + 60,
-            check=True,
         )
+        assert waited.returncode == 0, waited.stderr[-2000:]
 
     def _start(self, command: list[str], name: str, timeout: float) -> None:
         log_path = os.path.join(self.directory, f"{name}.log")
