@@ -91,8 +91,8 @@ def main():
                 started, daemons_before, busy = time.perf_counter(), ray_daemon_cpu_seconds(), machine_busy_seconds()
                 # Ray sets OMP_NUM_THREADS to a worker's CPU reservation: reserve the cores, or it runs on one thread.
                 cpus = max(1, (os.cpu_count() or 1) // workers)
-                settings = {**common, "storage": storage, "workers": workers, "cpus_per_worker": cpus}
-                run_training(TrainConfig(**{**settings, "loader_workers": loaders}))
+                settings = {"storage": storage, "workers": workers, "cpus_per_worker": cpus, "loader_workers": loaders}
+                run_training(TrainConfig(**{**common, **settings}))
                 wall, cpu = time.perf_counter() - started, machine_busy_seconds() - busy
                 # The daemons of the embedded Ray outlive the run: read them before the next one starts.
                 daemon_share = (ray_daemon_cpu_seconds() - daemons_before) / (wall * (os.cpu_count() or 1))
